@@ -1,0 +1,69 @@
+"""Entry point: builds the command tree lazily and maps errors to exit codes in one place."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+EPILOG = "Docs: README.md. Add --debug to any command for a traceback on errors."
+
+
+def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """Remove every `--debug` that comes before a `--` separator."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [arg for arg in argv[:end] if arg != "--debug"]
+    return head + argv[end:], len(head) != end
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run tether with argv (default sys.argv[1:]) and return the process exit code."""
+    args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    if debug or os.environ.get("TETHER_DEBUG"):
+        os.environ["TETHER_DEBUG"] = "1"
+        debug = True
+    from tether.errors import TetherError
+
+    try:
+        return _run(args)
+    except TetherError as error:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _say_error(error.line())
+        return error.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("tether: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except OSError as error:
+        if debug:
+            raise
+        _say_error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        return 1
+
+
+def _say_error(line: str) -> None:
+    sys.stderr.write(f"tether: error: {line}\n")
+    sys.stderr.flush()
+
+
+def _run(args: list[str]) -> int:
+    import typer.main
+    from typer._click.exceptions import ClickException
+    from typer.exceptions import Abort
+
+    from tether.cli.commands import build_app
+
+    command = typer.main.get_command(build_app())
+    try:
+        result = command.main(args=args, prog_name="tether", standalone_mode=False)
+    except ClickException as error:
+        error.show()
+        return error.exit_code
+    except Abort:
+        sys.stderr.write("tether: aborted\n")
+        return 1
+    return result if isinstance(result, int) else 0
