@@ -1,0 +1,300 @@
+"""tether.toml (or [tool.tether] in pyproject.toml) -> a typed, strictly checked Config."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn
+
+from tether.errors import ConfigError, UsageError
+
+CONFIG_NAME = "tether.toml"
+TARGET_KEYS = {"host", "path", "python", "default", "mappings", "scheduler", "slurm"}
+MAPPING_KEYS = {"local", "remote"}
+SYNC_KEYS = {"exclude", "include", "results"}
+JOBS_KEYS = {"notify"}
+SLURM_KEYS = {"partition", "gres", "time", "cpus", "mem", "account", "qos", "extra"}
+TOP_KEYS = {"targets", "sync", "jobs"}
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """An extra local directory mirrored to a remote directory."""
+
+    local: Path
+    remote: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host plus a remote project directory."""
+
+    name: str
+    host: str
+    path: str
+    python: str = "python3"
+    default: bool = False
+    scheduler: str = "tmux"
+    slurm: dict[str, Any] = field(default_factory=dict)
+    mappings: tuple[Mapping, ...] = ()
+
+
+@dataclass(frozen=True)
+class SyncRules:
+    """The [sync] table: patterns with .gitignore semantics."""
+
+    exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole project configuration."""
+
+    root: Path
+    file: Path
+    targets: dict[str, Target]
+    sync: SyncRules = SyncRules()
+    notify: str | None = None
+
+    def pick(self, names: Sequence[str] = ()) -> list[Target]:
+        """The targets named (in order), or every default target when none is named."""
+        if names:
+            unknown = [name for name in names if name not in self.targets]
+            if unknown:
+                known = ", ".join(sorted(self.targets))
+                raise UsageError(
+                    f"unknown target {unknown[0]!r}",
+                    f"{self.file.name} defines: {known}",
+                    f"add [targets.{unknown[0]}] or pick one of those",
+                )
+            return [self.targets[name] for name in dict.fromkeys(names)]
+        defaults = [target for target in self.targets.values() if target.default]
+        if defaults:
+            return defaults
+        if len(self.targets) == 1:
+            return list(self.targets.values())
+        raise UsageError(
+            "no default target",
+            f"{self.file.name} has several targets and none has default = true",
+            "pass --to/--on TARGET or set default = true on one",
+        )
+
+    def one(self, name: str | None) -> Target:
+        """Exactly one target: the named one, or the single default."""
+        targets = self.pick([name] if name else [])
+        if len(targets) > 1:
+            names = ", ".join(target.name for target in targets)
+            raise UsageError("several default targets", f"({names})", "pass --on TARGET")
+        return targets[0]
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The nearest tether.toml, or pyproject.toml with [tool.tether], from start upward."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+        pyproject = directory / "pyproject.toml"
+        if pyproject.is_file() and b"[tool.tether" in pyproject.read_bytes():
+            return pyproject
+    return None
+
+
+def load(start: Path | None = None) -> Config:
+    """Find and parse the project's configuration; ConfigError on anything wrong."""
+    file = find_config(start)
+    if file is None:
+        raise ConfigError(
+            CONFIG_NAME,
+            "",
+            "no tether.toml here or in any parent directory",
+            "run `tether init --host ALIAS --path REMOTE_DIR` in the project root",
+        )
+    return parse_file(file)
+
+
+def parse_file(file: Path) -> Config:
+    """Parse one config file (tether.toml or pyproject.toml)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(file), "", f"not valid TOML ({error})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), "", "not UTF-8 text") from None
+    if file.name == "pyproject.toml":
+        data = data.get("tool", {}).get("tether", {})
+        prefix = "tool.tether."
+    else:
+        prefix = ""
+    return parse(data, file, prefix)
+
+
+def parse(data: dict[str, Any], file: Path, prefix: str = "") -> Config:
+    """Check a decoded TOML document strictly and build a Config."""
+    check = _Checker(str(file), prefix)
+    check.keys(data, TOP_KEYS, "")
+    targets_table = check.table(data, "targets", required=True)
+    if not targets_table:
+        check.fail("targets", "no targets defined", "add a [targets.NAME] with host and path")
+    root = file.parent.resolve()
+    targets: dict[str, Target] = {}
+    for name, raw in targets_table.items():
+        key = f"targets.{name}"
+        if not isinstance(raw, dict):
+            check.fail(key, "must be a table with host and path")
+        check.keys(raw, TARGET_KEYS, key)
+        scheduler = check.string(raw, "scheduler", key, default="tmux")
+        if scheduler not in ("tmux", "slurm"):
+            check.fail(f"{key}.scheduler", f"is {scheduler!r}, expected 'tmux' or 'slurm'")
+        slurm = check.table(raw, "slurm", key)
+        check.keys(slurm, SLURM_KEYS, f"{key}.slurm")
+        targets[name] = Target(
+            name=name,
+            host=check.string(raw, "host", key, required=True),
+            path=check.string(raw, "path", key, required=True),
+            python=check.string(raw, "python", key, default="python3"),
+            default=check.boolean(raw, "default", key),
+            scheduler=scheduler,
+            slurm=slurm,
+            mappings=_mappings(check, raw, key, root),
+        )
+    sync = check.table(data, "sync")
+    check.keys(sync, SYNC_KEYS, "sync")
+    jobs = check.table(data, "jobs")
+    check.keys(jobs, JOBS_KEYS, "jobs")
+    notify = check.string(jobs, "notify", "jobs", default="") or None
+    return Config(
+        root=root,
+        file=file,
+        targets=targets,
+        sync=SyncRules(
+            exclude=check.strings(sync, "exclude", "sync"),
+            include=check.strings(sync, "include", "sync"),
+            results=check.strings(sync, "results", "sync"),
+        ),
+        notify=notify,
+    )
+
+
+def _mappings(check: _Checker, raw: dict[str, Any], key: str, root: Path) -> tuple[Mapping, ...]:
+    items = raw.get("mappings", [])
+    if not isinstance(items, list):
+        check.fail(f"{key}.mappings", "must be an array of tables ([[...mappings]])")
+    result: list[Mapping] = []
+    for index, item in enumerate(items):
+        item_key = f"{key}.mappings[{index}]"
+        if not isinstance(item, dict):
+            check.fail(item_key, "must be a table with local and remote")
+        check.keys(item, MAPPING_KEYS, item_key)
+        local = check.string(item, "local", item_key, required=True)
+        remote = check.string(item, "remote", item_key, required=True)
+        result.append(Mapping(local=(root / local).resolve(), remote=remote))
+    target_path = _norm_remote(str(raw.get("path", "")))
+    remotes = [(_norm_remote(mapping.remote), mapping.remote) for mapping in result]
+    for index, (norm, shown) in enumerate(remotes):
+        if _nested(norm, target_path):
+            check.fail(
+                f"{key}.mappings[{index}].remote",
+                f"{shown!r} overlaps the target's path {raw.get('path')!r}",
+                "map it to a directory outside the project's remote path",
+            )
+        for other_norm, other in remotes[:index]:
+            if _nested(norm, other_norm):
+                check.fail(
+                    f"{key}.mappings[{index}].remote",
+                    f"{shown!r} overlaps another mapping's remote {other!r}",
+                    "give each mapping its own remote directory",
+                )
+    return tuple(result)
+
+
+def _norm_remote(path: str) -> PurePosixPath:
+    return PurePosixPath(path.rstrip("/") or "/")
+
+
+def _nested(a: PurePosixPath, b: PurePosixPath) -> bool:
+    return a == b or b in a.parents or a in b.parents
+
+
+class _Checker:
+    """Strict type checks that raise ConfigError naming file and key."""
+
+    def __init__(self, file: str, prefix: str) -> None:
+        self.file = file
+        self.prefix = prefix
+
+    def fail(self, key: str, problem: str, todo: str = "") -> NoReturn:
+        raise ConfigError(self.file, self.prefix + key, problem, todo)
+
+    def keys(self, table: dict[str, Any], allowed: set[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                full = f"{where}.{key}" if where else key
+                expected = ", ".join(sorted(allowed))
+                self.fail(full, "unknown key", f"expected one of: {expected}")
+
+    def table(
+        self, data: dict[str, Any], key: str, where: str = "", required: bool = False
+    ) -> dict[str, Any]:
+        full = f"{where}.{key}" if where else key
+        if key not in data:
+            if required:
+                self.fail(full, "is missing", f"add a [{full}.NAME] table")
+            return {}
+        value = data[key]
+        if not isinstance(value, dict):
+            self.fail(full, f"must be a table, not {_kind(value)}")
+        return value
+
+    def string(
+        self,
+        data: dict[str, Any],
+        key: str,
+        where: str,
+        *,
+        required: bool = False,
+        default: str = "",
+    ) -> str:
+        full = f"{where}.{key}"
+        if key not in data:
+            if required:
+                self.fail(full, "is missing", f'add {key} = "..."')
+            return default
+        value = data[key]
+        if not isinstance(value, str):
+            self.fail(full, f"must be a string, not {_kind(value)}")
+        if required and not value.strip():
+            self.fail(full, "must not be empty")
+        return value
+
+    def boolean(self, data: dict[str, Any], key: str, where: str) -> bool:
+        value = data.get(key, False)
+        if not isinstance(value, bool):
+            self.fail(f"{where}.{key}", f"must be true or false, not {_kind(value)} {value!r}")
+        return value
+
+    def strings(self, data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.fail(f"{where}.{key}", "must be a list of strings")
+        return tuple(value)
+
+
+def _kind(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)

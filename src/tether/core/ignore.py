@@ -1,0 +1,113 @@
+"""Patterns with .gitignore semantics, compiled to regular expressions (stdlib only)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class _Rule:
+    regex: re.Pattern[str]
+    negate: bool
+    dir_only: bool
+
+
+class PatternSet:
+    """An ordered list of gitignore-style patterns; the last matching one wins."""
+
+    def __init__(self, patterns: Iterable[str], base: str = "") -> None:
+        self.base = base.strip("/")
+        self.rules = [rule for rule in map(_compile, patterns) if rule is not None]
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def match(self, path: str, is_dir: bool = False) -> bool | None:
+        """True if matched (ignored), False if re-included by '!', None if no rule applies.
+
+        A path also matches when one of its parent directories does.
+        """
+        if self.base:
+            if not path.startswith(self.base + "/"):
+                return None
+            path = path[len(self.base) + 1 :]
+        parts = path.split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            verdict = self._match_one(prefix, is_dir or depth < len(parts))
+            if verdict:
+                return True
+            if depth == len(parts):
+                return verdict
+        return None
+
+    def _match_one(self, path: str, is_dir: bool) -> bool | None:
+        verdict: bool | None = None
+        for rule in self.rules:
+            if rule.dir_only and not is_dir:
+                continue
+            if rule.regex.fullmatch(path):
+                verdict = not rule.negate
+        return verdict
+
+
+def _compile(pattern: str) -> _Rule | None:
+    line = pattern.rstrip("\n")
+    if not line.strip() or line.startswith("#"):
+        return None
+    if not line.endswith("\\ "):
+        line = line.rstrip(" ")
+    negate = line.startswith("!")
+    if negate:
+        line = line[1:]
+    elif line.startswith("\\!") or line.startswith("\\#"):
+        line = line[1:]
+    dir_only = line.endswith("/")
+    line = line.rstrip("/")
+    anchored = "/" in line
+    line = line.lstrip("/")
+    body = _translate(line)
+    regex = body if anchored else f"(?:.*/)?{body}"
+    return _Rule(re.compile(regex, re.DOTALL), negate, dir_only)
+
+
+def _translate(pattern: str) -> str:
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+            continue
+        if pattern.startswith("/**", index) and index + 3 == len(pattern):
+            out.append("/.*")
+            index += 3
+            continue
+        if pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = pattern.find("]", index + 2)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                body = pattern[index + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                index = end
+        elif char == "\\" and index + 1 < len(pattern):
+            index += 1
+            out.append(re.escape(pattern[index]))
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return "".join(out)
