@@ -1,0 +1,5 @@
+import sys
+
+from tether.agent.server import main
+
+sys.exit(main())

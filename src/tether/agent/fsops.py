@@ -1,0 +1,371 @@
+"""File operations of the agent: scan, digest, atomic write, checked delete, read.
+
+Every path is relative to a root and checked: no '..', no absolute paths, and no symlink
+is followed on the way (a symlink inside the tree is kept as a symlink, never traversed).
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+TMP_MARK = ".tether-tmp."
+CHUNK = 1 << 20
+
+
+class OpError(Exception):
+    """A request that cannot be done; `kind` is a stable word the client maps to a message."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def check_rel(path: str) -> str:
+    """A safe relative POSIX path or OpError('unsafe')."""
+    if not path or path.startswith("/") or "\x00" in path:
+        raise OpError("unsafe", "unsafe path %r" % path)
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise OpError("unsafe", "unsafe path %r" % path)
+    return path
+
+
+def root_path(root: str) -> str:
+    """Expand '~' in a root the way the user's shell would."""
+    return os.path.abspath(os.path.expanduser(root))
+
+
+def entry_of(st: os.stat_result, full: str) -> Dict[str, Any]:
+    """The manifest entry JSON for an lstat result."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return {"k": "link", "s": 0, "m": st.st_mtime_ns, "p": 0o777, "t": os.readlink(full)}
+    if stat.S_ISDIR(mode):
+        return {"k": "dir", "s": 0, "m": st.st_mtime_ns, "p": stat.S_IMODE(mode)}
+    return {"k": "file", "s": st.st_size, "m": st.st_mtime_ns, "p": stat.S_IMODE(mode)}
+
+
+class DigestCache:
+    """sha256 of files keyed by (inode, size, mtime_ns), kept on disk between runs."""
+
+    def __init__(self, cache_dir: str, root: str) -> None:
+        key = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        self.file = os.path.join(cache_dir, "digests-%s.json" % key)
+        self.data: Dict[str, str] = {}
+        self.dirty = False
+        try:
+            with open(self.file, encoding="utf-8") as handle:
+                self.data = json.load(handle)
+        except (OSError, ValueError):
+            self.data = {}
+
+    def get(self, full: str, st: os.stat_result, compute: bool) -> Optional[str]:
+        key = "%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns)
+        digest = self.data.get(key)
+        if digest is None and compute:
+            digest = file_digest(full)
+            self.data[key] = digest
+            self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        os.makedirs(os.path.dirname(self.file), exist_ok=True)
+        tmp = "%s.%d.tmp" % (self.file, os.getpid())
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(self.data, handle)
+        os.replace(tmp, self.file)
+        self.dirty = False
+
+
+def file_digest(full: str) -> str:
+    """sha256 hex of a file's bytes (never follows a symlink)."""
+    digest = hashlib.sha256()
+    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_tmp(name: str) -> bool:
+    """A temp file of ours whose writer is gone."""
+    try:
+        pid = int(name.split(TMP_MARK, 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
+def scan(
+    root: str, skip: List[str], cache: Optional[DigestCache], with_digests: bool
+) -> Tuple[Dict[str, Dict[str, Any]], bool]:
+    """Walk root without following symlinks; (entries, root_exists). Removes stale temps."""
+    entries: Dict[str, Dict[str, Any]] = {}
+    try:
+        top = os.lstat(root)
+    except FileNotFoundError:
+        return entries, False
+    if not stat.S_ISDIR(top.st_mode):
+        raise OpError("notdir", "%s is not a directory" % root)
+    skipped = set(skip)
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        full_dir = os.path.join(root, rel_dir) if rel_dir else root
+        try:
+            listing = list(os.scandir(full_dir))
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise OpError("permission", "cannot read %s (permission denied)" % full_dir) from None
+        for item in listing:
+            name = item.name
+            rel = rel_dir + "/" + name if rel_dir else name
+            if TMP_MARK in name:
+                if _stale_tmp(name):
+                    _unlink_quietly(item.path)
+                continue
+            if rel in skipped:
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            entry = entry_of(st, item.path)
+            if entry["k"] == "file" and cache is not None:
+                digest = cache.get(item.path, st, with_digests)
+                if digest is not None:
+                    entry["d"] = digest
+            entries[rel] = entry
+            if entry["k"] == "dir":
+                stack.append(rel)
+    return entries, True
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def safe_parent(root: str, rel: str, create: bool) -> str:
+    """The full path of rel's parent directory, refusing symlinks on the way."""
+    check_rel(rel)
+    current = root
+    if create:
+        os.makedirs(root, exist_ok=True)
+    for part in rel.split("/")[:-1]:
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(current)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise OpError("unsafe", "refusing to go through the symlink %s" % current)
+        if not stat.S_ISDIR(st.st_mode):
+            raise OpError("notdir", "%s is not a directory" % current)
+    return current
+
+
+def matches(full: str, expect: Optional[Dict[str, Any]]) -> bool:
+    """Whether the path is still what a scan saw (None: must not exist)."""
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        return expect is None
+    if expect is None:
+        return False
+    now = entry_of(st, full)
+    if now["k"] != expect["k"]:
+        return False
+    if now["k"] == "dir":
+        return True
+    if now["k"] == "link":
+        return bool(now.get("t") == expect.get("t"))
+    return bool(now["s"] == expect["s"] and now["m"] == expect["m"])
+
+
+def backup_name(full: str) -> str:
+    """NAME.tether-conflict-<time> next to the file."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = "%s.tether-conflict-%s" % (full, stamp)
+    counter = 1
+    while os.path.lexists(candidate):
+        counter += 1
+        candidate = "%s.tether-conflict-%s-%d" % (full, stamp, counter)
+    return candidate
+
+
+class Writer:
+    """Atomic writes, possibly in chunks: temp name in the same dir, fsync, check, rename."""
+
+    def __init__(self) -> None:
+        self.open: Dict[str, Tuple[Any, str]] = {}
+
+    def put(self, root: str, header: Dict[str, Any], payload: bytes) -> Dict[str, Any]:
+        rel = check_rel(header["path"])
+        kind = header.get("kind", "file")
+        parent = safe_parent(root, rel, create=True)
+        full = os.path.join(parent, rel.rsplit("/", 1)[-1])
+        if kind == "dir":
+            return self._mkdir(full, header)
+        if kind == "link":
+            return self._finish_link(full, header)
+        key = root + "\x00" + rel
+        if header.get("offset", 0) == 0:
+            self.discard(key)
+            tmp = "%s/.%s%s%d.%s" % (
+                parent,
+                os.path.basename(full)[:120],
+                TMP_MARK,
+                os.getpid(),
+                os.urandom(4).hex(),
+            )
+            handle = open(tmp, "xb")
+            self.open[key] = (handle, tmp)
+        elif key not in self.open:
+            raise OpError("protocol", "chunk for %s without its start" % rel)
+        handle, tmp = self.open[key]
+        try:
+            handle.write(payload)
+        except OSError as error:
+            self.discard(key)
+            raise _os_error(error, full) from None
+        if not header.get("last", True):
+            return {"ok": True}
+        del self.open[key]
+        try:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.chmod(tmp, int(header.get("mode", 0o644)) & 0o7777)
+            if "mtime_ns" in header:
+                os.utime(tmp, ns=(time.time_ns(), int(header["mtime_ns"])))
+            return self._commit(tmp, full, header)
+        except BaseException:
+            handle.close()
+            _unlink_quietly(tmp)
+            raise
+
+    def _commit(self, tmp: str, full: str, header: Dict[str, Any]) -> Dict[str, Any]:
+        if not matches(full, header.get("expect")):
+            _unlink_quietly(tmp)
+            raise OpError("changed", "%s changed on the remote since it was scanned" % full)
+        backup = None
+        if header.get("backup") and os.path.lexists(full):
+            backup = backup_name(full)
+            os.link(full, backup, follow_symlinks=False)
+        if os.path.isdir(full) and not os.path.islink(full):
+            os.rmdir(full)
+        os.replace(tmp, full)
+        st = os.lstat(full)
+        return {"ok": True, "entry": entry_of(st, full), "backup": backup}
+
+    def _finish_link(self, full: str, header: Dict[str, Any]) -> Dict[str, Any]:
+        tmp = "%s%s%d.%s" % (full, TMP_MARK, os.getpid(), os.urandom(4).hex())
+        os.symlink(header["target"], tmp)
+        try:
+            return self._commit(tmp, full, header)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def _mkdir(self, full: str, header: Dict[str, Any]) -> Dict[str, Any]:
+        if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)):
+            if not matches(full, header.get("expect")):
+                raise OpError("changed", "%s changed on the remote since it was scanned" % full)
+            os.unlink(full)
+        if not os.path.isdir(full):
+            os.mkdir(full)
+        if "mode" in header:
+            os.chmod(full, int(header["mode"]) & 0o7777)
+        return {"ok": True, "entry": entry_of(os.lstat(full), full)}
+
+    def discard(self, key: str) -> None:
+        item = self.open.pop(key, None)
+        if item is not None:
+            item[0].close()
+            _unlink_quietly(item[1])
+
+    def close(self) -> None:
+        for key in list(self.open):
+            self.discard(key)
+
+
+def delete(root: str, header: Dict[str, Any]) -> Dict[str, Any]:
+    """Remove a path only if it is still what the scan saw; directories only when empty."""
+    rel = check_rel(header["path"])
+    try:
+        parent = safe_parent(root, rel, create=False)
+    except FileNotFoundError:
+        return {"ok": True, "gone": True}
+    full = os.path.join(parent, rel.rsplit("/", 1)[-1])
+    if not os.path.lexists(full):
+        return {"ok": True, "gone": True}
+    if not matches(full, header.get("expect")):
+        raise OpError("changed", "%s changed on the remote since it was scanned" % full)
+    backup = None
+    if header.get("backup"):
+        backup = backup_name(full)
+        os.rename(full, backup)
+        return {"ok": True, "backup": backup}
+    if os.path.isdir(full) and not os.path.islink(full):
+        try:
+            os.rmdir(full)
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return {"ok": True, "kept": "not empty"}
+            raise
+    else:
+        os.unlink(full)
+    return {"ok": True}
+
+
+def read(root: str, header: Dict[str, Any]) -> Tuple[Dict[str, Any], bytes]:
+    """A slice of a file (never through a symlink) with the file's stat."""
+    rel = check_rel(header["path"])
+    parent = safe_parent(root, rel, create=False)
+    full = os.path.join(parent, rel.rsplit("/", 1)[-1])
+    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        handle.seek(int(header.get("offset", 0)))
+        data = handle.read(int(header.get("length", CHUNK)))
+    return {"ok": True, "entry": entry_of(st, full)}, data
+
+
+def _os_error(error: OSError, path: str) -> OpError:
+    if error.errno == errno.ENOSPC:
+        return OpError("nospace", "no space left on the remote disk writing %s" % path)
+    if error.errno == errno.EDQUOT:
+        return OpError("nospace", "disk quota exceeded on the remote writing %s" % path)
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return OpError("permission", "permission denied writing %s" % path)
+    if error.errno == errno.ENAMETOOLONG:
+        return OpError("toolong", "file name too long on the remote: %s" % path)
+    return OpError("oserror", "%s: %s" % (path, error.strerror))
+
+
+os_error = _os_error

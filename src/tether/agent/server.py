@@ -1,0 +1,238 @@
+"""The agent's request loop: frames in on stdin, frames out on stdout, one request at a time.
+
+Requests carry an "id" and an "op"; every answer repeats the id. The client pipelines:
+it sends many requests before reading answers, so a thousand writes cost one round trip.
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from typing import Any, Callable, Dict, Tuple
+
+from . import fsops
+from .protocol import PROTOCOL, encode, read_frame
+
+VERSION = "dev"
+Handler = Callable[[Dict[str, Any], bytes], Tuple[Dict[str, Any], bytes]]
+
+
+class Agent:
+    """State of one agent process: open writes, digest caches, the output lock."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.writer = fsops.Writer()
+        self.caches: Dict[str, fsops.DigestCache] = {}
+        self.cache_dir = os.path.expanduser("~/.cache/tether")
+        self.handlers: Dict[str, Handler] = {
+            "hello": self.hello,
+            "scan": self.scan,
+            "digest": self.digest,
+            "put": self.put,
+            "delete": self.delete,
+            "read": self.read,
+            "probe": self.probe,
+        }
+        for extension in ("jobs", "kernels"):
+            try:
+                module = importlib.import_module("." + extension, __package__)
+            except ImportError:
+                continue
+            module.register(self)
+
+    def send(self, header: Dict[str, Any], payload: bytes = b"") -> None:
+        """Write one frame atomically with respect to other threads."""
+        data = encode(header, payload)
+        with self.lock:
+            self.out.write(data)
+            self.out.flush()
+
+    def cache(self, root: str) -> fsops.DigestCache:
+        if root not in self.caches:
+            self.caches[root] = fsops.DigestCache(self.cache_dir, root)
+        return self.caches[root]
+
+    def hello(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        return {
+            "version": VERSION,
+            "protocol": PROTOCOL,
+            "python": "%d.%d.%d" % sys.version_info[:3],
+            "pid": os.getpid(),
+            "home": os.path.expanduser("~"),
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+        }, b""
+
+    def scan(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        root = fsops.root_path(header["root"])
+        cache = self.cache(root)
+        entries, exists = fsops.scan(
+            root, header.get("skip", []), cache, bool(header.get("digests"))
+        )
+        cache.save()
+        return {"entries": entries, "exists": exists, "root": root}, b""
+
+    def digest(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        root = fsops.root_path(header["root"])
+        cache = self.cache(root)
+        digests: Dict[str, Any] = {}
+        for rel in header["paths"]:
+            full = os.path.join(root, fsops.check_rel(rel))
+            try:
+                st = os.lstat(full)
+                digests[rel] = cache.get(full, st, True)
+            except (FileNotFoundError, NotADirectoryError):
+                digests[rel] = None
+        cache.save()
+        return {"digests": digests}, b""
+
+    def put(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        return self.writer.put(fsops.root_path(header["root"]), header, payload), b""
+
+    def delete(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        return fsops.delete(fsops.root_path(header["root"]), header), b""
+
+    def read(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        return fsops.read(fsops.root_path(header["root"]), header)
+
+    def probe(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        """Everything `host check` wants, in one answer."""
+        path = fsops.root_path(header.get("path") or "~")
+        while not os.path.isdir(path) and path != "/":
+            path = os.path.dirname(path)
+        usage = shutil.disk_usage(path)
+        answer: Dict[str, Any] = {
+            "python": "%d.%d.%d" % sys.version_info[:3],
+            "python_path": sys.executable,
+            "tmux": _version(["tmux", "-V"]),
+            "sbatch": _version(["sbatch", "--version"]),
+            "disk_free": usage.free,
+            "disk_total": usage.total,
+            "disk_path": path,
+            "gpus": _gpus(),
+            "linger": _linger(),
+        }
+        python = header.get("python")
+        if python:
+            answer["ipykernel"] = _version(
+                [python, "-c", "import ipykernel; print(ipykernel.__version__)"]
+            )
+        return answer, b""
+
+    def serve(self, stream: Any) -> None:
+        """Answer requests until stdin closes."""
+        try:
+            while True:
+                frame = read_frame(stream)
+                if frame is None:
+                    return
+                header, payload = frame
+                self.dispatch(header, payload)
+        finally:
+            self.writer.close()
+
+    def dispatch(self, header: Dict[str, Any], payload: bytes) -> None:
+        request_id = header.get("id")
+        handler = self.handlers.get(str(header.get("op")))
+        if handler is None:
+            self.send({"id": request_id, "ok": False, "kind": "unknown-op", "error": "unknown op"})
+            return
+        try:
+            answer, data = handler(header, payload)
+        except fsops.OpError as error:
+            answer, data = {"ok": False, "kind": error.kind, "error": str(error)}, b""
+        except OSError as error:
+            converted = fsops.os_error(error, str(error.filename or ""))
+            answer, data = {"ok": False, "kind": converted.kind, "error": str(converted)}, b""
+        except Exception as error:  # noqa: BLE001 - reported to the client, never swallowed
+            answer = {
+                "ok": False,
+                "kind": "internal",
+                "error": "%s: %s" % (type(error).__name__, error),
+                "trace": traceback.format_exc(),
+            }
+            data = b""
+        answer.setdefault("ok", True)
+        answer["id"] = request_id
+        self.send(answer, data)
+
+
+def _version(argv: Any) -> Any:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return (done.stdout.strip() or done.stderr.strip()).splitlines()[0] if done.stdout else None
+
+
+def _gpus() -> Any:
+    query = "index,name,memory.used,memory.total,utilization.gpu"
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=" + query, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    gpus = []
+    for line in done.stdout.splitlines():
+        cells = [cell.strip() for cell in line.split(",")]
+        if len(cells) < 5:
+            continue
+        try:
+            gpus.append(
+                {
+                    "index": int(cells[0]),
+                    "name": cells[1],
+                    "memory_used": int(float(cells[2])),
+                    "memory_total": int(float(cells[3])),
+                    "utilization": int(float(cells[4])),
+                }
+            )
+        except ValueError:
+            continue
+    return gpus
+
+
+def _linger() -> Any:
+    """'kills' if logind would end tmux at logout, else None."""
+    try:
+        with open("/etc/systemd/logind.conf", encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.strip().replace(" ", "") == "KillUserProcesses=yes":
+            user = os.environ.get("USER", "")
+            if not os.path.exists("/var/lib/systemd/linger/" + user):
+                return "kills"
+    return None
+
+
+def main(argv: Any = None) -> int:
+    """Entry point: `agent.pyz serve HASH` (the hash is reported by `hello`)."""
+    global VERSION
+    args = list(argv or sys.argv)
+    if len(args) >= 3 and args[1] == "serve":
+        VERSION = args[2]
+    os.umask(0o022)
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    Agent(out).serve(sys.stdin.buffer)
+    return 0

@@ -1,0 +1,255 @@
+"""A pipelined request channel to the agent over one ssh process's stdin/stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tether.agent.bundle import BOOTSTRAP, agent_zip
+from tether.agent.protocol import decode_header, encode
+from tether.errors import ConnectionLost, HostError, RemoteError
+from tether.transport.base import Transport
+
+Answer = tuple[dict[str, Any], bytes]
+_MORE = object()
+
+
+class AgentError(RemoteError):
+    """The agent answered a request with an error; `kind` is its stable word."""
+
+    def __init__(self, host: str, op: str, kind: str, message: str) -> None:
+        self.kind = kind
+        self.op = op
+        super().__init__(host, f"{op} failed", message)
+        self.what = message
+        self.why = ""
+        self.todo = _TODO.get(kind, "")
+        self.args = (self.line(),)
+
+    def line(self) -> str:
+        return ", ".join(p for p in (f"{self.what} (on {self.host})", self.todo) if p)
+
+
+_TODO = {
+    "nospace": "free some space on the remote and push again (nothing half-written is left)",
+    "permission": "check the remote path's owner and permissions",
+    "notdir": "point the target's path at a directory",
+    "toolong": "shorten the path",
+    "unsafe": "tether never writes outside the project tree",
+}
+
+
+class AgentChannel:
+    """One agent process; many requests in flight, answers matched by id."""
+
+    def __init__(self, transport: Transport, process: asyncio.subprocess.Process) -> None:
+        self.transport = transport
+        self.host = transport.host
+        self.process = process
+        self.info: dict[str, Any] = {}
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[Answer]] = {}
+        self._streams: dict[int, asyncio.Queue[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._stderr_tail: list[bytes] = []
+        self._closed_reason: str | None = None
+
+    @classmethod
+    async def open(cls, transport: Transport, python: str = "python3") -> AgentChannel:
+        """Start (installing first if needed) the agent on the host and say hello."""
+        data, digest = agent_zip()
+        argv = [*shlex.split(python), "-c", BOOTSTRAP, digest]
+        process = await transport.spawn(argv)
+        channel = cls(transport, process)
+        await channel._bootstrap(data, python)
+        channel._reader = asyncio.create_task(channel._read_loop())
+        asyncio.create_task(channel._drain_stderr())
+        hello, _ = await channel.request("hello")
+        if hello.get("version") != digest:
+            await channel.close()
+            raise RemoteError(transport.host, "agent handshake", "agent version mismatch")
+        channel.info = hello
+        return channel
+
+    async def _bootstrap(self, data: bytes, python: str) -> None:
+        assert self.process.stdout is not None and self.process.stdin is not None
+        seen = b""
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                await self._fail_start(python, seen)
+            if line.startswith(b"TETHER-NEED"):
+                self.process.stdin.write(b"%d\n" % len(data) + data)
+                await self.process.stdin.drain()
+            elif line.startswith(b"TETHER-OK"):
+                return
+            elif line.startswith(b"TETHER-PYOLD"):
+                version = line.split()[-1].decode()
+                raise HostError(
+                    self.host,
+                    f"remote {python} is Python {version}; tether's agent needs 3.8 or newer",
+                    "set `python = ...` in the target to a newer interpreter",
+                )
+            elif line.startswith(b"TETHER-BAD"):
+                raise RemoteError(self.host, "agent upload", "the uploaded agent is corrupt")
+            else:
+                seen += line
+                if len(seen) > 65536:
+                    raise RemoteError(self.host, "agent start", "unexpected output from the shell")
+
+    async def _fail_start(self, python: str, seen: bytes) -> None:
+        assert self.process.stderr is not None
+        stderr = await self.process.stderr.read()
+        returncode = await self.process.wait()
+        if hasattr(self.transport, "raise_for_link"):
+            self.transport.raise_for_link(stderr, returncode)
+        text = (stderr + seen).decode("utf-8", "replace")
+        if returncode == 127 or "not found" in text or "No such file" in text:
+            raise HostError(
+                self.host,
+                f"no {python} on the remote",
+                "install python3 there, or set `python = ...` in the target",
+            )
+        raise RemoteError(self.host, "agent start", text or f"exit {returncode}")
+
+    async def _drain_stderr(self) -> None:
+        assert self.process.stderr is not None
+        while True:
+            line = await self.process.stderr.readline()
+            if not line:
+                return
+            self._stderr_tail = [*self._stderr_tail[-20:], line]
+
+    async def _read_loop(self) -> None:
+        assert self.process.stdout is not None
+        stream = self.process.stdout
+        try:
+            while True:
+                (length,) = struct.unpack(">I", await stream.readexactly(4))
+                header = decode_header(await stream.readexactly(length))
+                size = int(header.get("n", 0))
+                payload = await stream.readexactly(size) if size else b""
+                self._deliver(header, payload)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as error:
+            self._closed_reason = str(error) or "the agent's stream ended"
+        finally:
+            self._fail_all()
+
+    def _deliver(self, header: dict[str, Any], payload: bytes) -> None:
+        request_id = header.get("id")
+        if not isinstance(request_id, int):
+            return
+        queue = self._streams.get(request_id)
+        if queue is not None:
+            queue.put_nowait((header, payload))
+            if not header.get("more"):
+                self._streams.pop(request_id, None)
+            return
+        future = self._pending.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result((header, payload))
+
+    def _fail_all(self) -> None:
+        error = self.lost()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        for queue in self._streams.values():
+            queue.put_nowait(error)
+        self._streams.clear()
+
+    def lost(self) -> ConnectionLost:
+        """The error for a dropped channel, with ssh's own reason where it gave one."""
+        stderr = b"".join(self._stderr_tail)
+        reason = self.transport.describe_failure(stderr, 255) if stderr else None
+        return ConnectionLost(self.host, reason or "the ssh connection dropped")
+
+    @property
+    def alive(self) -> bool:
+        """False once the agent's stream has ended."""
+        return self._reader is not None and not self._reader.done()
+
+    def _frame(self, op: str, payload: bytes, fields: dict[str, Any]) -> tuple[int, bytes]:
+        self._next_id += 1
+        return self._next_id, encode({"id": self._next_id, "op": op, **fields}, payload)
+
+    async def _write(self, data: bytes) -> None:
+        if not self.alive:
+            raise self.lost()
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(data)
+            await self.process.stdin.drain()
+        except (ConnectionError, RuntimeError) as error:
+            raise self.lost() from error
+
+    def submit(self, op: str, payload: bytes = b"", **fields: Any) -> asyncio.Future[Answer]:
+        """Queue a request without waiting (pipelining); await the future for its answer.
+
+        Call `flush()` (or any awaited request) to push queued bytes to the agent.
+        """
+        request_id, data = self._frame(op, payload, fields)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        if not self.alive:
+            self._pending.pop(request_id)
+            future.set_exception(self.lost())
+            return future
+        assert self.process.stdin is not None
+        self.process.stdin.write(data)
+        return future
+
+    async def flush(self) -> None:
+        """Wait until queued requests are handed to ssh (back-pressure for big transfers)."""
+        await self._write(b"")
+
+    async def request(self, op: str, payload: bytes = b"", **fields: Any) -> Answer:
+        """Send one request and wait for its answer; AgentError if the agent refused it."""
+        future = self.submit(op, payload, **fields)
+        await self.flush()
+        return check(self.host, op, await future)
+
+    async def stream(self, op: str, **fields: Any) -> AsyncIterator[Answer]:
+        """Send a request whose answer comes as several frames ("more": true until the last)."""
+        request_id, data = self._frame(op, b"", fields)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._streams[request_id] = queue
+        await self._write(data)
+        while True:
+            item = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            header, payload = item
+            check(self.host, op, item)
+            yield header, payload
+            if not header.get("more"):
+                return
+
+    async def close(self) -> None:
+        """Close stdin (the agent exits) and reap the ssh process."""
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout=10)
+        except asyncio.TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def check(host: str, op: str, answer: Answer) -> Answer:
+    """The answer, or AgentError when the agent reported a failure."""
+    header, _ = answer
+    if not header.get("ok", True):
+        kind = str(header.get("kind", "error"))
+        if kind == "internal":
+            detail = json.dumps(header.get("trace", ""))[:2000]
+            raise AgentError(host, op, kind, f"{header.get('error')} {detail}")
+        raise AgentError(host, op, kind, str(header.get("error", "failed")))
+    return answer

@@ -1,0 +1,39 @@
+"""A transport that runs the "remote" side as local subprocesses: fast engine tests."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+from tether.transport.base import Result
+
+
+class LocalTransport:
+    """Runs argv directly on this machine (no ssh); the host is named 'local'."""
+
+    def __init__(self, host: str = "local") -> None:
+        self.host = host
+
+    async def run(
+        self, argv: list[str], *, input: bytes | None = None, timeout: float | None = None
+    ) -> Result:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(input), timeout)
+        return Result(tuple(argv), process.returncode or 0, stdout, stderr)
+
+    async def spawn(self, argv: list[str]) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            limit=1 << 20,
+        )
+
+    def describe_failure(self, stderr: bytes, returncode: int) -> str | None:
+        return None

@@ -1,0 +1,195 @@
+"""The user's own OpenSSH client, one ControlMaster per host: every later call is one RTT."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Sequence
+
+from tether.errors import HostError
+from tether.paths import runtime_dir
+from tether.transport.base import Result
+
+PERSIST_SECONDS = 600
+
+# ssh's own words for link-level failures -> what to tell the user.
+_FAILURES: tuple[tuple[str, str, str], ...] = (
+    (
+        r"Could not resolve hostname",
+        "unknown host (ssh cannot resolve it)",
+        "check the name, or add it with `tether host add`",
+    ),
+    (
+        r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed",
+        "host key verification failed (the host key is unknown or changed)",
+        "check the host's key, then fix ~/.ssh/known_hosts (ssh-keygen -R HOST)",
+    ),
+    (
+        r"Permission denied \(",
+        "authentication refused (no accepted key)",
+        "check User and IdentityFile for this host (`tether host ls`)",
+    ),
+    (r"Connection refused", "connection refused", "is sshd running on that host and port?"),
+    (
+        r"Connection timed out|Operation timed out|No route to host|Network is unreachable",
+        "unreachable (connection timed out)",
+        "check the network, VPN or the HostName",
+    ),
+    (
+        r"Connection closed by|Connection reset by|Broken pipe|closed by remote host",
+        "the connection was closed",
+        "check the network and try again",
+    ),
+    (r"too long for Unix domain socket", "ControlPath too long", "set TETHER_RUNTIME_DIR=/tmp/t"),
+)
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    """One remote-shell command line that runs exactly argv (every element quoted)."""
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def control_path() -> str:
+    """ControlPath in tether's 0700 runtime dir; %C (a hash) keeps it short."""
+    return str(runtime_dir() / "%C")
+
+
+def ssh_options(persist: int = PERSIST_SECONDS) -> list[str]:
+    """The options tether adds to every ssh: share one master per host."""
+    return [
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={control_path()}",
+        "-o",
+        f"ControlPersist={persist}",
+    ]
+
+
+def link_failure(stderr: bytes | str, returncode: int) -> tuple[str, str] | None:
+    """(why, todo) if ssh itself failed (exit 255) for a reason we recognise."""
+    if returncode != 255:
+        return None
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    for pattern, why, todo in _FAILURES:
+        if re.search(pattern, text):
+            return why, todo
+    last = [line for line in text.strip().splitlines() if line.strip()]
+    return (last[-1] if last else "ssh failed (exit 255)"), "run `ssh HOST true` to see why"
+
+
+def resolve(host: str) -> dict[str, list[str]]:
+    """OpenSSH's own view of a host (`ssh -G`): option -> values."""
+    done = subprocess.run(["ssh", "-G", host], capture_output=True, text=True, timeout=20)
+    if done.returncode != 0:
+        reason = link_failure(done.stderr, 255) or ("ssh -G failed", "")
+        raise HostError(host, reason[0], reason[1])
+    options: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        options.setdefault(key.lower(), []).append(value)
+    return options
+
+
+class SshTransport:
+    """Reach one host through OpenSSH with a shared ControlMaster."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self._master_ok = False
+
+    def argv(self, remote: Sequence[str] | None, *extra: str) -> list[str]:
+        """Full local argv for ssh running `remote` (quoted) on the host."""
+        base = ["ssh", *ssh_options(), *extra, self.host]
+        return base if remote is None else [*base, "--", quote_argv(remote)]
+
+    def raise_for_link(self, stderr: bytes, returncode: int) -> None:
+        """HostError if ssh (not the remote command) failed."""
+        failure = link_failure(stderr, returncode)
+        if failure is not None:
+            todo = failure[1].replace("HOST", self.host)
+            raise HostError(self.host, failure[0], todo)
+
+    def describe_failure(self, stderr: bytes, returncode: int) -> str | None:
+        failure = link_failure(stderr, returncode)
+        return None if failure is None else failure[0]
+
+    async def ensure_master(self) -> float:
+        """Start the host's ControlMaster unless it runs; return seconds spent."""
+        started = time.monotonic()
+        if self._master_ok:
+            return 0.0
+        check = await asyncio.create_subprocess_exec(
+            "ssh", "-o", f"ControlPath={control_path()}", "-O", "check", self.host,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        if await check.wait() != 0:
+            master = await asyncio.create_subprocess_exec(
+                "ssh", *ssh_options(), "-o", "ControlMaster=yes", "-f", "-N", self.host,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                _, stderr = await asyncio.wait_for(master.communicate(), timeout=60)
+            except asyncio.TimeoutError:
+                master.kill()
+                raise HostError(self.host, "ssh did not connect within 60 s", "check the network")
+            self.raise_for_link(stderr, 255 if master.returncode else 0)
+            if master.returncode:
+                raise HostError(self.host, stderr.decode(errors="replace").strip() or "ssh failed")
+        self._master_ok = True
+        return time.monotonic() - started
+
+    async def run(
+        self, argv: list[str], *, input: bytes | None = None, timeout: float | None = None
+    ) -> Result:
+        await self.ensure_master()
+        process = await asyncio.create_subprocess_exec(
+            *self.argv(argv),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(input), timeout)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            raise HostError(self.host, f"no answer within {timeout:.0f} s", "check the network")
+        returncode = process.returncode if process.returncode is not None else 255
+        self.raise_for_link(stderr, returncode)
+        return Result(tuple(argv), returncode, stdout, stderr)
+
+    async def spawn(self, argv: list[str]) -> asyncio.subprocess.Process:
+        await self.ensure_master()
+        return await asyncio.create_subprocess_exec(
+            *self.argv(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            limit=1 << 20,
+        )
+
+    def stop_master(self) -> None:
+        """Close this host's master (ignoring a master that is not running)."""
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={control_path()}", "-O", "exit", self.host],
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
+        self._master_ok = False
+
+
+def interactive_argv(host: str, remote: Sequence[str] | None, tty: bool = True) -> list[str]:
+    """argv for an ssh the user drives (attach, shell): with a tty, through the master."""
+    extra = ["-t"] if tty else []
+    return SshTransport(host).argv(remote, *extra)
+
+
+def env_for_ssh() -> dict[str, str]:
+    """The environment ssh runs with (ours, unchanged: the user's agent, nss settings)."""
+    return dict(os.environ)
