@@ -115,9 +115,16 @@ def _stale_tmp(name: str) -> bool:
 
 
 def scan(
-    root: str, skip: List[str], cache: Optional[DigestCache], with_digests: bool
+    root: str,
+    skip: List[str],
+    cache: Optional[DigestCache],
+    with_digests: bool,
+    only: Optional[List[str]] = None,
 ) -> Tuple[Dict[str, Dict[str, Any]], bool]:
-    """Walk root without following symlinks; (entries, root_exists). Removes stale temps."""
+    """Walk root (or only the given subpaths) without following symlinks.
+
+    Returns (entries, root_exists) and removes stale temp files of dead writers.
+    """
     entries: Dict[str, Dict[str, Any]] = {}
     try:
         top = os.lstat(root)
@@ -127,6 +134,22 @@ def scan(
         raise OpError("notdir", "%s is not a directory" % root)
     skipped = set(skip)
     stack = [""]
+    if only is not None:
+        stack = []
+        for rel in only:
+            rel = check_rel(rel.strip("/"))
+            try:
+                full = os.path.join(safe_parent(root, rel, create=False), rel.rsplit("/", 1)[-1])
+                st = os.lstat(full)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            entries[rel] = entry_of(st, full)
+            if entries[rel]["k"] == "dir":
+                stack.append(rel)
+            elif entries[rel]["k"] == "file" and cache is not None:
+                digest = cache.get(full, st, with_digests)
+                if digest is not None:
+                    entries[rel]["d"] = digest
     while stack:
         rel_dir = stack.pop()
         full_dir = os.path.join(root, rel_dir) if rel_dir else root

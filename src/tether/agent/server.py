@@ -77,7 +77,7 @@ class Agent:
         root = fsops.root_path(header["root"])
         cache = self.cache(root)
         entries, exists = fsops.scan(
-            root, header.get("skip", []), cache, bool(header.get("digests"))
+            root, header.get("skip", []), cache, bool(header.get("digests")), header.get("only")
         )
         cache.save()
         return {"entries": entries, "exists": exists, "root": root}, b""

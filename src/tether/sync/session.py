@@ -1,0 +1,436 @@
+"""Push and pull: scan both sides, plan with the pure planner, execute pipelined, record base."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.agent import fsops
+from tether.config import Config, Target
+from tether.core.ignore import PatternSet
+from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest, manifest_from_json
+from tether.core.plan import Conflict, Plan, Upload, plan_pull, plan_push
+from tether.errors import TetherError
+from tether.sync.local import Scope, fill_local_digests, scan_local
+from tether.sync.state import Base, base_file
+from tether.transport.channel import AgentChannel, AgentError
+
+CHUNK = 1 << 20
+WINDOW = 32 << 20
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One local directory mirrored to one remote directory of a target."""
+
+    target: str
+    local_root: Path
+    remote_root: str
+    scope: Scope
+    results: tuple[str, ...] = ()
+
+    def base(self, kind: str, project_root: Path) -> Base:
+        return Base.load(base_file(project_root, self.target, self.remote_root, kind))
+
+
+@dataclass
+class Report:
+    """What one push or pull of one pair did."""
+
+    target: str
+    remote_root: str
+    plan: Plan
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    conflicts: list[Conflict] = field(default_factory=list)
+    backups: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def pairs_for(config: Config, target: Target) -> list[Pair]:
+    """The project pair plus one per mapping."""
+    scope = Scope.of(config.sync.exclude, config.sync.include, config.sync.results)
+    result = [Pair(target.name, config.root, target.path, scope, config.sync.results)]
+    for mapping in target.mappings:
+        result.append(Pair(target.name, mapping.local, mapping.remote, Scope.of((), (), ())))
+    return result
+
+
+def _skip_list(pair: Pair) -> list[str]:
+    plain = [pattern.strip("/") for pattern in pair.results if not set("*?[!") & set(pattern)]
+    return [".git", ".tether", *plain]
+
+
+async def remote_manifest(
+    channel: AgentChannel, root: str, base: Base, need: set[str], **scan: Any
+) -> tuple[Manifest, bool]:
+    """Scan root on the remote; fill digests for the `need` paths (one extra request at most)."""
+    header, _ = await channel.request("scan", root=root, **scan)
+    manifest = {path: base.reuse_digest(path, entry, "remote") for path, entry in
+                manifest_from_json(header["entries"]).items()}  # fmt: skip
+    missing = [
+        path
+        for path in need
+        if path in manifest and manifest[path].kind == FILE and manifest[path].digest is None
+    ]
+    if missing:
+        answer, _ = await channel.request("digest", root=root, paths=missing)
+        for path, digest in answer["digests"].items():
+            entry = manifest.get(path)
+            if entry is not None and digest is not None:
+                manifest[path] = Entry(entry.kind, entry.size, entry.mtime_ns, entry.mode, digest)
+    return manifest, bool(header["exists"])
+
+
+async def push_pair(
+    channel: AgentChannel,
+    pair: Pair,
+    project_root: Path,
+    only: list[str] | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> Report:
+    """Make the remote mirror the local pair on the paths sync owns (see core.plan)."""
+    started = time.monotonic()
+    base = pair.base("push", project_root)
+    local = scan_local(pair.local_root, pair.scope, only)
+    local = fill_local_digests(pair.local_root, local, fsops.DigestCache(
+        str(project_root / ".tether"), str(pair.local_root)))  # fmt: skip
+    need = set(local) | set(base.entries)
+    remote, _ = await remote_manifest(
+        channel, pair.remote_root, base, need, skip=_skip_list(pair), digests=False
+    )
+    base_entries = base.entries
+    if only is not None:
+        remote = {p: e for p, e in remote.items() if _under(p, only)}
+        base_entries = {p: e for p, e in base.entries.items() if _under(p, only)}
+
+    def synced(path: str) -> bool:
+        return not pair.scope.excluded(path)
+
+    plan = plan_push(local, remote, base_entries, synced, force)
+    report = Report(pair.target, pair.remote_root, plan, conflicts=list(plan.conflicts))
+    if dry_run:
+        return report
+    try:
+        await _execute_push(channel, pair, plan, local, remote, base, report, progress)
+    finally:
+        for path in plan.same:
+            base.record(path, local[path], remote.get(path), local[path])
+        for path in list(base.entries):
+            if path not in local and path not in remote and synced(path):
+                base.forget(path)
+        base.save()
+        report.seconds = time.monotonic() - started
+    return report
+
+
+def _under(path: str, prefixes: list[str]) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+
+
+async def _execute_push(
+    channel: AgentChannel,
+    pair: Pair,
+    plan: Plan,
+    local: Manifest,
+    remote: Manifest,
+    base: Base,
+    report: Report,
+    progress: Progress | None,
+) -> None:
+    root = pair.remote_root
+    inflight: list[tuple[asyncio.Future[tuple[dict[str, object], bytes]], str, str, Entry]] = []
+    inflight_bytes = 0
+
+    async def settle(limit: int) -> None:
+        nonlocal inflight_bytes
+        await channel.flush()
+        while inflight and (inflight_bytes > limit or limit == 0):
+            future, action, path, entry = inflight.pop(0)
+            try:
+                header, _ = await future
+            except asyncio.CancelledError:
+                raise
+            inflight_bytes -= entry.size if action in ("create", "update") else 0
+            _settle_one(header, action, path, entry, local, base, report, channel)
+            if progress is not None and action in ("create", "update"):
+                progress(entry.size)
+
+    for delete in plan.deletes:
+        future = channel.submit("delete", root=root, path=delete.path,
+                                expect=delete.expect.to_json(), backup=delete.backup)  # fmt: skip
+        inflight.append((future, "delete", delete.path, delete.expect))
+    ordered = sorted(plan.uploads, key=lambda up: (up.entry.kind != DIR, up.path.count("/")))
+    for upload in ordered:
+        sent = await _submit_upload(channel, root, pair.local_root, upload, inflight)
+        if sent is not None:
+            inflight_bytes += sent.size
+        if inflight_bytes > WINDOW:
+            await settle(WINDOW // 2)
+    await settle(0)
+
+
+async def _submit_upload(
+    channel: AgentChannel,
+    root: str,
+    local_root: Path,
+    upload: Upload,
+    inflight: list[tuple[asyncio.Future[tuple[dict[str, object], bytes]], str, str, Entry]],
+) -> Entry | None:
+    entry = upload.entry
+    action = "update" if upload.expect is not None else "create"
+    common: dict[str, Any] = {
+        "root": root,
+        "path": upload.path,
+        "expect": upload.expect.to_json() if upload.expect else None,
+        "backup": upload.backup,
+        "mode": entry.mode,
+    }
+    if entry.kind in (DIR, LINK):
+        future = channel.submit("put", kind=entry.kind, target=entry.target, **common)
+        inflight.append((future, action, upload.path, entry))
+        return None
+    full = os.path.join(local_root, upload.path)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        handle = open(full, "rb")  # noqa: SIM115 - closed below, chunks interleave with awaits
+    except FileNotFoundError:
+        return None
+    with handle:
+        offset = 0
+        while True:
+            chunk = handle.read(CHUNK)
+            last = len(chunk) < CHUNK
+            digest.update(chunk)
+            size += len(chunk)
+            future = channel.submit("put", chunk, offset=offset, last=last,
+                                    mtime_ns=entry.mtime_ns, **common)  # fmt: skip
+            offset += len(chunk)
+            if last:
+                break
+            inflight.append((future, "chunk", upload.path, Entry(FILE)))
+            await channel.flush()
+    sent = Entry(FILE, size, entry.mtime_ns, entry.mode, digest.hexdigest())
+    inflight.append((future, action, upload.path, sent))
+    return sent
+
+
+def _settle_one(
+    header: dict[str, object],
+    action: str,
+    path: str,
+    entry: Entry,
+    local: Manifest,
+    base: Base,
+    report: Report,
+    channel: AgentChannel,
+) -> None:
+    if action == "chunk":
+        if not header.get("ok", True):
+            report.errors.append(str(header.get("error")))
+        return
+    if not header.get("ok", True):
+        kind = str(header.get("kind"))
+        message = str(header.get("error"))
+        if kind == "changed":
+            report.conflicts.append(Conflict(path, "changed on the remote during the push"))
+            return
+        if kind == "internal":
+            raise AgentError(channel.host, action, kind, message)
+        report.errors.append(message)
+        return
+    backup = header.get("backup")
+    if isinstance(backup, str):
+        report.backups.append(backup)
+    if action == "delete":
+        report.deleted += 1
+        base.forget(path)
+        return
+    raw = header.get("entry")
+    remote_entry = Entry.from_json(raw) if isinstance(raw, dict) else None
+    local_entry = local.get(path)
+    if local_entry is not None and local_entry.kind == FILE:
+        sent = Entry(FILE, entry.size, entry.mtime_ns, entry.mode, entry.digest)
+        base.record(path, sent, remote_entry, local_entry if sent.digest == local_entry.digest
+                    else None)  # fmt: skip
+    else:
+        base.record(path, entry, remote_entry, local_entry)
+    report.bytes += entry.size
+    if action == "update":
+        report.updated += 1
+    else:
+        report.created += 1
+
+
+async def pull_pair(
+    channel: AgentChannel,
+    pair: Pair,
+    project_root: Path,
+    only: list[str] | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> Report:
+    """Bring remote paths (default: the results) here; never delete, never clobber."""
+    started = time.monotonic()
+    base = pair.base("pull", project_root)
+    patterns = list(only) if only is not None else list(pair.results)
+    plain = [p.strip("/") for p in patterns if not set("*?[!") & set(p)]
+    globs = PatternSet([p for p in patterns if set("*?[!") & set(p)])
+    scan_args: dict[str, object] = {"digests": False, "skip": [".git", ".tether"]}
+    if not globs:
+        if not plain:
+            return Report(pair.target, pair.remote_root, Plan())
+        scan_args["only"] = plain
+    remote, _ = await remote_manifest(channel, pair.remote_root, base, set(), **scan_args)
+    if globs:
+        remote = {p: e for p, e in remote.items() if _under(p, plain) or globs.match(p)}
+    local = _local_entries(pair.local_root, remote, base)
+    need = {p for p, e in remote.items() if e.kind == FILE and p in local}
+    if need:
+        answer, _ = await channel.request("digest", root=pair.remote_root, paths=sorted(need))
+        for path, digest in answer["digests"].items():
+            entry = remote[path]
+            remote[path] = Entry(entry.kind, entry.size, entry.mtime_ns, entry.mode, digest)
+    plan = plan_pull(remote, local, base.entries, force)
+    report = Report(pair.target, pair.remote_root, plan, conflicts=list(plan.conflicts))
+    if dry_run:
+        return report
+    try:
+        for path in plan.same:
+            base.record(path, remote[path], remote[path], local[path])
+        await _execute_pull(channel, pair, plan, base, report, progress)
+    finally:
+        base.save()
+        report.seconds = time.monotonic() - started
+    return report
+
+
+def _local_entries(root: Path, remote: Manifest, base: Base) -> Manifest:
+    from tether.sync.local import entry_for
+
+    cache = fsops.DigestCache(str(root / ".tether"), str(root))
+    local: Manifest = {}
+    for path in remote:
+        full = os.path.join(root, path)
+        try:
+            st = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        entry = entry_for(full, st)
+        if entry.kind == FILE:
+            entry = Entry(FILE, entry.size, entry.mtime_ns, entry.mode, cache.get(full, st, True))
+        local[path] = entry
+    return local
+
+
+async def _execute_pull(
+    channel: AgentChannel,
+    pair: Pair,
+    plan: Plan,
+    base: Base,
+    report: Report,
+    progress: Progress | None,
+) -> None:
+    root = str(pair.local_root)
+    ordered = sorted(plan.uploads, key=lambda up: (up.entry.kind != DIR, up.path.count("/")))
+    for upload in ordered:
+        entry = upload.entry
+        parent = fsops.safe_parent(root, upload.path, create=True)
+        full = os.path.join(parent, upload.path.rsplit("/", 1)[-1])
+        if entry.kind == DIR:
+            os.makedirs(full, exist_ok=True)
+            base.record(upload.path, entry, entry, entry)
+            continue
+        if not fsops.matches(full, upload.expect.to_json() if upload.expect else None):
+            report.conflicts.append(Conflict(upload.path, "changed locally during the pull"))
+            continue
+        if entry.kind == LINK:
+            tmp = f"{full}{fsops.TMP_MARK}{os.getpid()}.{os.urandom(4).hex()}"
+            os.symlink(entry.target or "", tmp)
+            _replace(tmp, full, upload.backup, report)
+            base.record(upload.path, entry, entry, entry)
+            continue
+        received = await _download(channel, pair.remote_root, upload.path, entry, full, report)
+        if received is None:
+            continue
+        tmp, digest, remote_stat = received
+        _replace(tmp, full, upload.backup, report)
+        st = os.lstat(full)
+        got = Entry(FILE, st.st_size, remote_stat.mtime_ns, entry.mode, digest)
+        base.record(upload.path, got, remote_stat, Entry(FILE, st.st_size, st.st_mtime_ns))
+        report.created += 1
+        report.bytes += st.st_size
+        if progress is not None:
+            progress(st.st_size)
+
+
+async def _download(
+    channel: AgentChannel, remote_root: str, path: str, entry: Entry, full: str, report: Report
+) -> tuple[str, str, Entry] | None:
+    offsets = list(range(0, max(entry.size, 1), CHUNK))
+    futures = [channel.submit("read", root=remote_root, path=path, offset=o, length=CHUNK)
+               for o in offsets]  # fmt: skip
+    await channel.flush()
+    tmp = f"{os.path.dirname(full)}/.{os.path.basename(full)[:120]}{fsops.TMP_MARK}{os.getpid()}"
+    digest = hashlib.sha256()
+    stat_entry: Entry | None = None
+    try:
+        with open(tmp, "wb") as handle:
+            for future in futures:
+                header, data = await future
+                if not header.get("ok", True):
+                    report.errors.append(str(header.get("error")))
+                    raise _Skip
+                raw = header["entry"]
+                stat_entry = Entry.from_json(raw) if isinstance(raw, dict) else None
+                handle.write(data)
+                digest.update(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, entry.mode & 0o7777)
+        if stat_entry is None or not stat_entry.same_stat(entry.size, entry.mtime_ns):
+            report.conflicts.append(Conflict(path, "changed on the remote during the pull"))
+            raise _Skip
+        os.utime(tmp, ns=(time.time_ns(), entry.mtime_ns))
+    except _Skip:
+        os.unlink(tmp)
+        return None
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp, digest.hexdigest(), stat_entry
+
+
+class _Skip(Exception):
+    pass
+
+
+def _replace(tmp: str, full: str, backup: bool, report: Report) -> None:
+    if backup and os.path.lexists(full):
+        saved = fsops.backup_name(full)
+        os.link(full, saved, follow_symlinks=False)
+        report.backups.append(saved)
+    os.replace(tmp, full)
+
+
+def raise_for_errors(reports: list[Report]) -> None:
+    """A TetherError for the first execution error of any report."""
+    for report in reports:
+        if report.errors:
+            more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+            raise TetherError(f"{report.target}: {report.errors[0]}{more}")

@@ -1,0 +1,90 @@
+"""The last-synced base per target and pair, kept under .tether/ in the project."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.core.manifest import Entry, Manifest
+
+VERSION = 1
+
+
+@dataclass
+class Base:
+    """What tether last synced: content entries plus the stats seen on each side then."""
+
+    file: Path
+    entries: Manifest = field(default_factory=dict)
+    remote_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
+    local_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, file: Path) -> Base:
+        """Read a base file; a missing or unreadable one is an empty base (safe: all conflicts)."""
+        base = cls(file)
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return base
+        if data.get("version") != VERSION:
+            return base
+        for path, raw in data.get("entries", {}).items():
+            base.entries[path] = Entry.from_json(raw)
+            if "r" in raw:
+                base.remote_stat[path] = (raw["r"][0], raw["r"][1])
+            if "l" in raw:
+                base.local_stat[path] = (raw["l"][0], raw["l"][1])
+        return base
+
+    def record(self, path: str, entry: Entry, remote: Entry | None, local: Entry | None) -> None:
+        """Remember that path now holds entry on both sides (with each side's stat)."""
+        self.entries[path] = entry
+        if remote is not None:
+            self.remote_stat[path] = (remote.size, remote.mtime_ns)
+        if local is not None:
+            self.local_stat[path] = (local.size, local.mtime_ns)
+
+    def forget(self, path: str) -> None:
+        """Drop a path (deleted on both sides)."""
+        self.entries.pop(path, None)
+        self.remote_stat.pop(path, None)
+        self.local_stat.pop(path, None)
+
+    def save(self) -> None:
+        """Write atomically (temp + rename)."""
+        entries: dict[str, Any] = {}
+        for path, entry in self.entries.items():
+            raw = entry.to_json()
+            if path in self.remote_stat:
+                raw["r"] = list(self.remote_stat[path])
+            if path in self.local_stat:
+                raw["l"] = list(self.local_stat[path])
+            entries[path] = raw
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": VERSION, "entries": entries}), encoding="utf-8")
+        os.replace(tmp, self.file)
+
+    def reuse_digest(self, path: str, entry: Entry, side: str) -> Entry:
+        """entry with the base's digest when its stat still matches what that side had."""
+        known = self.entries.get(path)
+        stats = self.remote_stat if side == "remote" else self.local_stat
+        if (
+            entry.digest is None
+            and known is not None
+            and known.kind == entry.kind
+            and stats.get(path) == (entry.size, entry.mtime_ns)
+        ):
+            return Entry(entry.kind, entry.size, entry.mtime_ns, entry.mode, known.digest)
+        return entry
+
+
+def base_file(project_root: Path, target: str, remote_dir: str, kind: str = "push") -> Path:
+    """.tether/state/<target>/<kind>-<hash of remote dir>.json"""
+    key = hashlib.sha256(remote_dir.encode()).hexdigest()[:12]
+    return project_root / ".tether" / "state" / target / f"{kind}-{key}.json"
