@@ -1,0 +1,100 @@
+"""Push or pull every pair of several targets in parallel, with one progress bar."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from tether.config import Config, Target
+from tether.sync.local import check_inside
+from tether.sync.session import Pair, Report, pairs_for, pull_pair, push_pair
+from tether.sync.targets import each_target
+from tether.transport.channel import AgentChannel
+
+
+async def sync(
+    config: Config,
+    targets: list[Target],
+    direction: str,
+    paths: list[str] | None,
+    force: bool,
+    dry_run: bool,
+    cwd: Path | None = None,
+) -> list[Report]:
+    """Push or pull the project (and mappings) for each target; reports in target order."""
+    only = check_inside(config.root, paths, cwd) if paths else None
+    progress = _Bar() if sys.stderr.isatty() and not dry_run else None
+
+    async def work(target: Target, channel: AgentChannel) -> list[Report]:
+        reports = []
+        for pair in pairs_for(config, target):
+            if only is not None and pair.local_root != config.root:
+                continue
+            step = push_pair if direction == "push" else pull_pair
+            tick = progress.tick if progress is not None else None
+            reports.append(await step(channel, pair, config.root, only, force, dry_run, tick))
+        return reports
+
+    try:
+        nested = await each_target(targets, work)
+    finally:
+        if progress is not None:
+            progress.close()
+    return [report for reports in nested for report in reports]
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """A report as plain data for --json."""
+    plan = report.plan
+    return {
+        "target": report.target,
+        "remote": report.remote_root,
+        "created": report.created,
+        "updated": report.updated,
+        "deleted": report.deleted,
+        "bytes": report.bytes,
+        "seconds": round(report.seconds, 3),
+        "planned": {
+            "uploads": [u.path for u in plan.uploads],
+            "deletes": [d.path for d in plan.deletes],
+        },
+        "conflicts": [{"path": c.path, "reason": c.reason} for c in report.conflicts],
+        "backups": report.backups,
+        "errors": report.errors,
+    }
+
+
+class _Bar:
+    """A rich progress bar on stderr that appears once a transfer passes a few MB."""
+
+    THRESHOLD = 4 << 20
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.progress: Any = None
+        self.task: Any = None
+
+    def tick(self, count: int) -> None:
+        self.done += count
+        if self.progress is None and self.done >= self.THRESHOLD:
+            from rich.progress import (
+                DownloadColumn,
+                Progress,
+                TransferSpeedColumn,
+            )
+
+            self.progress = Progress(
+                *Progress.get_default_columns()[:1],
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("syncing", total=None)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.done)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

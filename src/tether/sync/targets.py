@@ -1,0 +1,37 @@
+"""Run one coroutine per target in parallel, each with its own agent channel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tether.config import Target
+from tether.transport.channel import AgentChannel
+from tether.transport.ssh import SshTransport
+
+T = TypeVar("T")
+
+
+async def open_channel(target: Target) -> AgentChannel:
+    """An agent channel to the target's host (master started on first use)."""
+    return await AgentChannel.open(SshTransport(target.host), target.python)
+
+
+async def each_target(
+    targets: list[Target], work: Callable[[Target, AgentChannel], Awaitable[T]]
+) -> list[T]:
+    """work(target, channel) for every target at once; the first error is raised after all end."""
+
+    async def one(target: Target) -> T:
+        channel = await open_channel(target)
+        try:
+            return await work(target, channel)
+        finally:
+            await channel.close()
+
+    results = await asyncio.gather(*(one(target) for target in targets), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [result for result in results if not isinstance(result, BaseException)]
