@@ -1,0 +1,52 @@
+"""Creating a project's tether.toml and .gitignore entry."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tether.config import CONFIG_NAME, parse_file
+from tether.errors import UsageError
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def init_project(
+    root: Path, host: str, path: str, target: str | None, python: str, force: bool
+) -> Path:
+    """Write root/tether.toml with one default target and add .tether/ to .gitignore."""
+    name = target or host.split("@")[-1]
+    if not _NAME.match(name):
+        raise UsageError(
+            f"bad target name {name!r}", "use letters, digits, '_', '.', '-'", "pass --target NAME"
+        )
+    if not path.strip():
+        raise UsageError("empty --path", "", "name the remote project directory")
+    file = root / CONFIG_NAME
+    if file.exists() and not force:
+        raise UsageError(f"{file} exists", "", "edit it, or pass --force to overwrite")
+    text = (
+        f"[targets.{name}]\n"
+        f"host = {_toml_string(host)}\n"
+        f"path = {_toml_string(path)}\n"
+        f"python = {_toml_string(python)}\n"
+        "default = true\n"
+        "\n"
+        "[sync]\n"
+        "exclude = []\n"
+        "include = []\n"
+        'results = ["outputs/", "runs/"]\n'
+    )
+    file.write_text(text, encoding="utf-8")
+    parse_file(file)
+    gitignore = root / ".gitignore"
+    existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
+    if ".tether/" not in existing.splitlines():
+        separator = "" if not existing or existing.endswith("\n") else "\n"
+        gitignore.write_text(existing + separator + ".tether/\n", encoding="utf-8")
+    return file
