@@ -256,7 +256,7 @@ def _settle_one(
     if isinstance(backup, str):
         report.backups.append(backup)
     if action == "delete":
-        report.deleted += 1
+        report.deleted += 0 if header.get("kept") else 1
         base.forget(path)
         return
     raw = header.get("entry")
