@@ -1,0 +1,70 @@
+"""`host check`: reachability, round trip, python, tmux, ipykernel, GPUs, disk — one request."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.errors import HostError
+from tether.transport.channel import AgentChannel
+from tether.transport.ssh import SshTransport
+
+
+@dataclass
+class HostReport:
+    """What `host check` found on one host."""
+
+    host: str
+    reachable: bool
+    connect_seconds: float = 0.0
+    rtt_ms: float | None = None
+    probe: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for --json."""
+        return {
+            "host": self.host,
+            "reachable": self.reachable,
+            "connect_seconds": round(self.connect_seconds, 3),
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 1),
+            "error": self.error,
+            "warnings": self.warnings,
+            **self.probe,
+        }
+
+
+async def check_host(host: str, python: str = "python3") -> HostReport:
+    """Connect (master + agent), time one round trip, and probe the host."""
+    transport = SshTransport(host)
+    started = time.monotonic()
+    try:
+        channel = await AgentChannel.open(transport, python)
+    except HostError as error:
+        return HostReport(host, False, time.monotonic() - started, error=error.why or error.line())
+    try:
+        connect = time.monotonic() - started
+        rtts = []
+        for _ in range(3):
+            tick = time.monotonic()
+            await channel.request("hello")
+            rtts.append((time.monotonic() - tick) * 1000)
+        probe, _ = await channel.request("probe", python=python)
+    finally:
+        await channel.close()
+    probe = {k: v for k, v in probe.items() if k not in ("id", "ok")}
+    report = HostReport(host, True, connect, sorted(rtts)[1], probe)
+    if not probe.get("tmux"):
+        report.warnings.append(f"tmux is missing on {host}: jobs need it (apt-get install tmux)")
+    if not probe.get("ipykernel"):
+        report.warnings.append(
+            f"ipykernel is missing for {python} on {host}: run `tether kernel install`"
+        )
+    if probe.get("linger") == "kills":
+        report.warnings.append(
+            f"systemd-logind on {host} kills processes at logout (tmux too): "
+            "run `loginctl enable-linger` there"
+        )
+    return report
