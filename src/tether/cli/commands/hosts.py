@@ -20,7 +20,6 @@ Examples:
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-# `host check` and `host clean` are added to host_app by their own commands (same module).
 
 
 def register(app: typer.Typer) -> None:
@@ -155,3 +154,86 @@ def rm(
             "run `tether host ls` to see the aliases there",
         )
     sys.stdout.write(f"removed host {name} from {path}\n")
+
+
+CHECK_HELP = """Check a host in one round trip: reachable, RTT, python, tmux, ipykernel, GPUs, disk.
+
+Examples:
+
+  tether host check box1
+
+  tether host check gpu1 --python python3.11 --json
+"""
+
+
+@host_app.command("check", help=CHECK_HELP)
+def check(
+    name: str = typer.Argument(..., help="An ssh alias."),
+    python: str = typer.Option("python3", "--python", help="Remote interpreter to probe."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check a host."""
+    import asyncio
+
+    from tether.cli.render import console, print_json, warn
+    from tether.errors import HostError
+    from tether.hosts.check import check_host
+
+    report = asyncio.run(check_host(name, python))
+    if as_json:
+        print_json(report.to_json())
+    elif report.reachable:
+        probe = report.probe
+        gpus = probe.get("gpus") or []
+        gpu_text = ", ".join(
+            f"#{g['index']} {g['name']} {g['memory_used']}/{g['memory_total']} MiB" for g in gpus
+        )
+        free = probe.get("disk_free", 0) / 2**30
+        out = console()
+        out.print(f"[bold]{name}[/bold]: reachable (connect {report.connect_seconds:.2f} s)")
+        out.print(f"  round trip  {report.rtt_ms:.1f} ms")
+        out.print(f"  python      {probe.get('python')} ({probe.get('python_path')})")
+        out.print(f"  tmux        {probe.get('tmux') or 'missing'}")
+        out.print(f"  ipykernel   {probe.get('ipykernel') or 'missing'}")
+        out.print(f"  GPUs        {gpu_text or 'none (no nvidia-smi)'}")
+        out.print(f"  disk free   {free:.1f} GiB at {probe.get('disk_path')}")
+        for line in report.warnings:
+            warn(line)
+    if not report.reachable:
+        raise HostError(
+            name, report.error or "unreachable", "run `ssh " + name + " true` to see why"
+        )
+
+
+CLEAN_HELP = """Remove everything tether put on a host (~/.cache/tether, ~/.local/share/tether).
+
+Job records, logs, snapshots and kernels' state go with it; the project directories stay.
+
+Example:
+
+  tether host clean gpu1 --yes
+"""
+
+
+@host_app.command("clean", help=CLEAN_HELP)
+def clean(
+    name: str = typer.Argument(..., help="An ssh alias."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Remove tether's remote state."""
+    import asyncio
+
+    from tether.cli.render import console
+    from tether.transport.ssh import SshTransport
+
+    if not yes and not typer.confirm(
+        f"remove ~/.cache/tether and ~/.local/share/tether on {name}?"
+    ):
+        raise typer.Abort()
+    script = 'rm -rf -- "$HOME/.cache/tether" "$HOME/.local/share/tether"'
+    result = asyncio.run(SshTransport(name).run(["sh", "-c", script]))
+    if result.returncode != 0:
+        from tether.errors import RemoteError
+
+        raise RemoteError(name, "host clean", result.stderr.decode(errors="replace"))
+    console().print(f"{name}: removed tether's files")
