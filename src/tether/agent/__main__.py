@@ -1,5 +1,5 @@
 import sys
 
-from tether.agent.server import main
+from .server import main
 
-sys.exit(main())
+sys.exit(main(sys.argv))

@@ -1,0 +1,114 @@
+"""The CLI's contract: exit codes, one error line, fast lazy --help, stdlib-only core/agent."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tether.cli.app import main
+from tether.transport.ssh import link_failure, quote_argv
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "tether"
+HOSTILE = ["a b", "$(touch /tmp/tether-pwned)", "`id`", "--flag", "it's", "", 'q"uote',
+           "back\\slash", "new\nline", "ünïcødé ✓", "*", "~", ";rm -rf x", "-"]  # fmt: skip
+
+
+def test_remote_command_line_carries_hostile_argv_exactly() -> None:
+    script = "import sys, json; print(json.dumps(sys.argv[1:]))"
+    line = quote_argv([sys.executable, "-c", script, *HOSTILE])
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True)
+    import json
+
+    assert json.loads(done.stdout) == HOSTILE
+    assert not Path("/tmp/tether-pwned").exists()
+
+
+def test_bad_toml_is_one_error_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    (tmp_path / "tether.toml").write_text("[targets.a\nhost = 1")
+    monkeypatch.chdir(tmp_path)
+    assert main(["push"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("tether: error: ") and "tether.toml" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_target_is_a_usage_error_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    (tmp_path / "tether.toml").write_text('[targets.a]\nhost = "h"\npath = "~/p"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["push", "--to", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'nope'" in err and err.count("\n") == 1
+
+
+def test_missing_config_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert main(["pull"]) == 1
+    assert "tether init" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TETHER_DEBUG", raising=False)
+    assert main(["--debug", "pull"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.delenv("TETHER_DEBUG", raising=False)
+
+
+def test_unknown_command_and_option_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert main(["push", "--nope"]) == 2
+
+
+def test_help_imports_no_heavy_module() -> None:
+    code = (
+        "import sys\nfrom tether.cli.app import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('jupyter_client', 'watchfiles', 'tether.sync.session', "
+        "'tether.transport.channel', 'zmq') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        ("ssh: Could not resolve hostname nope: Name or service not known", "unknown host"),
+        ("Host key verification failed.", "host key verification failed"),
+        ("root@127.0.0.1: Permission denied (publickey).", "authentication refused"),
+        ("ssh: connect to host 127.0.0.1 port 1: Connection refused", "connection refused"),
+    ],
+)
+def test_ssh_failures_become_clear_reasons(stderr: str, expected: str) -> None:
+    failure = link_failure(stderr, 255)
+    assert failure is not None and failure[0].startswith(expected)
+    assert link_failure(stderr, 1) is None
+
+
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+
+
+@pytest.mark.parametrize("package", ["core", "agent"])
+def test_core_and_agent_import_only_the_standard_library(package: str) -> None:
+    for source in (SRC / package).rglob("*.py"):
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                allowed = top in STDLIB or (package == "core" and name.startswith("tether.core"))
+                assert allowed, f"{source.name} imports {name}"
