@@ -65,12 +65,15 @@ def run_demo(say: Callable[[str], None]) -> None:
     try:
         narrator.step(f"sandbox up {name}: a real sshd on 127.0.0.1", lambda: sandbox.up(name))
         up = True
-        narrator.step("plain `ssh` reaches it through the stanza tether wrote",
-                      lambda: _ssh(name, ["true"]))  # fmt: skip
+        narrator.step(
+            "plain `ssh` reaches it through the stanza tether wrote", lambda: _ssh(name, ["true"])
+        )
         narrator.step("create a small ML project (git repo)", lambda: _make_project(project))
         os.chdir(project)
-        narrator.step(f"tether init --host {name} --path ~/proj",
-                      lambda: init_project(project, name, "~/proj", "demo", "python3", False))  # fmt: skip
+        narrator.step(
+            f"tether init --host {name} --path ~/proj",
+            lambda: init_project(project, name, "~/proj", "demo", "python3", False),
+        )
         config = load(project)
         targets = config.pick([])
         reports = narrator.step(
@@ -89,8 +92,10 @@ def run_demo(say: Callable[[str], None]) -> None:
             lambda: _ssh(name, ["cd proj && python3 train.py 0.5"], raw=True),
         )
         say(f"    remote says: {output.strip()}")
-        narrator.step("tether pull (results: outputs/)",
-                      lambda: asyncio.run(sync(config, targets, "pull", None, False, False)))  # fmt: skip
+        narrator.step(
+            "tether pull (results: outputs/)",
+            lambda: asyncio.run(sync(config, targets, "pull", None, False, False)),
+        )
         metrics = (project / "outputs" / "metrics.json").read_text()
         say(f"    outputs/metrics.json here: {metrics}")
         report = narrator.step("tether host check", lambda: asyncio.run(check_host(name)))
@@ -126,23 +131,32 @@ def _make_project(project: Path) -> None:
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run(
-        [*git, "-c", "user.name=demo", "-c", "user.email=demo@example.invalid",
-         "commit", "-qm", "init"],
+        [
+            *git,
+            "-c",
+            "user.name=demo",
+            "-c",
+            "user.email=demo@example.invalid",
+            "commit",
+            "-qm",
+            "init",
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 
 def _ssh(host: str, argv: list[str], raw: bool = False) -> str:
     from tether.transport.ssh import SshTransport
 
     transport = SshTransport(host)
-    if raw:
-        # A fixed demo command line (no user text): run through the remote shell as written.
-        command = ["ssh", *transport.argv(None)[1:], "--", argv[0]]
-    else:
-        command = transport.argv(argv)
+    # raw: a fixed demo command line (no user text), run by the remote shell as written.
+    command = [*transport.argv(None), "--", argv[0]] if raw else transport.argv(argv)
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
-        raise TetherError(f"ssh {host} failed", done.stderr.strip().splitlines()[-1:][0] if
-                          done.stderr.strip() else f"exit {done.returncode}")  # fmt: skip
+        raise TetherError(
+            f"ssh {host} failed",
+            done.stderr.strip().splitlines()[-1:][0]
+            if done.stderr.strip()
+            else f"exit {done.returncode}",
+        )
     return done.stdout

@@ -77,7 +77,7 @@ class ConflictError(TetherError):
             todo = "pull them, or run `tether push --force` (keeps the remote copy as a backup)"
         else:
             why = "changed locally since tether last pulled"
-            todo = "move them aside, or run `tether pull --force` (keeps the local copy as a backup)"
+            todo = "move them aside, or `tether pull --force` (keeps the local copy as a backup)"
         super().__init__(f"{len(self.paths)} conflict(s) on {target}: {shown}", why, todo)
 
 

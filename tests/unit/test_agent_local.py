@@ -59,7 +59,7 @@ def test_pipelined_writes_land_atomically_with_mode_and_mtime(tmp_path: Path) ->
                 mode=0o755 if i % 2 else 0o644,
                 mtime_ns=1_000_000_000 * (i + 1),
                 expect=None,
-            )  # fmt: skip
+            )
             for i in range(200)
         ]
         await channel.flush()
@@ -159,8 +159,13 @@ def test_scan_keeps_symlinks_as_links_and_removes_stale_temp_files(tmp_path: Pat
         return dict(header["entries"])
 
     entries = with_agent(body)
-    assert entries["out"] == {"k": "link", "s": 0, "m": entries["out"]["m"], "p": 0o777,
-                              "t": "../../etc"}  # fmt: skip
+    assert entries["out"] == {
+        "k": "link",
+        "s": 0,
+        "m": entries["out"]["m"],
+        "p": 0o777,
+        "t": "../../etc",
+    }
     assert entries["f"]["d"] == "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"
     assert not stale.exists()
     assert not any(".tether-tmp." in name for name in entries)

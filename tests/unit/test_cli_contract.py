@@ -13,8 +13,22 @@ from tether.cli.app import main
 from tether.transport.ssh import link_failure, quote_argv
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "tether"
-HOSTILE = ["a b", "$(touch /tmp/tether-pwned)", "`id`", "--flag", "it's", "", 'q"uote',
-           "back\\slash", "new\nline", "ünïcødé ✓", "*", "~", ";rm -rf x", "-"]  # fmt: skip
+HOSTILE = [
+    "a b",
+    "$(touch /tmp/tether-pwned)",
+    "`id`",
+    "--flag",
+    "it's",
+    "",
+    'q"uote',
+    "back\\slash",
+    "new\nline",
+    "ünïcødé ✓",
+    "*",
+    "~",
+    ";rm -rf x",
+    "-",
+]
 
 
 def test_remote_command_line_carries_hostile_argv_exactly() -> None:
@@ -27,8 +41,9 @@ def test_remote_command_line_carries_hostile_argv_exactly() -> None:
     assert not Path("/tmp/tether-pwned").exists()
 
 
-def test_bad_toml_is_one_error_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_bad_toml_is_one_error_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "tether.toml").write_text("[targets.a\nhost = 1")
     monkeypatch.chdir(tmp_path)
     assert main(["push"]) == 1
@@ -38,8 +53,9 @@ def test_bad_toml_is_one_error_line_and_exit_1(tmp_path: Path, monkeypatch: pyte
     assert "Traceback" not in err
 
 
-def test_unknown_target_is_a_usage_error_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_unknown_target_is_a_usage_error_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "tether.toml").write_text('[targets.a]\nhost = "h"\npath = "~/p"\n')
     monkeypatch.chdir(tmp_path)
     assert main(["push", "--to", "nope"]) == 2
@@ -47,15 +63,17 @@ def test_unknown_target_is_a_usage_error_exit_2(tmp_path: Path, monkeypatch: pyt
     assert "unknown target 'nope'" in err and err.count("\n") == 1
 
 
-def test_missing_config_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_missing_config_says_what_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["pull"]) == 1
     assert "tether init" in capsys.readouterr().err
 
 
-def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_debug_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TETHER_DEBUG", raising=False)
     assert main(["--debug", "pull"]) == 1

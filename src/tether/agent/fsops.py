@@ -7,6 +7,7 @@ Standard library only, Python >= 3.8.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -184,10 +185,8 @@ def scan(
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def safe_parent(root: str, rel: str, create: bool) -> str:
@@ -266,7 +265,7 @@ class Writer:
                 os.getpid(),
                 os.urandom(4).hex(),
             )
-            handle = open(tmp, "xb")
+            handle = open(tmp, "xb")  # noqa: SIM115 - stays open across chunk requests
             self.open[key] = (handle, tmp)
         elif key not in self.open:
             raise OpError("protocol", "chunk for %s without its start" % rel)

@@ -154,7 +154,7 @@ class Agent:
         except OSError as error:
             converted = fsops.os_error(error, str(error.filename or ""))
             answer, data = {"ok": False, "kind": converted.kind, "error": str(converted)}, b""
-        except Exception as error:  # noqa: BLE001 - reported to the client, never swallowed
+        except Exception as error:
             answer = {
                 "ok": False,
                 "kind": "internal",

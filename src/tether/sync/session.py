@@ -76,8 +76,10 @@ async def remote_manifest(
 ) -> tuple[Manifest, bool]:
     """Scan root on the remote; fill digests for the `need` paths (one extra request at most)."""
     header, _ = await channel.request("scan", root=root, **scan)
-    manifest = {path: base.reuse_digest(path, entry, "remote") for path, entry in
-                manifest_from_json(header["entries"]).items()}  # fmt: skip
+    manifest = {
+        path: base.reuse_digest(path, entry, "remote")
+        for path, entry in manifest_from_json(header["entries"]).items()
+    }
     missing = [
         path
         for path in need
@@ -105,8 +107,11 @@ async def push_pair(
     started = time.monotonic()
     base = pair.base("push", project_root)
     local = scan_local(pair.local_root, pair.scope, only)
-    local = fill_local_digests(pair.local_root, local, fsops.DigestCache(
-        str(project_root / ".tether"), str(pair.local_root)))  # fmt: skip
+    local = fill_local_digests(
+        pair.local_root,
+        local,
+        fsops.DigestCache(str(project_root / ".tether"), str(pair.local_root)),
+    )
     need = set(local) | set(base.entries)
     remote, _ = await remote_manifest(
         channel, pair.remote_root, base, need, skip=_skip_list(pair), digests=False
@@ -169,8 +174,13 @@ async def _execute_push(
                 progress(entry.size)
 
     for delete in plan.deletes:
-        future = channel.submit("delete", root=root, path=delete.path,
-                                expect=delete.expect.to_json(), backup=delete.backup)  # fmt: skip
+        future = channel.submit(
+            "delete",
+            root=root,
+            path=delete.path,
+            expect=delete.expect.to_json(),
+            backup=delete.backup,
+        )
         inflight.append((future, "delete", delete.path, delete.expect))
     ordered = sorted(plan.uploads, key=lambda up: (up.entry.kind != DIR, up.path.count("/")))
     for upload in ordered:
@@ -216,8 +226,9 @@ async def _submit_upload(
             last = len(chunk) < CHUNK
             digest.update(chunk)
             size += len(chunk)
-            future = channel.submit("put", chunk, offset=offset, last=last,
-                                    mtime_ns=entry.mtime_ns, **common)  # fmt: skip
+            future = channel.submit(
+                "put", chunk, offset=offset, last=last, mtime_ns=entry.mtime_ns, **common
+            )
             offset += len(chunk)
             if last:
                 break
@@ -264,8 +275,9 @@ def _settle_one(
     local_entry = local.get(path)
     if local_entry is not None and local_entry.kind == FILE:
         sent = Entry(FILE, entry.size, entry.mtime_ns, entry.mode, entry.digest)
-        base.record(path, sent, remote_entry, local_entry if sent.digest == local_entry.digest
-                    else None)  # fmt: skip
+        base.record(
+            path, sent, remote_entry, local_entry if sent.digest == local_entry.digest else None
+        )
     else:
         base.record(path, entry, remote_entry, local_entry)
     report.bytes += entry.size
@@ -382,8 +394,9 @@ async def _download(
     channel: AgentChannel, remote_root: str, path: str, entry: Entry, full: str, report: Report
 ) -> tuple[str, str, Entry] | None:
     offsets = list(range(0, max(entry.size, 1), CHUNK))
-    futures = [channel.submit("read", root=remote_root, path=path, offset=o, length=CHUNK)
-               for o in offsets]  # fmt: skip
+    futures = [
+        channel.submit("read", root=remote_root, path=path, offset=o, length=CHUNK) for o in offsets
+    ]
     await channel.flush()
     tmp = f"{os.path.dirname(full)}/.{os.path.basename(full)[:120]}{fsops.TMP_MARK}{os.getpid()}"
     digest = hashlib.sha256()

@@ -55,6 +55,7 @@ class AgentChannel:
         self._pending: dict[int, asyncio.Future[Answer]] = {}
         self._streams: dict[int, asyncio.Queue[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail: list[bytes] = []
         self._closed_reason: str | None = None
 
@@ -67,7 +68,7 @@ class AgentChannel:
         channel = cls(transport, process)
         await channel._bootstrap(data, python)
         channel._reader = asyncio.create_task(channel._read_loop())
-        asyncio.create_task(channel._drain_stderr())
+        channel._stderr_task = asyncio.create_task(channel._drain_stderr())
         hello, _ = await channel.request("hello")
         if hello.get("version") != digest:
             await channel.close()

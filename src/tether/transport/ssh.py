@@ -124,19 +124,36 @@ class SshTransport:
         if self._master_ok:
             return 0.0
         check = await asyncio.create_subprocess_exec(
-            "ssh", "-o", f"ControlPath={control_path()}", "-O", "check", self.host,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            "ssh",
+            "-o",
+            f"ControlPath={control_path()}",
+            "-O",
+            "check",
+            self.host,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if await check.wait() != 0:
             master = await asyncio.create_subprocess_exec(
-                "ssh", *ssh_options(), "-o", "ControlMaster=yes", "-f", "-N", self.host,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )  # fmt: skip
+                "ssh",
+                *ssh_options(),
+                "-o",
+                "ControlMaster=yes",
+                "-f",
+                "-N",
+                self.host,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             try:
                 _, stderr = await asyncio.wait_for(master.communicate(), timeout=60)
             except asyncio.TimeoutError:
                 master.kill()
-                raise HostError(self.host, "ssh did not connect within 60 s", "check the network")
+                raise HostError(
+                    self.host, "ssh did not connect within 60 s", "check the network"
+                ) from None
             self.raise_for_link(stderr, 255 if master.returncode else 0)
             if master.returncode:
                 raise HostError(self.host, stderr.decode(errors="replace").strip() or "ssh failed")
@@ -158,7 +175,9 @@ class SshTransport:
         except asyncio.TimeoutError:
             process.kill()
             await process.wait()
-            raise HostError(self.host, f"no answer within {timeout:.0f} s", "check the network")
+            raise HostError(
+                self.host, f"no answer within {timeout:.0f} s", "check the network"
+            ) from None
         returncode = process.returncode if process.returncode is not None else 255
         self.raise_for_link(stderr, returncode)
         return Result(tuple(argv), returncode, stdout, stderr)
