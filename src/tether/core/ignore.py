@@ -60,9 +60,7 @@ def _compile(pattern: str) -> _Rule | None:
     if not line.endswith("\\ "):
         line = line.rstrip(" ")
     negate = line.startswith("!")
-    if negate:
-        line = line[1:]
-    elif line.startswith("\\!") or line.startswith("\\#"):
+    if negate or line.startswith("\\!") or line.startswith("\\#"):
         line = line[1:]
     dir_only = line.endswith("/")
     line = line.rstrip("/")
