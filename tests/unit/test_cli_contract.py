@@ -78,7 +78,8 @@ def test_debug_shows_the_traceback(
     monkeypatch.delenv("TETHER_DEBUG", raising=False)
     assert main(["--debug", "pull"]) == 1
     assert "Traceback" in capsys.readouterr().err
-    monkeypatch.delenv("TETHER_DEBUG", raising=False)
+    assert main(["pull"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_unknown_command_and_option_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,9 +19,7 @@ def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run tether with argv (default sys.argv[1:]) and return the process exit code."""
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
-    if debug or os.environ.get("TETHER_DEBUG"):
-        os.environ["TETHER_DEBUG"] = "1"
-        debug = True
+    debug = debug or bool(os.environ.get("TETHER_DEBUG"))
     from tether.errors import TetherError
 
     try:

@@ -111,7 +111,12 @@ def _plan_local_path(
     elif local_entry.same_content(remote_entry):
         result.same.append(path)
     elif remote_entry.kind == DIR and local_entry.kind != DIR:
-        result.conflicts.append(Conflict(path, "a directory on the remote, not on this side"))
+        if base_entry is not None and base_entry.kind == DIR:
+            # A directory tether made: its owned children are deleted first; the agent
+            # replaces it only if nothing the remote created is left inside.
+            result.uploads.append(Upload(path, local_entry, remote_entry))
+        else:
+            result.conflicts.append(Conflict(path, "a directory on the remote, not on this side"))
     elif base_entry is not None and remote_entry.same_content(base_entry):
         result.uploads.append(Upload(path, local_entry, remote_entry))
     elif force:
