@@ -1,0 +1,495 @@
+"""Jobs on the remote: snapshot, start in tmux through a wrapper, list, log, kill.
+
+The wrapper (`wrap_main`) is this same module run inside the tmux pane: it starts argv
+exactly (no shell) in the snapshot, tees its output to a durable log and records start,
+pid, end and the real exit code in the job record (temp + rename, never half-written).
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import fsops
+
+DEFAULT_SOCKET = "tether"
+SESSION_PREFIX = "tether-"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SOCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+START_GRACE_S = 15.0
+WRAP_CODE = (
+    "import sys;sys.path.insert(0,sys.argv[1]);"
+    "from tether_agent.jobs import wrap_main;sys.exit(wrap_main(sys.argv[2]))"
+)
+Answer = Tuple[Dict[str, Any], bytes]
+
+
+# ---- places -------------------------------------------------------------------------
+
+
+def data_dir() -> str:
+    return os.path.expanduser("~/.local/share/tether")
+
+
+def jobs_dir() -> str:
+    return os.path.join(data_dir(), "jobs")
+
+
+def logs_dir() -> str:
+    return os.path.join(data_dir(), "logs")
+
+
+def snapshots_dir() -> str:
+    return os.path.expanduser("~/.cache/tether/snapshots")
+
+
+def record_path(name: str) -> str:
+    return os.path.join(jobs_dir(), name + ".json")
+
+
+def kill_marker(name: str) -> str:
+    return os.path.join(jobs_dir(), name + ".kill")
+
+
+# ---- pure parts (unit-tested) -------------------------------------------------------
+
+
+def check_name(name: Any) -> str:
+    """A job name safe as a file name and a tmux session name, or OpError."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise fsops.OpError(
+            "badname",
+            "bad job name %r: use up to 64 letters, digits, '_' and '-'" % (name,),
+        )
+    return name
+
+
+def check_socket(name: Any) -> str:
+    if not isinstance(name, str) or not SOCKET_RE.match(name):
+        raise fsops.OpError("badname", "bad tmux socket name %r" % (name,))
+    return name
+
+
+def session_name(name: str) -> str:
+    return SESSION_PREFIX + name
+
+
+def new_session_argv(sock: str, name: str, command: List[str], tmux_major: int = 3) -> List[str]:
+    """argv that starts `command` detached in session tether-NAME.
+
+    tmux >= 3.0 execs a command given as several words directly (no shell); older tmux
+    joins them and runs the result through the shell, so there every word is quoted.
+    """
+    words = list(command)
+    if tmux_major < 3:
+        import shlex
+
+        words = [" ".join(shlex.quote(word) for word in command)]
+    return ["tmux", "-L", sock, "new-session", "-d", "-s", session_name(name), "--", *words]
+
+
+def list_sessions_argv(sock: str) -> List[str]:
+    return ["tmux", "-L", sock, "list-sessions", "-F", "#{session_name}"]
+
+
+def wrapper_command(python: str, agent_path: str, spec_path: str) -> List[str]:
+    """The wrapper's argv: values travel as argv words, never inside code."""
+    return [python, "-c", WRAP_CODE, agent_path, spec_path]
+
+
+def exit_status(returncode: int) -> Tuple[int, Optional[str]]:
+    """(exit_code, reason) from a Popen returncode; -N (signal N) becomes 128+N."""
+    if returncode < 0:
+        return 128 - returncode, "signal %d" % -returncode
+    return returncode, None
+
+
+def derive_state(record: Dict[str, Any], alive: bool, now: float) -> str:
+    """queued / running / exited / cancelled / lost from a record and its tmux session."""
+    if record.get("ended") is not None:
+        return "cancelled" if record.get("exit_code") is None else "exited"
+    if record.get("state") in ("queued", "cancelled"):
+        return str(record["state"])
+    if alive:
+        return "running"
+    created = record.get("created") or 0
+    if record.get("started") is None and now - float(created) < START_GRACE_S:
+        return "running"
+    return "lost"
+
+
+def tmux_major(version: str) -> int:
+    """3 from 'tmux 3.3a', 2 from 'tmux 2.9'; 3 when unknown."""
+    match = re.search(r"(\d+)\.", version or "")
+    return int(match.group(1)) if match else 3
+
+
+# ---- records ------------------------------------------------------------------------
+
+
+def write_json(path: str, data: Dict[str, Any]) -> None:
+    """Write JSON atomically: temp file in the same directory, fsync, rename."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    temp = "%s.%d.tmp" % (path, os.getpid())
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def read_record(name: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(record_path(name), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def all_records() -> List[Dict[str, Any]]:
+    try:
+        names = sorted(os.listdir(jobs_dir()))
+    except OSError:
+        return []
+    records = []
+    for entry in names:
+        if entry.endswith(".json") and not entry.endswith(".tmp"):
+            record = read_record(entry[:-5])
+            if record is not None:
+                records.append(record)
+    return records
+
+
+# ---- snapshot -----------------------------------------------------------------------
+
+
+def snapshot(root: str, dest: str, results: List[str]) -> int:
+    """Hard-link the tree at root into dest (copy where links fail); results -> live dirs.
+
+    Returns the number of files linked or copied.
+    """
+    skip = set()
+    for rel in results:
+        rel = rel.strip("/")
+        if rel and not any(ch in rel for ch in "*?[") and fsops.check_rel(rel):
+            skip.add(rel)
+    count = 0
+    os.makedirs(dest, mode=0o755)
+    for current, dirs, files in os.walk(root):
+        rel_dir = os.path.relpath(current, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        keep = []
+        for entry in sorted(dirs):
+            rel = os.path.join(rel_dir, entry)
+            full = os.path.join(current, entry)
+            if rel in skip or rel == ".tether":
+                continue
+            if os.path.islink(full):
+                os.symlink(os.readlink(full), os.path.join(dest, rel))
+                continue
+            os.mkdir(os.path.join(dest, rel), 0o755)
+            keep.append(entry)
+        dirs[:] = keep
+        for entry in files:
+            rel = os.path.join(rel_dir, entry)
+            if rel in skip:
+                continue
+            source = os.path.join(current, entry)
+            target = os.path.join(dest, rel)
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), target)
+                continue
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+            count += 1
+    for rel in sorted(skip):
+        live = os.path.join(root, rel)
+        os.makedirs(live, exist_ok=True)
+        link = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if not os.path.lexists(link):
+            os.symlink(live, link)
+    return count
+
+
+# ---- ops ----------------------------------------------------------------------------
+
+
+def _tmux_version() -> str:
+    if shutil.which("tmux") is None:
+        raise fsops.OpError(
+            "notmux",
+            "tmux is not installed on the remote; install it (e.g. `sudo apt-get install tmux`)",
+        )
+    done = subprocess.run(["tmux", "-V"], capture_output=True, text=True, timeout=10)
+    return done.stdout.strip()
+
+
+def _sessions(sock: str) -> Optional[set]:
+    """Session names on the socket; empty when no server runs; None if tmux is missing."""
+    if shutil.which("tmux") is None:
+        return None
+    done = subprocess.run(list_sessions_argv(sock), capture_output=True, text=True, timeout=15)
+    if done.returncode != 0:
+        return set()
+    return set(done.stdout.split())
+
+
+def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
+    name = check_name(header.get("name"))
+    sock = check_socket(header.get("socket") or DEFAULT_SOCKET)
+    argv = header.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise fsops.OpError("badargv", "argv must be a non-empty list of strings")
+    version = _tmux_version()
+    root = fsops.root_path(header["root"])
+    if not os.path.isdir(root):
+        raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
+    sessions = _sessions(sock) or set()
+    if read_record(name) is not None or session_name(name) in sessions:
+        raise fsops.OpError("exists", "a job named %r already exists" % name)
+    project = check_name(header.get("project") or "project")
+    snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + name
+    snap = os.path.join(snapshots_dir(), project, snap_id)
+    files = snapshot(root, snap, list(header.get("results") or []))
+    cwd_rel = header.get("cwd") or ""
+    cwd = os.path.join(snap, fsops.check_rel(cwd_rel)) if cwd_rel not in ("", ".") else snap
+    gpus = header.get("gpus")
+    record: Dict[str, Any] = dict(header.get("provenance") or {})
+    record.update(
+        {
+            "name": name,
+            "argv": argv,
+            "cwd": cwd,
+            "root": root,
+            "project": project,
+            "snapshot": snap,
+            "snapshot_id": snap_id,
+            "snapshot_files": files,
+            "socket": sock,
+            "session": session_name(name),
+            "gpus": gpus,
+            "cuda_visible_devices": gpus,
+            "remote_host": socket.gethostname(),
+            "log": os.path.join(logs_dir(), name + ".log"),
+            "created": time.time(),
+            "state": "starting",
+            "started": None,
+            "ended": None,
+            "exit_code": None,
+            "reason": None,
+            "pid": None,
+            "python": header.get("python") or record.get("python"),
+        }
+    )
+    path = record_path(name)
+    write_json(path, record)
+    agent_path = os.path.abspath(sys.argv[0])
+    command = wrapper_command(sys.executable, agent_path, path)
+    argv_tmux = new_session_argv(sock, name, command, tmux_major(version))
+    done = subprocess.run(
+        argv_tmux, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        os.unlink(path)
+        raise fsops.OpError("tmux", "tmux new-session failed: %s" % done.stderr.strip())
+    return {"record": record}, b""
+
+
+def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
+    records = all_records()
+    cache: Dict[str, Optional[set]] = {}
+    now = time.time()
+    for record in records:
+        sock = str(record.get("socket") or DEFAULT_SOCKET)
+        if sock not in cache:
+            cache[sock] = _sessions(sock)
+        alive = session_name(str(record.get("name"))) in (cache[sock] or set())
+        record["alive"] = alive
+        record["state"] = derive_state(record, alive, now)
+    return {"jobs": records, "tmux": shutil.which("tmux") is not None}, b""
+
+
+def _need(name: str) -> Dict[str, Any]:
+    record = read_record(check_name(name))
+    if record is None:
+        raise fsops.OpError("nojob", "no job named %r" % name)
+    return record
+
+
+def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
+    record = _need(header.get("name"))
+    offset = int(header.get("offset") or 0)
+    limit = int(header.get("limit") or (1 << 20))
+    sessions = _sessions(str(record.get("socket") or DEFAULT_SOCKET)) or set()
+    alive = session_name(record["name"]) in sessions
+    state = derive_state(record, alive, time.time())
+    data = b""
+    size = 0
+    try:
+        with open(record["log"], "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(offset)
+            data = handle.read(limit)
+    except FileNotFoundError:
+        pass
+    return {
+        "offset": offset,
+        "size": size,
+        "state": state,
+        "exit_code": record.get("exit_code"),
+        "reason": record.get("reason"),
+    }, data
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
+    """SIGINT, then SIGTERM, then SIGKILL to the job's process group; wait for the record."""
+    name = check_name(header.get("name"))
+    record = _need(name)
+    grace = float(header.get("grace", 5.0))
+    deadline = time.time() + START_GRACE_S
+    while record.get("pid") is None and record.get("ended") is None and time.time() < deadline:
+        time.sleep(0.1)
+        record = _need(name)
+    if record.get("ended") is not None:
+        return {"record": record, "signalled": False}, b""
+    pgid = record.get("pid")
+    if not isinstance(pgid, int):
+        raise fsops.OpError("nojob", "job %r has no running process" % name)
+    with open(kill_marker(name), "w", encoding="utf-8") as handle:
+        handle.write("killed by tether kill\n")
+    sent = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if not _group_alive(pgid):
+            break
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        sent.append(int(sig))
+        stop = time.time() + grace
+        while time.time() < stop and _group_alive(pgid):
+            time.sleep(0.05)
+    stop = time.time() + 10
+    while time.time() < stop:
+        record = _need(name)
+        if record.get("ended") is not None:
+            break
+        time.sleep(0.05)
+    return {"record": record, "signalled": sent}, b""
+
+
+def register(agent: Any) -> None:
+    """Add the job ops to the agent."""
+    agent.handlers["job_start"] = job_start
+    agent.handlers["job_list"] = job_list
+    agent.handlers["job_log"] = job_log
+    agent.handlers["job_kill"] = job_kill
+
+
+# ---- the wrapper (runs inside the tmux pane) ---------------------------------------
+
+
+def wrap_main(spec_path: str) -> int:
+    """Run the job described by the record at spec_path and record how it ended."""
+    with open(spec_path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    name = record["name"]
+    env = dict(os.environ)
+    env["TETHER_JOB"] = name
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if record.get("gpus"):
+        env["CUDA_VISIBLE_DEVICES"] = str(record["gpus"])
+    os.makedirs(os.path.dirname(record["log"]), mode=0o700, exist_ok=True)
+    log = open(record["log"], "ab", buffering=0)  # noqa: SIM115 - closed at the end
+    state: Dict[str, Any] = {"child": None}
+
+    def forward(signum: int, frame: Any) -> None:
+        child = state["child"]
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(child.pid, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        child = subprocess.Popen(
+            record["argv"],
+            cwd=record["cwd"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=os.setpgrp,
+        )
+    except OSError as error:
+        message = "tether: cannot start %s: %s\n" % (record["argv"][0], error.strerror)
+        log.write(message.encode())
+        record.update(
+            started=time.time(),
+            ended=time.time(),
+            exit_code=127,
+            reason="cannot start: %s" % error.strerror,
+            state="exited",
+        )
+        write_json(spec_path, record)
+        return 127
+    state["child"] = child
+    record.update(started=time.time(), pid=child.pid, wrapper_pid=os.getpid(), state="running")
+    write_json(spec_path, record)
+    pane = getattr(sys.stdout, "buffer", None)
+    assert child.stdout is not None
+    fd = child.stdout.fileno()
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        log.write(chunk)
+        if pane is not None:
+            try:
+                pane.write(chunk)
+                pane.flush()
+            except (OSError, ValueError):
+                pane = None
+    while True:
+        try:
+            returncode = child.wait()
+            break
+        except InterruptedError:
+            continue
+    exit_code, reason = exit_status(returncode)
+    if os.path.exists(kill_marker(name)):
+        reason = "killed by tether kill"
+        with contextlib.suppress(OSError):
+            os.unlink(kill_marker(name))
+    record.update(ended=time.time(), exit_code=exit_code, reason=reason, state="exited")
+    write_json(spec_path, record)
+    log.close()
+    return exit_code

@@ -1,0 +1,176 @@
+"""The client side of jobs: provenance, start, list, find by name, logs, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tether.config import Config, Target
+from tether.errors import JobError, UsageError
+from tether.jobs.model import JobRecord
+from tether.jobs.tmux import socket_name
+from tether.transport.channel import AgentChannel, AgentError
+
+DIFF_LIMIT = 1 << 20
+POLL_S = 0.3
+
+
+def provenance(root: Path, cwd: Path | None = None) -> dict[str, Any]:
+    """Git commit and uncommitted diff of the local project, the local cwd and python."""
+    commit = _git(root, ["rev-parse", "HEAD"]).strip() or None
+    diff = _git(root, ["diff", "HEAD"])
+    if len(diff) > DIFF_LIMIT:
+        diff = diff[:DIFF_LIMIT] + "\n[tether: diff truncated at 1 MB]\n"
+    here = (cwd or Path.cwd()).resolve()
+    return {
+        "commit": commit,
+        "dirty_diff": diff or None,
+        "local_cwd": str(here),
+        "local_python": sys.version.split()[0],
+    }
+
+
+def _git(root: Path, args: list[str]) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
+def relative_cwd(root: Path, cwd: Path | None = None) -> str:
+    """The working directory relative to the project root ('' at the root or outside)."""
+    here = (cwd or Path.cwd()).resolve()
+    try:
+        rel = here.relative_to(root.resolve())
+    except ValueError:
+        return ""
+    text = rel.as_posix()
+    return "" if text == "." else text
+
+
+def _raise_job(error: AgentError, name: str, target: Target) -> None:
+    if error.kind == "exists":
+        raise JobError(
+            f"a job named {name!r} already exists on {target.name}",
+            "",
+            "pick another --name (or leave it out for a generated one)",
+        ) from None
+    if error.kind == "nojob":
+        raise JobError(f"no job named {name!r} on {target.name}", "", "see `tether jobs`") from None
+    if error.kind == "notmux":
+        raise JobError(
+            f"tmux is not installed on {target.host}",
+            "",
+            "install it there (e.g. `sudo apt-get install tmux`)",
+        ) from None
+    if error.kind == "noproject":
+        raise JobError(
+            f"no project directory {target.path} on {target.name}", "", "run `tether push` first"
+        ) from None
+    raise error
+
+
+async def start(
+    channel: AgentChannel,
+    config: Config,
+    target: Target,
+    name: str,
+    argv: list[str],
+    cwd: str,
+    gpus: str | None,
+    info: dict[str, Any],
+) -> JobRecord:
+    """job_start on one target; the record with its provenance."""
+    prov = dict(info)
+    prov.update(target=target.name, host=target.host, remote_python=channel.info.get("python"))
+    try:
+        answer, _ = await channel.request(
+            "job_start",
+            name=name,
+            root=target.path,
+            project=_project_name(config),
+            argv=argv,
+            cwd=cwd,
+            gpus=gpus,
+            results=list(config.sync.results),
+            socket=socket_name(),
+            provenance=prov,
+        )
+    except AgentError as error:
+        _raise_job(error, name, target)
+        raise
+    return JobRecord.from_agent(target.name, target.host, answer["record"])
+
+
+def _project_name(config: Config) -> str:
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", config.root.name).lstrip("_-") or "project"
+    return cleaned[:64]
+
+
+async def list_jobs(channel: AgentChannel, target: Target) -> list[JobRecord]:
+    """Every job the agent on this target knows."""
+    answer, _ = await channel.request("job_list")
+    jobs = [JobRecord.from_agent(target.name, target.host, data) for data in answer["jobs"]]
+    jobs.sort(key=lambda job: -(job.created or job.started or 0.0))
+    return jobs
+
+
+async def locate(targets: list[Target], name: str) -> Target:
+    """The one target (of targets) where a job called name exists; clear errors otherwise."""
+    from tether.sync.targets import each_target
+
+    async def has(target: Target, channel: AgentChannel) -> bool:
+        return any(job.name == name for job in await list_jobs(channel, target))
+
+    found = [t for t, ok in zip(targets, await each_target(targets, has), strict=True) if ok]
+    if not found:
+        where = ", ".join(target.name for target in targets)
+        raise JobError(f"no job named {name!r}", f"looked on {where}", "see `tether jobs`")
+    if len(found) > 1:
+        where = ", ".join(target.name for target in found)
+        raise UsageError(f"job {name!r} runs on several targets ({where})", "", "pass --on TARGET")
+    return found[0]
+
+
+async def follow(
+    channel: AgentChannel,
+    target: Target,
+    name: str,
+    write: Callable[[bytes], None],
+    keep_following: bool,
+) -> dict[str, Any]:
+    """Copy the job's log to write(); with keep_following, until the job ended."""
+    offset = 0
+    while True:
+        try:
+            header, data = await channel.request("job_log", name=name, offset=offset)
+        except AgentError as error:
+            _raise_job(error, name, target)
+            raise
+        if data:
+            write(data)
+            offset += len(data)
+        if offset < int(header["size"]):
+            continue
+        if not keep_following or header["state"] not in ("running", "queued"):
+            return header
+        await asyncio.sleep(POLL_S)
+
+
+async def kill(channel: AgentChannel, target: Target, name: str, grace: float) -> JobRecord:
+    """SIGINT, SIGTERM, SIGKILL with grace periods; the record once the end is written."""
+    try:
+        answer, _ = await channel.request("job_kill", name=name, grace=grace)
+    except AgentError as error:
+        _raise_job(error, name, target)
+        raise
+    return JobRecord.from_agent(target.name, target.host, answer["record"])

@@ -1,0 +1,26 @@
+"""tmux argv for the client side (attach); the agent builds its own (tether.agent.jobs)."""
+
+from __future__ import annotations
+
+import os
+
+from tether.agent.jobs import DEFAULT_SOCKET, SESSION_PREFIX, check_name
+
+
+def socket_name() -> str:
+    """The tmux socket tether uses (tests set TETHER_TMUX_SOCKET to a unique one)."""
+    return os.environ.get("TETHER_TMUX_SOCKET") or DEFAULT_SOCKET
+
+
+def attach_argv(name: str, sock: str | None = None) -> list[str]:
+    """`tmux -L SOCKET attach -t tether-NAME`, run on the remote through ssh -t."""
+    return ["tmux", "-L", sock or socket_name(), "attach-session", "-t", SESSION_PREFIX + name]
+
+
+def valid_name(name: str) -> bool:
+    """True if name can be a job name."""
+    try:
+        check_name(name)
+    except Exception:
+        return False
+    return True

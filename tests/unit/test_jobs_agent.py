@@ -1,0 +1,202 @@
+"""Job ops over a local agent with a real local tmux: snapshot, exact argv, exit codes, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.transport.channel import AgentChannel, AgentError
+from tether.transport.local import LocalTransport
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+HOSTILE = ["a b", "$(touch /tmp/tether-pwned)", "--flag", "it's", "", "naïve ☃ 日本", "x\ny"]
+
+
+def with_agent(body: Callable[[AgentChannel], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        channel = await AgentChannel.open(LocalTransport(), "python3")
+        try:
+            return await body(channel)
+        finally:
+            await channel.close()
+
+    return asyncio.run(main())
+
+
+async def wait_end(channel: AgentChannel, name: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer, _ = await channel.request("job_list")
+        for job in answer["jobs"]:
+            if job["name"] == name and job["state"] != "running":
+                return dict(job)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {name} did not end")
+
+
+def make_root(tmp_path: Path) -> Path:
+    root = tmp_path / "remote"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "mod.py").write_text("X = 1\n")
+    (root / "dump.py").write_text(
+        "import json, os, sys\n"
+        "print('hello from job', flush=True)\n"
+        "open(os.path.join('outputs', 'argv.json'), 'w').write(json.dumps(sys.argv[1:]))\n"
+        "sys.exit(int(os.environ.get('CODE', '0')))\n"
+    )
+    os.symlink("pkg/mod.py", root / "link.py")
+    return root
+
+
+def start(channel: AgentChannel, root: Path, name: str, argv: list[str], sock: str, **kw: Any):
+    return channel.request(
+        "job_start",
+        name=name,
+        root=str(root),
+        project="proj",
+        argv=argv,
+        socket=sock,
+        results=["outputs/"],
+        provenance={"commit": "abc", "target": "t", "host": "h"},
+        **kw,
+    )
+
+
+def test_exact_argv_exit_code_log_and_results_link(tmp_path: Path, tmux_socket: str) -> None:
+    root = make_root(tmp_path)
+    argv = [sys.executable, "-c", "import sys; print(sys.argv[1:]); sys.exit(3)", *HOSTILE]
+
+    async def body(channel: AgentChannel) -> None:
+        answer, _ = await start(channel, root, "j1", argv, tmux_socket)
+        record = answer["record"]
+        snap = Path(record["snapshot"])
+        assert (snap / "pkg" / "mod.py").stat().st_ino == (root / "pkg" / "mod.py").stat().st_ino
+        assert os.readlink(snap / "link.py") == "pkg/mod.py"
+        assert os.readlink(snap / "outputs") == str(root / "outputs")
+        done = await wait_end(channel, "j1")
+        assert done["state"] == "exited" and done["exit_code"] == 3 and done["reason"] is None
+        assert done["argv"] == argv and done["commit"] == "abc"
+        header, data = await channel.request("job_log", name="j1", offset=0)
+        assert b"--flag" in data and "naïve ☃".encode() in data
+        assert header["state"] == "exited"
+
+    with_agent(body)
+    assert not Path("/tmp/tether-pwned").exists()
+
+
+def test_hostile_argv_reaches_the_program_unchanged(tmp_path: Path, tmux_socket: str) -> None:
+    root = make_root(tmp_path)
+
+    async def body(channel: AgentChannel) -> None:
+        await start(channel, root, "j2", [sys.executable, "dump.py", *HOSTILE], tmux_socket)
+        done = await wait_end(channel, "j2")
+        assert done["exit_code"] == 0, done
+        assert json.loads((root / "outputs" / "argv.json").read_text()) == HOSTILE
+
+    with_agent(body)
+
+
+def test_a_taken_name_is_refused_and_unknown_names_are_clear(
+    tmp_path: Path, tmux_socket: str
+) -> None:
+    root = make_root(tmp_path)
+
+    async def body(channel: AgentChannel) -> None:
+        await start(channel, root, "j3", [sys.executable, "-c", "pass"], tmux_socket)
+        with pytest.raises(AgentError) as caught:
+            await start(channel, root, "j3", [sys.executable, "-c", "pass"], tmux_socket)
+        assert caught.value.kind == "exists"
+        with pytest.raises(AgentError) as unknown:
+            await channel.request("job_log", name="nope", offset=0)
+        assert unknown.value.kind == "nojob"
+        with pytest.raises(AgentError) as bad:
+            await start(channel, root, "../x", [sys.executable], tmux_socket)
+        assert bad.value.kind == "badname"
+        await wait_end(channel, "j3")
+
+    with_agent(body)
+
+
+def test_kill_records_reason_and_signal_exit_code(tmp_path: Path, tmux_socket: str) -> None:
+    root = make_root(tmp_path)
+    argv = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
+
+    async def body(channel: AgentChannel) -> None:
+        await start(channel, root, "j4", argv, tmux_socket)
+        answer, _ = await channel.request("job_kill", name="j4", grace=2.0)
+        record = answer["record"]
+        assert record["ended"] is not None
+        assert record["reason"] == "killed by tether kill"
+        # Python turns SIGINT into KeyboardInterrupt -> exit 130 or signal 2 -> 130.
+        assert record["exit_code"] in (1, 130)
+        done = await wait_end(channel, "j4")
+        assert done["state"] == "exited"
+
+    with_agent(body)
+
+
+def test_signal_death_is_128_plus_n(tmp_path: Path, tmux_socket: str) -> None:
+    root = make_root(tmp_path)
+    argv = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+
+    async def body(channel: AgentChannel) -> None:
+        await start(channel, root, "j5", argv, tmux_socket)
+        done = await wait_end(channel, "j5")
+        assert (done["exit_code"], done["reason"]) == (137, "signal 9")
+
+    with_agent(body)
+
+
+def test_snapshot_does_not_see_later_changes(tmp_path: Path, tmux_socket: str) -> None:
+    root = make_root(tmp_path)
+    argv = [
+        sys.executable,
+        "-c",
+        "import time; time.sleep(1.0); print(open('pkg/mod.py').read(), flush=True)",
+    ]
+
+    async def body(channel: AgentChannel) -> None:
+        await start(channel, root, "j6", argv, tmux_socket)
+        temp = root / "pkg" / "mod.py.tmp"
+        temp.write_text("X = 2\n")
+        os.replace(temp, root / "pkg" / "mod.py")
+        await wait_end(channel, "j6")
+        _, data = await channel.request("job_log", name="j6", offset=0)
+        assert b"X = 1" in data and b"X = 2" not in data
+
+    with_agent(body)
+
+
+def test_a_session_gone_without_a_record_is_lost(tmp_path: Path, tmux_socket: str) -> None:
+    root = make_root(tmp_path)
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    async def body(channel: AgentChannel) -> None:
+        await start(channel, root, "j7", argv, tmux_socket)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            listed, _ = await channel.request("job_list")
+            (job,) = [j for j in listed["jobs"] if j["name"] == "j7"]
+            if job["pid"]:
+                break
+            await asyncio.sleep(0.1)
+        # Simulate a reboot: kill everything without letting the wrapper write the end.
+        os.kill(job["wrapper_pid"], 9)
+        os.killpg(job["pid"], 9)
+        subprocess.run(["tmux", "-L", tmux_socket, "kill-server"], capture_output=True, check=False)
+        listed, _ = await channel.request("job_list")
+        (job,) = [j for j in listed["jobs"] if j["name"] == "j7"]
+        assert job["state"] == "lost"
+
+    with_agent(body)
