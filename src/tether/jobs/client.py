@@ -116,7 +116,7 @@ def _project_name(config: Config) -> str:
     return cleaned[:64]
 
 
-async def list_jobs(channel: AgentChannel, target: Target) -> list[JobRecord]:
+async def list_jobs(target: Target, channel: AgentChannel) -> list[JobRecord]:
     """Every job the agent on this target knows."""
     answer, _ = await channel.request("job_list")
     jobs = [JobRecord.from_agent(target.name, target.host, data) for data in answer["jobs"]]
@@ -129,7 +129,7 @@ async def locate(targets: list[Target], name: str) -> Target:
     from tether.sync.targets import each_target
 
     async def has(target: Target, channel: AgentChannel) -> bool:
-        return any(job.name == name for job in await list_jobs(channel, target))
+        return any(job.name == name for job in await list_jobs(target, channel))
 
     found = [t for t, ok in zip(targets, await each_target(targets, has), strict=True) if ok]
     if not found:

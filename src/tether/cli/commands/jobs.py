@@ -1,0 +1,223 @@
+"""run, jobs, logs, attach, kill: thin commands over tether.jobs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from tether.config import Target
+    from tether.jobs.model import JobRecord
+    from tether.transport.channel import AgentChannel
+
+RUN_HELP = """Push, snapshot the remote tree and start CMD in tmux on the target(s).
+
+The job runs against a frozen snapshot (later pushes never change it), outlives this
+laptop and records its real exit code. Everything after `--` is passed exactly.
+
+Examples:
+
+  tether run --name lr3e-4 -- python train.py --lr 3e-4
+
+  tether run --on gpu --gpus 0,1 --follow -- python train.py
+"""
+
+JOBS_HELP = """List jobs on every target (asked in parallel), newest first.
+
+Examples:
+
+  tether jobs
+
+  tether jobs --on gpu --json
+"""
+
+
+def register(app: typer.Typer) -> None:
+    """Add run, jobs, logs, attach and kill."""
+    app.command("run", help=RUN_HELP)(run)
+    app.command("jobs", help=JOBS_HELP)(jobs)
+    app.command("logs", help="Print a job's log; -f follows it until the job ends.")(logs)
+    app.command("attach", help="Attach to a job's tmux session (Ctrl-b d to leave).")(attach)
+    app.command("kill", help="Stop a job: SIGINT, then SIGTERM, then SIGKILL.")(kill)
+
+
+def run(
+    command: list[str] = typer.Argument(..., help="The command and its arguments, after --."),
+    on: list[str] = typer.Option(None, "--on", help="Target name (repeatable)."),
+    name: str = typer.Option(None, "--name", help="Job name (default: generated)."),
+    gpus: str = typer.Option(None, "--gpus", help="GPUs to pin, e.g. 0,1."),
+    no_push: bool = typer.Option(False, "--no-push", help="Do not push first."),
+    follow_log: bool = typer.Option(False, "--follow", help="Stream the log until it ends."),
+) -> None:
+    """Start a job."""
+    import asyncio
+    import sys
+
+    from tether import config as config_module
+    from tether.cli.render import console
+    from tether.errors import ConflictError, UsageError
+    from tether.jobs import client
+    from tether.jobs.model import generate_name, parse_gpus
+    from tether.jobs.tmux import valid_name
+    from tether.sync.targets import each_target
+
+    if not command:
+        raise UsageError("no command to run", "", "put it after --, e.g. tether run -- python x.py")
+    if name is not None and not valid_name(name):
+        raise UsageError(f"bad job name {name!r}", "use up to 64 letters, digits, '_' and '-'")
+    pinned = parse_gpus(gpus)
+    config = config_module.load()
+    targets = config.pick(on or [])
+    if not no_push:
+        from tether.sync import runner
+        from tether.sync.session import raise_for_errors
+
+        reports = asyncio.run(runner.sync(config, targets, "push", None, False, False))
+        raise_for_errors(reports)
+        conflicts = [c.path for report in reports for c in report.conflicts]
+        if conflicts:
+            raise ConflictError(reports[0].target, conflicts, "push")
+    job_name = name or generate_name()
+    info = client.provenance(config.root)
+    cwd = client.relative_cwd(config.root)
+
+    async def start(target: Target, channel: AgentChannel) -> JobRecord:
+        return await client.start(channel, config, target, job_name, command, cwd, pinned, info)
+
+    asyncio.run(each_target(targets, start))
+    out = console()
+    where = ", ".join(target.name for target in targets)
+    out.print(f"started {job_name} on {where}")
+    if follow_log and len(targets) == 1:
+        _follow(targets[0], job_name, True)
+    else:
+        sys.stdout.write(f"follow it: tether logs {job_name} -f\n")
+
+
+def jobs(
+    on: list[str] = typer.Option(None, "--on", help="Only these targets."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List jobs."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.cli.render import print_json, table
+    from tether.jobs import client
+    from tether.sync.targets import each_target
+
+    config = config_module.load()
+    targets = config.pick(on or []) if on else list(config.targets.values())
+    nested = asyncio.run(each_target(targets, client.list_jobs))
+    records = [job for batch in nested for job in batch]
+    records.sort(key=lambda job: -(job.created or job.started or 0.0))
+    if as_json:
+        print_json([job.to_json() for job in records])
+        return
+    rows = []
+    for job in records:
+        seconds = job.duration()
+        rows.append(
+            (
+                job.name,
+                job.target,
+                job.state_text() + (f" ({job.reason})" if job.reason else ""),
+                job.gpus or "",
+                (job.to_json()["started"] or "")[:19].replace("T", " "),
+                "" if seconds is None else f"{seconds:.0f} s",
+                (job.commit or "")[:10],
+            )
+        )
+    table(None, ["name", "target", "state", "gpus", "started", "duration", "commit"], rows)
+
+
+def logs(
+    name: str = typer.Argument(..., help="Job name."),
+    follow_log: bool = typer.Option(False, "-f", "--follow", help="Follow until it ends."),
+    on: str = typer.Option(None, "--on", help="Target where the job runs."),
+) -> None:
+    """Print a job's log."""
+    target = _where(name, on)
+    _follow(target, name, follow_log)
+
+
+def attach(
+    name: str = typer.Argument(..., help="Job name."),
+    on: str = typer.Option(None, "--on", help="Target where the job runs."),
+) -> None:
+    """Attach to the job's tmux session."""
+    import os
+
+    from tether.jobs.tmux import attach_argv
+    from tether.transport.ssh import interactive_argv
+
+    target = _where(name, on)
+    argv = interactive_argv(target.host, attach_argv(name))
+    os.execvp(argv[0], argv)  # noqa: S606 - argv list, no shell
+
+
+def kill(
+    name: str = typer.Argument(..., help="Job name."),
+    on: str = typer.Option(None, "--on", help="Target where the job runs."),
+    grace: float = typer.Option(5.0, "--grace", help="Seconds between signals."),
+) -> None:
+    """Stop a job."""
+    import asyncio
+
+    from tether.cli.render import console
+    from tether.jobs import client
+    from tether.sync.targets import open_channel
+
+    target = _where(name, on)
+
+    async def go() -> JobRecord:
+        channel = await open_channel(target)
+        try:
+            return await client.kill(channel, target, name, grace)
+        finally:
+            await channel.close()
+
+    record = asyncio.run(go())
+    reason = f" ({record.reason})" if record.reason else ""
+    console().print(f"{name} on {target.name}: exited {record.exit_code}{reason}")
+
+
+def _where(name: str, on: str | None) -> Target:
+    """The target where job `name` runs (asks every target unless --on)."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.jobs import client
+
+    config = config_module.load()
+    targets = config.pick([on]) if on else list(config.targets.values())
+    return asyncio.run(client.locate(targets, name))
+
+
+def _follow(target: Target, name: str, keep: bool) -> None:
+    import asyncio
+    import sys
+
+    from tether.jobs import client
+    from tether.sync.targets import open_channel
+
+    def write(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    async def go() -> dict[str, object]:
+        channel = await open_channel(target)
+        try:
+            return await client.follow(channel, target, name, write, keep)
+        finally:
+            await channel.close()
+
+    try:
+        header = asyncio.run(go())
+    except KeyboardInterrupt:
+        sys.stderr.write(f"tether: detached; {name} goes on (tether logs {name} -f)\n")
+        return
+    if keep and header.get("state") == "exited":
+        reason = f" ({header['reason']})" if header.get("reason") else ""
+        sys.stderr.write(f"tether: {name} exited {header.get('exit_code')}{reason}\n")

@@ -1,0 +1,130 @@
+"""tether run / jobs / logs / kill on a real sandbox with real tmux."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+HOSTILE = ["a b", "$(touch /tmp/tether-pwned-cli)", "--flag", "it's", "", "naïve ☃ 日本"]
+DUMP = (
+    "import json, os, sys\n"
+    "print('hello from the job', flush=True)\n"
+    "os.makedirs('outputs', exist_ok=True)\n"
+    "open('outputs/argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"
+)
+
+
+@pytest.fixture
+def remote_project(
+    sandbox: Any, project: Path, tmux_socket: str, tether_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The project, initialised for the sandbox and pushed; returns the remote dir."""
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TETHER_TMUX_SOCKET", tmux_socket)
+    (project / "dump.py").write_text(DUMP)
+    rel = f"jobs-{uuid.uuid4().hex[:8]}"
+    done = tether_cli("init", "--host", sandbox.name, "--path", f"~/{rel}")
+    assert done.returncode == 0, done.stderr
+    return Path(sandbox.home) / rel
+
+
+def jobs_json(cli: Cli) -> list[dict[str, Any]]:
+    done = cli("jobs", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert isinstance(data, list)
+    return data
+
+
+def wait_job(cli: Cli, name: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for job in jobs_json(cli):
+            if job["name"] == name and job["state"] not in ("running", "queued"):
+                return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {name} did not end")
+
+
+def test_exit_code_log_and_jobs_json_shape(remote_project: Path, tether_cli: Cli) -> None:
+    started = tether_cli("run", "--name", "ec", "--", "python3", "-c", "print('hi'); exit(3)")
+    assert started.returncode == 0, started.stderr
+    assert "ec" in started.stdout
+    job = wait_job(tether_cli, "ec")
+    keys = {"name", "target", "host", "state", "exit_code", "reason", "started", "ended"}
+    assert keys | {"gpus", "commit"} <= set(job)
+    assert (job["state"], job["exit_code"], job["reason"]) == ("exited", 3, None)
+    assert job["commit"] and len(job["commit"]) == 40
+    log = tether_cli("logs", "ec")
+    assert log.returncode == 0 and log.stdout == "hi\n"
+    taken = tether_cli("run", "--no-push", "--name", "ec", "--", "true")
+    assert taken.returncode == 1
+    assert taken.stderr.startswith("tether: error: a job named 'ec' already exists")
+
+
+def test_hostile_argv_reaches_the_program_unchanged(remote_project: Path, tether_cli: Cli) -> None:
+    done = tether_cli("run", "--name", "hostile", "--", "python3", "dump.py", *HOSTILE)
+    assert done.returncode == 0, done.stderr
+    assert wait_job(tether_cli, "hostile")["exit_code"] == 0
+    assert json.loads((remote_project / "outputs" / "argv.json").read_text()) == HOSTILE
+    assert not Path("/tmp/tether-pwned-cli").exists()
+    follow = tether_cli("logs", "hostile", "-f")
+    assert follow.stdout == "hello from the job\n"
+
+
+def test_a_push_after_start_does_not_change_the_job(
+    remote_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    code = "import time; time.sleep(2); print(open('pkg/model.py').read())"
+    done = tether_cli("run", "--name", "snap", "--", "python3", "-c", code)
+    assert done.returncode == 0, done.stderr
+    (project / "pkg" / "model.py").write_text("CHANGED = True\n")
+    pushed = tether_cli("push")
+    assert pushed.returncode == 0, pushed.stderr
+    assert (remote_project / "pkg" / "model.py").read_text() == "CHANGED = True\n"
+    assert wait_job(tether_cli, "snap")["exit_code"] == 0
+    log = tether_cli("logs", "snap").stdout
+    assert "return 2 * x" in log and "CHANGED" not in log
+
+
+def test_kill_records_the_reason_and_exit_code(remote_project: Path, tether_cli: Cli) -> None:
+    code = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
+    done = tether_cli("run", "--name", "victim", "--", "python3", "-c", code)
+    assert done.returncode == 0, done.stderr
+    killed = tether_cli("kill", "victim", "--grace", "1")
+    assert killed.returncode == 0, killed.stderr
+    job = wait_job(tether_cli, "victim")
+    # SIGINT is ignored, so SIGTERM ends it: 128 + 15.
+    assert (job["exit_code"], job["reason"]) == (143, "killed by tether kill")
+
+
+def test_a_job_survives_the_master_going_away(
+    sandbox: Any, remote_project: Path, tether_cli: Cli
+) -> None:
+    from tether.transport.ssh import SshTransport
+
+    code = "import sys, time; time.sleep(3); sys.exit(5)"
+    done = tether_cli("run", "--name", "survivor", "--", "python3", "-c", code)
+    assert done.returncode == 0, done.stderr
+    SshTransport(sandbox.name).stop_master()
+    time.sleep(0.5)
+    job = wait_job(tether_cli, "survivor")
+    assert (job["state"], job["exit_code"]) == ("exited", 5)
+
+
+def test_unknown_names_get_one_clear_line(remote_project: Path, tether_cli: Cli) -> None:
+    for args in (("logs", "nope"), ("kill", "nope")):
+        done = tether_cli(*args)
+        assert done.returncode == 1
+        assert done.stderr.startswith("tether: error: no job named 'nope'"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
