@@ -128,3 +128,11 @@ def test_unknown_names_get_one_clear_line(remote_project: Path, tether_cli: Cli)
         assert done.returncode == 1
         assert done.stderr.startswith("tether: error: no job named 'nope'"), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_run_follow_streams_the_log_to_the_end(remote_project: Path, tether_cli: Cli) -> None:
+    code = "import time\nfor i in range(3):\n    print('tick', i, flush=True); time.sleep(0.3)"
+    done = tether_cli("run", "--name", "fol", "--follow", "--", "python3", "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert "tick 0\ntick 1\ntick 2\n" in done.stdout
+    assert "fol exited 0" in done.stderr

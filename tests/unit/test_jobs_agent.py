@@ -200,3 +200,21 @@ def test_a_session_gone_without_a_record_is_lost(tmp_path: Path, tmux_socket: st
         assert job["state"] == "lost"
 
     with_agent(body)
+
+
+def test_a_remote_without_tmux_is_told_how_to_install_it(
+    tmp_path: Path, tmux_socket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(sys.executable, bin_dir / "python3")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    root = make_root(tmp_path)
+
+    async def body(channel: AgentChannel) -> None:
+        with pytest.raises(AgentError) as caught:
+            await start(channel, root, "j8", [sys.executable, "-c", "pass"], tmux_socket)
+        assert caught.value.kind == "notmux"
+        assert "apt-get install tmux" in str(caught.value)
+
+    with_agent(body)
