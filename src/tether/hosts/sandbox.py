@@ -1,0 +1,686 @@
+"""A throwaway local `sshd` that behaves like a separate remote machine.
+
+`up(NAME)` starts OpenSSH's own `sshd` on 127.0.0.1 (free port, own host key and user
+key) with a home directory of its own, and adds `Host NAME` to ~/.ssh/config. The
+remote side sees that home everywhere: `$HOME`, the session's working directory and
+`getpwuid()` all point at it, thanks to nss_wrapper given to sshd and to its sessions.
+Each sandbox also gets its own `TMPDIR`/`TMUX_TMPDIR`, so the tmux servers of two
+sandboxes stay apart as on two machines. `down(NAME)` leaves nothing behind: no process,
+no listening port, and ~/.ssh/config byte-identical to what it was before `up`.
+
+Everything lives under `state_dir()/sandboxes/NAME`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tether import paths
+from tether.errors import TetherError
+
+SSHD = "/usr/sbin/sshd"
+READY_TIMEOUT_S = 10.0
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NSS_WRAPPER_CANDIDATES = (
+    "/usr/lib/*/libnss_wrapper.so",
+    "/usr/lib*/libnss_wrapper.so",
+    "/usr/local/lib*/libnss_wrapper.so",
+)
+# Longest suffix a program may put under TMPDIR/TMUX_TMPDIR for a unix socket
+# ("tmux-65534/default", "kernel-<uuid>-ipc-1", ...), against the 104-byte limit.
+_SOCKET_SLACK = 56
+_UNIX_PATH_MAX = 104
+
+_SSH_PROBE = ("ssh", "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ConnectTimeout=5")
+
+# Popen objects of the sshd processes this process started, so they get reaped.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class SandboxError(TetherError):
+    """A sandbox cannot be started, found or stopped."""
+
+    def __init__(self, name: str, why: str, todo: str = "") -> None:
+        self.name = name
+        super().__init__(f"sandbox {name!r}", why, todo)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A running sandbox: where its files are and how to reach it."""
+
+    name: str
+    port: int
+    pid: int
+    user: str
+    dir: Path
+    home: Path
+    tmpdir: Path
+    tmux_tmpdir: Path
+    sshd_config: Path
+    log: Path
+    identity_file: Path
+    known_hosts: Path
+    host_key_pub: str
+    nss_wrapper: bool
+
+    def ssh_options(self) -> list[tuple[str, str]]:
+        """The options of its `Host NAME` stanza in ~/.ssh/config, in order."""
+        return [
+            ("HostName", "127.0.0.1"),
+            ("Port", str(self.port)),
+            ("User", self.user),
+            ("IdentityFile", str(self.identity_file)),
+            ("IdentitiesOnly", "yes"),
+            ("UserKnownHostsFile", str(self.known_hosts)),
+            ("StrictHostKeyChecking", "yes"),
+            ("BatchMode", "yes"),
+        ]
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """One line of `tether sandbox ls`."""
+
+    name: str
+    port: int
+    pid: int
+    state: str  # "up" or "dead"
+    home: str
+    nss_wrapper: bool
+
+    def to_json(self) -> dict[str, object]:
+        """A plain dict for `--json` output."""
+        return asdict(self)
+
+
+def up(name: str) -> Sandbox:
+    """Start sandbox NAME, add `Host NAME` to ~/.ssh/config, return once `ssh NAME` works."""
+    from tether.hosts import sshconfig
+
+    _check_name(name)
+    if not os.access(SSHD, os.X_OK):
+        raise SandboxError(
+            name,
+            f"{SSHD} is not installed",
+            "install OpenSSH's server: `apt-get install openssh-server`",
+        )
+    with _lock():
+        directory = sandbox_dir(name)
+        if directory.exists():
+            meta = _read_meta(directory)
+            if meta is not None and _is_our_sshd(_int(meta, "pid"), directory):
+                raise SandboxError(
+                    name, "is already up", f"use it, or run `tether sandbox down {name}` first"
+                )
+            # A stale sandbox (its sshd died, e.g. after a reboot): clear it first.
+            _teardown(name, directory, meta or {})
+        sandbox = _create(name, directory)
+        existed = sshconfig.config_path().exists()
+        _write_meta(sandbox, ssh_config_existed=existed)
+        added = False
+        try:
+            for line in sshconfig.add_host(name, sandbox.ssh_options()):
+                _warn(line)
+            added = True
+            _wait_ready(sandbox)
+        except BaseException:
+            if added:
+                with contextlib.suppress(Exception):
+                    _remove_stanza(name, existed)
+            _stop_processes(sandbox.dir, sandbox.pid, sandbox.tmux_tmpdir)
+            _remove_dirs(sandbox.dir, sandbox.tmpdir.parent)
+            raise
+        return sandbox
+
+
+def down(name: str) -> None:
+    """Stop sandbox NAME, end every process it started, remove its stanza and its files."""
+    _check_name(name)
+    with _lock():
+        directory = sandbox_dir(name)
+        meta = _read_meta(directory) if directory.exists() else None
+        if meta is None and not directory.exists():
+            raise SandboxError(name, "no such sandbox", "see `tether sandbox ls`")
+        _teardown(name, directory, meta or {})
+
+
+def ls() -> list[SandboxInfo]:
+    """Every sandbox with its port, sshd pid, state and remote home."""
+    root = sandboxes_root()
+    result = []
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        meta = _read_meta(directory) or {}
+        pid = _int(meta, "pid")
+        result.append(
+            SandboxInfo(
+                name=directory.name,
+                port=_int(meta, "port"),
+                pid=pid,
+                state="up" if _is_our_sshd(pid, directory) else "dead",
+                home=str(meta.get("home", directory / "home")),
+                nss_wrapper=bool(meta.get("nss_wrapper", False)),
+            )
+        )
+    return result
+
+
+def get(name: str) -> Sandbox:
+    """The Sandbox record of NAME as written by `up` (running or not)."""
+    _check_name(name)
+    meta = _read_meta(sandbox_dir(name))
+    if meta is None:
+        raise SandboxError(name, "no such sandbox", "see `tether sandbox ls`")
+    return _from_meta(name, meta)
+
+
+def sandboxes_root() -> Path:
+    """`state_dir()/sandboxes`, created 0700."""
+    root = paths.state_dir() / "sandboxes"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
+def sandbox_dir(name: str) -> Path:
+    """Where sandbox NAME keeps its keys, config, log, pidfile and home."""
+    return sandboxes_root() / name
+
+
+def find_nss_wrapper() -> str | None:
+    """The path of libnss_wrapper if it is installed, else None."""
+    for pattern in NSS_WRAPPER_CANDIDATES:
+        for candidate in sorted(glob.glob(pattern)):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+def _create(name: str, directory: Path) -> Sandbox:
+    """Write keys and config, start sshd (retrying if its port was taken meanwhile)."""
+    directory.mkdir(mode=0o700, parents=True)
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+        home = directory / "home"
+        home.mkdir(mode=0o755)
+        tmpdir = _short_dir(directory)
+        tmux_tmpdir = tmpdir / "x"
+        (tmpdir / "t").mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmux_tmpdir.mkdir(mode=0o700, exist_ok=True)
+        host_key = directory / "host_ed25519"
+        identity = directory / "id_ed25519"
+        _keygen(name, host_key, f"tether-sandbox-{name}-host")
+        _keygen(name, identity, f"tether-sandbox-{name}")
+        (directory / "authorized_keys").write_bytes(identity.with_suffix(".pub").read_bytes())
+        host_key_pub = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+        nss = find_nss_wrapper()
+        if nss is not None:
+            _write_passwd(directory / "passwd", os.getuid(), user, home)
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+
+        logged: list[str] = []
+        for _attempt in range(4):
+            port = _free_port()
+            config = directory / "sshd_config"
+            config.write_text(
+                _sshd_config(directory, port, home, tmpdir / "t", tmux_tmpdir, nss), "utf-8"
+            )
+            (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key_pub}\n")
+            env = _session_env(directory, home, tmpdir / "t", tmux_tmpdir, nss)
+            pid, logged = _start_sshd(directory, config, port, env)
+            if pid:
+                sandbox = Sandbox(
+                    name=name,
+                    port=port,
+                    pid=pid,
+                    user=user,
+                    dir=directory,
+                    home=home,
+                    tmpdir=tmpdir / "t",
+                    tmux_tmpdir=tmux_tmpdir,
+                    sshd_config=config,
+                    log=directory / "sshd.log",
+                    identity_file=identity,
+                    known_hosts=directory / "known_hosts",
+                    host_key_pub=host_key_pub,
+                    nss_wrapper=nss is not None,
+                )
+                _write_meta(sandbox)
+                return sandbox
+            if not any("Address already in use" in line for line in logged):
+                break
+        taken = [line for line in logged if "Address already in use" in line]
+        why = (taken or logged or ["no message in its log"])[-1]
+        raise SandboxError(
+            name,
+            f"sshd failed to start: {why}",
+            "free the port and try again" if taken else f"see {directory / 'sshd.log'}",
+        )
+    except BaseException:
+        _remove_dirs(directory, _short_dir(directory))
+        raise
+
+
+def _keygen(name: str, path: Path, comment: str) -> None:
+    result = subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        why = (result.stderr.strip().splitlines() or ["ssh-keygen failed"])[-1]
+        raise SandboxError(name, why, "`apt-get install openssh-client`")
+
+
+def _write_passwd(path: Path, uid: int, user: str, home: Path) -> None:
+    """A copy of /etc/passwd in which the current user's home is the sandbox home."""
+    try:
+        lines = Path("/etc/passwd").read_text().splitlines()
+    except OSError:
+        lines = []
+    out, found = [], False
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) == 7 and fields[2] == str(uid) and not found:
+            fields[5] = str(home)
+            if not os.access(fields[6], os.X_OK) or fields[6].endswith(("nologin", "false")):
+                fields[6] = "/bin/sh"  # service accounts: the sandbox still needs a shell
+            found = True
+            line = ":".join(fields)
+        out.append(line)
+    if not found:
+        shell = os.environ.get("SHELL") or "/bin/sh"
+        out.append(f"{user}:x:{uid}:{os.getgid()}::{home}:{shell}")
+    path.write_text("\n".join(out) + "\n")
+
+
+def _sshd_config(
+    directory: Path, port: int, home: Path, tmpdir: Path, tmux_tmpdir: Path, nss: str | None
+) -> str:
+    env = _session_env(directory, home, tmpdir, tmux_tmpdir, nss)
+    lines = [
+        "# written by tether sandbox",
+        "ListenAddress 127.0.0.1",
+        f"Port {port}",
+        f"HostKey {_q(directory / 'host_ed25519')}",
+        "PidFile none",
+        f"AuthorizedKeysFile {_q(directory / 'authorized_keys')}",
+        "StrictModes no",
+        "UsePAM no",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password" if os.geteuid() == 0 else "PermitRootLogin no",
+        "PrintMotd no",
+        "PrintLastLog no",
+        "UseDNS no",
+        "X11Forwarding no",
+        "AllowTcpForwarding yes",
+        "AllowStreamLocalForwarding yes",
+        "MaxSessions 64",
+        "MaxStartups 64:30:128",
+        "LoginGraceTime 30",
+        "Subsystem sftp internal-sftp",
+        "SetEnv " + " ".join(_q(f"{key}={value}") for key, value in env.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _session_env(
+    directory: Path, home: Path, tmpdir: Path, tmux_tmpdir: Path, nss: str | None
+) -> dict[str, str]:
+    """Variables every session (and sshd itself) gets: home, temp dirs, nss_wrapper."""
+    env = {
+        "HOME": str(home),
+        "TMPDIR": str(tmpdir),
+        "TMUX_TMPDIR": str(tmux_tmpdir),
+        "TETHER_SANDBOX_DIR": str(directory),
+    }
+    if nss is not None:
+        env["LD_PRELOAD"] = nss
+        env["NSS_WRAPPER_PASSWD"] = str(directory / "passwd")
+        env["NSS_WRAPPER_GROUP"] = "/etc/group"
+    return env
+
+
+def _start_sshd(
+    directory: Path, config: Path, port: int, session_env: dict[str, str]
+) -> tuple[int, list[str]]:
+    """Start sshd detached; return (pid, []) once it listens, or (0, what it logged)."""
+    log = directory / "sshd.log"
+    offset = log.stat().st_size if log.exists() else 0
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("NSS_WRAPPER_") and key != "LD_PRELOAD"
+    }
+    env.update(session_env)
+    process = subprocess.Popen(
+        [SSHD, "-D", "-f", str(config), "-E", str(log)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+    )
+    _children[process.pid] = process
+    (directory / "sshd.pid").write_text(f"{process.pid}\n")
+    listening = f"Server listening on 127.0.0.1 port {port}"
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _children.pop(process.pid, None)
+            return 0, _log_lines(log, offset)
+        if any(listening in line for line in _log_lines(log, offset)) and _port_open(port):
+            return process.pid, []
+        time.sleep(0.02)
+    _terminate([process.pid], grace_s=5.0)
+    return 0, [*_log_lines(log, offset), "sshd did not start listening within 5 s"]
+
+
+def _wait_ready(sandbox: Sandbox) -> None:
+    """Until `ssh NAME true` succeeds, bounded by READY_TIMEOUT_S."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    stderr = ""
+    while True:
+        if not _is_our_sshd(sandbox.pid, sandbox.dir):
+            raise SandboxError(
+                sandbox.name,
+                f"sshd exited: {_last_log_line(sandbox.log) or 'no message in its log'}",
+                f"see {sandbox.log}",
+            )
+        remaining = deadline - time.monotonic()
+        try:
+            result = subprocess.run(
+                [*_SSH_PROBE, sandbox.name, "true"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=max(remaining, 1.0),
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            result = None
+        if result is not None and result.returncode == 0:
+            return
+        if result is not None:
+            stderr = (result.stderr.strip().splitlines() or [""])[-1]
+        if time.monotonic() >= deadline:
+            log = _last_log_line(sandbox.log)
+            why = f"`ssh {sandbox.name} true` still fails after {READY_TIMEOUT_S:.0f} s"
+            detail = "; ".join(part for part in (stderr, f"sshd log: {log}" if log else "") if part)
+            raise SandboxError(sandbox.name, f"{why}: {detail}" if detail else why)
+        time.sleep(0.1)
+
+
+def _teardown(name: str, directory: Path, meta: dict[str, object]) -> None:
+    """Close masters, end processes, remove the stanza, delete the files (in that order)."""
+
+    _close_master(name)
+    pid = _int(meta, "pid")
+    if not pid:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((directory / "sshd.pid").read_text().strip() or 0)
+    tmux_tmpdir = Path(str(meta["tmux_tmpdir"])) if "tmux_tmpdir" in meta else None
+    home = Path(str(meta.get("home", directory / "home")))
+    _kill_listed_pids(home)
+    _stop_processes(directory, pid, tmux_tmpdir)
+    _remove_stanza(name, meta.get("ssh_config_existed") is not False)
+    tmpdir = Path(str(meta["tmpdir"])).parent if "tmpdir" in meta else None
+    _remove_dirs(directory, tmpdir)
+
+
+def _remove_stanza(name: str, config_existed: bool) -> None:
+    """Remove `Host NAME`; a config file that `up` created (now empty) goes too."""
+    from tether.hosts import sshconfig
+
+    sshconfig.remove_host(name)
+    if not config_existed:
+        path = sshconfig.config_path()
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and path.stat().st_size == 0:
+                path.unlink()
+
+
+def _close_master(name: str) -> None:
+    """Stop an ssh ControlMaster for NAME at tether's ControlPath, if there is one."""
+    _run_quiet(["ssh", "-O", "exit", "-o", f"ControlPath={paths.runtime_dir() / '%C'}", name])
+
+
+def _run_quiet(argv: list[str], timeout: float = 5.0) -> None:
+    """Run ARGV, ignoring its output and any failure (bounded)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+        )
+
+
+def _stop_processes(directory: Path, pid: int, tmux_tmpdir: Path | None) -> None:
+    """End the sandbox's tmux servers, its sshd and every process that carries its mark."""
+    if tmux_tmpdir is not None and tmux_tmpdir.is_dir():
+        for socket_path in sorted(tmux_tmpdir.glob("tmux-*/*")):
+            if socket_path.is_socket():
+                _run_quiet(["tmux", "-S", str(socket_path), "kill-server"])
+    if pid and _is_our_sshd(pid, directory):
+        _terminate([pid], grace_s=5.0)
+    _terminate(list(_marked_processes(directory)))
+
+
+def _kill_listed_pids(home: Path) -> None:
+    """End the pids the remote side recorded under ~/.local/share/tether/pids/ (kernels)."""
+    pids: list[int] = []
+    for path in sorted((home / ".local" / "share" / "tether" / "pids").glob("*")):
+        with contextlib.suppress(OSError):
+            words = path.read_text().split()
+            pids += [int(word) for word in words if word.isdigit() and int(word) > 1]
+    _terminate(pids)
+
+
+def _marked_processes(directory: Path) -> Iterator[int]:
+    """Processes whose environment says they run inside this sandbox (sshd children, jobs)."""
+    mark = f"TETHER_SANDBOX_DIR={directory}".encode() + b"\0"
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        if environ.startswith(mark) or b"\0" + mark in environ:
+            yield int(entry)
+
+
+def _terminate(pids: list[int], grace_s: float = 3.0) -> None:
+    """SIGTERM each pid, wait a bounded time, SIGKILL what is left."""
+    live = [pid for pid in set(pids) if pid != os.getpid() and _alive(pid)]
+    for pid in live:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while live and time.monotonic() < deadline:
+        _reap()
+        live = [pid for pid in live if _alive(pid)]
+        if live:
+            time.sleep(0.02)
+    for pid in live:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    _reap()
+
+
+def _reap() -> None:
+    for pid, process in list(_children.items()):
+        if process.poll() is not None:
+            _children.pop(pid, None)
+
+
+def _remove_dirs(directory: Path, tmpdir: Path | None) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    if tmpdir is not None and not tmpdir.is_relative_to(directory):
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _is_our_sshd(pid: int, directory: Path) -> bool:
+    """True if PID is alive and is the sshd started with this sandbox's config."""
+    if pid <= 1 or not _alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+    except OSError:
+        return False
+    # sshd rewrites its title ("sshd: /usr/sbin/sshd -D -f CONFIG ... [listener] ...").
+    return b"sshd" in cmdline and str(directory / "sshd_config").encode() in cmdline
+
+
+def _alive(pid: int) -> bool:
+    """True if PID exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    state = stat.rsplit(b")", 1)[-1].split()[:1]
+    return state not in ([b"Z"], [b"X"])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _short_dir(directory: Path) -> Path:
+    """A directory for TMPDIR/TMUX_TMPDIR short enough for unix sockets beneath it."""
+    inside = directory / "tmp"
+    if len(str(inside)) + _SOCKET_SLACK <= _UNIX_PATH_MAX:
+        return inside
+    digest = hashlib.sha256(str(directory).encode()).hexdigest()[:10]
+    return paths.runtime_dir() / f"sb-{digest}"
+
+
+def _q(value: object) -> str:
+    """Quote a value for sshd_config if it has spaces."""
+    text = str(value)
+    if any(char in text for char in '"\\\n'):
+        raise TetherError(f"cannot use the path {text!r} in sshd_config", "it has quotes")
+    return f'"{text}"' if any(char.isspace() for char in text) else text
+
+
+def _log_lines(log: Path, offset: int = 0) -> list[str]:
+    """Non-empty lines of the sshd log from byte OFFSET on."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _last_log_line(log: Path) -> str:
+    lines = _log_lines(log)
+    return lines[-1] if lines else ""
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise SandboxError(
+            name,
+            "is not a valid sandbox name",
+            "use letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)",
+        )
+
+
+def _warn(line: str) -> None:
+    text = line if line.startswith("tether: warning:") else f"tether: warning: {line}"
+    sys.stderr.write(text.rstrip("\n") + "\n")
+
+
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    """Serialise up/down across processes (one lock file for all sandboxes)."""
+    path = sandboxes_root() / ".lock"
+    with open(path, "a+b") as handle:  # closing the file releases the lock
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TetherError("another `tether sandbox` command holds its lock") from None
+                time.sleep(0.05)
+        yield
+
+
+def _write_meta(sandbox: Sandbox, **extra: object) -> None:
+    data: dict[str, object] = {
+        key: str(value) if isinstance(value, Path) else value
+        for key, value in asdict(sandbox).items()
+    }
+    data.update(extra)
+    path = sandbox.dir / "sandbox.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_meta(directory: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((directory / "sandbox.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _int(meta: dict[str, object], key: str) -> int:
+    try:
+        return int(str(meta.get(key, 0)))
+    except ValueError:
+        return 0
+
+
+def _from_meta(name: str, meta: dict[str, object]) -> Sandbox:
+    values: dict[str, Any] = {}
+    for field in fields(Sandbox):
+        raw = meta.get(field.name, "")
+        if field.type == "int":
+            values[field.name] = _int(meta, field.name)
+        elif field.type == "bool":
+            values[field.name] = bool(raw)
+        elif field.type == "Path":
+            values[field.name] = Path(str(raw))
+        else:
+            values[field.name] = str(raw)
+    values["name"] = name
+    return Sandbox(**values)
