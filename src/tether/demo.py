@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -57,6 +58,8 @@ def run_demo(say: Callable[[str], None]) -> None:
     name = f"tether-demo-{os.getpid()}"
     config_file = sshconfig.config_path()
     before = config_file.read_bytes() if config_file.exists() else None
+    side_files = [config_file.parent, *(config_file.with_name(n) for n in _SIDE_FILES)]
+    existed = {path: path.exists() for path in side_files}
     workdir = Path(tempfile.mkdtemp(prefix="tether-demo-"))
     project = workdir / "proj"
     narrator = Narrator(say)
@@ -109,10 +112,26 @@ def run_demo(say: Callable[[str], None]) -> None:
         if up:
             narrator.step(f"sandbox down {name}", lambda: sandbox.down(name))
         shutil.rmtree(workdir, ignore_errors=True)
+        _remove_created(existed)
     after = config_file.read_bytes() if config_file.exists() else None
     if after != before:
         raise TetherError("~/.ssh/config differs after the demo", "this is a bug in tether")
     say("~/.ssh/config is byte-identical to before; no process or port left behind.")
+
+
+_SIDE_FILES = ("config.tether.bak", "config.tether.lock")
+
+
+def _remove_created(existed: dict[Path, bool]) -> None:
+    """Remove ~/.ssh side files (backup, lock) and ~/.ssh itself if the demo created them."""
+    for path in sorted(existed, key=lambda p: -len(str(p))):
+        if existed[path] or not path.exists():
+            continue
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        else:
+            path.unlink()
 
 
 def _make_project(project: Path) -> None:
