@@ -1,0 +1,233 @@
+"""`tether push` against `rsync -a --delete` over the same ssh ControlMaster.
+
+An ML-like git repository (~5,000 small files in nested packages plus three large
+checkpoints, ~150 MB; `--small`: 500 files, ~15 MB) is pushed to a sandbox sshd at 0 ms
+added RTT (direct) and at 50 ms RTT (latency proxy, 25 ms each way). Scenarios, each the
+median of 5 interleaved runs (tether, rsync, tether, rsync, ...):
+
+  first push        fresh remote dir every run (and no local .tether/, so no base and no
+                    digest cache: a project's first push ever; the agent stays installed)
+  no-op push        nothing changed
+  one file changed  one source file rewritten before each run
+
+tether is timed as the user runs it (`tether push` as a subprocess, startup included);
+its own report of the time spent syncing is shown beside it. rsync gets
+`--exclude=/.git --exclude=/.tether`, so both move the same files. Targets (issue):
+no-op and one-file <= 0.3x rsync at 50 ms RTT, first push <= 1.0x. PASS/MISS is printed,
+never asserted.
+
+    .venv/bin/python bench/push.py [--small] [--runs N] [--results bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+RTTS_MS = (0, 50)
+RUNS = 5
+SANDBOX = "bench-push"
+# scenario -> (largest tether/rsync ratio that meets the target, RTT it applies to)
+TARGETS: dict[str, tuple[float, int]] = {
+    "first push": (1.0, 50),
+    "no-op push": (0.3, 50),
+    "one file changed": (0.3, 50),
+}
+
+
+@dataclass
+class Row:
+    """One scenario at one RTT."""
+
+    scenario: str
+    rtt_ms: int
+    tether: common.Timing
+    tether_sync_s: float
+    rsync: common.Timing
+
+    def cells(self) -> list[str]:
+        limit, at_rtt = TARGETS[self.scenario]
+        share = self.tether.median / self.rsync.median
+        target = f"<= {limit:.1f}x" if at_rtt == self.rtt_ms else "-"
+        verdict = ("PASS" if share <= limit else "MISS") if at_rtt == self.rtt_ms else ""
+        return [
+            self.scenario,
+            f"{self.rtt_ms} ms",
+            common.seconds(self.tether.median),
+            common.seconds(self.tether_sync_s),
+            common.seconds(self.rsync.median),
+            common.ratio(self.tether.median, self.rsync.median),
+            target,
+            verdict,
+        ]
+
+
+class Pusher:
+    """The two ways to mirror the project to one alias, and their remote dirs."""
+
+    def __init__(self, tree: common.Tree, box_home: Path, alias: str, rtt_ms: int) -> None:
+        self.tree = tree
+        self.alias = alias
+        self.tether_dir = f"tt{rtt_ms}"
+        self.rsync_dir = f"rs{rtt_ms}"
+        self.tether_remote = box_home / self.tether_dir
+        self.rsync_remote = box_home / self.rsync_dir
+        self.sync_seconds: list[float] = []
+        self.rsync_argv = [
+            "rsync",
+            "-a",
+            "--delete",
+            "--exclude=/.git",
+            "--exclude=/.tether",
+            "-e",
+            common.ssh_command(),
+            f"{tree.root}/",
+            f"{alias}:{self.rsync_dir}/",
+        ]
+
+    def init(self) -> None:
+        """Point the project's tether.toml at this alias and remote dir."""
+        common.run(
+            [common.tether_bin(), "init", "--force", "--host", self.alias,
+             "--path", f"~/{self.tether_dir}", "--target", "t"],
+            cwd=self.tree.root,
+        )  # fmt: skip
+
+    def tether(self) -> None:
+        done = common.run([common.tether_bin(), "push", "--json"], cwd=self.tree.root)
+        reports = json.loads(done.stdout)
+        problems = [r for r in reports if r["errors"] or r["conflicts"]]
+        if problems:
+            raise RuntimeError(f"tether push reported problems: {problems}")
+        self.sync_seconds.append(sum(float(r["seconds"]) for r in reports))
+
+    def rsync(self) -> None:
+        common.run(self.rsync_argv)
+
+    def fresh(self, name: str, _index: int) -> None:
+        """Before a first push: no remote dir (and for tether no local .tether/)."""
+        if name == "tether":
+            common.remove(self.tether_remote)
+            common.remove(self.tree.root / ".tether")
+        else:
+            common.remove(self.rsync_remote)
+
+    def measure(
+        self, scenario: str, rtt_ms: int, runs: int, prepare: Callable[[str, int], None] | None
+    ) -> Row:
+        self.sync_seconds = []
+        timings = common.side_by_side(
+            runs, {"tether": self.tether, "rsync": self.rsync}, prepare=prepare
+        )
+        synced = statistics.median(self.sync_seconds)
+        return Row(scenario, rtt_ms, timings["tether"], synced, timings["rsync"])
+
+    def cleanup(self) -> None:
+        common.remove(self.tether_remote)
+        common.remove(self.rsync_remote)
+
+
+def change_one_file(tree: common.Tree) -> Callable[[str, int], None]:
+    """A prepare step that rewrites one source file before tether's turn of each round."""
+
+    def prepare(name: str, index: int) -> None:
+        if name != "tether":
+            return
+        path = tree.root / tree.sources[(index * 7919) % len(tree.sources)]
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(f"edited = {index}  # bench\n")
+
+    return prepare
+
+
+def tree_digest(root: Path) -> dict[str, tuple[int, str]]:
+    """path -> (size, sha256) of every file under root (links by target)."""
+    found: dict[str, tuple[int, str]] = {}
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            full = Path(directory) / name
+            relative = str(full.relative_to(root))
+            if full.is_symlink():
+                found[relative] = (0, os.readlink(full))
+                continue
+            found[relative] = (full.stat().st_size, hashlib.sha256(full.read_bytes()).hexdigest())
+    return found
+
+
+def compare_remotes(pusher: Pusher) -> str:
+    """Whether tether's and rsync's remote copies hold the same files, in one line."""
+    ours, theirs = tree_digest(pusher.tether_remote), tree_digest(pusher.rsync_remote)
+    if ours == theirs:
+        return f"identical ({len(ours)} files)"
+    differ = sorted(p for p in set(ours) | set(theirs) if ours.get(p) != theirs.get(p))
+    return f"DIFFER in {len(differ)} paths, e.g. {differ[:5]}"
+
+
+def bench_rtt(
+    tree: common.Tree, box_home: Path, alias: str, rtt_ms: int, runs: int
+) -> tuple[list[Row], str]:
+    """All three scenarios through one alias; the rows and how the two remote copies compare."""
+    pusher = Pusher(tree, box_home, alias, rtt_ms)
+    try:
+        pusher.init()
+        common.start_master(alias)
+        rows = [
+            pusher.measure("first push", rtt_ms, runs, pusher.fresh),
+            pusher.measure("no-op push", rtt_ms, runs, None),
+            pusher.measure("one file changed", rtt_ms, runs, change_one_file(tree)),
+        ]
+        return rows, compare_remotes(pusher)
+    finally:
+        common.stop_master(alias)
+        pusher.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = common.arguments(__doc__ or "", argv)
+    spec = common.SMALL_TREE if args.small else common.FULL_TREE
+    runs = args.runs or RUNS
+    rows: list[Row] = []
+    checks: list[str] = []
+    with common.isolated() as isolation:
+        tree = common.make_tree(isolation.home / "proj", spec)
+        common.git_init(tree.root)
+        with common.sandbox(SANDBOX) as box:
+            for rtt_ms in RTTS_MS:
+                with common.rtt_alias(box, rtt_ms) as alias:
+                    found, check = bench_rtt(tree, box.home, alias, rtt_ms, runs)
+                rows += found
+                checks.append(f"{rtt_ms} ms: tether's and rsync's remote copies {check}")
+    table = common.Table(
+        f"push: tether vs rsync ({'small' if args.small else 'full'} tree)",
+        ["scenario", "RTT", "tether s", "tether sync s", "rsync s", "tether/rsync", "target",
+         "verdict"],
+        [row.cells() for row in sorted(rows, key=lambda r: (list(TARGETS).index(r.scenario),
+                                                              r.rtt_ms))],
+    )  # fmt: skip
+    table.notes = [
+        f"tree: {tree.files} files, {tree.bytes / 1e6:.0f} MB, git repository; "
+        f"median of {runs} interleaved runs per cell",
+        "tether s: wall time of `tether push --json` as a subprocess (interpreter start-up "
+        "included); tether sync s: the time tether itself reports for the sync",
+        "rsync: `rsync -a --delete --exclude=/.git --exclude=/.tether -e 'ssh <tether's "
+        "ControlMaster options>'`; the master is opened before timing and shared by both",
+        *checks,
+        *(f"spread {r.scenario} @ {r.rtt_ms} ms: tether {r.tether.spread()} s, "
+          f"rsync {r.rsync.spread()} s" for r in rows),
+    ]  # fmt: skip
+    common.report([table], args.results, "bench/push.py" + (" --small" if args.small else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Run every bench script and write bench/RESULTS.md (one section per script).
+
+    .venv/bin/python bench/run_all.py [--small] [--results PATH]
+
+Each script runs as its own process (its own temporary home and sandbox) with --small
+passed through, and appends its tables to the results file, which is rewritten from
+scratch with the machine and date at the top. A script that fails is reported in the
+file and the others still run; the exit status says whether all succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+SCRIPTS = ("ssh_master.py", "push.py")
+SCRIPT_TIMEOUT_S = 1200
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", action="store_true", help="the quick variant of each bench")
+    parser.add_argument("--results", type=Path, default=common.RESULTS, help="file to write")
+    args = parser.parse_args(argv)
+    results: Path = args.results
+    variant = " (--small)" if args.small else ""
+    results.write_text(
+        f"# tether benchmarks{variant}\n\n{common.machine()}\n\n"
+        "Written by `bench/run_all.py`; every number is a median of several runs, "
+        "tether side by side with rsync or plain ssh over the same connection.\n\n",
+        encoding="utf-8",
+    )
+    failed = []
+    for script in SCRIPTS:
+        argv_script = [sys.executable, str(common.BENCH / script), "--results", str(results)]
+        if args.small:
+            argv_script.append("--small")
+        print(f"== {script}{variant}", flush=True)
+        started = time.monotonic()
+        try:
+            code = subprocess.run(argv_script, timeout=SCRIPT_TIMEOUT_S, check=False).returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+        elapsed = time.monotonic() - started
+        print(f"== {script}: exit {code} in {elapsed:.0f} s", flush=True)
+        if code != 0:
+            failed.append(script)
+            with results.open("a", encoding="utf-8") as handle:
+                handle.write(f"## bench/{script}\n\nFAILED (exit {code}) after {elapsed:.0f} s\n\n")
+    print(f"wrote {results}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
