@@ -85,7 +85,9 @@ def _translate(pattern: str) -> str:
             index += 3
             continue
         if pattern.startswith("**", index):
-            out.append(".*")
+            at_start = index == 0 or pattern[index - 1] == "/"
+            at_end = index + 2 == len(pattern) or pattern[index + 2] == "/"
+            out.append(".*" if at_start and at_end else "[^/]*")
             index += 2
             continue
         if char == "*":
@@ -93,15 +95,17 @@ def _translate(pattern: str) -> str:
         elif char == "?":
             out.append("[^/]")
         elif char == "[":
-            end = pattern.find("]", index + 2)
+            end = _class_end(pattern, index)
             if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = pattern[index + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                index = end
+                return "(?!)"  # git's wildmatch never matches an unclosed '['
+            body = pattern[index + 1 : end]
+            negate = body[:1] in ("!", "^")
+            body = body[1:] if negate else body
+            for name, chars in _POSIX_CLASSES.items():
+                body = body.replace(f"[:{name}:]", chars)
+            body = body.replace("[", "\\[").replace("]", "\\]")
+            out.append(f"(?!/)[{'^/' if negate else ''}{body}]")
+            index = end
         elif char == "\\" and index + 1 < len(pattern):
             index += 1
             out.append(re.escape(pattern[index]))
@@ -109,3 +113,33 @@ def _translate(pattern: str) -> str:
             out.append(re.escape(char))
         index += 1
     return "".join(out)
+
+
+_POSIX_CLASSES = {
+    "alnum": "a-zA-Z0-9",
+    "alpha": "a-zA-Z",
+    "digit": "0-9",
+    "lower": "a-z",
+    "upper": "A-Z",
+    "space": " \\t\\n\\r\\f\\v",
+    "xdigit": "0-9a-fA-F",
+}
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """Index of the ']' closing the class opened at start, or -1."""
+    index = start + 1
+    if index < len(pattern) and pattern[index] in "!^":
+        index += 1
+    if index < len(pattern) and pattern[index] == "]":
+        index += 1
+    while index < len(pattern):
+        if pattern.startswith("[:", index):
+            close = pattern.find(":]", index + 2)
+            if close != -1:
+                index = close + 2
+                continue
+        if pattern[index] == "]":
+            return index
+        index += 1
+    return -1

@@ -122,7 +122,10 @@ async def push_pair(
         base_entries = {p: e for p, e in base.entries.items() if _under(p, only)}
 
     def synced(path: str) -> bool:
-        return not pair.scope.excluded(path)
+        if pair.scope.excluded(path):
+            return False
+        # Still here but not scanned: hidden by .gitignore, so never touched (see plan_push).
+        return not os.path.lexists(os.path.join(pair.local_root, path))
 
     plan = plan_push(local, remote, base_entries, synced, force)
     report = Report(pair.target, pair.remote_root, plan, conflicts=list(plan.conflicts))
@@ -134,6 +137,8 @@ async def push_pair(
         for path in plan.same:
             base.record(path, local[path], remote.get(path), local[path])
         for path in list(base.entries):
+            if only is not None and not _under(path, only):
+                continue  # outside the named paths: local and remote were not scanned
             if path not in local and path not in remote and synced(path):
                 base.forget(path)
         base.save()
@@ -183,13 +188,26 @@ async def _execute_push(
         )
         inflight.append((future, "delete", delete.path, delete.expect))
     ordered = sorted(plan.uploads, key=lambda up: (up.entry.kind != DIR, up.path.count("/")))
-    for upload in ordered:
-        sent = await _submit_upload(channel, root, pair.local_root, upload, inflight)
-        if sent is not None:
-            inflight_bytes += sent.size
-        if inflight_bytes > WINDOW:
-            await settle(WINDOW // 2)
-    await settle(0)
+    try:
+        for upload in ordered:
+            sent = await _submit_upload(channel, root, pair.local_root, upload, inflight)
+            if sent is not None:
+                inflight_bytes += sent.size
+            if inflight_bytes > WINDOW:
+                await settle(WINDOW // 2)
+        await settle(0)
+    except BaseException:
+        _drop_answers([item[0] for item in inflight])
+        raise
+
+
+def _drop_answers(futures: list[asyncio.Future[tuple[dict[str, object], bytes]]]) -> None:
+    """After a failure, mark the answers nobody will read as seen (no asyncio noise)."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 async def _submit_upload(
@@ -423,6 +441,7 @@ async def _download(
         os.unlink(tmp)
         return None
     except BaseException:
+        _drop_answers(futures)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise

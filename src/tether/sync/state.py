@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tether.core.manifest import Entry, Manifest
+from tether.core.manifest import FILE, Entry, Manifest
 
 VERSION = 1
 
@@ -75,12 +75,13 @@ class Base:
         known = self.entries.get(path)
         stats = self.remote_stat if side == "remote" else self.local_stat
         if (
-            entry.digest is None
+            entry.kind == FILE
+            and entry.digest is None
             and known is not None
-            and known.kind == entry.kind
+            and known.kind == FILE
             and stats.get(path) == (entry.size, entry.mtime_ns)
         ):
-            return Entry(entry.kind, entry.size, entry.mtime_ns, entry.mode, known.digest)
+            return replace(entry, digest=known.digest)
         return entry
 
 
