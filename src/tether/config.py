@@ -131,7 +131,10 @@ def parse_file(file: Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(str(file), "", "not UTF-8 text") from None
     if file.name == "pyproject.toml":
-        data = data.get("tool", {}).get("tether", {})
+        tool = data.get("tool", {})
+        data = tool.get("tether", {}) if isinstance(tool, dict) else None
+        if not isinstance(data, dict):
+            raise ConfigError(str(file), "tool.tether", "must be a table", "use [tool.tether]")
         prefix = "tool.tether."
     else:
         prefix = ""

@@ -318,7 +318,10 @@ class Writer:
         if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)):
             if not matches(full, header.get("expect")):
                 raise OpError("changed", "%s changed on the remote since it was scanned" % full)
-            os.unlink(full)
+            if header.get("backup"):
+                os.rename(full, backup_name(full))
+            else:
+                os.unlink(full)
         if not os.path.isdir(full):
             os.mkdir(full)
         if "mode" in header:

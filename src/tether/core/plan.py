@@ -76,8 +76,6 @@ def plan_push(
     never touched). Entries need digests wherever content must be compared.
     """
     result = Plan()
-    for path in sorted(local):
-        _plan_local_path(path, local[path], remote.get(path), base.get(path), force, result)
     for path in sorted(set(base) - set(local), key=_deepest_first):
         if not synced(path):
             continue
@@ -95,6 +93,20 @@ def plan_push(
             result.conflicts.append(
                 Conflict(path, "deleted locally but changed on the remote since the last push")
             )
+    deleted = {delete.path for delete in result.deletes}
+    for path in sorted(local):
+        remote_entry = remote.get(path)
+        if (
+            remote_entry is not None
+            and remote_entry.kind == DIR
+            and local[path].kind != DIR
+            and any(p.startswith(path + "/") and p not in deleted for p in remote)
+        ):
+            result.conflicts.append(
+                Conflict(path, "a directory on the remote holding files tether did not push")
+            )
+            continue
+        _plan_local_path(path, local[path], remote_entry, base.get(path), force, result)
     return result
 
 
