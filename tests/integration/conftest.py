@@ -2,8 +2,9 @@
 
   synced      function: a SyncProject — the harness's `project` git repository with a
               tether.toml whose only target "box" is tt-box1 at a unique remote directory.
-  make_synced function: factory make(host=None, remote=None, results=..., exclude=...,
-              extra_toml="") -> SyncProject for tests that need several or other hosts.
+  make_synced function: factory make(host=None, root=None, remote=None, results=...,
+              exclude=..., extra_toml="") -> SyncProject (a new project and remote dir
+              per call) for tests that need another host, layout or remote path.
 
 The remote side is read straight from disk: the sandbox's home is a local directory, so
 `SyncProject.remote` is the remote project directory as a Path.
@@ -11,7 +12,6 @@ The remote side is read straight from disk: the sandbox's home is a local direct
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import subprocess
@@ -134,10 +134,6 @@ def without(entries: dict[str, tuple[Any, ...]], *prefixes: str) -> dict[str, tu
 def tmp_files(root: Path) -> list[str]:
     """tether's temporary files (`.tether-tmp.`) anywhere under root."""
     return sorted(path for path in tree(root, ()) if ".tether-tmp." in path)
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def write_toml(
