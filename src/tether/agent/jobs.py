@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from . import fsops
 
@@ -239,7 +239,7 @@ def _tmux_version() -> str:
     return done.stdout.strip()
 
 
-def _sessions(sock: str) -> Optional[set]:
+def _sessions(sock: str) -> Optional[Set[str]]:
     """Session names on the socket; empty when no server runs; None if tmux is missing."""
     if shutil.which("tmux") is None:
         return None
@@ -312,7 +312,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
 
 def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
     records = all_records()
-    cache: Dict[str, Optional[set]] = {}
+    cache: Dict[str, Optional[Set[str]]] = {}
     now = time.time()
     for record in records:
         sock = str(record.get("socket") or DEFAULT_SOCKET)
@@ -332,7 +332,7 @@ def _need(name: str) -> Dict[str, Any]:
 
 
 def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
-    record = _need(header.get("name"))
+    record = _need(str(header.get("name") or ""))
     offset = int(header.get("offset") or 0)
     limit = int(header.get("limit") or (1 << 20))
     sessions = _sessions(str(record.get("socket") or DEFAULT_SOCKET)) or set()
