@@ -19,7 +19,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,68 +59,16 @@ class Isolation:
 def isolate() -> Isolation:
     """Point os.environ at a fresh temporary HOME (checked) before tether or ssh runs.
 
-    Uses the test harness (tests/harness/env.py) when importable, else the same recipe.
+    The same isolation the tests use (tests/harness/env.py): the real ~/.ssh is never read.
     """
-    try:
-        from tests.harness import env as harness
-    except ImportError:
-        return _isolate_by_hand()
+    from tests.harness import env as harness
+
     test_env = harness.setup()
     return Isolation(
         home=test_env.home,
         undo=lambda: harness.teardown(test_env),
         session_processes=lambda: harness.session_processes(test_env),
     )
-
-
-def _isolate_by_hand() -> Isolation:
-    """The harness's recipe without the harness: temp HOME, XDG dirs, passwd via nss_wrapper."""
-    from tether.hosts.sandbox import find_nss_wrapper
-
-    nss = find_nss_wrapper()
-    if nss is None:
-        raise RuntimeError("the benchmarks need nss_wrapper: apt-get install libnss-wrapper")
-    home = Path(tempfile.mkdtemp(prefix="tb-", dir="/tmp"))
-    home.chmod(0o700)
-    for sub in (".ssh", ".config", ".cache", ".local/state", ".local/share", "r", ".nss"):
-        (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-    passwd = home / ".nss" / "passwd"
-    uid = str(os.getuid())
-    lines = []
-    for line in Path("/etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if len(fields) == 7 and fields[2] == uid:
-            fields[5] = str(home)
-            line = ":".join(fields)
-        lines.append(line)
-    passwd.write_text("\n".join(lines) + "\n")
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "HOME": str(home),
-            "XDG_STATE_HOME": str(home / ".local" / "state"),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "TETHER_RUNTIME_DIR": str(home / "r"),
-            "LD_PRELOAD": nss,
-            "NSS_WRAPPER_PASSWD": str(passwd),
-            "NSS_WRAPPER_GROUP": "/etc/group",
-        }
-    )
-    for name in ("XDG_RUNTIME_DIR", "SSH_AUTH_SOCK", "SSH_AGENT_PID"):
-        os.environ.pop(name, None)
-
-    def restore() -> None:
-        shutil.rmtree(home, ignore_errors=True)
-        os.environ.clear()
-        os.environ.update(saved)
-
-    probe = subprocess.run(["ssh", "-G", "x"], capture_output=True, text=True, check=False)
-    if f"userknownhostsfile {home}/" not in probe.stdout:
-        restore()
-        raise RuntimeError("ssh does not see the temporary home; refusing to touch ~/.ssh")
-    return Isolation(home=home, undo=restore)
 
 
 @contextlib.contextmanager
@@ -168,26 +115,18 @@ def start_master(alias: str) -> None:
 
 def stop_master(alias: str) -> None:
     """Close alias's ControlMaster if one runs."""
-    subprocess.run(
-        ["ssh", "-o", f"ControlPath={control_path()}", "-O", "exit", alias],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=20,
-        check=False,
-    )
+    from tether.transport.ssh import SshTransport
+
+    SshTransport(alias).stop_master()
 
 
 @contextlib.contextmanager
 def sandbox(name: str) -> Iterator[Sandbox]:
-    """A sandbox sshd reachable as `ssh NAME` for the block; always downed afterwards."""
-    from tether.hosts import sandbox as sandbox_module
+    """A sandbox sshd reachable as `ssh NAME` for the block (down closes its master too)."""
+    from tests.harness.env import sandbox_up
 
-    box = sandbox_module.up(name)
-    try:
+    with sandbox_up(name) as box:
         yield box
-    finally:
-        stop_master(name)
-        sandbox_module.down(name)
 
 
 @contextlib.contextmanager

@@ -186,25 +186,11 @@ def proxy_alias(sandbox: Sandbox, proxy: Proxy) -> Iterator[str]:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A small git repository with a few committed files."""
-    root = tmp_path / "proj"
-    (root / "pkg").mkdir(parents=True)
-    (root / "pkg" / "__init__.py").write_text('VERSION = "0.1"\n')
-    (root / "pkg" / "model.py").write_text("def forward(x):\n    return 2 * x\n")
-    (root / "train.py").write_text(
+    return harness.make_git_project(
+        tmp_path / "proj",
         "import sys\nfrom pkg.model import forward\n\nprint(forward(int(sys.argv[1]) if "
-        "len(sys.argv) > 1 else 21))\n"
+        "len(sys.argv) > 1 else 21))\n",
     )
-    (root / "README.md").write_text("# proj\n")
-    (root / ".gitignore").write_text("data/\n*.ckpt\noutputs/\n__pycache__/\n")
-    for argv in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "config", "user.name", "Tether Test"],
-        ["git", "config", "user.email", "test@tether.invalid"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "initial"],
-    ):
-        subprocess.run(argv, cwd=root, check=True, capture_output=True, timeout=30)
-    return root
 
 
 @pytest.fixture

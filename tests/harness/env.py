@@ -20,6 +20,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tether.hosts.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
@@ -249,7 +253,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def sandbox_up(name: str) -> Iterator[object]:
+def sandbox_up(name: str) -> Iterator[Sandbox]:
     """`sandbox.up(name)` for the duration of the block; always `down` afterwards."""
     from tether.hosts import sandbox
 
@@ -258,6 +262,28 @@ def sandbox_up(name: str) -> Iterator[object]:
         yield box
     finally:
         sandbox.down(name)
+
+
+DEFAULT_TRAIN = "print('train')\n"
+
+
+def make_git_project(root: Path, train_source: str = DEFAULT_TRAIN) -> Path:
+    """A small committed git repository: a package, train.py, README and .gitignore."""
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text('VERSION = "0.1"\n')
+    (root / "pkg" / "model.py").write_text("def forward(x):\n    return 2 * x\n")
+    (root / "train.py").write_text(train_source)
+    (root / "README.md").write_text("# proj\n")
+    (root / ".gitignore").write_text("data/\n*.ckpt\noutputs/\n__pycache__/\n")
+    for argv in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "config", "user.name", "Tether Test"],
+        ["git", "config", "user.email", "test@tether.invalid"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "initial"],
+    ):
+        subprocess.run(argv, cwd=root, check=True, capture_output=True, timeout=30)
+    return root
 
 
 def tether_argv(*args: str) -> list[str]:

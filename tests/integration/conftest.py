@@ -171,25 +171,6 @@ def unique_remote(sandbox: Any, prefix: str = "p") -> tuple[str, Path]:
     return f"~/work/{name}", Path(sandbox.home) / "work" / name
 
 
-def make_git_project(root: Path) -> Path:
-    """A small committed git repository like the harness's `project` fixture."""
-    (root / "pkg").mkdir(parents=True)
-    (root / "pkg" / "__init__.py").write_text('VERSION = "0.1"\n')
-    (root / "pkg" / "model.py").write_text("def forward(x):\n    return 2 * x\n")
-    (root / "train.py").write_text("print('train')\n")
-    (root / "README.md").write_text("# proj\n")
-    (root / ".gitignore").write_text("data/\n*.ckpt\noutputs/\n__pycache__/\n")
-    for argv in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "config", "user.name", "Tether Test"],
-        ["git", "config", "user.email", "test@tether.invalid"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "initial"],
-    ):
-        subprocess.run(argv, cwd=root, check=True, capture_output=True, timeout=30)
-    return root
-
-
 @pytest.fixture
 def make_synced(sandbox: Any, tmp_path: Path) -> Callable[..., SyncProject]:
     """Factory for SyncProjects; every call makes a new project and remote directory."""
@@ -207,7 +188,7 @@ def make_synced(sandbox: Any, tmp_path: Path) -> Callable[..., SyncProject]:
         nonlocal count
         count += 1
         if root is None:
-            root = make_git_project(tmp_path / f"proj{count}")
+            root = harness.make_git_project(tmp_path / f"proj{count}")
         spec, on_disk = remote or unique_remote(sandbox)
         write_toml(root, host or sandbox.name, spec, results=results, exclude=exclude,
                    extra=extra_toml)  # fmt: skip

@@ -10,22 +10,11 @@ from typing import Any
 
 import pytest
 
+from tests.harness.local_agent import with_agent
 from tether.agent.bundle import agent_zip
 from tether.transport.channel import AgentChannel, AgentError
-from tether.transport.local import LocalTransport
 
 Body = Callable[[AgentChannel], Awaitable[Any]]
-
-
-def with_agent(body: Body) -> Any:
-    async def main() -> Any:
-        channel = await AgentChannel.open(LocalTransport(), "python3")
-        try:
-            return await body(channel)
-        finally:
-            await channel.close()
-
-    return asyncio.run(main())
 
 
 def test_agent_is_installed_by_content_hash_and_reports_its_version() -> None:

@@ -9,29 +9,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.harness.local_agent import with_agent
 from tether.transport.channel import AgentChannel, AgentError
-from tether.transport.local import LocalTransport
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
 HOSTILE = ["a b", "$(touch /tmp/tether-pwned)", "--flag", "it's", "", "naïve ☃ 日本", "x\ny"]
-
-
-def with_agent(body: Callable[[AgentChannel], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        channel = await AgentChannel.open(LocalTransport(), "python3")
-        try:
-            return await body(channel)
-        finally:
-            await channel.close()
-
-    return asyncio.run(main())
 
 
 async def wait_end(channel: AgentChannel, name: str, timeout: float = 20) -> dict[str, Any]:

@@ -96,9 +96,10 @@ def file_digest(full: str) -> str:
     return digest.hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, group: bool = False) -> bool:
+    """Whether a process (or, with group, a process group) exists."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -112,7 +113,7 @@ def _stale_tmp(name: str) -> bool:
         pid = int(name.split(TMP_MARK, 1)[1].split(".", 1)[0])
     except (IndexError, ValueError):
         return False
-    return pid != os.getpid() and not _pid_alive(pid)
+    return pid != os.getpid() and not pid_alive(pid)
 
 
 def scan(
@@ -274,7 +275,7 @@ class Writer:
             handle.write(payload)
         except OSError as error:
             self.discard(key)
-            raise _os_error(error, full) from None
+            raise os_error(error, full) from None
         if not header.get("last", True):
             return {"ok": True}
         del self.open[key]
@@ -381,7 +382,8 @@ def read(root: str, header: Dict[str, Any]) -> Tuple[Dict[str, Any], bytes]:
     return {"ok": True, "entry": entry_of(st, full)}, data
 
 
-def _os_error(error: OSError, path: str) -> OpError:
+def os_error(error: OSError, path: str) -> OpError:
+    """An OSError as an OpError with a stable kind and a clear message."""
     if error.errno == errno.ENOSPC:
         return OpError("nospace", "no space left on the remote disk writing %s" % path)
     if error.errno == errno.EDQUOT:
@@ -391,6 +393,3 @@ def _os_error(error: OSError, path: str) -> OpError:
     if error.errno == errno.ENAMETOOLONG:
         return OpError("toolong", "file name too long on the remote: %s" % path)
     return OpError("oserror", "%s: %s" % (path, error.strerror))
-
-
-os_error = _os_error

@@ -356,16 +356,6 @@ def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
     }, data
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
     """SIGINT, then SIGTERM, then SIGKILL to the job's process group; wait for the record."""
     name = check_name(header.get("name"))
@@ -384,7 +374,7 @@ def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
         handle.write("killed by tether kill\n")
     sent = []
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        if not _group_alive(pgid):
+        if not fsops.pid_alive(pgid, group=True):
             break
         try:
             os.killpg(pgid, sig)
@@ -392,7 +382,7 @@ def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
             break
         sent.append(int(sig))
         stop = time.time() + grace
-        while time.time() < stop and _group_alive(pgid):
+        while time.time() < stop and fsops.pid_alive(pgid, group=True):
             time.sleep(0.05)
     stop = time.time() + 10
     while time.time() < stop:

@@ -20,6 +20,8 @@ class PatternSet:
     def __init__(self, patterns: Iterable[str], base: str = "") -> None:
         self.base = base.strip("/")
         self.rules = [rule for rule in map(_compile, patterns) if rule is not None]
+        # Parent directories repeat across a tree's paths: remember their verdicts.
+        self._verdicts: dict[tuple[str, bool], bool | None] = {}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -29,6 +31,8 @@ class PatternSet:
 
         A path also matches when one of its parent directories does.
         """
+        if not self.rules:
+            return None
         if self.base:
             if not path.startswith(self.base + "/"):
                 return None
@@ -44,6 +48,12 @@ class PatternSet:
         return None
 
     def _match_one(self, path: str, is_dir: bool) -> bool | None:
+        key = (path, is_dir)
+        if key not in self._verdicts:
+            self._verdicts[key] = self._evaluate(path, is_dir)
+        return self._verdicts[key]
+
+    def _evaluate(self, path: str, is_dir: bool) -> bool | None:
         verdict: bool | None = None
         for rule in self.rules:
             if rule.dir_only and not is_dir:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 FILE = "file"
@@ -35,6 +35,10 @@ class Entry:
         if self.kind == LINK:
             return self.target == other.target
         return True
+
+    def with_digest(self, digest: str | None) -> Entry:
+        """The same entry with a (newly known) digest."""
+        return replace(self, digest=digest)
 
     def same_stat(self, size: int, mtime_ns: int) -> bool:
         """Whether size and mtime match (used to reuse a cached digest)."""

@@ -144,7 +144,7 @@ def scan_local(
         candidates = _walk_paths(root)
     manifest: Manifest = {}
     for rel in candidates:
-        if scope.excluded(rel) or (only is None and scope.excluded(rel, True)):
+        if scope.excluded(rel):
             continue
         full = os.path.join(root, rel)
         try:
@@ -201,7 +201,7 @@ def fill_local_digests(root: Path, manifest: Manifest, cache: DigestCache) -> Ma
                 digest = cache.get(full, os.lstat(full), True)
             except FileNotFoundError:
                 continue
-            entry = Entry(entry.kind, entry.size, entry.mtime_ns, entry.mode, digest)
+            entry = entry.with_digest(digest)
         filled[rel] = entry
     cache.save()
     return filled

@@ -17,7 +17,7 @@ from tether.core.ignore import PatternSet
 from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest, manifest_from_json
 from tether.core.plan import Conflict, Plan, Upload, plan_pull, plan_push
 from tether.errors import TetherError
-from tether.sync.local import Scope, fill_local_digests, scan_local
+from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, AgentError
 
@@ -80,18 +80,25 @@ async def remote_manifest(
         path: base.reuse_digest(path, entry, "remote")
         for path, entry in manifest_from_json(header["entries"]).items()
     }
-    missing = [
-        path
-        for path in need
-        if path in manifest and manifest[path].kind == FILE and manifest[path].digest is None
-    ]
-    if missing:
-        answer, _ = await channel.request("digest", root=root, paths=missing)
-        for path, digest in answer["digests"].items():
-            entry = manifest.get(path)
-            if entry is not None and digest is not None:
-                manifest[path] = Entry(entry.kind, entry.size, entry.mtime_ns, entry.mode, digest)
+    await fill_remote_digests(channel, root, manifest, need)
     return manifest, bool(header["exists"])
+
+
+async def fill_remote_digests(
+    channel: AgentChannel, root: str, manifest: Manifest, paths: set[str]
+) -> None:
+    """Ask the agent (one request) for the digests of those files in manifest lacking one."""
+    missing = sorted(
+        path
+        for path in paths
+        if path in manifest and manifest[path].kind == FILE and manifest[path].digest is None
+    )
+    if not missing:
+        return
+    answer, _ = await channel.request("digest", root=root, paths=missing)
+    for path, digest in answer["digests"].items():
+        if path in manifest and digest is not None:
+            manifest[path] = manifest[path].with_digest(digest)
 
 
 async def push_pair(
@@ -107,11 +114,7 @@ async def push_pair(
     started = time.monotonic()
     base = pair.base("push", project_root)
     local = scan_local(pair.local_root, pair.scope, only)
-    local = fill_local_digests(
-        pair.local_root,
-        local,
-        fsops.DigestCache(str(project_root / ".tether"), str(pair.local_root)),
-    )
+    local = fill_local_digests(pair.local_root, local, _digest_cache(project_root, pair))
     need = set(local) | set(base.entries)
     remote, _ = await remote_manifest(
         channel, pair.remote_root, base, need, skip=_skip_list(pair), digests=False
@@ -188,26 +191,13 @@ async def _execute_push(
         )
         inflight.append((future, "delete", delete.path, delete.expect))
     ordered = sorted(plan.uploads, key=lambda up: (up.entry.kind != DIR, up.path.count("/")))
-    try:
-        for upload in ordered:
-            sent = await _submit_upload(channel, root, pair.local_root, upload, inflight)
-            if sent is not None:
-                inflight_bytes += sent.size
-            if inflight_bytes > WINDOW:
-                await settle(WINDOW // 2)
-        await settle(0)
-    except BaseException:
-        _drop_answers([item[0] for item in inflight])
-        raise
-
-
-def _drop_answers(futures: list[asyncio.Future[tuple[dict[str, object], bytes]]]) -> None:
-    """After a failure, mark the answers nobody will read as seen (no asyncio noise)."""
-    for future in futures:
-        if not future.done():
-            future.cancel()
-        elif not future.cancelled():
-            future.exception()
+    for upload in ordered:
+        sent = await _submit_upload(channel, root, pair.local_root, upload, inflight)
+        if sent is not None:
+            inflight_bytes += sent.size
+        if inflight_bytes > WINDOW:
+            await settle(WINDOW // 2)
+    await settle(0)
 
 
 async def _submit_upload(
@@ -292,10 +282,9 @@ def _settle_one(
     remote_entry = Entry.from_json(raw) if isinstance(raw, dict) else None
     local_entry = local.get(path)
     if local_entry is not None and local_entry.kind == FILE:
-        sent = Entry(FILE, entry.size, entry.mtime_ns, entry.mode, entry.digest)
-        base.record(
-            path, sent, remote_entry, local_entry if sent.digest == local_entry.digest else None
-        )
+        # Record the local stat only if the bytes sent are the bytes the scan hashed.
+        same = entry.digest == local_entry.digest
+        base.record(path, entry, remote_entry, local_entry if same else None)
     else:
         base.record(path, entry, remote_entry, local_entry)
     report.bytes += entry.size
@@ -328,13 +317,8 @@ async def pull_pair(
     remote, _ = await remote_manifest(channel, pair.remote_root, base, set(), **scan_args)
     if globs:
         remote = {p: e for p, e in remote.items() if _under(p, plain) or globs.match(p)}
-    local = _local_entries(pair.local_root, remote, base)
-    need = {p for p, e in remote.items() if e.kind == FILE and p in local}
-    if need:
-        answer, _ = await channel.request("digest", root=pair.remote_root, paths=sorted(need))
-        for path, digest in answer["digests"].items():
-            entry = remote[path]
-            remote[path] = Entry(entry.kind, entry.size, entry.mtime_ns, entry.mode, digest)
+    local = _local_entries(pair.local_root, remote, _digest_cache(project_root, pair))
+    await fill_remote_digests(channel, pair.remote_root, remote, set(local))
     plan = plan_pull(remote, local, base.entries, force)
     report = Report(pair.target, pair.remote_root, plan, conflicts=list(plan.conflicts))
     if dry_run:
@@ -349,10 +333,13 @@ async def pull_pair(
     return report
 
 
-def _local_entries(root: Path, remote: Manifest, base: Base) -> Manifest:
-    from tether.sync.local import entry_for
+def _digest_cache(project_root: Path, pair: Pair) -> fsops.DigestCache:
+    """The local digest cache of a pair (kept in the project's .tether/, mappings too)."""
+    return fsops.DigestCache(str(project_root / ".tether"), str(pair.local_root))
 
-    cache = fsops.DigestCache(str(root / ".tether"), str(root))
+
+def _local_entries(root: Path, remote: Manifest, cache: fsops.DigestCache) -> Manifest:
+    """The local entries at the remote manifest's paths, files with digests."""
     local: Manifest = {}
     for path in remote:
         full = os.path.join(root, path)
@@ -361,9 +348,8 @@ def _local_entries(root: Path, remote: Manifest, base: Base) -> Manifest:
         except (FileNotFoundError, NotADirectoryError):
             continue
         entry = entry_for(full, st)
-        if entry.kind == FILE:
-            entry = Entry(FILE, entry.size, entry.mtime_ns, entry.mode, cache.get(full, st, True))
-        local[path] = entry
+        local[path] = entry.with_digest(cache.get(full, st, True)) if entry.kind == FILE else entry
+    cache.save()
     return local
 
 
@@ -441,7 +427,6 @@ async def _download(
         os.unlink(tmp)
         return None
     except BaseException:
-        _drop_answers(futures)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise

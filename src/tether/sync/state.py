@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ class Base:
             and known.kind == FILE
             and stats.get(path) == (entry.size, entry.mtime_ns)
         ):
-            return replace(entry, digest=known.digest)
+            return entry.with_digest(known.digest)
         return entry
 
 

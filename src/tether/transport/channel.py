@@ -66,13 +66,16 @@ class AgentChannel:
         argv = [*shlex.split(python), "-c", BOOTSTRAP, digest]
         process = await transport.spawn(argv)
         channel = cls(transport, process)
-        await channel._bootstrap(data, python)
-        channel._reader = asyncio.create_task(channel._read_loop())
-        channel._stderr_task = asyncio.create_task(channel._drain_stderr())
-        hello, _ = await channel.request("hello")
-        if hello.get("version") != digest:
+        try:
+            await channel._bootstrap(data, python)
+            channel._reader = asyncio.create_task(channel._read_loop())
+            channel._stderr_task = asyncio.create_task(channel._drain_stderr())
+            hello, _ = await channel.request("hello")
+            if hello.get("version") != digest:
+                raise RemoteError(transport.host, "agent handshake", "agent version mismatch")
+        except BaseException:
             await channel.close()
-            raise RemoteError(transport.host, "agent handshake", "agent version mismatch")
+            raise
         channel.info = hello
         return channel
 
@@ -157,8 +160,7 @@ class AgentChannel:
     def _fail_all(self) -> None:
         error = self.lost()
         for future in self._pending.values():
-            if not future.done():
-                future.set_exception(error)
+            _fail(future, error)
         self._pending.clear()
         for queue in self._streams.values():
             queue.put_nowait(error)
@@ -199,7 +201,7 @@ class AgentChannel:
         self._pending[request_id] = future
         if not self.alive:
             self._pending.pop(request_id)
-            future.set_exception(self.lost())
+            _fail(future, self.lost())
             return future
         assert self.process.stdin is not None
         self.process.stdin.write(data)
@@ -242,6 +244,13 @@ class AgentChannel:
             await self.process.wait()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def _fail(future: asyncio.Future[Answer], error: Exception) -> None:
+    """Fail a pending answer; marked as seen, since callers that gave up never await it."""
+    if not future.done():
+        future.set_exception(error)
+        future.exception()
 
 
 def check(host: str, op: str, answer: Answer) -> Answer:

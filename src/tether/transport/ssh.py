@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shlex
 import subprocess
@@ -207,8 +206,3 @@ def interactive_argv(host: str, remote: Sequence[str] | None, tty: bool = True) 
     """argv for an ssh the user drives (attach, shell): with a tty, through the master."""
     extra = ["-t"] if tty else []
     return SshTransport(host).argv(remote, *extra)
-
-
-def env_for_ssh() -> dict[str, str]:
-    """The environment ssh runs with (ours, unchanged: the user's agent, nss settings)."""
-    return dict(os.environ)

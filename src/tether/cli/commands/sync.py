@@ -81,9 +81,10 @@ def _sync(
     from tether.sync import runner
 
     config = config_module.load()
-    targets = config.pick(names or [])
-    if direction == "pull" and len(targets) > 1:
-        targets = targets[:1]
+    if direction == "pull":
+        targets = [config.one(names[0] if names else None)]
+    else:
+        targets = config.pick(names or [])
     reports = asyncio.run(runner.sync(config, targets, direction, paths or None, force, dry_run))
     if as_json:
         print_json([runner.report_json(report) for report in reports])
