@@ -1,0 +1,556 @@
+"""`tether watch`: every save pushed to every target over one long-lived agent channel each.
+
+Events from watchfiles (Rust notify) are coalesced (a burst such as a `git checkout` ends
+as one batch), filtered by push's own rules (git's ignore rules or the .gitignore files,
+`[sync] exclude/include`, results) and pushed with `push_pair(..., only=batch)`: deleted
+paths included, so a file deleted here is deleted there if tether pushed it and it is
+unchanged there. A full push runs at start and after every reconnect; conflicts are
+reported, never overwritten (no force, ever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from tether.config import Config, Target
+from tether.core.ignore import PatternSet
+from tether.errors import ConnectionLost, HostError, TetherError
+from tether.sync.local import ALWAYS_SKIP, Scope, git_root
+from tether.sync.session import Pair, Report, pairs_for, pull_pair, push_pair
+from tether.sync.targets import open_channel
+from tether.transport.channel import AgentChannel
+
+STEP_MS = 8  # a burst ends after this much quiet
+DEBOUNCE_MS = 1000  # ... or after this long at most
+BACKOFF_START_S = 0.25
+BACKOFF_CAP_S = 3.0
+PULL_EVERY_S = 2.0
+PING_EVERY_S = 10.0
+STOP_GRACE_S = 10.0
+
+
+# ---------------------------------------------------------------------- pure parts
+
+
+def relative(root: Path, path: str) -> str | None:
+    """path (absolute) relative to root as a POSIX path; None if outside or the root itself."""
+    base = str(root)
+    if not path.startswith(base + os.sep):
+        return None
+    rel = path[len(base) + 1 :].replace(os.sep, "/")
+    return rel or None
+
+
+def route(paths: Iterable[str], pairs: list[Pair]) -> dict[int, set[str]]:
+    """Changed absolute paths -> {pair index: relative paths}, push's exclusions dropped."""
+    routed: dict[int, set[str]] = {}
+    for path in paths:
+        for index, pair in enumerate(pairs):
+            rel = relative(pair.local_root, path)
+            if rel is None or pair.scope.excluded(rel):
+                continue
+            routed.setdefault(index, set()).add(rel)
+    return routed
+
+
+def minimal(paths: Iterable[str]) -> list[str]:
+    """Sorted paths with those beneath another one in the set dropped."""
+    kept: list[str] = []
+    for path in sorted(set(paths)):
+        if kept and (path == kept[-1] or path.startswith(kept[-1] + "/")):
+            continue
+        kept.append(path)
+    return kept
+
+
+def split(root: Path, rels: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    """(existing files and links, existing real directories, vanished paths)."""
+    present: list[str] = []
+    dirs: list[str] = []
+    gone: list[str] = []
+    for rel in sorted(set(rels)):
+        full = os.path.join(root, rel)
+        if os.path.isdir(full) and not os.path.islink(full):
+            dirs.append(rel)
+        elif os.path.lexists(full):
+            present.append(rel)
+        else:
+            gone.append(rel)
+    return present, dirs, gone
+
+
+def walk(root: Path, rel_dir: str, scope: Scope) -> list[str]:
+    """Files and links under root/rel_dir (no symlink followed), push's exclusions pruned."""
+    found: list[str] = []
+    for directory, dirnames, filenames in os.walk(os.path.join(root, rel_dir)):
+        here = os.path.relpath(directory, root).replace(os.sep, "/")
+        keep = []
+        for name in dirnames:
+            rel = f"{here}/{name}"
+            if scope.excluded(rel, True) or name in ALWAYS_SKIP:
+                continue
+            if os.path.islink(os.path.join(directory, name)):
+                found.append(rel)
+            else:
+                keep.append(name)
+        dirnames[:] = keep
+        found += [f"{here}/{name}" for name in filenames if not scope.excluded(f"{here}/{name}")]
+    return found
+
+
+class GitignoreRules:
+    """git's verdict for paths of a tree that is not a git repository (.gitignore files)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._sets: dict[str, PatternSet | None] = {}
+
+    def _set(self, rel_dir: str) -> PatternSet | None:
+        if rel_dir not in self._sets:
+            file = self.root / rel_dir / ".gitignore"
+            try:
+                lines = file.read_text(errors="replace").splitlines()
+                self._sets[rel_dir] = PatternSet(lines, base=rel_dir)
+            except OSError:
+                self._sets[rel_dir] = None
+        return self._sets[rel_dir]
+
+    def _verdict(self, rel: str, is_dir: bool) -> bool:
+        parts = rel.split("/")
+        verdict: bool | None = None
+        for depth in range(len(parts)):
+            patterns = self._set("/".join(parts[:depth]))
+            if patterns is None:
+                continue
+            answer = patterns.match(rel, is_dir)
+            if answer is not None:
+                verdict = answer
+        return bool(verdict)
+
+    def ignored(self, rel: str, is_dir: bool = False) -> bool:
+        """As the walker of scan_local decides: an ignored parent directory hides it all."""
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            if self._verdict("/".join(parts[:depth]), True):
+                return True
+        return self._verdict(rel, is_dir)
+
+
+def git_ignored(root: Path, rels: list[str]) -> set[str]:
+    """Which of rels `git check-ignore` ignores (tracked files never are)."""
+    if not rels:
+        return set()
+    done = subprocess.run(
+        ["git", "-C", str(root), "check-ignore", "--stdin", "-z"],
+        input=b"".join(os.fsencode(rel) + b"\0" for rel in rels),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode not in (0, 1):
+        raise TetherError("git check-ignore failed", done.stderr.decode(errors="replace").strip())
+    return {os.fsdecode(raw) for raw in done.stdout.split(b"\0") if raw}
+
+
+class EventFilter:
+    """Turns the paths events named under one pair's root into push_pair's `only` list."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.pair = pair
+        self.git = git_root(pair.local_root)
+
+    def _unignored(self, rels: list[str], dirs: bool = False) -> list[str]:
+        scope = self.pair.scope
+        if self.git:
+            hidden = git_ignored(self.pair.local_root, rels)
+            return [
+                r for r in rels if r not in hidden or (scope.include and scope.include.match(r))
+            ]
+        rules = GitignoreRules(self.pair.local_root)
+        return [rel for rel in rels if not rules.ignored(rel, dirs)]
+
+    def select(self, rels: Iterable[str]) -> list[str]:
+        """Existing files not ignored (new directories walked) plus every vanished path."""
+        root, scope = self.pair.local_root, self.pair.scope
+        present, dirs, gone = split(root, (r for r in rels if not scope.excluded(r)))
+        for rel_dir in self._unignored(minimal(dirs), dirs=True):
+            present += walk(root, rel_dir, scope)
+        return sorted(set(self._unignored(sorted(set(present)))) | set(gone))
+
+
+# ---------------------------------------------------------------------- status
+
+
+@dataclass
+class TargetState:
+    """What the status line of one target shows."""
+
+    name: str
+    state: str = "connecting"
+    last_sync: float | None = None
+    latency_s: float | None = None
+    queue: int = 0
+    pushed: int = 0
+    pulled: int = 0
+    conflicts: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+    def line(self) -> str:
+        parts = [f"{self.name}: {self.state}"]
+        if self.last_sync is not None:
+            stamp = time.strftime("%H:%M:%S", time.localtime(self.last_sync))
+            latency = f" ({self.latency_s * 1000:.0f} ms)" if self.latency_s is not None else ""
+            parts.append(f"last sync {stamp}{latency}")
+        parts.append(f"queue {self.queue}")
+        parts.append(f"{self.pushed} pushed" + (f", {self.pulled} pulled" if self.pulled else ""))
+        if self.conflicts:
+            shown = ", ".join(sorted(self.conflicts)[:3])
+            parts.append(f"{len(self.conflicts)} conflict(s): {shown}")
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return " | ".join(parts)
+
+
+class Status:
+    """One live line per target on a terminal; otherwise one plain line per event."""
+
+    def __init__(self, names: list[str], stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.targets = {name: TargetState(name) for name in names}
+        self.live: Any = None
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(
+                self._render(),
+                console=Console(file=self.stream),
+                refresh_per_second=8,
+                transient=False,
+            )
+            self.live.start()
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        return Text("\n".join(state.line() for state in self.targets.values()))
+
+    def update(self, name: str, event: str | None = None, **changes: Any) -> None:
+        """Change a target's state; `event` is also logged as a line of its own."""
+        state = self.targets[name]
+        for key, value in changes.items():
+            setattr(state, key, value)
+        if self.live is not None:
+            if event:
+                self.live.console.print(f"{name}: {event}", markup=False, highlight=False)
+            self.live.update(self._render())
+        elif event:
+            self.stream.write(f"tether watch: {name}: {event}\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+# ---------------------------------------------------------------------- engine
+
+
+@dataclass
+class Pending:
+    """Paths waiting for the next batch of one target, per pair index."""
+
+    paths: dict[int, set[str]] = field(default_factory=dict)
+    since: float | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, routed: dict[int, set[str]], at: float) -> None:
+        if not routed:
+            return
+        for index, rels in routed.items():
+            self.paths.setdefault(index, set()).update(rels)
+        if self.since is None:
+            self.since = at
+        self.wake.set()
+
+    def take(self) -> tuple[dict[int, set[str]], float | None]:
+        taken, since = self.paths, self.since
+        self.paths, self.since = {}, None
+        self.wake.clear()
+        return taken, since
+
+    def __len__(self) -> int:
+        return sum(len(rels) for rels in self.paths.values())
+
+
+RETRY = (ConnectionLost, HostError, OSError)
+
+
+class TargetWatcher:
+    """One target: connect, full push, then push each batch; reconnect with backoff."""
+
+    def __init__(
+        self, config: Config, target: Target, status: Status, pull: bool, stop: asyncio.Event
+    ) -> None:
+        self.config = config
+        self.target = target
+        self.pairs = pairs_for(config, target)
+        self.filters = [EventFilter(pair) for pair in self.pairs]
+        self.status = status
+        self.pull = pull
+        self.stop = stop
+        self.pending = Pending()
+        self.connected_once = False
+
+    def _key(self, remote_root: str, rel: str) -> str:
+        """How a path shows in the status line (mapped paths with their remote root)."""
+        return rel if remote_root == self.target.path else f"{remote_root}:{rel}"
+
+    def say(self, event: str | None = None, **changes: Any) -> None:
+        self.status.update(self.target.name, event, queue=len(self.pending), **changes)
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                channel = await open_channel(self.target)
+            except RETRY as error:
+                if not self.connected_once and not isinstance(error, ConnectionLost):
+                    raise
+                attempt += 1
+                await self._backoff(attempt, error)
+                continue
+            try:
+                if attempt:
+                    self.say("reconnected", error="")
+                attempt = 0
+                self.connected_once = True
+                await self._serve(channel)
+            except RETRY as error:
+                attempt += 1
+                self.say(f"connection lost: {_why(error)}")
+                await self._backoff(attempt, error)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(channel.close())
+
+    async def _backoff(self, attempt: int, error: BaseException) -> None:
+        delay = min(BACKOFF_CAP_S, BACKOFF_START_S * 2 ** (attempt - 1))
+        self.say(
+            f"reconnecting (attempt {attempt}) in {delay:.2f} s: {_why(error)}",
+            state=f"reconnecting (attempt {attempt})",
+            error=_why(error),
+        )
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), delay)
+
+    async def _serve(self, channel: AgentChannel) -> None:
+        self.pending.take()  # the full push below covers everything up to now
+        await self._full_push(channel)
+        last_pull = 0.0
+        last_io = time.monotonic()
+        while not self.stop.is_set():
+            if self.pending.paths:
+                await self._push_batch(channel)
+                last_io = time.monotonic()
+            if self.pull and time.monotonic() - last_pull >= PULL_EVERY_S:
+                await self._pull(channel)
+                last_pull = last_io = time.monotonic()
+            if self.pending.paths or self.stop.is_set():
+                continue
+            if not channel.alive:
+                raise channel.lost()
+            if time.monotonic() - last_io > PING_EVERY_S:
+                await _ping(channel)
+                last_io = time.monotonic()
+            wait = PULL_EVERY_S if self.pull else 1.0
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._woken(), wait)
+
+    async def _woken(self) -> None:
+        waits = [
+            asyncio.ensure_future(self.pending.wake.wait()),
+            asyncio.ensure_future(self.stop.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    async def _full_push(self, channel: AgentChannel) -> None:
+        self.say(state="syncing (full)")
+        started = time.monotonic()
+        reports = [await push_pair(channel, pair, self.config.root) for pair in self.pairs]
+        self._account(reports, None, started, full=True)
+        self.say("watching", state="watching")
+
+    async def _push_batch(self, channel: AgentChannel) -> None:
+        taken, since = self.pending.take()
+        self.say(state="syncing")
+        started = time.monotonic()
+        reports: list[Report] = []
+        touched: set[str] = set()
+        try:
+            for index, rels in sorted(taken.items()):
+                pair = self.pairs[index]
+                only = await asyncio.to_thread(self.filters[index].select, rels)
+                if not only:
+                    continue
+                touched.update(self._key(pair.remote_root, rel) for rel in only)
+                reports.append(await push_pair(channel, pair, self.config.root, only=only))
+        except BaseException:
+            for index, rels in taken.items():  # not lost: the next full push or batch has them
+                self.pending.add({index: rels}, since or started)
+            raise
+        self._account(reports, since, started, touched=touched)
+
+    async def _pull(self, channel: AgentChannel) -> None:
+        reports = [
+            await pull_pair(channel, pair, self.config.root) for pair in self.pairs if pair.results
+        ]
+        done = sum(report.created + report.updated for report in reports)
+        state = self.status.targets[self.target.name]
+        conflicts = dict(state.conflicts)
+        for report in reports:
+            for conflict in report.conflicts:
+                key = f"{conflict.path} (pull)"
+                if key not in conflicts:
+                    self.say(f"conflict: {conflict.path}: {conflict.reason}")
+                conflicts[key] = conflict.reason
+        errors = [error for report in reports for error in report.errors]
+        if done:
+            self.say(f"pulled {done} file(s)", pulled=state.pulled + done)
+        self.say(conflicts=conflicts, **({"error": errors[0]} if errors else {}))
+
+    def _account(
+        self,
+        reports: list[Report],
+        since: float | None,
+        started: float,
+        full: bool = False,
+        touched: set[str] | None = None,
+    ) -> None:
+        state = self.status.targets[self.target.name]
+        conflicts = {} if full else dict(state.conflicts)
+        for key in touched or set():
+            conflicts.pop(key, None)
+        new = 0
+        for report in reports:
+            for conflict in report.conflicts:
+                key = self._key(report.remote_root, conflict.path)
+                if key not in state.conflicts:
+                    self.say(f"conflict: {key}: {conflict.reason} (left as it is on the remote)")
+                conflicts[key] = conflict.reason
+            new += report.created + report.updated + report.deleted
+        errors = [error for report in reports for error in report.errors]
+        for error in errors[:5]:
+            self.say(f"error: {error}")
+        now = time.monotonic()
+        latency = now - (since if since is not None else started)
+        changes = sum(r.created + r.updated + r.deleted for r in reports)
+        if full or changes:
+            what = "full sync" if full else "pushed"
+            counts = ", ".join(
+                f"{sum(getattr(r, k) for r in reports)} {word}"
+                for k, word in (("created", "new"), ("updated", "updated"), ("deleted", "deleted"))
+            )
+            event: str | None = f"{what}: {counts} in {latency * 1000:.0f} ms"
+        else:
+            event = None
+        self.say(
+            event,
+            state="watching",
+            last_sync=time.time(),
+            latency_s=latency,
+            pushed=state.pushed + new,
+            conflicts=conflicts,
+            error=errors[0] if errors else "",
+        )
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, TetherError):
+        return error.why or error.what
+    return str(error) or type(error).__name__
+
+
+async def _ping(channel: AgentChannel) -> None:
+    try:
+        await asyncio.wait_for(channel.request("hello"), PING_EVERY_S)
+    except asyncio.TimeoutError:
+        raise ConnectionLost(channel.host, "no answer for 10 s") from None
+
+
+async def _watch_files(
+    roots: list[Path], pairs: Callable[[list[str]], None], stop: asyncio.Event
+) -> None:
+    import watchfiles
+
+    async for changes in watchfiles.awatch(
+        *roots,
+        watch_filter=None,
+        debounce=DEBOUNCE_MS,
+        step=STEP_MS,
+        stop_event=stop,
+    ):
+        pairs([path for _, path in changes])
+
+
+async def watch(config: Config, targets: list[Target], pull: bool = False) -> int:
+    """Watch until SIGINT/SIGTERM; 0 after a clean stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    status = Status([target.name for target in targets])
+    watchers = [TargetWatcher(config, target, status, pull, stop) for target in targets]
+    roots = sorted(
+        {pair.local_root for w in watchers for pair in w.pairs if pair.local_root.is_dir()}
+    )
+    main = asyncio.current_task()
+    presses = 0
+
+    def interrupt() -> None:
+        nonlocal presses
+        presses += 1
+        stop.set()
+        if presses > 1 and main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
+
+    def dispatch(paths: list[str]) -> None:
+        now = time.monotonic()
+        for watcher in watchers:
+            watcher.pending.add(route(paths, watcher.pairs), now)
+            watcher.say()
+
+    files = asyncio.create_task(_watch_files(roots, dispatch, stop))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(w.run()) for w in watchers]
+    try:
+        done, _ = await asyncio.wait([files, *tasks], return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(
+                asyncio.gather(files, *tasks, return_exceptions=True), STOP_GRACE_S
+            )
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        status.close()
+    return 0
