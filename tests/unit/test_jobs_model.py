@@ -57,7 +57,11 @@ def test_derive_state() -> None:
     assert derive_state({"started": 900.0, "ended": None}, False, now) == "lost"
     assert derive_state({"started": None, "created": 999.0}, False, now) == "running"
     assert derive_state({"started": None, "created": 100.0}, False, now) == "lost"
-    assert derive_state({"state": "queued"}, False, now) == "queued"
+    assert derive_state({"state": "queued"}, True, now) == "queued"
+    assert derive_state({"state": "queued", "created": 999.0}, False, now) == "queued"
+    # A queued job whose tmux session (its waiting wrapper) is gone will never start.
+    assert derive_state({"state": "queued", "created": 100.0}, False, now) == "lost"
+    assert derive_state({"state": "cancelled", "ended": None}, False, now) == "cancelled"
 
 
 def test_tmux_major() -> None:
@@ -82,13 +86,13 @@ def test_bad_names(name: str) -> None:
 
 
 def test_parse_gpus() -> None:
-    assert parse_gpus(None) is None
-    assert parse_gpus("0,1") == "0,1"
-    assert parse_gpus("3,") == "3"
-    with pytest.raises(UsageError):
-        parse_gpus("2")
-    with pytest.raises(UsageError):
-        parse_gpus("a,b")
+    assert parse_gpus(None) == (None, 0)
+    assert parse_gpus("0,1") == ("0,1", 0)
+    assert parse_gpus("3,") == ("3", 0)
+    assert parse_gpus("2") == (None, 2)
+    for bad in ("a,b", "0", "-1", "x", ",", "1.5"):
+        with pytest.raises(UsageError):
+            parse_gpus(bad)
 
 
 def test_record_json_shape() -> None:

@@ -8,7 +8,16 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-AGENT_MODULES = ("__init__.py", "protocol.py", "fsops.py", "server.py", "jobs.py", "kernels.py")
+AGENT_MODULES = (
+    "__init__.py",
+    "protocol.py",
+    "fsops.py",
+    "server.py",
+    "jobs.py",
+    "gpus.py",
+    "wrapper.py",
+    "kernels.py",
+)
 MAIN = "import sys\nfrom tether_agent.server import main\nsys.exit(main(sys.argv))\n"
 
 BOOTSTRAP = r"""

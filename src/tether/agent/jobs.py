@@ -1,6 +1,6 @@
 """Jobs on the remote: snapshot, start in tmux through a wrapper, list, log, kill.
 
-The wrapper (`wrap_main`) is this same module run inside the tmux pane: it starts argv
+The wrapper (`wrapper.wrap_main`) runs inside the tmux pane: it starts argv
 exactly (no shell) in the snapshot, tees its output to a durable log and records start,
 pid, end and the real exit code in the job record (temp + rename, never half-written).
 Standard library only, Python >= 3.8.
@@ -21,6 +21,7 @@ import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from . import fsops
+from . import gpus as gpu_queue
 
 DEFAULT_SOCKET = "tether"
 SESSION_PREFIX = "tether-"
@@ -29,7 +30,7 @@ SOCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 START_GRACE_S = 15.0
 WRAP_CODE = (
     "import sys;sys.path.insert(0,sys.argv[1]);"
-    "from tether_agent.jobs import wrap_main;sys.exit(wrap_main(sys.argv[2]))"
+    "from tether_agent.wrapper import wrap_main;sys.exit(wrap_main(sys.argv[2]))"
 )
 Answer = Tuple[Dict[str, Any], bytes]
 
@@ -118,11 +119,13 @@ def derive_state(record: Dict[str, Any], alive: bool, now: float) -> str:
     """queued / running / exited / cancelled / lost from a record and its tmux session."""
     if record.get("ended") is not None:
         return "cancelled" if record.get("exit_code") is None else "exited"
-    if record.get("state") in ("queued", "cancelled"):
-        return str(record["state"])
+    if record.get("state") == "cancelled":
+        return "cancelled"
+    created = record.get("created") or 0
+    if record.get("state") == "queued":
+        return "queued" if alive or now - float(created) < START_GRACE_S else "lost"
     if alive:
         return "running"
-    created = record.get("created") or 0
     if record.get("started") is None and now - float(created) < START_GRACE_S:
         return "running"
     return "lost"
@@ -263,6 +266,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     if read_record(name) is not None or session_name(name) in sessions:
         raise fsops.OpError("exists", "a job named %r already exists" % name)
     project = check_name(header.get("project") or "project")
+    count = _gpu_count(header.get("gpu_count"))
     snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + name
     snap = os.path.join(snapshots_dir(), project, snap_id)
     files = snapshot(root, snap, list(header.get("results") or []))
@@ -283,6 +287,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             "socket": sock,
             "session": session_name(name),
             "gpus": gpus,
+            "gpu_count": count,
             "cuda_visible_devices": gpus,
             "remote_host": socket.gethostname(),
             "log": os.path.join(logs_dir(), name + ".log"),
@@ -297,7 +302,9 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
         }
     )
     path = record_path(name)
-    write_json(path, record)
+    entry = _place(path, record, count) if count else ""
+    if not count:
+        write_json(path, record)
     agent_path = os.path.abspath(sys.argv[0])
     command = wrapper_command(sys.executable, agent_path, path)
     argv_tmux = new_session_argv(sock, name, command, tmux_major(version))
@@ -306,12 +313,64 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     )
     if done.returncode != 0:
         os.unlink(path)
+        if entry:
+            with contextlib.suppress(OSError):
+                os.unlink(entry)
         raise fsops.OpError("tmux", "tmux new-session failed: %s" % done.stderr.strip())
     return {"record": record}, b""
 
 
+def _gpu_count(value: Any) -> int:
+    """The N of --gpus N (0: none asked); refused where the host has fewer than N GPUs."""
+    if value is None or value == 0:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise fsops.OpError("badgpus", "bad GPU count %r" % (value,))
+    found = gpu_queue.query()
+    total = len(found[0]) if found else 0
+    if total < value:
+        where = "nvidia-smi finds %d" % total if found else "no nvidia-smi"
+        raise fsops.OpError(
+            "nogpus", "asked for %d GPU%s but this host has %s" % (value, _s(value), where)
+        )
+    return value
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def _place(path: str, record: Dict[str, Any], count: int) -> str:
+    """Give the job count free GPUs now, or queue it; the record is written under the lock.
+
+    Returns the queue entry's path ("" when the job got its GPUs at once).
+    """
+    with gpu_queue.locked():
+        got = gpu_queue.claim(record["name"], count, all_records(), time.time(), START_GRACE_S)
+        entry = ""
+        if got is None:
+            record.update(state="queued", reason=gpu_queue.plural(count), queued=time.time())
+            entry = gpu_queue.enqueue(record["name"])
+        else:
+            picked = ",".join(str(index) for index in got)
+            record.update(gpus=picked, cuda_visible_devices=picked)
+        write_json(path, record)
+    return entry
+
+
 def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
-    records = all_records()
+    """Jobs with their state; `root` keeps one project's, `since` hides older finished ones."""
+    root = header.get("root")
+    want = fsops.root_path(root) if root else None
+    since = header.get("since")
+    records = []
+    for record in all_records():
+        if want is not None and record.get("root") != want:
+            continue
+        ended = record.get("ended")
+        if since is not None and ended is not None and float(ended) < float(since):
+            continue
+        records.append(record)
     cache: Dict[str, Optional[Set[str]]] = {}
     now = time.time()
     for record in records:
@@ -322,6 +381,44 @@ def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
         record["alive"] = alive
         record["state"] = derive_state(record, alive, now)
     return {"jobs": records, "tmux": shutil.which("tmux") is not None}, b""
+
+
+def status(header: Dict[str, Any], payload: bytes) -> Answer:
+    """One answer for `tether status`: load, disk, GPUs (with who holds them), job counts."""
+    path = fsops.root_path(header.get("root") or "~")
+    while not os.path.isdir(path) and path != "/":
+        path = os.path.dirname(path)
+    usage = shutil.disk_usage(path)
+    now = time.time()
+    jobs = job_list({}, b"")[0]["jobs"]
+    found = gpu_queue.query()
+    held = gpu_queue.held_by_jobs(jobs, now, START_GRACE_S)
+    gpus = gpu_queue.annotate(found[0], found[1], held) if found else []
+    counts: Dict[str, int] = {}
+    mine: Dict[str, int] = {}
+    root = fsops.root_path(header["root"]) if header.get("root") else None
+    for job in jobs:
+        counts[job["state"]] = counts.get(job["state"], 0) + 1
+        if job.get("root") == root:
+            mine[job["state"]] = mine.get(job["state"], 0) + 1
+    try:
+        load: Optional[List[float]] = list(os.getloadavg())
+    except OSError:
+        load = None
+    return {
+        "hostname": socket.gethostname(),
+        "load": load,
+        "cpus": os.cpu_count(),
+        "disk_free": usage.free,
+        "disk_total": usage.total,
+        "disk_path": path,
+        "gpus": gpus,
+        "nvidia_smi": found is not None,
+        "jobs": counts,
+        "project_jobs": mine,
+        "queue": [name for _, name in gpu_queue.entries()],
+        "tmux": shutil.which("tmux") is not None,
+    }, b""
 
 
 def _need(name: str) -> Dict[str, Any]:
@@ -361,6 +458,11 @@ def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
     name = check_name(header.get("name"))
     record = _need(name)
     grace = float(header.get("grace", 5.0))
+    if record.get("state") == "queued" and record.get("ended") is None:
+        cancelled = _cancel_queued(name)
+        if cancelled is not None:
+            return {"record": cancelled, "signalled": []}, b""
+        record = _need(name)  # it left the queue meanwhile: stop it as a running job
     deadline = time.time() + START_GRACE_S
     while record.get("pid") is None and record.get("ended") is None and time.time() < deadline:
         time.sleep(0.1)
@@ -393,93 +495,38 @@ def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
     return {"record": record, "signalled": sent}, b""
 
 
+def _cancel_queued(name: str) -> Optional[Dict[str, Any]]:
+    """Stop a queued job before it starts: its wrapper records `cancelled` and leaves.
+
+    None if the job got its GPUs meanwhile (it runs: the caller stops it as such).
+    """
+    with open(kill_marker(name), "w", encoding="utf-8") as handle:
+        handle.write("killed by tether kill\n")
+    stop = time.time() + 10
+    record = _need(name)
+    while time.time() < stop and record.get("ended") is None:
+        if record.get("state") != "queued":
+            return None
+        if not gpu_queue.owner_alive(record, time.time(), START_GRACE_S):
+            break
+        time.sleep(0.05)
+        record = _need(name)
+    if record.get("ended") is None:  # the wrapper is gone: record it here
+        with gpu_queue.locked():
+            gpu_queue.dequeue(name)
+            record = _need(name)
+            if record.get("ended") is None:
+                record.update(state="cancelled", ended=time.time(), reason="killed by tether kill")
+                write_json(record_path(name), record)
+    with contextlib.suppress(OSError):
+        os.unlink(kill_marker(name))
+    return record
+
+
 def register(agent: Any) -> None:
     """Add the job ops to the agent."""
     agent.handlers["job_start"] = job_start
     agent.handlers["job_list"] = job_list
     agent.handlers["job_log"] = job_log
     agent.handlers["job_kill"] = job_kill
-
-
-# ---- the wrapper (runs inside the tmux pane) ---------------------------------------
-
-
-def wrap_main(spec_path: str) -> int:
-    """Run the job described by the record at spec_path and record how it ended."""
-    with open(spec_path, encoding="utf-8") as handle:
-        record = json.load(handle)
-    name = record["name"]
-    env = dict(os.environ)
-    env["TETHER_JOB"] = name
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    if record.get("gpus"):
-        env["CUDA_VISIBLE_DEVICES"] = str(record["gpus"])
-    os.makedirs(os.path.dirname(record["log"]), mode=0o700, exist_ok=True)
-    log = open(record["log"], "ab", buffering=0)  # noqa: SIM115 - closed at the end
-    state: Dict[str, Any] = {"child": None}
-
-    def forward(signum: int, frame: Any) -> None:
-        child = state["child"]
-        if child is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(child.pid, signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    try:
-        child = subprocess.Popen(
-            record["argv"],
-            cwd=record["cwd"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            preexec_fn=os.setpgrp,
-        )
-    except OSError as error:
-        message = "tether: cannot start %s: %s\n" % (record["argv"][0], error.strerror)
-        log.write(message.encode())
-        record.update(
-            started=time.time(),
-            ended=time.time(),
-            exit_code=127,
-            reason="cannot start: %s" % error.strerror,
-            state="exited",
-        )
-        write_json(spec_path, record)
-        return 127
-    state["child"] = child
-    record.update(started=time.time(), pid=child.pid, wrapper_pid=os.getpid(), state="running")
-    write_json(spec_path, record)
-    pane = getattr(sys.stdout, "buffer", None)
-    assert child.stdout is not None
-    fd = child.stdout.fileno()
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        log.write(chunk)
-        if pane is not None:
-            try:
-                pane.write(chunk)
-                pane.flush()
-            except (OSError, ValueError):
-                pane = None
-    while True:
-        try:
-            returncode = child.wait()
-            break
-        except InterruptedError:
-            continue
-    exit_code, reason = exit_status(returncode)
-    if os.path.exists(kill_marker(name)):
-        reason = "killed by tether kill"
-        with contextlib.suppress(OSError):
-            os.unlink(kill_marker(name))
-    record.update(ended=time.time(), exit_code=exit_code, reason=reason, state="exited")
-    write_json(spec_path, record)
-    log.close()
-    return exit_code
+    agent.handlers["status"] = status

@@ -70,6 +70,8 @@ def _raise_job(error: AgentError, name: str, target: Target) -> None:
             "",
             "install it there (e.g. `sudo apt-get install tmux`)",
         ) from None
+    if error.kind == "nogpus":
+        raise JobError(f"{target.name}: {error.what}", "", "ask for fewer with --gpus N") from None
     if error.kind == "noproject":
         raise JobError(
             f"no project directory {target.path} on {target.name}", "", "run `tether push` first"
@@ -86,6 +88,7 @@ async def start(
     cwd: str,
     gpus: str | None,
     info: dict[str, Any],
+    gpu_count: int = 0,
 ) -> JobRecord:
     """job_start on one target; the record with its provenance."""
     prov = dict(info)
@@ -99,6 +102,7 @@ async def start(
             argv=argv,
             cwd=cwd,
             gpus=gpus,
+            gpu_count=gpu_count or None,
             results=list(config.sync.results),
             socket=socket_name(),
             provenance=prov,
@@ -116,9 +120,22 @@ def _project_name(config: Config) -> str:
     return cleaned[:64]
 
 
-async def list_jobs(target: Target, channel: AgentChannel) -> list[JobRecord]:
-    """Every job the agent on this target knows."""
-    answer, _ = await channel.request("job_list")
+WEEK_S = 7 * 24 * 3600.0
+
+
+async def list_jobs(
+    target: Target, channel: AgentChannel, project_only: bool = False, show_all: bool = True
+) -> list[JobRecord]:
+    """Jobs the agent on this target knows: all of them, or this project's (the target's
+    remote directory), without those that ended over a week ago unless show_all."""
+    import time
+
+    options: dict[str, Any] = {}
+    if project_only:
+        options["root"] = target.path
+    if not show_all:
+        options["since"] = time.time() - WEEK_S
+    answer, _ = await channel.request("job_list", **options)
     jobs = [JobRecord.from_agent(target.name, target.host, data) for data in answer["jobs"]]
     jobs.sort(key=lambda job: -(job.created or job.started or 0.0))
     return jobs

@@ -32,23 +32,29 @@ def generate_name(taken: set[str] | None = None, rng: random.Random | None = Non
     raise RuntimeError("no free job name")
 
 
-def parse_gpus(spec: str | None) -> str | None:
-    """CUDA_VISIBLE_DEVICES for --gpus: '0,1' pins; a bare count is not supported yet."""
+def parse_gpus(spec: str | None) -> tuple[str | None, int]:
+    """(pinned CUDA_VISIBLE_DEVICES, count) for --gpus.
+
+    '0,1' pins GPUs 0 and 1 ('3,' pins GPU 3 alone); a bare 'N' asks for N free GPUs,
+    picked on the remote (queued until that many are free).
+    """
     from tether.errors import UsageError
 
     if spec is None or spec == "":
-        return None
-    parts = [part.strip() for part in spec.split(",")]
-    if "," not in spec:
-        raise UsageError(
-            f"--gpus {spec}: picking N free GPUs is not supported yet",
-            "",
-            "pin GPUs with a list such as --gpus 0,1 (or --gpus 3, for GPU 3 alone)",
-        )
-    pins = [part for part in parts if part]
+        return None, 0
+    text = spec.strip()
+    if "," not in text:
+        if not text.isdigit() or int(text) < 1:
+            raise UsageError(
+                f"bad --gpus {spec!r}",
+                "",
+                "ask for N free GPUs with --gpus N, or pin them with --gpus 0,1 (or 3, alone)",
+            )
+        return None, int(text)
+    pins = [part.strip() for part in text.split(",") if part.strip()]
     if not pins or not all(part.isdigit() for part in pins):
         raise UsageError(f"bad --gpus {spec!r}", "", "use GPU indices such as --gpus 0,1")
-    return ",".join(pins)
+    return ",".join(pins), 0
 
 
 @dataclass

@@ -21,9 +21,13 @@ Examples:
   tether run --name lr3e-4 -- python train.py --lr 3e-4
 
   tether run --on gpu --gpus 0,1 --follow -- python train.py
+
+  tether run --on gpu --gpus 2 -- python train.py   # two free GPUs; queued until free
 """
 
-JOBS_HELP = """List jobs on every target (asked in parallel), newest first.
+JOBS_HELP = """List this project's jobs on its default targets (asked in parallel), newest first.
+
+Jobs that ended over a week ago are hidden unless --all.
 
 Examples:
 
@@ -46,7 +50,9 @@ def run(
     command: list[str] = typer.Argument(..., help="The command and its arguments, after --."),
     on: list[str] = typer.Option(None, "--on", help="Target name (repeatable)."),
     name: str = typer.Option(None, "--name", help="Job name (default: generated)."),
-    gpus: str = typer.Option(None, "--gpus", help="GPUs to pin, e.g. 0,1."),
+    gpus: str = typer.Option(
+        None, "--gpus", help="N free GPUs (queued until free), or GPUs to pin: 0,1 or 3,"
+    ),
     no_push: bool = typer.Option(False, "--no-push", help="Do not push first."),
     follow_log: bool = typer.Option(False, "--follow", help="Stream the log until it ends."),
 ) -> None:
@@ -66,7 +72,7 @@ def run(
         raise UsageError("no command to run", "", "put it after --, e.g. tether run -- python x.py")
     if name is not None and not valid_name(name):
         raise UsageError(f"bad job name {name!r}", "use up to 64 letters, digits, '_' and '-'")
-    pinned = parse_gpus(gpus)
+    pinned, count = parse_gpus(gpus)
     config = config_module.load()
     targets = config.pick(on or [])
     if not no_push:
@@ -83,12 +89,18 @@ def run(
     cwd = client.relative_cwd(config.root)
 
     async def start(target: Target, channel: AgentChannel) -> JobRecord:
-        return await client.start(channel, config, target, job_name, command, cwd, pinned, info)
+        return await client.start(
+            channel, config, target, job_name, command, cwd, pinned, info, count
+        )
 
-    asyncio.run(each_target(targets, start))
+    started = asyncio.run(each_target(targets, start))
     out = console()
-    where = ", ".join(target.name for target in targets)
-    out.print(f"started {job_name} on {where}")
+    for record in started:
+        if record.state == "queued":
+            out.print(f"queued {job_name} on {record.target} ({record.reason})")
+        else:
+            gpu_note = f" on GPU {record.gpus}" if count and record.gpus else ""
+            out.print(f"started {job_name} on {record.target}{gpu_note}")
     if follow_log and len(targets) == 1:
         _follow(targets[0], job_name, True)
     else:
@@ -96,7 +108,8 @@ def run(
 
 
 def jobs(
-    on: list[str] = typer.Option(None, "--on", help="Only these targets."),
+    on: list[str] = typer.Option(None, "--on", help="These targets (default: the defaults)."),
+    show_all: bool = typer.Option(False, "--all", help="Also jobs that ended over a week ago."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List jobs."""
@@ -108,8 +121,12 @@ def jobs(
     from tether.sync.targets import each_target
 
     config = config_module.load()
-    targets = config.pick(on or []) if on else list(config.targets.values())
-    nested = asyncio.run(each_target(targets, client.list_jobs))
+    targets = config.pick(on or [])
+
+    async def ask(target: Target, channel: AgentChannel) -> list[JobRecord]:
+        return await client.list_jobs(target, channel, project_only=True, show_all=show_all)
+
+    nested = asyncio.run(each_target(targets, ask))
     records = [job for batch in nested for job in batch]
     records.sort(key=lambda job: -(job.created or job.started or 0.0))
     if as_json:
@@ -180,7 +197,7 @@ def kill(
 
     record = asyncio.run(go())
     reason = f" ({record.reason})" if record.reason else ""
-    console().print(f"{name} on {target.name}: exited {record.exit_code}{reason}")
+    console().print(f"{name} on {target.name}: {record.state_text()}{reason}")
 
 
 def _where(name: str, on: str | None) -> Target:

@@ -1,0 +1,160 @@
+"""The job wrapper, run inside the job's tmux pane (see jobs.WRAP_CODE).
+
+It waits its turn in the host's GPU queue when the job is queued, then starts argv
+exactly (no shell) in the snapshot, tees its output to a durable log and records start,
+pid, end and the real exit code in the job record (temp + rename, never half-written).
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Dict, Optional
+
+from . import gpus as gpu_queue
+from .jobs import START_GRACE_S, all_records, exit_status, kill_marker, write_json
+
+
+def wrap_main(spec_path: str) -> int:
+    """Run the job described by the record at spec_path and record how it ended."""
+    with open(spec_path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    name = record["name"]
+    if record.get("state") == "queued":
+        waited = wait_turn(spec_path, record)
+        if waited is None:
+            return 0
+        record = waited
+    env = dict(os.environ)
+    env["TETHER_JOB"] = name
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if record.get("gpus"):
+        env["CUDA_VISIBLE_DEVICES"] = str(record["gpus"])
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA's order = nvidia-smi's
+    os.makedirs(os.path.dirname(record["log"]), mode=0o700, exist_ok=True)
+    log = open(record["log"], "ab", buffering=0)  # noqa: SIM115 - closed at the end
+    state: Dict[str, Any] = {"child": None}
+
+    def forward(signum: int, frame: Any) -> None:
+        child = state["child"]
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(child.pid, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        child = subprocess.Popen(
+            record["argv"],
+            cwd=record["cwd"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=os.setpgrp,
+        )
+    except OSError as error:
+        message = "tether: cannot start %s: %s\n" % (record["argv"][0], error.strerror)
+        log.write(message.encode())
+        record.update(
+            started=time.time(),
+            ended=time.time(),
+            exit_code=127,
+            reason="cannot start: %s" % error.strerror,
+            state="exited",
+        )
+        write_json(spec_path, record)
+        return 127
+    state["child"] = child
+    record.update(started=time.time(), pid=child.pid, wrapper_pid=os.getpid(), state="running")
+    write_json(spec_path, record)
+    pane = getattr(sys.stdout, "buffer", None)
+    assert child.stdout is not None
+    fd = child.stdout.fileno()
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        log.write(chunk)
+        if pane is not None:
+            try:
+                pane.write(chunk)
+                pane.flush()
+            except (OSError, ValueError):
+                pane = None
+    while True:
+        try:
+            returncode = child.wait()
+            break
+        except InterruptedError:
+            continue
+    exit_code, reason = exit_status(returncode)
+    if os.path.exists(kill_marker(name)):
+        reason = "killed by tether kill"
+        with contextlib.suppress(OSError):
+            os.unlink(kill_marker(name))
+    record.update(ended=time.time(), exit_code=exit_code, reason=reason, state="exited")
+    write_json(spec_path, record)
+    log.close()
+    return exit_code
+
+
+class _Stop(Exception):
+    pass
+
+
+def wait_turn(spec_path: str, record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Wait in the host's FIFO until the job is at the head and its GPUs are free.
+
+    Returns the record with its GPUs (state `starting`), or None when the job was cancelled
+    (tether kill, or a signal such as tmux kill-session's SIGHUP) and recorded so.
+    """
+    name = record["name"]
+    count = int(record.get("gpu_count") or 1)
+    record.update(wrapper_pid=os.getpid())
+    write_json(spec_path, record)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stop("signal %d" % signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    reason = None
+    try:
+        while reason is None:
+            if os.path.exists(kill_marker(name)):
+                reason = "killed by tether kill"
+                break
+            with gpu_queue.locked():
+                got = gpu_queue.claim(name, count, all_records(), time.time(), START_GRACE_S)
+                if got is not None:
+                    picked = ",".join(str(index) for index in got)
+                    record.update(
+                        gpus=picked,
+                        cuda_visible_devices=picked,
+                        state="starting",
+                        reason=None,
+                        dequeued=time.time(),
+                    )
+                    write_json(spec_path, record)
+                    gpu_queue.dequeue(name)
+                    return record
+            time.sleep(gpu_queue.POLL_S)
+    except _Stop as why:
+        reason = str(why)
+    with gpu_queue.locked():
+        gpu_queue.dequeue(name)
+        record.update(state="cancelled", ended=time.time(), exit_code=None, reason=reason)
+        write_json(spec_path, record)
+    with contextlib.suppress(OSError):
+        os.unlink(kill_marker(name))
+    return None
