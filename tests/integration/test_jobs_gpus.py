@@ -121,3 +121,35 @@ def test_kill_a_queued_job_and_too_many_gpus(gpu_box: Any, tether_cli: Cli) -> N
     assert many.returncode == 1
     assert many.stderr.startswith("tether: error: ") and "asked for 3 GPUs" in many.stderr
     assert len(many.stderr.strip().splitlines()) == 1, many.stderr
+
+
+def test_status_one_entry_per_target_with_gpus_and_jobs(
+    gpu_box: Any, tether_cli: Cli, project: Path
+) -> None:
+    config = project / "tether.toml"
+    config.write_text(
+        config.read_text() + '\n[targets.dead]\nhost = "tt-no-such-host"\npath = "~/x"\n'
+    )
+    done = tether_cli("run", "--name", "st", "--gpus", "1", "--", "python3", "-c",
+                      "import time; time.sleep(30)")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = tether_cli("status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    entries = {entry["target"]: entry for entry in json.loads(shown.stdout)}
+    assert set(entries) == {"dead", *[t for t in entries if t != "dead"]} and len(entries) == 2
+    dead = entries.pop("dead")
+    assert dead["reachable"] is False and dead["error"]
+    (live,) = entries.values()
+    assert live["reachable"] is True and len(live["load"]) == 3 and live["disk_free"] > 0
+    assert [(g["index"], g["free"], g["job"]) for g in live["gpus"]] == [
+        (0, False, "st"),
+        (1, True, None),
+    ] or [(g["index"], g["free"], g["job"]) for g in live["gpus"]] == [
+        (0, True, None),
+        (1, False, "st"),
+    ]
+    assert live["project_jobs"] == {"running": 1} and live["jobs"]["running"] >= 1
+    screen = tether_cli("status")
+    assert screen.returncode == 0, screen.stderr
+    assert "1/2 free" in screen.stdout and "1 running" in screen.stdout
+    assert tether_cli("kill", "st", "--on", live["target"], "--grace", "0.5").returncode == 0

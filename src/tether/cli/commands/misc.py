@@ -16,9 +16,40 @@ Example:
 """
 
 
+STATUS_HELP = """Every target at a glance, asked in parallel: reachable, load, GPUs, disk, jobs.
+
+GPUs count as free when no process runs on them, less than 1 GiB of their memory is
+used and no tether job holds them. --json prints one object per target.
+
+Examples:
+
+  tether status
+
+  tether status --json
+"""
+
+
 def register(app: typer.Typer) -> None:
-    """Add demo."""
+    """Add demo and status."""
     app.command("demo", help=DEMO_HELP)(demo)
+    app.command("status", help=STATUS_HELP)(status)
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show every target of the project."""
+    import asyncio
+    import sys
+
+    from tether import config as config_module
+    from tether.cli.render import print_json
+    from tether.jobs import status as status_module
+
+    config = config_module.load()
+    entries = asyncio.run(status_module.gather(list(config.targets.values())))
+    if as_json:
+        print_json(entries)
+        return
+    sys.stdout.write("".join(line + "\n" for line in status_module.lines(entries)))
 
 
 def demo() -> None:

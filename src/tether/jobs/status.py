@@ -1,0 +1,99 @@
+"""`tether status`: every target asked in parallel, one `status` request each."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tether.config import Target
+from tether.errors import TetherError
+from tether.sync.targets import open_channel
+
+
+async def target_status(target: Target) -> dict[str, Any]:
+    """What the target's agent says (load, disk, GPUs, jobs), or why it is unreachable."""
+    entry: dict[str, Any] = {"target": target.name, "host": target.host, "path": target.path}
+    started = time.monotonic()
+    try:
+        channel = await open_channel(target)
+    except (TetherError, OSError) as error:
+        entry.update(reachable=False, error=_line(error))
+        return entry
+    try:
+        answer, _ = await channel.request("status", root=target.path)
+    except (TetherError, OSError) as error:
+        entry.update(reachable=False, error=_line(error))
+        return entry
+    finally:
+        await channel.close()
+    entry.update({k: v for k, v in answer.items() if k not in ("id", "ok")})
+    entry.update(reachable=True, error=None, seconds=round(time.monotonic() - started, 3))
+    return entry
+
+
+def _line(error: BaseException) -> str:
+    return error.line() if isinstance(error, TetherError) else str(error)
+
+
+async def gather(targets: list[Target]) -> list[dict[str, Any]]:
+    """target_status for every target at once, in the targets' order."""
+    return list(await asyncio.gather(*(target_status(target) for target in targets)))
+
+
+def gpu_text(entry: dict[str, Any]) -> str:
+    """'1/2 free (80 GiB free)', 'none', '' for unreachable targets."""
+    if not entry.get("reachable"):
+        return ""
+    gpus = entry.get("gpus") or []
+    if not gpus:
+        return "none"
+    free = [gpu for gpu in gpus if gpu.get("free")]
+    mem_free = sum(
+        max(0, (gpu.get("memory_total") or 0) - (gpu.get("memory_used") or 0)) for gpu in gpus
+    )
+    mem_total = sum(gpu.get("memory_total") or 0 for gpu in gpus)
+    return (
+        f"{len(free)}/{len(gpus)} free, {_gib(mem_free * 2**20)}/{_gib(mem_total * 2**20)} mem free"
+    )
+
+
+def jobs_text(counts: dict[str, int]) -> str:
+    """'2 running, 1 queued' (only the states present)."""
+    parts = [f"{counts[state]} {state}" for state in ("running", "queued") if counts.get(state)]
+    return ", ".join(parts) or "-"
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.0f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def lines(entries: list[dict[str, Any]]) -> list[str]:
+    """The one-screen text: a few lines per target."""
+    out: list[str] = []
+    for entry in entries:
+        head = f"{entry['target']} ({entry['host']})"
+        if not entry.get("reachable"):
+            out.append(f"{head}: unreachable: {entry.get('error')}")
+            continue
+        load = entry.get("load")
+        load_text = "load ?" if not load else f"load {load[0]:.2f} on {entry.get('cpus')} cpus"
+        disk = _gib(float(entry.get("disk_free") or 0))
+        out.append(f"{head}: up, {load_text}, {disk} disk free")
+        gpus = entry.get("gpus") or []
+        if gpus:
+            each = []
+            for gpu in gpus:
+                used = _gib((gpu.get("memory_used") or 0) * 2**20)
+                total = _gib((gpu.get("memory_total") or 0) * 2**20)
+                who = (
+                    f"job {gpu['job']}" if gpu.get("job") else "free" if gpu.get("free") else "busy"
+                )
+                each.append(f"{gpu['index']}: {used}/{total} {who}")
+            out.append(f"  GPUs {gpu_text(entry)}; " + "; ".join(each))
+        else:
+            out.append("  GPUs: none")
+        project = jobs_text(entry.get("project_jobs") or {})
+        host = jobs_text(entry.get("jobs") or {})
+        out.append(f"  jobs: this project {project}; everyone's on the host {host}")
+    return out
