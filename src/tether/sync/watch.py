@@ -183,7 +183,11 @@ class EventFilter:
         """Existing files not ignored (new directories walked) plus every vanished path."""
         root, scope = self.pair.local_root, self.pair.scope
         present, dirs, gone = split(root, (r for r in rels if not scope.excluded(r)))
-        for rel_dir in self._unignored(minimal(dirs), dirs=True):
+        # With [sync] include, an ignored directory may still hold files to push.
+        walked = (
+            minimal(dirs) if self.git and scope.include else self._unignored(minimal(dirs), True)
+        )
+        for rel_dir in walked:
             present += walk(root, rel_dir, scope)
         return sorted(set(self._unignored(sorted(set(present)))) | set(gone))
 
