@@ -19,7 +19,7 @@ Body = Callable[[AgentChannel], Awaitable[Any]]
 
 def test_agent_is_installed_by_content_hash_and_reports_its_version() -> None:
     data, digest = agent_zip()
-    info = with_agent(lambda channel: asyncio.sleep(0, channel.info))
+    info = with_agent(lambda channel: channel.ready())
     assert info["version"] == digest
     installed = Path.home() / ".cache" / "tether" / f"agent-{digest}.pyz"
     assert installed.read_bytes() == data
@@ -30,7 +30,7 @@ def test_a_corrupt_installed_agent_is_replaced_not_run() -> None:
     with_agent(lambda channel: asyncio.sleep(0))
     installed = Path.home() / ".cache" / "tether" / f"agent-{digest}.pyz"
     installed.write_bytes(b"garbage")
-    info = with_agent(lambda channel: asyncio.sleep(0, channel.info))
+    info = with_agent(lambda channel: channel.ready())
     assert info["version"] == digest
     assert installed.read_bytes() == data
 

@@ -8,16 +8,9 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-AGENT_MODULES = (
-    "__init__.py",
-    "protocol.py",
-    "fsops.py",
-    "server.py",
-    "jobs.py",
-    "gpus.py",
-    "wrapper.py",
-    "kernels.py",
-)
+# Every module of this package ships, except the client-side ones: a new agent module
+# can never be left out of the zipapp by accident.
+CLIENT_ONLY = ("bundle.py", "__main__.py")
 MAIN = "import sys\nfrom tether_agent.server import main\nsys.exit(main(sys.argv))\n"
 
 BOOTSTRAP = r"""
@@ -60,7 +53,10 @@ if not ok():
         os.write(1, b'TETHER-BAD\n')
         sys.exit(5)
 os.write(1, b'TETHER-OK\n')
-os.execv(sys.executable, [sys.executable, p, 'serve', h])
+sys.argv = [p, 'serve', h]
+sys.path.insert(0, p)
+from tether_agent.server import main
+sys.exit(main(sys.argv))
 """
 
 
@@ -71,10 +67,9 @@ def agent_zip() -> tuple[bytes, str]:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         _add(archive, "__main__.py", MAIN.encode())
-        for name in AGENT_MODULES:
-            source = here / name
-            if source.exists():
-                _add(archive, f"tether_agent/{name}", source.read_bytes())
+        for source in sorted(here.glob("*.py")):
+            if source.name not in CLIENT_ONLY:
+                _add(archive, f"tether_agent/{source.name}", source.read_bytes())
     data = buffer.getvalue()
     return data, hashlib.sha256(data).hexdigest()[:24]
 

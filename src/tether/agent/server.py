@@ -22,6 +22,8 @@ from . import fsops
 from .protocol import PROTOCOL, encode, read_frame
 
 VERSION = "dev"
+# Agent modules that add request handlers (each has register(agent)).
+EXTENSIONS = ("jobs",)
 Handler = Callable[[Dict[str, Any], bytes], Tuple[Dict[str, Any], bytes]]
 
 
@@ -43,12 +45,8 @@ class Agent:
             "read": self.read,
             "probe": self.probe,
         }
-        for extension in ("jobs", "kernels"):
-            try:
-                module = importlib.import_module("." + extension, __package__)
-            except ImportError:
-                continue
-            module.register(self)
+        for extension in EXTENSIONS:
+            importlib.import_module("." + extension, __package__).register(self)
 
     def send(self, header: Dict[str, Any], payload: bytes = b"") -> None:
         """Write one frame atomically with respect to other threads."""

@@ -92,7 +92,9 @@ async def start(
 ) -> JobRecord:
     """job_start on one target; the record with its provenance."""
     prov = dict(info)
-    prov.update(target=target.name, host=target.host, remote_python=channel.info.get("python"))
+    prov.update(
+        target=target.name, host=target.host, remote_python=(await channel.ready()).get("python")
+    )
     try:
         answer, _ = await channel.request(
             "job_start",

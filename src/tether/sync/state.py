@@ -22,6 +22,7 @@ class Base:
     entries: Manifest = field(default_factory=dict)
     remote_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
     local_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dirty: bool = False
 
     @classmethod
     def load(cls, file: Path) -> Base:
@@ -43,20 +44,30 @@ class Base:
 
     def record(self, path: str, entry: Entry, remote: Entry | None, local: Entry | None) -> None:
         """Remember that path now holds entry on both sides (with each side's stat)."""
+        before = (
+            self.entries.get(path),
+            self.remote_stat.get(path),
+            self.local_stat.get(path),
+        )
         self.entries[path] = entry
         if remote is not None:
             self.remote_stat[path] = (remote.size, remote.mtime_ns)
         if local is not None:
             self.local_stat[path] = (local.size, local.mtime_ns)
+        after = (entry, self.remote_stat.get(path), self.local_stat.get(path))
+        self.dirty = self.dirty or before != after
 
     def forget(self, path: str) -> None:
         """Drop a path (deleted on both sides)."""
+        self.dirty = self.dirty or path in self.entries
         self.entries.pop(path, None)
         self.remote_stat.pop(path, None)
         self.local_stat.pop(path, None)
 
     def save(self) -> None:
-        """Write atomically (temp + rename)."""
+        """Write atomically (temp + rename), only when something changed since load."""
+        if not self.dirty:
+            return
         entries: dict[str, Any] = {}
         for path, entry in self.entries.items():
             raw = entry.to_json()
@@ -69,6 +80,7 @@ class Base:
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"version": VERSION, "entries": entries}), encoding="utf-8")
         os.replace(tmp, self.file)
+        self.dirty = False
 
     def reuse_digest(self, path: str, entry: Entry, side: str) -> Entry:
         """entry with the base's digest when its stat still matches what that side had."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import struct
@@ -56,6 +57,8 @@ class AgentChannel:
         self._streams: dict[int, asyncio.Queue[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
+        self._hello: asyncio.Future[Answer] | None = None
+        self._digest = ""
         self._stderr_tail: list[bytes] = []
         self._closed_reason: str | None = None
 
@@ -70,14 +73,25 @@ class AgentChannel:
             await channel._bootstrap(data, python)
             channel._reader = asyncio.create_task(channel._read_loop())
             channel._stderr_task = asyncio.create_task(channel._drain_stderr())
-            hello, _ = await channel.request("hello")
-            if hello.get("version") != digest:
-                raise RemoteError(transport.host, "agent handshake", "agent version mismatch")
+            # The hello is not awaited here: its answer comes before any other, and
+            # `request` checks it, so the first real request shares its round trip.
+            channel._hello = channel.submit("hello")
+            channel._digest = digest
+            await channel.flush()
         except BaseException:
             await channel.close()
             raise
-        channel.info = hello
         return channel
+
+    async def ready(self) -> dict[str, Any]:
+        """The agent's hello, checked against the version we installed (once)."""
+        if not self.info:
+            assert self._hello is not None
+            hello, _ = check(self.host, "hello", await self._hello)
+            if hello.get("version") != self._digest:
+                raise RemoteError(self.host, "agent handshake", "agent version mismatch")
+            self.info = hello
+        return self.info
 
     async def _bootstrap(self, data: bytes, python: str) -> None:
         assert self.process.stdout is not None and self.process.stdin is not None
@@ -215,6 +229,7 @@ class AgentChannel:
         """Send one request and wait for its answer; AgentError if the agent refused it."""
         future = self.submit(op, payload, **fields)
         await self.flush()
+        await self.ready()
         return check(self.host, op, await future)
 
     async def stream(self, op: str, **fields: Any) -> AsyncIterator[Answer]:
@@ -223,6 +238,7 @@ class AgentChannel:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = queue
         await self._write(data)
+        await self.ready()
         while True:
             item = await queue.get()
             if isinstance(item, Exception):
@@ -234,9 +250,16 @@ class AgentChannel:
                 return
 
     async def close(self) -> None:
-        """Close stdin (the agent exits) and reap the ssh process."""
+        """Close stdin (the agent exits at end of input) and reap the ssh process.
+
+        With no answer outstanding the local ssh is ended at once instead of waiting a round
+        trip for the remote exit: the agent then sees its input end either way.
+        """
         if self.process.stdin is not None and not self.process.stdin.is_closing():
             self.process.stdin.close()
+        if not self._pending and not self._streams and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
         try:
             await asyncio.wait_for(self.process.wait(), timeout=10)
         except asyncio.TimeoutError:
