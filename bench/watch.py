@@ -19,10 +19,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+
+if TYPE_CHECKING:
+    from tether.hosts.sandbox import Sandbox
 
 RTTS_MS = (0, 50)
 RUNS = 10
@@ -93,7 +97,7 @@ def project(root: Path, files: int, alias: str, remote: str) -> common.Tree:
     return tree
 
 
-def bench_rtt(box: common.Sandbox, rtt_ms: int, files: int, runs: int) -> list[str]:
+def bench_rtt(box: Sandbox, rtt_ms: int, files: int, runs: int) -> list[str]:
     home = Path(box.home)
     with common.rtt_alias(box, rtt_ms) as alias:
         root = home.parent / f"watch-local-{rtt_ms}"
