@@ -136,3 +136,51 @@ def test_run_follow_streams_the_log_to_the_end(remote_project: Path, tether_cli:
     assert done.returncode == 0, done.stderr
     assert "tick 0\ntick 1\ntick 2\n" in done.stdout
     assert "fol exited 0" in done.stderr
+
+
+def test_jobs_lists_this_project_and_hides_old_finished_jobs_unless_all(
+    sandbox: Any, remote_project: Path, tether_cli: Cli
+) -> None:
+    for args in (("--name", "mine"), ("--no-push", "--name", "old")):
+        done = tether_cli("run", *args, "--", "true")
+        assert done.returncode == 0, done.stderr
+        wait_job(tether_cli, args[-1])
+    records = Path(sandbox.home) / ".local" / "share" / "tether" / "jobs"
+    old = json.loads((records / "old.json").read_text())
+    old["ended"] = old["started"] = time.time() - 8 * 24 * 3600
+    (records / "old.json").write_text(json.dumps(old))
+    other = dict(old, name="other-proj", root=str(remote_project) + "-elsewhere")
+    other["ended"] = time.time()
+    (records / "other-proj.json").write_text(json.dumps(other))
+    try:
+        names = {job["name"] for job in jobs_json(tether_cli)}
+        assert "mine" in names and "old" not in names and "other-proj" not in names
+        done = tether_cli("jobs", "--all", "--json")
+        names = {job["name"] for job in json.loads(done.stdout)}
+        assert {"mine", "old"} <= names and "other-proj" not in names
+    finally:
+        (records / "other-proj.json").unlink()
+
+
+def test_a_name_on_two_targets_needs_on(
+    sandbox: Any, sandbox2: Any, remote_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    config = project / "tether.toml"
+    rel = remote_project.name
+    config.write_text(
+        config.read_text() + f'\n[targets.two]\nhost = "{sandbox2.name}"\npath = "~/{rel}"\n'
+    )
+    done = tether_cli("run", "--on", sandbox.name, "--on", "two", "--name", "fan", "--",
+                      "python3", "-c", "import time; time.sleep(30)")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for args in (("logs", "fan"), ("kill", "fan")):
+        ambiguous = tether_cli(*args)
+        assert ambiguous.returncode == 2, ambiguous.stderr
+        line = ambiguous.stderr.strip()
+        assert line.startswith("tether: error: job 'fan' runs on several targets"), line
+        assert sandbox.name in line and "two" in line and "--on" in line
+        assert len(line.splitlines()) == 1
+    for target in (sandbox.name, "two"):
+        killed = tether_cli("kill", "fan", "--on", target, "--grace", "0.5")
+        assert killed.returncode == 0, killed.stderr
+        assert f"fan on {target}: exited" in killed.stdout
