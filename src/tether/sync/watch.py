@@ -30,7 +30,7 @@ from tether.sync.session import Pair, Report, pairs_for, pull_pair, push_pair
 from tether.sync.targets import open_channel
 from tether.transport.channel import AgentChannel
 
-STEP_MS = 8  # a burst ends after this much quiet
+STEP_MS = 5  # a burst ends after this much quiet
 DEBOUNCE_MS = 1000  # ... or after this long at most
 BACKOFF_START_S = 0.25
 BACKOFF_CAP_S = 3.0
