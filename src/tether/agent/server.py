@@ -19,11 +19,11 @@ import traceback
 from typing import Any, Callable, Dict, Tuple
 
 from . import fsops
-from .protocol import PROTOCOL, encode, read_frame
+from .protocol import PROTOCOL, FrameReader, encode
 
 VERSION = "dev"
 # Agent modules that add request handlers (each has register(agent)).
-EXTENSIONS = ("jobs",)
+EXTENSIONS = ("jobs", "kernels")
 Handler = Callable[[Dict[str, Any], bytes], Tuple[Dict[str, Any], bytes]]
 
 
@@ -48,11 +48,17 @@ class Agent:
         for extension in EXTENSIONS:
             importlib.import_module("." + extension, __package__).register(self)
 
-    def send(self, header: Dict[str, Any], payload: bytes = b"") -> None:
+    def send(self, header: Dict[str, Any], payload: bytes = b"", flush: bool = True) -> None:
         """Write one frame atomically with respect to other threads."""
         data = encode(header, payload)
         with self.lock:
             self.out.write(data)
+            if flush:
+                self.out.flush()
+
+    def flush(self) -> None:
+        """Hand buffered answers to ssh (called before waiting for more requests)."""
+        with self.lock:
             self.out.flush()
 
     def cache(self, root: str) -> fsops.DigestCache:
@@ -74,6 +80,8 @@ class Agent:
     def scan(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         root = fsops.root_path(header["root"])
         cache = self.cache(root)
+        # A new scan starts a new plan: verify directories afresh for its writes.
+        self.writer.checked.clear()
         entries, exists = fsops.scan(
             root, header.get("skip", []), cache, bool(header.get("digests")), header.get("only")
         )
@@ -98,6 +106,7 @@ class Agent:
         return self.writer.put(fsops.root_path(header["root"]), header, payload), b""
 
     def delete(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        self.writer.checked.clear()
         return fsops.delete(fsops.root_path(header["root"]), header), b""
 
     def read(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
@@ -127,23 +136,26 @@ class Agent:
             )
         return answer, b""
 
-    def serve(self, stream: Any) -> None:
-        """Answer requests until stdin closes."""
+    def serve(self, fd: int) -> None:
+        """Answer requests until the input (a file descriptor) closes."""
+        reader = FrameReader(fd, self.flush)
         try:
             while True:
-                frame = read_frame(stream)
+                frame = reader.read_frame()
                 if frame is None:
                     return
                 header, payload = frame
                 self.dispatch(header, payload)
         finally:
+            self.flush()
             self.writer.close()
 
     def dispatch(self, header: Dict[str, Any], payload: bytes) -> None:
         request_id = header.get("id")
         handler = self.handlers.get(str(header.get("op")))
         if handler is None:
-            self.send({"id": request_id, "ok": False, "kind": "unknown-op", "error": "unknown op"})
+            answer = {"id": request_id, "ok": False, "kind": "unknown-op", "error": "unknown op"}
+            self.send(answer, flush=False)
             return
         try:
             answer, data = handler(header, payload)
@@ -162,7 +174,7 @@ class Agent:
             data = b""
         answer.setdefault("ok", True)
         answer["id"] = request_id
-        self.send(answer, data)
+        self.send(answer, data, flush=False)
 
 
 def _version(argv: Any) -> Any:
@@ -232,5 +244,5 @@ def main(argv: Any = None) -> int:
     os.umask(0o022)
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
-    Agent(out).serve(sys.stdin.buffer)
+    Agent(out).serve(sys.stdin.fileno())
     return 0

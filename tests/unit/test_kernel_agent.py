@@ -1,0 +1,81 @@
+"""The agent's kernel ops, run in-process against a temporary HOME."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tether.agent import fsops, kernels
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    short = Path("/tmp") / f"tk-{os.getpid()}-{tmp_path.name[-6:]}"
+    short.mkdir()
+    monkeypatch.setenv("HOME", str(short))
+    yield short
+    for name in os.listdir(kernels.kernels_dir()) if os.path.isdir(kernels.kernels_dir()) else []:
+        kernels._stop(name, 1.0)
+    import shutil
+
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def test_connection_info_ipc_and_tcp(tmp_path: Path) -> None:
+    ipc = kernels.connection_info("/k")
+    assert ipc["transport"] == "ipc" and ipc["ip"] == "/k/k"
+    assert kernels.socket_paths(ipc) == [f"/k/k-{n}" for n in range(1, 6)]
+    assert len(ipc["key"]) == 64 and ipc["key"] != kernels.connection_info("/k")["key"]
+    tcp = kernels.connection_info("/" + "x" * 120)
+    assert tcp["transport"] == "tcp" and tcp["ip"] == "127.0.0.1"
+    assert len({tcp[channel] for channel in kernels.CHANNELS}) == 5
+    assert kernels.socket_paths(tcp) == []
+
+
+def test_launch_argv_keeps_words() -> None:
+    argv = kernels.launch_argv(["py thon", "-X", "dev"], "/a b/kernel.json")
+    assert argv[:3] == ["py thon", "-X", "dev"]
+    assert argv[3:7] == ["-m", "ipykernel_launcher", "-f", "/a b/kernel.json"]
+    assert "--IPKernelApp.exec_lines=%autoreload 2" in argv
+
+
+def test_missing_ipykernel_names_install(home: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "py"
+    fake.write_text(
+        "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'ipykernel'\" >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    with pytest.raises(fsops.OpError, match="tether kernel install") as raised:
+        kernels.kernel_start({"name": "k", "python": [str(fake)]}, b"")
+    assert raised.value.kind == "noipykernel"
+
+
+def test_bad_name_refused(home: Path) -> None:
+    with pytest.raises(fsops.OpError, match="bad job name"):
+        kernels.kernel_start({"name": "../x", "python": [sys.executable]}, b"")
+
+
+def test_start_list_stop(home: Path) -> None:
+    header = {"name": "k1", "python": [sys.executable], "root": "~/proj"}
+    answer, _ = kernels.kernel_start(header, b"")
+    assert answer["started"] is True
+    directory = Path(kernels.kernel_dir("k1"))
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / "kernel.json").stat().st_mode) == 0o600
+    assert answer["connection"]["transport"] == "ipc"
+    again, _ = kernels.kernel_start(header, b"")
+    assert again["started"] is False and again["record"]["pid"] == answer["record"]["pid"]
+    listed = kernels.kernel_list({}, b"")[0]["kernels"]
+    assert [(k["name"], k["state"]) for k in listed] == [("k1", "running")]
+    pid = answer["record"]["pid"]
+    stopped, _ = kernels.kernel_stop({"name": "k1"}, b"")
+    assert stopped["was_alive"] is True
+    assert not fsops.pid_alive(pid)
+    assert kernels.kernel_list({}, b"")[0]["kernels"] == []
+    with pytest.raises(fsops.OpError, match="no kernel named 'k1'"):
+        kernels.kernel_stop({"name": "k1"}, b"")
