@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from . import fsops
+from . import deps, fsops
 from . import gpus as gpu_queue
 
 DEFAULT_SOCKET = "tether"
@@ -253,8 +253,16 @@ def _sessions(sock: str) -> Optional[Set[str]]:
 
 
 def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
+    """Snapshot (or reuse a job's snapshot) and start the wrapper in a new tmux session.
+
+    `restart_of` copies argv, GPUs, notify and provenance from an earlier job;
+    `snapshot_of` reuses that job's snapshot and cwd; `after` names dependencies.
+    """
     name = check_name(header.get("name"))
     sock = check_socket(header.get("socket") or DEFAULT_SOCKET)
+    header = dict(header)
+    if header.get("restart_of"):
+        deps.from_earlier(header, _need(str(header["restart_of"])))
     argv = header.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise fsops.OpError("badargv", "argv must be a non-empty list of strings")
@@ -265,13 +273,23 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     sessions = _sessions(sock) or set()
     if read_record(name) is not None or session_name(name) in sessions:
         raise fsops.OpError("exists", "a job named %r already exists" % name)
+    after = deps.check_after(name, header.get("after"), lambda dep: read_record(check_name(dep)))
     project = check_name(header.get("project") or "project")
     count = _gpu_count(header.get("gpu_count"))
-    snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + name
-    snap = os.path.join(snapshots_dir(), project, snap_id)
-    files = snapshot(root, snap, list(header.get("results") or []))
-    cwd_rel = header.get("cwd") or ""
-    cwd = os.path.join(snap, fsops.check_rel(cwd_rel)) if cwd_rel not in ("", ".") else snap
+    cwd_rel = (
+        fsops.check_rel(header.get("cwd") or "") if header.get("cwd") not in (None, "", ".") else ""
+    )
+    if header.get("snapshot_of"):
+        earlier = _need(str(header["snapshot_of"]))
+        snap, snap_id = str(earlier["snapshot"]), str(earlier.get("snapshot_id") or "")
+        if not os.path.isdir(snap):
+            raise fsops.OpError("nosnapshot", "the snapshot of %r is gone" % earlier["name"])
+        files = int(earlier.get("snapshot_files") or 0)
+    else:
+        snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + name
+        snap = os.path.join(snapshots_dir(), project, snap_id)
+        files = snapshot(root, snap, list(header.get("results") or []))
+    cwd = os.path.join(snap, cwd_rel) if cwd_rel else snap
     gpus = header.get("gpus")
     record: Dict[str, Any] = dict(header.get("provenance") or {})
     record.update(
@@ -299,11 +317,26 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             "reason": None,
             "pid": None,
             "python": header.get("python") or record.get("python"),
+            "after": after,
+            "notify": header.get("notify") or None,
+            "notify_timeout": header.get("notify_timeout") or None,
+            "array_index": header.get("array_index"),
+            "restart_of": header.get("restart_of"),
         }
     )
     path = record_path(name)
-    entry = _place(path, record, count) if count else ""
-    if not count:
+    pending, failed = deps.verdict(after, read_record, time.time(), START_GRACE_S)
+    if failed is not None:
+        record.update(state="cancelled", ended=time.time(), reason=failed)
+        write_json(path, record)
+        return {"record": record}, b""
+    entry = ""
+    if pending:
+        record.update(state="queued", reason=deps.after_reason(pending), queued=time.time())
+        write_json(path, record)
+    elif count:
+        entry = place(path, record, count)
+    else:
         write_json(path, record)
     agent_path = os.path.abspath(sys.argv[0])
     command = wrapper_command(sys.executable, agent_path, path)
@@ -340,7 +373,7 @@ def _s(count: int) -> str:
     return "" if count == 1 else "s"
 
 
-def _place(path: str, record: Dict[str, Any], count: int) -> str:
+def place(path: str, record: Dict[str, Any], count: int) -> str:
     """Give the job count free GPUs now, or queue it; the record is written under the lock.
 
     Returns the queue entry's path ("" when the job got its GPUs at once).

@@ -17,8 +17,19 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
+from . import deps
 from . import gpus as gpu_queue
-from .jobs import START_GRACE_S, all_records, exit_status, kill_marker, write_json
+from .jobs import (
+    START_GRACE_S,
+    all_records,
+    exit_status,
+    kill_marker,
+    place,
+    read_record,
+    write_json,
+)
+
+DEPS_POLL_S = 0.5
 
 
 def wrap_main(spec_path: str) -> int:
@@ -26,13 +37,22 @@ def wrap_main(spec_path: str) -> int:
     with open(spec_path, encoding="utf-8") as handle:
         record = json.load(handle)
     name = record["name"]
+    if record.get("state") == "queued" and record.get("after"):
+        ready = wait_deps(spec_path, record)
+        if ready is None:
+            return _ended(spec_path, 0)
+        record = ready
+        if record.get("gpu_count") and not record.get("gpus"):
+            place(spec_path, record, int(record["gpu_count"]))
     if record.get("state") == "queued":
         waited = wait_turn(spec_path, record)
         if waited is None:
-            return 0
+            return _ended(spec_path, 0)
         record = waited
     env = dict(os.environ)
     env["TETHER_JOB"] = name
+    if record.get("array_index") is not None:
+        env["TETHER_ARRAY_INDEX"] = str(record["array_index"])
     env.setdefault("PYTHONUNBUFFERED", "1")
     if record.get("gpus"):
         env["CUDA_VISIBLE_DEVICES"] = str(record["gpus"])
@@ -70,7 +90,7 @@ def wrap_main(spec_path: str) -> int:
             state="exited",
         )
         write_json(spec_path, record)
-        return 127
+        return _ended(spec_path, 127)
     state["child"] = child
     record.update(started=time.time(), pid=child.pid, wrapper_pid=os.getpid(), state="running")
     write_json(spec_path, record)
@@ -105,7 +125,58 @@ def wrap_main(spec_path: str) -> int:
     record.update(ended=time.time(), exit_code=exit_code, reason=reason, state="exited")
     write_json(spec_path, record)
     log.close()
-    return exit_code
+    return _ended(spec_path, exit_code)
+
+
+def _ended(spec_path: str, code: int) -> int:
+    """Run the notify hook (if any) on the final record; its outcome never changes it."""
+    with contextlib.suppress(Exception), open(spec_path, encoding="utf-8") as handle:
+        deps.run_notify(json.load(handle))  # a broken hook must not break the wrapper
+    return code
+
+
+def wait_deps(spec_path: str, record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Wait until every job in record["after"] exited 0.
+
+    Returns the record (state `starting`) when they did, or None when the job was
+    cancelled (a dependency failed, tether kill, or a signal) and recorded so.
+    """
+    name = record["name"]
+    after = [str(dep) for dep in record["after"]]
+    record.update(wrapper_pid=os.getpid())
+    write_json(spec_path, record)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stop("signal %d" % signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    reason: Optional[str] = None
+    try:
+        while reason is None:
+            if os.path.exists(kill_marker(name)):
+                reason = "killed by tether kill"
+                break
+            pending, reason = deps.verdict(after, read_record, time.time(), START_GRACE_S)
+            if reason is not None:
+                break
+            if not pending:
+                record.update(state="starting", reason=None, dequeued=time.time())
+                write_json(spec_path, record)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                return record
+            if deps.after_reason(pending) != record.get("reason"):
+                record["reason"] = deps.after_reason(pending)
+                write_json(spec_path, record)
+            time.sleep(DEPS_POLL_S)
+    except _Stop as why:
+        reason = str(why)
+    record.update(state="cancelled", ended=time.time(), exit_code=None, reason=reason)
+    write_json(spec_path, record)
+    with contextlib.suppress(OSError):
+        os.unlink(kill_marker(name))
+    return None
 
 
 class _Stop(Exception):
