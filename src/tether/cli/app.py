@@ -49,6 +49,10 @@ def _say_error(line: str) -> None:
 
 
 def _run(args: list[str]) -> int:
+    if args[:1] == ["send"]:  # on a keypress: skip the CLI framework's import
+        from tether.kernel.send import fast_main
+
+        return fast_main(args[1:])
     import typer.main
     from typer._click.exceptions import ClickException
     from typer.exceptions import Abort

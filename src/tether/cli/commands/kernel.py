@@ -1,0 +1,179 @@
+"""console, send, kernel ls/stop/restart/install: thin commands over tether.kernel."""
+
+from __future__ import annotations
+
+import typer
+
+CONSOLE_HELP = """An IPython console whose kernel runs on the target, in the project dir.
+
+The kernel is started on first use and outlives the console: quit and run it again to
+find the same state. Code sent with `tether send` and its output appear here too.
+
+Examples:
+
+  tether console
+
+  tether console --on gpu --name scratch
+"""
+
+SEND_HELP = """Run FILE:START-END (1-based, inclusive), FILE:LINE, FILE or stdin in the kernel.
+
+The lines are smart-unindented. Prints stdout, stderr, results and tracebacks; exit 1
+if the code raised.
+
+Examples:
+
+  tether send train.py:40-58
+
+  pbpaste | tether send
+"""
+
+kernel_app = typer.Typer(
+    help="Remote IPython kernels: ls, stop, restart, install.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add console, send and the kernel group."""
+    app.command("console", help=CONSOLE_HELP)(console)
+    app.command("send", help=SEND_HELP)(send)
+    kernel_app.command("ls", help="List kernels on the targets.")(kernel_ls)
+    kernel_app.command("stop", help="Stop a kernel (default: the target's).")(kernel_stop)
+    kernel_app.command("restart", help="Restart a kernel with a fresh state.")(kernel_restart)
+    kernel_app.command("install", help="Install ipykernel into the target's python.")(
+        kernel_install
+    )
+    app.add_typer(kernel_app, name="kernel")
+
+
+def console(
+    on: str = typer.Option(None, "--on", help="Target (default: the default target)."),
+    name: str = typer.Option(None, "--name", help="Kernel name (default: the target's)."),
+) -> int:
+    """Open the console."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.kernel import console as console_module
+    from tether.kernel import remote
+
+    target = config_module.load().one(on)
+    kernel = remote.kernel_name(target, name)
+    answer = asyncio.run(remote.ensure(target, kernel))
+    path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
+    return console_module.run(path)
+
+
+def send(
+    spec: str = typer.Argument(None, metavar="[FILE[:START[-END]]]"),
+    on: str = typer.Option(None, "--on", help="Target (default: the default target)."),
+    name: str = typer.Option(None, "--name", help="Kernel name (default: the target's)."),
+) -> int:
+    """Run code in the kernel."""
+    from tether.kernel.send import read_code, send_code
+
+    code = read_code(spec)
+    return send_code(code, on, name) if code.strip() else 0
+
+
+def kernel_ls(
+    on: list[str] = typer.Option(None, "--on", help="These targets (default: the defaults)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List kernels."""
+    import asyncio
+    import time
+
+    from tether import config as config_module
+    from tether.cli.render import print_json, table
+    from tether.kernel import remote
+
+    targets = config_module.load().pick(on or [])
+
+    async def gather() -> list[dict[str, object]]:
+        answers = await asyncio.gather(*(remote.ask(t, "kernel_list") for t in targets))
+        rows = []
+        for target, answer in zip(targets, answers, strict=True):
+            for kernel in answer["kernels"]:
+                rows.append({**kernel, "target": target.name})
+        return rows
+
+    kernels = asyncio.run(gather())
+    if as_json:
+        print_json(kernels)
+        return
+    rows = []
+    for kernel in kernels:
+        started = kernel.get("started")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(started))) if started else ""  # type: ignore[arg-type]
+        rows.append(
+            (
+                kernel["name"],
+                kernel["target"],
+                kernel["state"],
+                kernel.get("pid"),
+                when,
+                kernel.get("root"),
+            )
+        )
+    table(None, ["name", "target", "state", "pid", "started", "dir"], rows)
+
+
+def kernel_stop(
+    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
+    on: str = typer.Option(None, "--on", help="Target."),
+) -> None:
+    """Stop a kernel."""
+    import asyncio
+    import contextlib
+
+    from tether import config as config_module
+    from tether.kernel import remote
+
+    target = config_module.load().one(on)
+    kernel = remote.kernel_name(target, name)
+    asyncio.run(remote.ask(target, "kernel_stop", name=kernel))
+    with contextlib.suppress(OSError):
+        remote.local_file(target, kernel).unlink()
+    typer.echo(f"stopped kernel {kernel} on {target.name}")
+
+
+def kernel_restart(
+    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
+    on: str = typer.Option(None, "--on", help="Target."),
+) -> None:
+    """Restart a kernel."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.kernel import remote
+
+    target = config_module.load().one(on)
+    kernel = remote.kernel_name(target, name)
+    answer = asyncio.run(remote.ensure(target, kernel, restart=True))
+    typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
+
+
+def kernel_install(
+    on: str = typer.Option(None, "--on", help="Target."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> int:
+    """Install ipykernel."""
+    import asyncio
+    import sys
+
+    from tether import config as config_module
+    from tether.errors import RemoteError
+    from tether.kernel import remote
+
+    target = config_module.load().one(on)
+    python = remote.python_argv(target)
+    command = " ".join([*python, "-m", "pip", "install", "--user", "ipykernel"])
+    if not yes and not typer.confirm(f"Run `{command}` on {target.host}?", default=False):
+        sys.stderr.write("tether: nothing installed\n")
+        return 1
+    answer = asyncio.run(remote.ask(target, "kernel_install", python=python))
+    if answer["returncode"] != 0:
+        raise RemoteError(target.host, "pip install ipykernel", answer["output"])
+    typer.echo(f"ipykernel installed for {python[0]} on {target.name}")
+    return 0

@@ -1,0 +1,167 @@
+"""`tether send [FILE[:START[-END]]] [--on TARGET] [--name KERNEL]`.
+
+Reached from the entry point before the CLI framework is imported (send is on a
+keypress). The code is smart-unindented, run in the target's kernel (started on first
+use), and its stdout, stderr, results and traceback printed; exit 1 on an exception.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+USAGE = """usage: tether send [FILE[:START[-END]]] [--on TARGET] [--name KERNEL]
+
+Run lines of FILE (1-based, inclusive; FILE:LINE for one line; no FILE: stdin) in the
+target's remote IPython kernel, smart-unindented. Output is printed here and in any
+open `tether console`. Exit 1 if the code raised.
+"""
+
+
+def parse_args(args: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(spec, on, name) from send's arguments; UsageError on anything else."""
+    from tether.errors import UsageError
+
+    spec = on = name = None
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("--on", "--name"):
+            if not rest:
+                raise UsageError(f"{arg} needs a value", "", "see `tether send --help`")
+            value = rest.pop(0)
+            if arg == "--on":
+                on = value
+            else:
+                name = value
+        elif arg.startswith("--on="):
+            on = arg[5:]
+        elif arg.startswith("--name="):
+            name = arg[7:]
+        elif arg == "--":
+            if rest:
+                spec = rest.pop(0)
+            if rest:
+                raise UsageError(f"unexpected argument {rest[0]!r}", "", "see `tether send --help`")
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg!r}", "", "see `tether send --help`")
+        elif spec is None:
+            spec = arg
+        else:
+            raise UsageError(f"unexpected argument {arg!r}", "send takes one FILE[:START-END]")
+    return (None if spec == "-" else spec), on, name
+
+
+def read_code(spec: str | None, stdin: Any = None) -> str:
+    """The smart-unindented code of FILE[:START[-END]] (or of stdin)."""
+    from tether.core.dedent import RangeError, parse_spec, select_lines, smart_dedent
+    from tether.errors import UsageError
+
+    if spec is None:
+        return smart_dedent((stdin or sys.stdin).read())
+    try:
+        file, start, end = parse_spec(spec)
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"no such file: {file}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{file} is not UTF-8 text") from None
+        return smart_dedent(select_lines(text, start, end, file))
+    except RangeError as error:
+        raise UsageError(str(error)) from None
+
+
+def fast_main(args: list[str]) -> int:
+    """Entry for `tether send ...` (errors are mapped to exit codes by the caller)."""
+    if "-h" in args or "--help" in args:
+        sys.stdout.write(USAGE)
+        return 0
+    spec, on, name = parse_args(args)
+    code = read_code(spec)
+    if not code.strip():
+        return 0
+    return send_code(code, on, name)
+
+
+def send_code(code: str, on: str | None, name: str | None) -> int:
+    """Run code in the kernel; print what it prints; 1 if it raised."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.kernel import remote
+
+    config = config_module.load()
+    target = config.one(on)
+    kernel = remote.kernel_name(target, name)
+    answer = asyncio.run(remote.ensure(target, kernel))
+    path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
+    return execute(path, code, config.root)
+
+
+def execute(connection_file: Path, code: str, root: Path, timeout: float = 60.0) -> int:
+    """Execute over jupyter_client; stream the outputs; 0, or 1 on an error reply."""
+    from jupyter_client.blocking.client import BlockingKernelClient
+
+    from tether.errors import TetherError
+
+    client = BlockingKernelClient(connection_file=str(connection_file))
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        try:
+            client.wait_for_ready(timeout=timeout)
+        except RuntimeError:
+            raise TetherError(
+                "the kernel did not answer",
+                f"within {timeout:.0f} s",
+                "try `tether kernel restart`",
+            ) from None
+        failed = False
+
+        def show(message: dict[str, Any]) -> None:
+            nonlocal failed
+            failed = render(message, root) or failed
+
+        reply = client.execute_interactive(
+            code, store_history=True, output_hook=show, allow_stdin=False, timeout=None
+        )
+        content = reply.get("content", {})
+        return 1 if failed or content.get("status") == "error" else 0
+    finally:
+        client.stop_channels()
+
+
+def render(message: dict[str, Any], root: Path) -> bool:
+    """Print one iopub message; True if it reports an error."""
+    kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
+    content = message.get("content", {})
+    if kind == "stream":
+        out = sys.stderr if content.get("name") == "stderr" else sys.stdout
+        out.write(content.get("text", ""))
+        out.flush()
+    elif kind in ("execute_result", "display_data"):
+        data = content.get("data", {})
+        if "image/png" in data:
+            sys.stdout.write(f"figure saved: {save_figure(root, data['image/png'])}\n")
+        elif "text/plain" in data:
+            sys.stdout.write(data["text/plain"] + "\n")
+        sys.stdout.flush()
+    elif kind == "error":
+        sys.stderr.write("\n".join(content.get("traceback", [])) + "\n")
+        sys.stderr.flush()
+        return True
+    return False
+
+
+def save_figure(root: Path, encoded: str) -> Path:
+    """Decode a base64 PNG into .tether/figures/ under the project; its path."""
+    import base64
+    import time
+
+    directory = root / ".tether" / "figures"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"figure-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.png"
+    path.write_bytes(base64.b64decode(encoded))
+    return path
