@@ -72,6 +72,12 @@ def _raise_job(error: AgentError, name: str, target: Target) -> None:
         ) from None
     if error.kind == "nogpus":
         raise JobError(f"{target.name}: {error.what}", "", "ask for fewer with --gpus N") from None
+    if error.kind == "nodep":
+        raise JobError(f"{target.name}: {error.what}", "", "see `tether jobs`") from None
+    if error.kind in ("cycle", "badafter"):
+        raise UsageError(f"{target.name}: {error.what}", "", "check the --after names") from None
+    if error.kind == "nosnapshot":
+        raise JobError(f"{target.name}: {error.what}", "", "use `tether restart --fresh`") from None
     if error.kind == "noproject":
         raise JobError(
             f"no project directory {target.path} on {target.name}", "", "run `tether push` first"
@@ -89,12 +95,18 @@ async def start(
     gpus: str | None,
     info: dict[str, Any],
     gpu_count: int = 0,
+    extra: dict[str, Any] | None = None,
 ) -> JobRecord:
-    """job_start on one target; the record with its provenance."""
+    """job_start on one target; the record with its provenance.
+
+    extra carries the optional fields: after, notify, notify_timeout, array_index,
+    snapshot_of, restart_of (with fresh); an empty info with restart_of keeps the
+    earlier job's provenance.
+    """
     prov = dict(info)
-    prov.update(
-        target=target.name, host=target.host, remote_python=(await channel.ready()).get("python")
-    )
+    if prov:
+        remote_python = (await channel.ready()).get("python")
+        prov.update(target=target.name, host=target.host, remote_python=remote_python)
     try:
         answer, _ = await channel.request(
             "job_start",
@@ -108,6 +120,7 @@ async def start(
             results=list(config.sync.results),
             socket=socket_name(),
             provenance=prov,
+            **{key: value for key, value in (extra or {}).items() if value is not None},
         )
     except AgentError as error:
         _raise_job(error, name, target)

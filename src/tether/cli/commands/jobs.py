@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 if TYPE_CHECKING:
-    from tether.config import Target
+    from tether.config import Config, Target
     from tether.jobs.model import JobRecord
     from tether.transport.channel import AgentChannel
 
@@ -23,6 +23,25 @@ Examples:
   tether run --on gpu --gpus 0,1 --follow -- python train.py
 
   tether run --on gpu --gpus 2 -- python train.py   # two free GPUs; queued until free
+
+  tether run --name train --after prep -- python train.py   # once prep exited 0
+
+  tether run --name sweep --array 4 -- python sweep.py   # sweep-0..3, TETHER_ARRAY_INDEX
+"""
+
+WAIT_HELP = """Wait until jobs end; one line per job as it ends; exit 1 if any did not exit 0.
+
+Default: every queued or running job of this project on the default targets. Keeps
+waiting across a dropped link (reconnects).
+
+Examples:
+
+  tether wait train eval && say done
+"""
+
+RESTART_HELP = """Start NAME again as NAME-2 (then -3, ...): same argv, GPUs and snapshot.
+
+--fresh pushes first and snapshots the tree anew. The old job's record is kept.
 """
 
 JOBS_HELP = """List this project's jobs on its default targets (asked in parallel), newest first.
@@ -44,6 +63,8 @@ def register(app: typer.Typer) -> None:
     app.command("logs", help="Print a job's log; -f follows it until the job ends.")(logs)
     app.command("attach", help="Attach to a job's tmux session (Ctrl-b d to leave).")(attach)
     app.command("kill", help="Stop a job: SIGINT, then SIGTERM, then SIGKILL.")(kill)
+    app.command("wait", help=WAIT_HELP)(wait)
+    app.command("restart", help=RESTART_HELP)(restart)
 
 
 def run(
@@ -53,6 +74,13 @@ def run(
     gpus: str = typer.Option(
         None, "--gpus", help="N free GPUs (queued until free), or GPUs to pin: 0,1 or 3,"
     ),
+    after: list[str] = typer.Option(
+        None, "--after", help="Start once this job exited 0 (repeatable); kept on the remote."
+    ),
+    array: int = typer.Option(None, "--array", help="Start N tasks NAME-0 .. NAME-{N-1}."),
+    notify: str = typer.Option(
+        None, "--notify", help="Shell command run on the remote when the job ends."
+    ),
     no_push: bool = typer.Option(False, "--no-push", help="Do not push first."),
     follow_log: bool = typer.Option(False, "--follow", help="Stream the log until it ends."),
 ) -> None:
@@ -61,8 +89,7 @@ def run(
     import sys
 
     from tether import config as config_module
-    from tether.cli.render import console
-    from tether.errors import ConflictError, UsageError
+    from tether.errors import JobError, UsageError
     from tether.jobs import client
     from tether.jobs.model import generate_name, parse_gpus
     from tether.jobs.tmux import valid_name
@@ -73,38 +100,162 @@ def run(
     if name is not None and not valid_name(name):
         raise UsageError(f"bad job name {name!r}", "use up to 64 letters, digits, '_' and '-'")
     pinned, count = parse_gpus(gpus)
+    for dep in after or []:
+        if not valid_name(dep):
+            raise UsageError(f"bad --after name {dep!r}", "", "name a job from `tether jobs`")
+    if name is not None and name in (after or []):
+        raise UsageError(f"job {name!r} cannot run after itself", "", "check the --after names")
+    if array is not None and not 1 <= array <= 1000:
+        raise UsageError(f"bad --array {array}", "", "use 1 to 1000 tasks")
     config = config_module.load()
     targets = config.pick(on or [])
     if not no_push:
-        from tether.sync import runner
-        from tether.sync.session import raise_for_errors
-
-        reports = asyncio.run(runner.sync(config, targets, "push", None, False, False))
-        raise_for_errors(reports)
-        conflicts = [c.path for report in reports for c in report.conflicts]
-        if conflicts:
-            raise ConflictError(reports[0].target, conflicts, "push")
+        _push(config, targets)
     job_name = name or generate_name()
+    names = [job_name] if array is None else [f"{job_name}-{i}" for i in range(array)]
+    if not valid_name(names[-1]):
+        raise UsageError(f"bad job name {names[-1]!r}", "use up to 64 letters, digits, '_' and '-'")
     info = client.provenance(config.root)
     cwd = client.relative_cwd(config.root)
+    extra: dict[str, Any] = {"after": list(after) if after else None}
+    extra["notify"] = notify or config.notify
+    extra["notify_timeout"] = _notify_timeout()
 
-    async def start(target: Target, channel: AgentChannel) -> JobRecord:
-        return await client.start(
-            channel, config, target, job_name, command, cwd, pinned, info, count
-        )
+    async def start(target: Target, channel: AgentChannel) -> list[JobRecord]:
+        records = []
+        for index, task in enumerate(names):
+            more = dict(extra)
+            if array is not None:
+                more.update(array_index=index, snapshot_of=names[0] if index else None)
+            records.append(
+                await client.start(
+                    channel, config, target, task, command, cwd, pinned, info, count, more
+                )
+            )
+        return records
 
-    started = asyncio.run(each_target(targets, start))
+    started = [record for batch in asyncio.run(each_target(targets, start)) for record in batch]
+    _report_started(started, count)
+    refused = [record for record in started if record.state == "cancelled"]
+    if refused:
+        first = refused[0]
+        raise JobError(f"{first.name} on {first.target} was not started", first.reason or "")
+    if follow_log and len(targets) == 1 and len(names) == 1:
+        _follow(targets[0], job_name, True)
+    else:
+        sys.stdout.write(f"follow it: tether logs {names[0]} -f\n")
+
+
+def _push(config: Config, targets: list[Target]) -> None:
+    import asyncio
+
+    from tether.errors import ConflictError
+    from tether.sync import runner
+    from tether.sync.session import raise_for_errors
+
+    reports = asyncio.run(runner.sync(config, targets, "push", None, False, False))
+    raise_for_errors(reports)
+    conflicts = [c.path for report in reports for c in report.conflicts]
+    if conflicts:
+        raise ConflictError(reports[0].target, conflicts, "push")
+
+
+def _report_started(started: list[JobRecord], count: int) -> None:
+    from tether.cli.render import console
+
     out = console()
     for record in started:
         if record.state == "queued":
-            out.print(f"queued {job_name} on {record.target} ({record.reason})")
-        else:
+            out.print(f"queued {record.name} on {record.target} ({record.reason})")
+        elif record.state != "cancelled":
             gpu_note = f" on GPU {record.gpus}" if count and record.gpus else ""
-            out.print(f"started {job_name} on {record.target}{gpu_note}")
-    if follow_log and len(targets) == 1:
-        _follow(targets[0], job_name, True)
-    else:
-        sys.stdout.write(f"follow it: tether logs {job_name} -f\n")
+            out.print(f"started {record.name} on {record.target}{gpu_note}")
+
+
+def _notify_timeout() -> float | None:
+    """TETHER_NOTIFY_TIMEOUT (seconds) where set: a shorter hook timeout, for tests."""
+    import os
+
+    text = os.environ.get("TETHER_NOTIFY_TIMEOUT")
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def wait(
+    names: list[str] = typer.Argument(None, help="Job names (default: all queued or running)."),
+    on: list[str] = typer.Option(None, "--on", help="These targets (default: the defaults)."),
+) -> None:
+    """Wait for jobs."""
+    import asyncio
+    import sys
+
+    from tether import config as config_module
+    from tether.jobs.wait import describe, succeeded, wait_all
+
+    config = config_module.load()
+    targets = config.pick(on or [])
+
+    def emit(job: JobRecord) -> None:
+        sys.stdout.write(describe(job) + "\n")
+        sys.stdout.flush()
+
+    def say(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    try:
+        ended = asyncio.run(wait_all(targets, list(names or []), emit, say))
+    except KeyboardInterrupt:
+        sys.stderr.write("tether: stopped waiting; the jobs go on\n")
+        raise SystemExit(130) from None
+    if not ended:
+        sys.stdout.write("no queued or running jobs\n")
+    if not all(succeeded(job) for job in ended):
+        raise SystemExit(1)
+
+
+def restart(
+    name: str = typer.Argument(..., help="Job name."),
+    on: str = typer.Option(None, "--on", help="Target where the job ran."),
+    fresh: bool = typer.Option(False, "--fresh", help="Push and snapshot anew."),
+) -> None:
+    """Start a job again under a new name."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.jobs import client
+    from tether.sync.targets import open_channel
+
+    config = config_module.load()
+    target = _where(name, on)
+    if fresh:
+        _push(config, [target])
+    info = client.provenance(config.root) if fresh else {}
+
+    async def go() -> JobRecord:
+        channel = await open_channel(target)
+        try:
+            taken = {job.name for job in await client.list_jobs(target, channel)}
+            new_name = next_name(name, taken)
+            extra: dict[str, Any] = {"restart_of": name, "fresh": fresh or None}
+            return await client.start(
+                channel, config, target, new_name, ["restart"], "", None, info, 0, extra
+            )
+        finally:
+            await channel.close()
+
+    record = asyncio.run(go())
+    _report_started([record], 0)
+
+
+def next_name(name: str, taken: set[str]) -> str:
+    """NAME-2, NAME-3, ...: the first not taken."""
+    number = 2
+    while f"{name}-{number}" in taken:
+        number += 1
+    return f"{name}-{number}"
 
 
 def jobs(
