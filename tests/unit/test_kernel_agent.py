@@ -79,3 +79,19 @@ def test_start_list_stop(home: Path) -> None:
     assert kernels.kernel_list({}, b"")[0]["kernels"] == []
     with pytest.raises(fsops.OpError, match="no kernel named 'k1'"):
         kernels.kernel_stop({"name": "k1"}, b"")
+
+
+def test_exit_keeps_the_kernel(home: Path) -> None:
+    from jupyter_client.blocking.client import BlockingKernelClient
+
+    answer, _ = kernels.kernel_start({"name": "k2", "python": [sys.executable]}, b"")
+    client = BlockingKernelClient()
+    client.load_connection_info(answer["connection"])
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=30)
+        reply = client.execute_interactive("exit", timeout=30)
+        assert reply["content"]["payload"][0]["keepkernel"] is True
+    finally:
+        client.stop_channels()
+    assert kernels.kernel_list({}, b"")[0]["kernels"][0]["state"] == "running"

@@ -29,7 +29,12 @@ Answer = Tuple[Dict[str, Any], bytes]
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 START_TIMEOUT_S = 60.0
-EXEC_LINES = ("%load_ext autoreload", "%autoreload 2")
+# `exit`/`quit` (typed in a console or sent) leave the client but keep the kernel.
+KEEP_ON_EXIT = (
+    "__import__('IPython.core.autocall', fromlist=['_'])"
+    ".ZMQExitAutocall.__call__.__defaults__ = (True,)"
+)
+EXEC_LINES = ("%load_ext autoreload", "%autoreload 2", KEEP_ON_EXIT)
 INSTALL_HINT = "run `tether kernel install` to install it"
 
 
