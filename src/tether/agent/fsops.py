@@ -14,7 +14,7 @@ import json
 import os
 import stat
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 TMP_MARK = ".tether-tmp."
 CHUNK = 1 << 20
@@ -190,25 +190,36 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def safe_parent(root: str, rel: str, create: bool) -> str:
-    """The full path of rel's parent directory, refusing symlinks on the way."""
+def safe_parent(root: str, rel: str, create: bool, checked: Optional[Set[str]] = None) -> str:
+    """The full path of rel's parent directory, refusing symlinks on the way.
+
+    `checked` holds directories this process already verified (or made), to skip them.
+    """
     check_rel(rel)
     current = root
-    if create:
+    if create and (checked is None or root not in checked):
         os.makedirs(root, exist_ok=True)
+        if checked is not None:
+            checked.add(root)
     for part in rel.split("/")[:-1]:
         current = os.path.join(current, part)
+        if checked is not None and current in checked:
+            continue
         try:
             st = os.lstat(current)
         except FileNotFoundError:
             if not create:
                 raise
             os.mkdir(current)
+            if checked is not None:
+                checked.add(current)
             continue
         if stat.S_ISLNK(st.st_mode):
             raise OpError("unsafe", "refusing to go through the symlink %s" % current)
         if not stat.S_ISDIR(st.st_mode):
             raise OpError("notdir", "%s is not a directory" % current)
+        if checked is not None:
+            checked.add(current)
     return current
 
 
@@ -246,11 +257,13 @@ class Writer:
 
     def __init__(self) -> None:
         self.open: Dict[str, Tuple[Any, str]] = {}
+        # Directories verified in this run; forgotten whenever tether deletes anything.
+        self.checked: Set[str] = set()
 
     def put(self, root: str, header: Dict[str, Any], payload: bytes) -> Dict[str, Any]:
         rel = check_rel(header["path"])
         kind = header.get("kind", "file")
-        parent = safe_parent(root, rel, create=True)
+        parent = safe_parent(root, rel, create=True, checked=self.checked)
         full = os.path.join(parent, rel.rsplit("/", 1)[-1])
         if kind == "dir":
             return self._mkdir(full, header)
@@ -302,6 +315,7 @@ class Writer:
             os.link(full, backup, follow_symlinks=False)
         if os.path.isdir(full) and not os.path.islink(full):
             os.rmdir(full)
+            self.checked.clear()
         os.replace(tmp, full)
         st = os.lstat(full)
         return {"ok": True, "entry": entry_of(st, full), "backup": backup}

@@ -7,8 +7,9 @@ agent and the client; standard library only, Python >= 3.8.
 from __future__ import annotations
 
 import json
+import os
 import struct
-from typing import Any, BinaryIO, Dict, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
 PROTOCOL = 1
 MAX_HEADER = 64 * 1024 * 1024
@@ -64,3 +65,46 @@ def _read_exact(stream: BinaryIO, size: int, allow_eof: bool = False) -> Optiona
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+class FrameReader:
+    """Frames from a file descriptor, calling `before_wait` whenever it must block for input.
+
+    The agent flushes its answers there: a burst of pipelined requests gets its answers
+    in a few large writes instead of one write per answer.
+    """
+
+    def __init__(self, fd: int, before_wait: Callable[[], None]) -> None:
+        self.fd = fd
+        self.before_wait = before_wait
+        self.buffer = bytearray()
+        self.eof = False
+
+    def _fill(self, size: int) -> bool:
+        while len(self.buffer) < size and not self.eof:
+            self.before_wait()
+            chunk = os.read(self.fd, max(1 << 16, size - len(self.buffer)))
+            if not chunk:
+                self.eof = True
+            self.buffer += chunk
+        return len(self.buffer) >= size
+
+    def _take(self, size: int) -> bytes:
+        if not self._fill(size):
+            raise ProtocolError("stream ended inside a frame")
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def read_frame(self) -> Optional[Tuple[Dict[str, Any], bytes]]:
+        """The next frame; None at a clean end of input."""
+        if not self._fill(4):
+            if self.buffer:
+                raise ProtocolError("stream ended inside a frame")
+            return None
+        (length,) = _LENGTH.unpack(self._take(4))
+        if length > MAX_HEADER:
+            raise ProtocolError("frame header too large (%d bytes)" % length)
+        header = decode_header(self._take(length))
+        size = int(header.get("n", 0))
+        return header, self._take(size) if size else b""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shlex
+import signal
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -258,8 +260,11 @@ class AgentChannel:
         if self.process.stdin is not None and not self.process.stdin.is_closing():
             self.process.stdin.close()
         if not self._pending and not self._streams and self.process.returncode is None:
+            # os.kill, not Process.terminate(): terminate() polls (waitpid) first and can reap
+            # the child under asyncio's watcher ("Unknown child process"); a zombie keeps
+            # its pid, so the signal cannot reach another process.
             with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
+                os.kill(self.process.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(self.process.wait(), timeout=10)
         except asyncio.TimeoutError:
