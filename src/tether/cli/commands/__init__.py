@@ -18,7 +18,7 @@ Examples:
   tether run --name lr3e-4 -- python train.py --lr 3e-4
 """
 
-MODULES = ("hosts", "sandbox", "project", "sync", "watch", "jobs", "kernel", "misc")
+MODULES = ("hosts", "sandbox", "project", "sync", "watch", "jobs", "remote", "kernel", "misc")
 
 
 def build_app() -> typer.Typer:
