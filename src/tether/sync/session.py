@@ -7,7 +7,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, AgentError
 
 CHUNK = 1 << 20
+RACED = "changed on the remote during the push"
 WINDOW = 32 << 20
 Progress = Callable[[int], None]
 
@@ -109,16 +110,28 @@ async def push_pair(
     force: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    trust_base: bool = False,
 ) -> Report:
-    """Make the remote mirror the local pair on the paths sync owns (see core.plan)."""
+    """Make the remote mirror the local pair on the paths sync owns (see core.plan).
+
+    With `only` and `trust_base` (watch's small batches), the remote is taken to still be
+    what tether last recorded instead of being scanned: one round trip instead of two.
+    Safe, because every write and delete is checked against that expectation by the agent;
+    paths found changed are planned again after a real scan.
+    """
     started = time.monotonic()
     base = pair.base("push", project_root)
     local = scan_local(pair.local_root, pair.scope, only)
     local = fill_local_digests(pair.local_root, local, _digest_cache(project_root, pair))
-    need = set(local) | set(base.entries)
-    remote, _ = await remote_manifest(
-        channel, pair.remote_root, base, need, skip=_skip_list(pair), digests=False
-    )
+    guessed = _remote_from_base(base, only) if trust_base and only is not None else None
+    if guessed is not None:
+        remote = guessed
+    else:
+        scan: dict[str, Any] = {"skip": _skip_list(pair), "digests": False}
+        if only is not None:
+            scan["only"] = _covering(only)
+        need = set(local) | set(base.entries)
+        remote, _ = await remote_manifest(channel, pair.remote_root, base, need, **scan)
     base_entries = base.entries
     if only is not None:
         remote = {p: e for p, e in remote.items() if _under(p, only)}
@@ -146,7 +159,40 @@ async def push_pair(
                 base.forget(path)
         base.save()
         report.seconds = time.monotonic() - started
+    raced = [c.path for c in report.conflicts if c.reason == RACED]
+    if guessed is not None and raced:
+        again = await push_pair(channel, pair, project_root, raced, force, False, progress)
+        report.conflicts = [c for c in report.conflicts if c.reason != RACED] + again.conflicts
+        report.created += again.created
+        report.updated += again.updated
+        report.deleted += again.deleted
+        report.bytes += again.bytes
+        report.backups += again.backups
+        report.errors += again.errors
+        report.seconds = time.monotonic() - started
     return report
+
+
+def _remote_from_base(base: Base, only: list[str]) -> Manifest | None:
+    """What tether last recorded on the remote under `only`; None if a stat is unknown."""
+    guessed: Manifest = {}
+    for path, entry in base.entries.items():
+        if not _under(path, only):
+            continue
+        stat = base.remote_stat.get(path)
+        if stat is None:
+            return None
+        guessed[path] = replace(entry, size=stat[0], mtime_ns=stat[1])
+    return guessed
+
+
+def _covering(paths: list[str]) -> list[str]:
+    """The shortest set of prefixes that covers paths (for a scan limited to them)."""
+    result: list[str] = []
+    for path in sorted(set(paths)):
+        if not result or not _under(path, [result[-1]]):
+            result.append(path)
+    return result
 
 
 def _under(path: str, prefixes: list[str]) -> bool:
@@ -265,7 +311,7 @@ def _settle_one(
         kind = str(header.get("kind"))
         message = str(header.get("error"))
         if kind == "changed":
-            report.conflicts.append(Conflict(path, "changed on the remote during the push"))
+            report.conflicts.append(Conflict(path, RACED))
             return
         if kind == "internal":
             raise AgentError(channel.host, action, kind, message)

@@ -412,7 +412,9 @@ class TargetWatcher:
                 if not only:
                     continue
                 touched.update(self._key(pair.remote_root, rel) for rel in only)
-                reports.append(await push_pair(channel, pair, self.config.root, only=only))
+                reports.append(
+                    await push_pair(channel, pair, self.config.root, only=only, trust_base=True)
+                )
         except BaseException:
             for index, rels in taken.items():  # not lost: the next full push or batch has them
                 self.pending.add({index: rels}, since or started)
