@@ -95,3 +95,58 @@ def test_exit_keeps_the_kernel(home: Path) -> None:
     finally:
         client.stop_channels()
     assert kernels.kernel_list({}, b"")[0]["kernels"][0]["state"] == "running"
+
+
+def test_catchup_after_msg_id_or_since() -> None:
+    entries = [{"msg_id": f"m{n}", "header": {"date": f"2024-01-01T00:00:0{n}Z"}} for n in range(5)]
+    assert kernels.catchup(entries, "m2", None) == (entries[3:], True)
+    assert kernels.catchup(entries, "m4", None) == ([], True)
+    assert kernels.catchup(entries, "gone", "2024-01-01T00:00:02Z") == (entries[3:], False)
+    assert kernels.catchup(entries, None, None) == ([], False)
+
+
+def test_recorder_keeps_iopub_and_stops_with_the_kernel(home: Path) -> None:
+    import time
+
+    from jupyter_client.blocking.client import BlockingKernelClient
+
+    from tether.kernel import remote
+
+    header = {"name": "k3", "python": [sys.executable]}
+    answer, _ = kernels.kernel_start(header, remote.RECORDER.read_bytes())
+    recorder = answer["record"]["recorder_pid"]
+    assert fsops.pid_alive(recorder)
+    client = BlockingKernelClient()
+    client.load_connection_info(answer["connection"])
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=30)
+        first = client.execute_interactive("print('one')", timeout=30)
+        client.execute_interactive("print('two')", timeout=30)
+    finally:
+        client.stop_channels()
+    deadline = time.monotonic() + 10
+    while True:
+        got, _ = kernels.kernel_catchup({"name": "k3", "after": None, "since": "0"}, b"")
+        texts = [m["content"].get("text") for m in got["messages"] if m["msg_type"] == "stream"]
+        if "two\n" in texts or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert texts[-2:] == ["one\n", "two\n"]
+    # After the first execute's last message: only the second's.
+    ones = [
+        m
+        for m in got["messages"]
+        if m["parent_header"].get("msg_id") == first["parent_header"]["msg_id"]
+    ]
+    after, _ = kernels.kernel_catchup({"name": "k3", "after": ones[-1]["msg_id"]}, b"")
+    assert [m["content"].get("text") for m in after["messages"] if m["msg_type"] == "stream"] == [
+        "two\n"
+    ]
+    kernels.kernel_stop({"name": "k3"}, b"")
+    deadline = time.monotonic() + 5
+    while fsops.pid_alive(recorder) and time.monotonic() < deadline:
+        with __import__("contextlib").suppress(ChildProcessError):
+            os.waitpid(recorder, os.WNOHANG)
+        time.sleep(0.05)
+    assert not fsops.pid_alive(recorder)

@@ -5,7 +5,9 @@ in a session of its own (it outlives every connection), with `%autoreload 2` on.
 listens on unix sockets (transport "ipc") in a 0700 directory, or, where that path is
 too long for a unix socket, on 127.0.0.1 only; its connection file (random HMAC key)
 is 0600. Each kernel keeps ~/.local/share/tether/kernels/NAME/ with kernel.json
-(connection), record.json (pid, root, python) and kernel.log.
+(connection), record.json (pid, root, python) and kernel.log; when the client sends the
+iopub recorder's source with kernel_start, the recorder runs beside the kernel (stopped
+with it) and keeps iopub.jsonl (a bounded buffer `kernel_catchup` reads from).
 Standard library only, Python >= 3.8.
 """
 
@@ -35,6 +37,9 @@ KEEP_ON_EXIT = (
     ".ZMQExitAutocall.__call__.__defaults__ = (True,)"
 )
 EXEC_LINES = ("%load_ext autoreload", "%autoreload 2", KEEP_ON_EXIT)
+CATCHUP_MAX = 5000
+RECORDER_LOG = "iopub.jsonl"
+RECORDER_OLD = "iopub.1.jsonl"
 INSTALL_HINT = "run `tether kernel install` to install it"
 
 
@@ -253,11 +258,70 @@ def kernel_start(header: Dict[str, Any], payload: bytes) -> Answer:
     write_json(os.path.join(directory, "record.json"), record)
     try:
         _wait_ready(info, process, log)
+        if payload:
+            record["recorder_pid"] = _start_recorder(python, directory, payload, process.pid)
+            write_json(os.path.join(directory, "record.json"), record)
     except BaseException:
         _stop(name, 1.0)
         raise
     record.update(alive=True, state="running")
     return {"record": record, "connection": info, "started": True}, b""
+
+
+def _start_recorder(python: List[str], directory: str, source: bytes, pid: int) -> int:
+    """Run the iopub recorder (sent as source); it ends itself when the kernel does."""
+    script = os.path.join(directory, "recorder.py")
+    with open(script, "wb") as handle:
+        handle.write(source)
+    with open(os.path.join(directory, "recorder.log"), "ab") as output:
+        recorder = subprocess.Popen(
+            [*python, script, os.path.join(directory, "kernel.json"), directory, str(pid)],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return recorder.pid
+
+
+def read_log(directory: str, limit: int = CATCHUP_MAX) -> List[Dict[str, Any]]:
+    """The recorder's entries, oldest first (the last `limit`)."""
+    entries: List[Dict[str, Any]] = []
+    for file in (RECORDER_OLD, RECORDER_LOG):
+        try:
+            with open(os.path.join(directory, file), "rb") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict):
+                    entries.append(entry)
+    return entries[-limit:]
+
+
+def catchup(entries: List[Dict[str, Any]], after: Optional[str], since: Optional[str]) -> Any:
+    """Entries after the one with msg_id `after`; else those dated after `since`."""
+    if after:
+        for index, entry in enumerate(entries):
+            if entry.get("msg_id") == after:
+                return entries[index + 1 :], True
+    if since:
+        newer = [e for e in entries if str(e.get("header", {}).get("date", "")) > since]
+        return newer, False
+    return [], False
+
+
+def kernel_catchup(header: Dict[str, Any], payload: bytes) -> Answer:
+    """The iopub messages a client missed: after msg_id `after` (or dated after `since`)."""
+    name = check_name(header.get("name") or "default")
+    directory = kernel_dir(name)
+    if not os.path.isdir(directory):
+        raise fsops.OpError("nokernel", "no kernel named %r" % name)
+    messages, found = catchup(read_log(directory), header.get("after"), header.get("since"))
+    return {"messages": messages, "found": found}, b""
 
 
 def _connection(record: Dict[str, Any]) -> Dict[str, Any]:
@@ -306,8 +370,25 @@ def _stop(name: str, grace: float) -> Optional[Dict[str, Any]]:
                 time.sleep(0.05)
             if not fsops.pid_alive(pid):
                 break
+    recorder = record.get("recorder_pid")
+    if isinstance(recorder, int) and _owned(recorder, "recorder.py"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(recorder, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(recorder, 0)
     shutil.rmtree(kernel_dir(name), ignore_errors=True)
     return record
+
+
+def _owned(pid: int, word: str) -> bool:
+    """The process runs and its argv names word (True where /proc is missing)."""
+    if not fsops.pid_alive(pid):
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return word.encode() in handle.read()
+    except OSError:
+        return True
 
 
 def kernel_stop(header: Dict[str, Any], payload: bytes) -> Answer:
@@ -342,3 +423,4 @@ def register(agent: Any) -> None:
     agent.handlers["kernel_list"] = kernel_list
     agent.handlers["kernel_stop"] = kernel_stop
     agent.handlers["kernel_install"] = kernel_install
+    agent.handlers["kernel_catchup"] = kernel_catchup

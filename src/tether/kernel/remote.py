@@ -23,6 +23,7 @@ from tether.paths import runtime_dir
 from tether.transport.ssh import SshTransport, control_path
 
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+RECORDER = Path(__file__).with_name("recorder.py")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -55,6 +56,7 @@ async def ensure(target: Target, name: str, restart: bool = False) -> dict[str, 
     try:
         answer, _ = await channel.request(
             "kernel_start",
+            RECORDER.read_bytes(),
             name=name,
             root=target.path,
             python=python_argv(target),
