@@ -23,7 +23,7 @@ from .protocol import PROTOCOL, FrameReader, encode
 
 VERSION = "dev"
 # Agent modules that add request handlers (each has register(agent)).
-EXTENSIONS = ("jobs", "kernels")
+EXTENSIONS = ("jobs", "kernels", "slurm")
 Handler = Callable[[Dict[str, Any], bytes], Tuple[Dict[str, Any], bytes]]
 
 

@@ -150,8 +150,13 @@ async def list_jobs(
         options["root"] = target.path
     if not show_all:
         options["since"] = time.time() - WEEK_S
-    answer, _ = await channel.request("job_list", **options)
-    jobs = [JobRecord.from_agent(target.name, target.host, data) for data in answer["jobs"]]
+    if target.scheduler == "slurm":
+        from tether.jobs import slurm
+
+        jobs = await slurm.list_jobs(target, channel, options)
+    else:
+        answer, _ = await channel.request("job_list", **options)
+        jobs = [JobRecord.from_agent(target.name, target.host, data) for data in answer["jobs"]]
     jobs.sort(key=lambda job: -(job.created or job.started or 0.0))
     return jobs
 
@@ -181,6 +186,10 @@ async def follow(
     keep_following: bool,
 ) -> dict[str, Any]:
     """Copy the job's log to write(); with keep_following, until the job ended."""
+    if target.scheduler == "slurm":
+        from tether.jobs import slurm
+
+        return await slurm.follow(channel, target, name, write, keep_following)
     offset = 0
     while True:
         try:
@@ -200,6 +209,10 @@ async def follow(
 
 async def kill(channel: AgentChannel, target: Target, name: str, grace: float) -> JobRecord:
     """SIGINT, SIGTERM, SIGKILL with grace periods; the record once the end is written."""
+    if target.scheduler == "slurm":
+        from tether.jobs import slurm
+
+        return await slurm.kill(channel, target, name)
     try:
         answer, _ = await channel.request("job_kill", name=name, grace=grace)
     except AgentError as error:

@@ -122,6 +122,13 @@ def run(
     extra["notify_timeout"] = _notify_timeout()
 
     async def start(target: Target, channel: AgentChannel) -> list[JobRecord]:
+        if target.scheduler == "slurm":
+            from tether.jobs import slurm
+
+            slurm.refuse_pinned(pinned, target)
+            return await slurm.submit(
+                channel, config, target, job_name, command, cwd, info, count, after, array
+            )
         records = []
         for index, task in enumerate(names):
             more = dict(extra)

@@ -1,0 +1,429 @@
+"""Jobs on a Slurm cluster: snapshot, sbatch a script that runs tether's wrapper, ask Slurm.
+
+Slurm is the engine: tether writes the job's record (argv, snapshot, provenance), a batch
+script that execs the same wrapper the tmux jobs use (so the real exit code lands in the
+record), and submits it with `sbatch --parsable` (an argv list, never a shell string).
+State comes from `squeue` (and `sacct` where accounting is on); the client maps it.
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import fsops
+from .jobs import (
+    WRAP_CODE,
+    check_name,
+    data_dir,
+    jobs_dir,
+    kill_marker,
+    logs_dir,
+    read_record,
+    record_path,
+    snapshot,
+    snapshots_dir,
+    write_json,
+)
+
+Answer = Tuple[Dict[str, Any], bytes]
+OOM_TEXT = "exceeded memory limit"
+TAIL_BYTES = 65536
+ACTIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED")
+SBATCH_OPT_RE = re.compile(r"^--?[A-Za-z]")
+
+
+def slurm_dir() -> str:
+    return os.path.join(data_dir(), "slurm")
+
+
+# ---- pure parts (unit-tested) -------------------------------------------------------
+
+
+def batch_script(python: str, agent_path: str, records: str, name: str) -> str:
+    """The batch script: one job (or array task) through tether's wrapper, exec'd."""
+    lines = [
+        "#!/bin/sh",
+        "# Written by tether: runs job %s through tether's wrapper, which starts its argv" % name,
+        "# exactly in the snapshot, tees the output and records the real exit code.",
+        "name=%s" % shlex.quote(name),
+        'if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then name="$name-$SLURM_ARRAY_TASK_ID"; fi',
+        'exec %s -c %s %s %s/"$name".json'
+        % (
+            shlex.quote(python),
+            shlex.quote(WRAP_CODE),
+            shlex.quote(agent_path),
+            shlex.quote(records),
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def sbatch_argv(
+    options: List[str], script: str, out: str, cwd: str, dep_ids: List[str]
+) -> List[str]:
+    """sbatch --parsable with the client's options, the output file and dependencies."""
+    argv = ["sbatch", "--parsable", "--output=" + out, "--chdir=" + cwd, "--export=ALL"]
+    argv.extend(options)
+    if dep_ids:
+        argv.append("--dependency=afterok:" + ":".join(dep_ids))
+        argv.append("--kill-on-invalid-dep=yes")
+    argv.append(script)
+    return argv
+
+
+def parse_squeue(text: str) -> Dict[str, Tuple[str, str]]:
+    """{job id: (state, reason)} from `squeue -h -o %i|%T|%r`; `17_[2-3]` expands."""
+    found: Dict[str, Tuple[str, str]] = {}
+    for line in text.splitlines():
+        cells = line.strip().split("|")
+        if len(cells) < 3 or not cells[0]:
+            continue
+        ident, state, reason = cells[0], cells[1], cells[2]
+        for one in expand_ids(ident):
+            found[one] = (state, reason)
+    return found
+
+
+def expand_ids(ident: str) -> List[str]:
+    """'17_[0-2,5]' -> 17_0 17_1 17_2 17_5 ('%N' limits dropped); other ids unchanged."""
+    match = re.match(r"^(\d+)_\[([^\]]*)\]$", ident)
+    if not match:
+        return [ident]
+    out: List[str] = []
+    for part in match.group(2).split("%")[0].split(","):
+        if "-" in part:
+            low, high = part.split("-", 1)
+            if low.isdigit() and high.isdigit():
+                out.extend("%s_%d" % (match.group(1), i) for i in range(int(low), int(high) + 1))
+        elif part.isdigit():
+            out.append("%s_%s" % (match.group(1), part))
+    return out
+
+
+def parse_sacct(text: str) -> Dict[str, Tuple[str, str]]:
+    """{job id: (state, exit code 'N:S')} from `sacct -n -P -X -o JobID,State,ExitCode`."""
+    found: Dict[str, Tuple[str, str]] = {}
+    for line in text.splitlines():
+        cells = line.strip().split("|")
+        if len(cells) >= 3 and cells[0]:
+            found[cells[0]] = (cells[1].split()[0] if cells[1] else "", cells[2])
+    return found
+
+
+def parse_scontrol(text: str) -> Dict[str, str]:
+    """Key=value pairs of one `scontrol -o show job` line."""
+    found: Dict[str, str] = {}
+    for word in text.split():
+        if "=" in word:
+            key, value = word.split("=", 1)
+            found.setdefault(key, value)
+    return found
+
+
+# ---- running Slurm's commands -------------------------------------------------------
+
+
+def _env(header: Dict[str, Any]) -> Dict[str, str]:
+    env = dict(os.environ)
+    conf = header.get("slurm_conf")
+    if isinstance(conf, str) and conf:
+        env["SLURM_CONF"] = conf
+    return env
+
+
+def _run(
+    argv: List[str], env: Dict[str, str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+    )
+
+
+def _need_sbatch(env: Dict[str, str]) -> None:
+    if shutil.which("sbatch", path=env.get("PATH")) is None:
+        raise fsops.OpError(
+            "nosbatch", "sbatch is not installed or not on the PATH of non-interactive ssh sessions"
+        )
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return "; ".join(lines) or "no message"
+
+
+# ---- ops ----------------------------------------------------------------------------
+
+
+def submit(header: Dict[str, Any], payload: bytes) -> Answer:
+    """Snapshot the project, write the records and the batch script, sbatch it."""
+    env = _env(header)
+    _need_sbatch(env)
+    base = check_name(header.get("name"))
+    argv = header.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise fsops.OpError("badargv", "argv must be a non-empty list of strings")
+    options = header.get("options") or []
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise fsops.OpError("badargv", "sbatch options must be a list of strings")
+    array = header.get("array")
+    names = [base] if array is None else ["%s-%d" % (base, i) for i in range(int(array))]
+    for name in names:
+        check_name(name)
+        if read_record(name) is not None:
+            raise fsops.OpError("exists", "a job named %r already exists" % name)
+    root = fsops.root_path(header["root"])
+    if not os.path.isdir(root):
+        raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
+    after = [check_name(dep) for dep in header.get("after") or []]
+    dep_ids, failed = _dependencies(after)
+    project = check_name(header.get("project") or "project")
+    snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + base
+    snap = os.path.join(snapshots_dir(), project, snap_id)
+    files = snapshot(root, snap, list(header.get("results") or []))
+    cwd_rel = header.get("cwd") or ""
+    cwd = os.path.join(snap, fsops.check_rel(cwd_rel)) if cwd_rel not in ("", ".") else snap
+    os.makedirs(slurm_dir(), mode=0o700, exist_ok=True)
+    os.makedirs(jobs_dir(), mode=0o700, exist_ok=True)
+    records = []
+    for index, name in enumerate(names):
+        record: Dict[str, Any] = dict(header.get("provenance") or {})
+        record.update(
+            {
+                "name": name,
+                "scheduler": "slurm",
+                "argv": argv,
+                "cwd": cwd,
+                "root": root,
+                "project": project,
+                "snapshot": snap,
+                "snapshot_id": snap_id,
+                "snapshot_files": files,
+                "gpus": header.get("gpus"),
+                "gpu_count": header.get("gpu_count"),
+                "log": os.path.join(logs_dir(), name + ".log"),
+                "slurm_out": os.path.join(slurm_dir(), name + ".out"),
+                "slurm_after": after,
+                "created": time.time(),
+                "state": "starting",
+                "started": None,
+                "ended": None,
+                "exit_code": None,
+                "reason": None,
+                "pid": None,
+                "python": header.get("python") or record.get("python"),
+                "array_index": None if array is None else index,
+                "array_base": None if array is None else base,
+            }
+        )
+        records.append(record)
+    if failed is not None:
+        for record in records:
+            record.update(state="cancelled", ended=time.time(), reason=failed)
+            write_json(record_path(record["name"]), record)
+        return {"records": records}, b""
+    script = os.path.join(slurm_dir(), base + ".sh")
+    with open(script, "w", encoding="utf-8") as handle:
+        handle.write(batch_script(sys.executable, os.path.abspath(sys.argv[0]), jobs_dir(), base))
+    os.chmod(script, 0o700)
+    out = os.path.join(slurm_dir(), base + ("-%a.out" if array is not None else ".out"))
+    done = _run(sbatch_argv(list(options), script, out, cwd, dep_ids), env, timeout=60)
+    if done.returncode != 0:
+        raise fsops.OpError("sbatch", "sbatch refused the job: " + _one_line(done.stderr))
+    job_id = done.stdout.strip().split(";")[0]
+    for record in records:
+        index = record["array_index"]
+        record["slurm_id"] = job_id if index is None else "%s_%d" % (job_id, index)
+        record["slurm_job"] = job_id
+        write_json(record_path(record["name"]), record)
+    return {"records": records, "slurm_id": job_id}, b""
+
+
+def _dependencies(after: List[str]) -> Tuple[List[str], Optional[str]]:
+    """(Slurm ids to wait for, reason the job can never start or None)."""
+    ids: List[str] = []
+    for dep in after:
+        record = read_record(dep)
+        if record is None:
+            raise fsops.OpError("nodep", "no job named %r to run after" % dep)
+        if record.get("ended") is not None:
+            code = record.get("exit_code")
+            if code is None:
+                return ids, "dependency %s was cancelled" % dep
+            if code != 0:
+                return ids, "dependency %s exited %s" % (dep, code)
+            continue
+        if not record.get("slurm_id"):
+            raise fsops.OpError("badafter", "job %r is not a Slurm job" % dep)
+        ids.append(str(record["slurm_id"]))
+    return ids, None
+
+
+def _slurm_records(root: Optional[str]) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
+    try:
+        entries = sorted(os.listdir(jobs_dir()))
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.endswith(".json"):
+            record = read_record(entry[:-5])
+            mine = root is None or (record or {}).get("root") == root
+            if record and record.get("scheduler") == "slurm" and mine:
+                out.append(record)
+    return out
+
+
+def _oom_in(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - TAIL_BYTES))
+            return OOM_TEXT.encode() in handle.read()
+    except OSError:
+        return False
+
+
+def annotate(records: List[Dict[str, Any]], env: Dict[str, str]) -> None:
+    """Add what Slurm says (squeue, then sacct, then scontrol) to each record as `slurm`."""
+    queue: Dict[str, Tuple[str, str]] = {}
+    if shutil.which("squeue", path=env.get("PATH")):
+        done = _run(["squeue", "-h", "-a", "-t", "all", "-o", "%i|%T|%r"], env)
+        if done.returncode == 0:
+            queue = parse_squeue(done.stdout)
+    missing = [
+        str(r["slurm_id"]) for r in records if r.get("slurm_id") and r["slurm_id"] not in queue
+    ]
+    acct: Dict[str, Tuple[str, str]] = {}
+    if missing and shutil.which("sacct", path=env.get("PATH")):
+        done = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j",
+                     ",".join(sorted({m.split("_")[0] for m in missing}))], env)  # fmt: skip
+        if done.returncode == 0:
+            acct = parse_sacct(done.stdout)
+    for record in records:
+        ident = str(record.get("slurm_id") or "")
+        info: Dict[str, Any] = {"state": None, "reason": None, "exit": None}
+        if ident in queue:
+            info["state"], info["reason"] = queue[ident]
+        if ident and (info["state"] is None or info["state"] not in ACTIVE_SLURM):
+            if ident in acct:
+                info["state"], info["exit"] = acct[ident]
+            else:
+                done = _run(["scontrol", "-o", "show", "job", ident], env)
+                if done.returncode == 0 and done.stdout.strip():
+                    fields = parse_scontrol(done.stdout.splitlines()[0])
+                    info["state"] = fields.get("JobState") or info["state"]
+                    info["reason"] = fields.get("Reason") or info["reason"]
+                    info["exit"] = fields.get("ExitCode")
+        info["oom"] = _oom_in(str(record.get("slurm_out") or ""))
+        info["killed"] = os.path.exists(kill_marker(str(record.get("name"))))
+        record["slurm"] = info
+
+
+def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
+    """This project's (or every) Slurm job record, each with what Slurm says of it."""
+    root = fsops.root_path(header["root"]) if header.get("root") else None
+    since = header.get("since")
+    records = [
+        r
+        for r in _slurm_records(root)
+        if since is None or r.get("ended") is None or float(r["ended"]) >= float(since)
+    ]
+    annotate(records, _env(header))
+    return {"jobs": records}, b""
+
+
+def _need(name: str) -> Dict[str, Any]:
+    record = read_record(check_name(name))
+    if record is None or record.get("scheduler") != "slurm":
+        raise fsops.OpError("nojob", "no job named %r" % name)
+    return record
+
+
+def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
+    """Bytes of the job's Slurm output file from offset, with the record and Slurm's view."""
+    record = _need(str(header.get("name") or ""))
+    offset = int(header.get("offset") or 0)
+    limit = int(header.get("limit") or (1 << 20))
+    data, size = b"", 0
+    try:
+        with open(str(record["slurm_out"]), "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(offset)
+            data = handle.read(limit)
+    except FileNotFoundError:
+        pass
+    annotate([record], _env(header))
+    return {"offset": offset, "size": size, "record": record}, data
+
+
+def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
+    """scancel the job (an array task's whole array); wait a while for the end."""
+    record = _need(str(header.get("name") or ""))
+    env = _env(header)
+    job = str(record.get("slurm_job") or record.get("slurm_id") or "")
+    if record.get("ended") is not None or not job:
+        annotate([record], env)
+        return {"records": [record]}, b""
+    base = record.get("array_base")
+    group = [r for r in _slurm_records(None) if r.get("slurm_job") == job] if base else [record]
+    for one in group:
+        with open(kill_marker(str(one["name"])), "w", encoding="utf-8") as handle:
+            handle.write("killed by tether kill\n")
+    done = _run(["scancel", job], env)
+    if done.returncode != 0:
+        raise fsops.OpError("scancel", "scancel failed: " + _one_line(done.stderr))
+    deadline = time.time() + float(header.get("wait", 20.0))
+    while time.time() < deadline:
+        group = [read_record(str(one["name"])) or one for one in group]
+        annotate(group, env)
+        if all(_over(one) for one in group):
+            break
+        time.sleep(0.3)
+    return {"records": group}, b""
+
+
+def _over(record: Dict[str, Any]) -> bool:
+    """Ended in the record, or Slurm no longer runs it (or has forgotten it)."""
+    state = (record.get("slurm") or {}).get("state")
+    return record.get("ended") is not None or state not in ACTIVE_SLURM
+
+
+def partitions(header: Dict[str, Any], payload: bytes) -> Answer:
+    """`sinfo` per partition (nodes by state, GPUs) for `tether status`."""
+    env = _env(header)
+    if shutil.which("sinfo", path=env.get("PATH")) is None:
+        raise fsops.OpError("nosbatch", "sinfo is not installed on the remote")
+    done = _run(["sinfo", "-h", "-o", "%P|%a|%D|%T|%G"], env)
+    if done.returncode != 0:
+        raise fsops.OpError("sinfo", "sinfo failed: " + _one_line(done.stderr))
+    rows = []
+    for line in done.stdout.splitlines():
+        cells = line.split("|")
+        if len(cells) >= 5:
+            rows.append(
+                {
+                    "partition": cells[0],
+                    "avail": cells[1],
+                    "nodes": cells[2],
+                    "state": cells[3],
+                    "gres": cells[4],
+                }
+            )
+    return {"partitions": rows}, b""
+
+
+def register(agent: Any) -> None:
+    """Add the Slurm ops to the agent."""
+    agent.handlers["slurm_submit"] = submit
+    agent.handlers["slurm_list"] = job_list
+    agent.handlers["slurm_log"] = job_log
+    agent.handlers["slurm_kill"] = job_kill
+    agent.handlers["slurm_partitions"] = partitions
