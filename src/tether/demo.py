@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,11 +50,7 @@ class Narrator:
 
 def run_demo(say: Callable[[str], None]) -> None:
     """Run the tour; raise TetherError if any step fails. Cleans up in every case."""
-    from tether.config import load
     from tether.hosts import sandbox, sshconfig
-    from tether.hosts.check import check_host
-    from tether.project import init_project
-    from tether.sync.runner import sync
 
     name = f"tether-demo-{os.getpid()}"
     config_file = sshconfig.config_path()
@@ -64,51 +61,31 @@ def run_demo(say: Callable[[str], None]) -> None:
     project = workdir / "proj"
     narrator = Narrator(say)
     up = False
-    cwd = Path.cwd()
     try:
-        narrator.step(f"sandbox up {name}: a real sshd on 127.0.0.1", lambda: sandbox.up(name))
+        box = narrator.step(
+            f"sandbox up {name}: a real sshd on 127.0.0.1", lambda: sandbox.up(name)
+        )
         up = True
         narrator.step(
             "plain `ssh` reaches it through the stanza tether wrote", lambda: _ssh(name, ["true"])
         )
         narrator.step("create a small ML project (git repo)", lambda: _make_project(project))
-        os.chdir(project)
-        narrator.step(
-            f"tether init --host {name} --path ~/proj",
-            lambda: init_project(project, name, "~/proj", "demo", "python3", False),
-        )
-        config = load(project)
-        targets = config.pick([])
-        reports = narrator.step(
-            "tether push (first push)",
-            lambda: asyncio.run(sync(config, targets, "push", None, False, False)),
-        )
-        say(f"    {reports[0].created} files sent")
-        (project / "model.py").write_text(MODEL.replace("1 + lr", "2 - lr"))
-        reports = narrator.step(
-            "edit model.py, tether push again (one file)",
-            lambda: asyncio.run(sync(config, targets, "push", None, False, False)),
-        )
-        say(f"    {reports[0].updated} updated")
-        output = narrator.step(
-            "run train.py on the remote (over the same ControlMaster)",
-            lambda: _ssh(name, ["cd proj && python3 train.py 0.5"], raw=True),
-        )
-        say(f"    remote says: {output.strip()}")
-        narrator.step(
-            "tether pull (results: outputs/)",
-            lambda: asyncio.run(sync(config, targets, "pull", None, False, False)),
-        )
-        metrics = (project / "outputs" / "metrics.json").read_text()
-        say(f"    outputs/metrics.json here: {metrics}")
-        report = narrator.step("tether host check", lambda: asyncio.run(check_host(name)))
-        probe = report.probe
-        say(
-            f"    rtt {report.rtt_ms:.1f} ms, python {probe.get('python')}, "
-            f"tmux {probe.get('tmux') or 'missing'}, GPUs {len(probe.get('gpus') or [])}"
-        )
+        # The sandbox runs on this machine: its "remote" python can be ours (has ipykernel).
+        tour = _Tour(project, name, narrator, say)
+        tour.cli("init", "--host", name, "--path", "~/proj", "--target", "demo",
+                 "--python", sys.executable)  # fmt: skip
+        tour.cli("push", show=True)
+        tour.watch_edit()
+        tour.cli("run", "--name", "train", "--no-push", "--", "python3", "train.py", "0.5")
+        tour.cli("wait", "train", show=True)
+        tour.cli("logs", "train", show=True)
+        tour.cli("jobs", show=True)
+        tour.cli("pull", show=True)
+        say(f"    outputs/metrics.json here: {(project / 'outputs' / 'metrics.json').read_text()}")
+        tour.cli("send", stdin="from model import predict\nprint(predict(3, 0.5))\n", show=True)
+        tour.cli("kernel", "stop")
+        tour.cli("status", show=True)
     finally:
-        os.chdir(cwd)
         if up:
             narrator.step(f"sandbox down {name}", lambda: sandbox.down(name))
         shutil.rmtree(workdir, ignore_errors=True)
@@ -116,7 +93,90 @@ def run_demo(say: Callable[[str], None]) -> None:
     after = config_file.read_bytes() if config_file.exists() else None
     if after != before:
         raise TetherError("~/.ssh/config differs after the demo", "this is a bug in tether")
+    if up and _left_behind(box.pid, box.port):
+        raise TetherError("the demo's sshd is still running", "this is a bug in tether")
     say("~/.ssh/config is byte-identical to before; no process or port left behind.")
+
+
+def _left_behind(pid: int, port: int) -> bool:
+    """Whether the sandbox's sshd still runs or its port still accepts connections."""
+    import socket
+
+    from tether.agent.fsops import pid_alive
+
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        listening = probe.connect_ex(("127.0.0.1", port)) == 0
+    zombie = Path(f"/proc/{pid}/stat").exists() and b") Z" in Path(f"/proc/{pid}/stat").read_bytes()
+    return listening or (pid_alive(pid) and not zombie)
+
+
+class _Tour:
+    """Runs real `tether` commands in the demo project, one narrated step each."""
+
+    def __init__(
+        self, project: Path, host: str, narrator: Narrator, say: Callable[[str], None]
+    ) -> None:
+        self.project = project
+        self.host = host
+        self.narrator = narrator
+        self.say = say
+
+    def cli(self, *args: str, stdin: str | None = None, show: bool = False) -> str:
+        argv = [sys.executable, "-m", "tether", *args]
+        env = dict(os.environ, COLUMNS=str(max(60, shutil.get_terminal_size().columns - 4)))
+        done = self.narrator.step(
+            "tether " + " ".join(args),
+            lambda: subprocess.run(
+                argv,
+                cwd=self.project,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+            ),
+        )
+        if done.returncode != 0:
+            output = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            raise TetherError(f"demo step `tether {' '.join(args)}` failed", " / ".join(output))
+        if show:
+            for line in done.stdout.strip().splitlines()[:12]:
+                self.say(f"    {line}")
+        return done.stdout
+
+    def watch_edit(self) -> None:
+        """Start `tether watch`, save an edit, and time until it is on the remote."""
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "tether", "watch"],
+            cwd=self.project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(1.0)
+            edited = MODEL.replace("1 + lr", "2 - lr")
+            self.narrator.step(
+                "tether watch: save model.py, wait until the remote has it",
+                lambda: self._until_remote("model.py", edited),
+            )
+        finally:
+            watch.send_signal(signal.SIGINT)
+            try:
+                watch.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                watch.wait()
+
+    def _until_remote(self, path: str, content: str) -> None:
+        (self.project / path).write_text(content)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if _ssh(self.host, ["cat", f"proj/{path}"]) == content:
+                return
+            time.sleep(0.05)
+        raise TetherError("watch did not carry the edit over within 15 s")
 
 
 _SIDE_FILES = ("config.tether.bak", "config.tether.lock")
