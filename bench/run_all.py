@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 
-SCRIPTS = ("ssh_master.py", "push.py")
+NOT_BENCHES = {"common.py", "run_all.py"}
+# Every bench script (each takes --results FILE and --small), cheapest first.
+SCRIPTS = ("ssh_master.py", "watch.py", "jobs.py", "push.py")
 SCRIPT_TIMEOUT_S = 1200
 
 
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         encoding="utf-8",
     )
     failed = []
-    for script in SCRIPTS:
+    extra = sorted(p.name for p in common.BENCH.glob("*.py") if p.name not in NOT_BENCHES)
+    for script in [*SCRIPTS, *(name for name in extra if name not in SCRIPTS)]:
         argv_script = [sys.executable, str(common.BENCH / script), "--results", str(results)]
         if args.small:
             argv_script.append("--small")
