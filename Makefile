@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := openssh-server openssh-client tmux rsync git libnss-wrapper
+SYSTEM_PACKAGES := openssh-server openssh-client tmux rsync git libnss-wrapper slurm-wlm munge
 
 .PHONY: demo test lint bench system venv clean
 

@@ -202,3 +202,24 @@ def test_a_dependent_cancelled_by_slurm_names_the_failed_dependency() -> None:
     jobs = {job.name: job for job in to_jobs(target, [first, second, queued])}
     assert (jobs["eval"].state, jobs["eval"].reason) == ("cancelled", "dependency train exited 3")
     assert (jobs["later"].state, jobs["later"].reason) == ("queued", "after eval")
+
+
+def test_sbatch_missing_on_the_target_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.agent.fsops import OpError
+    from tether.config import Target
+    from tether.errors import JobError
+    from tether.jobs.slurm import _raise
+    from tether.transport.channel import AgentError
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(OpError) as caught:
+        agent_slurm.submit({"name": "j", "argv": ["true"], "root": str(tmp_path)}, b"")
+    assert caught.value.kind == "nosbatch"
+    target = Target(name="cluster", host="login", path="~/p", scheduler="slurm")
+    with pytest.raises(JobError) as error:
+        _raise(AgentError("login", "slurm_submit", "nosbatch", str(caught.value)), "j", target)
+    line = error.value.line()
+    assert line.startswith("cluster is a Slurm target but sbatch is not installed"), line
+    assert "login" in line and "\n" not in line

@@ -1,0 +1,159 @@
+"""tether run / jobs / logs / kill / wait on a real single-node Slurm reached through a sandbox.
+
+The cluster (slurmctld, slurmd, munged; tests/harness/slurm.py) is started once per session
+and stopped by its pidfiles. Skipped, with the reason shown, only where Slurm is not
+installed (CI installs slurm-wlm and munge through .ci/system-packages.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import slurm as harness_slurm
+from tests.integration.test_jobs import HOSTILE, Cli, jobs_json, wait_job
+
+pytestmark = pytest.mark.integration
+
+ARRAY = (
+    "import os\n"
+    "os.makedirs('outputs', exist_ok=True)\n"
+    "i = os.environ['TETHER_ARRAY_INDEX']\n"
+    "open('outputs/task-' + i, 'w').write(os.environ['SLURM_ARRAY_TASK_ID'] + ' ' + i)\n"
+)
+DUMP = "import json, sys\nprint('hello from slurm', flush=True)\nprint(json.dumps(sys.argv[1:]))\n"
+HOG = (
+    "import time\n"
+    "x = bytearray(500 * 2**20)\n"
+    "for i in range(0, len(x), 4096): x[i] = 1\n"
+    "time.sleep(10)\n"
+)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[harness_slurm.Cluster]:
+    try:
+        cluster = harness_slurm.start(Path("/tmp"))
+    except harness_slurm.SlurmUnavailable as why:
+        pytest.skip(f"no real Slurm on this machine: {why}")
+    try:
+        yield cluster
+    finally:
+        harness_slurm.stop(cluster)
+
+
+@pytest.fixture
+def cluster_project(
+    sandbox: Any,
+    project: Path,
+    slurm_cluster: harness_slurm.Cluster,
+    tether_cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """The project with one Slurm target (`cluster`) in the sandbox; returns the remote dir."""
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TETHER_SLURM_CONF", str(slurm_cluster.conf))
+    (project / "dump.py").write_text(DUMP)
+    (project / "tasks.py").write_text(ARRAY)
+    (project / "hog.py").write_text(HOG)
+    rel = f"slurm-{uuid.uuid4().hex[:8]}"
+    config = project / "tether.toml"
+    config.write_text(
+        f'[targets.cluster]\nhost = "{sandbox.name}"\npath = "~/{rel}"\ndefault = true\n'
+        'scheduler = "slurm"\n\n[targets.cluster.slurm]\nmem = "100M"\n\n'
+        '[sync]\nresults = ["outputs/"]\n'
+    )
+    return Path(sandbox.home) / rel
+
+
+def by_name(cli: Cli) -> dict[str, dict[str, Any]]:
+    return {job["name"]: job for job in jobs_json(cli)}
+
+
+def test_exit_code_exact_argv_and_logs(cluster_project: Path, tether_cli: Cli) -> None:
+    done = tether_cli("run", "--name", "three", "--", "python3", "-c", "print('x'); exit(3)")
+    assert done.returncode == 0, done.stderr
+    assert "three" in done.stdout and "Slurm job" in done.stdout
+    job = wait_job(tether_cli, "three", timeout=60)
+    assert (job["state"], job["exit_code"], job["reason"]) == ("exited", 3, None)
+    assert job["commit"] and job["target"] == "cluster"
+    done = tether_cli("run", "--no-push", "--name", "argv", "--", "python3", "dump.py", *HOSTILE)
+    assert done.returncode == 0, done.stderr
+    assert wait_job(tether_cli, "argv", timeout=60)["exit_code"] == 0
+    log = tether_cli("logs", "argv", "-f")
+    assert log.returncode == 0, log.stderr
+    lines = log.stdout.splitlines()
+    assert lines[0] == "hello from slurm" and json.loads(lines[1]) == HOSTILE
+    assert "argv exited 0" in log.stderr
+
+
+def test_after_a_failed_job_the_dependent_is_cancelled(
+    cluster_project: Path, tether_cli: Cli
+) -> None:
+    code = "import time, sys; time.sleep(3); sys.exit(1)"
+    assert tether_cli("run", "--name", "first", "--", "python3", "-c", code).returncode == 0
+    second = tether_cli("run", "--no-push", "--name", "second", "--after", "first", "--", "true")
+    assert second.returncode == 0, second.stderr
+    now = by_name(tether_cli)["second"]
+    assert (now["state"], now["reason"]) == ("queued", "after first")
+    waited = tether_cli("wait", "first", "second", timeout=90)
+    assert waited.returncode == 1, waited.stderr
+    assert waited.stdout.splitlines() == [
+        "first on cluster: exited 1",
+        "second on cluster: cancelled (dependency first exited 1)",
+    ]
+
+
+def test_an_array_of_three(cluster_project: Path, tether_cli: Cli) -> None:
+    done = tether_cli("run", "--name", "sweep", "--array", "3", "--", "python3", "tasks.py")
+    assert done.returncode == 0, done.stderr
+    waited = tether_cli("wait", "sweep-0", "sweep-1", "sweep-2", timeout=90)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    for index in range(3):
+        written = (cluster_project / "outputs" / f"task-{index}").read_text()
+        assert written == f"{index} {index}"
+
+
+def test_kill_cancels_a_running_job(cluster_project: Path, tether_cli: Cli) -> None:
+    done = tether_cli(
+        "run", "--name", "victim", "--", "python3", "-c", "import time; time.sleep(120)"
+    )
+    assert done.returncode == 0, done.stderr
+    for _ in range(100):
+        if by_name(tether_cli)["victim"]["state"] == "running":
+            break
+        time.sleep(0.2)
+    killed = tether_cli("kill", "victim")
+    assert killed.returncode == 0, killed.stderr
+    job = wait_job(tether_cli, "victim", timeout=30)
+    assert job["state"] in ("exited", "cancelled") and job["reason"] == "killed by tether kill"
+    assert job["exit_code"] != 0
+
+
+def test_over_the_memory_limit_is_out_of_memory(cluster_project: Path, tether_cli: Cli) -> None:
+    done = tether_cli("run", "--name", "hog", "--", "python3", "hog.py")
+    assert done.returncode == 0, done.stderr
+    job = wait_job(tether_cli, "hog", timeout=90)
+    assert (job["state"], job["reason"]) == ("exited", "out of memory"), job
+    assert job["exit_code"] not in (0, None)
+    assert "exceeded memory limit" in tether_cli("logs", "hog").stdout
+
+
+def test_a_refused_submission_is_one_line_with_slurms_text(
+    cluster_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    config = project / "tether.toml"
+    config.write_text(
+        config.read_text().replace('mem = "100M"', 'mem = "100M"\npartition = "nope"')
+    )
+    done = tether_cli("run", "--name", "refused", "--", "true")
+    assert done.returncode == 1
+    line = done.stderr.strip()
+    assert line.startswith("tether: error: cluster: sbatch refused the job:"), line
+    assert "partition" in line.lower() and len(line.splitlines()) == 1
