@@ -34,7 +34,10 @@ def kernel_pids(home: Path) -> list[int]:
     pids = []
     for record in (home / ".local/share/tether/kernels").glob("*/record.json"):
         with contextlib.suppress(OSError, ValueError):
-            pids.append(int(json.loads(record.read_text())["pid"]))
+            data = json.loads(record.read_text())
+            pids.append(int(data["pid"]))
+            if "recorder_pid" in data:
+                pids.append(int(data["recorder_pid"]))
     return pids
 
 
@@ -70,6 +73,19 @@ def kproject(
         for pid in set(kernel_pids(home)) - before:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        stop_helpers()
+
+
+def stop_helpers() -> None:
+    """Kill every send helper left (their pidfiles are in tether's runtime dir)."""
+    from tether.paths import runtime_dir
+
+    for pidfile in (runtime_dir() / "kernels").glob("h-*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            if b"tether.kernel.helper" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+            pidfile.unlink()
 
 
 def listening(pid: int) -> list[str]:

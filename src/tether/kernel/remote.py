@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import socket
 import subprocess
@@ -18,34 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from tether.config import Target
-from tether.errors import HostError, UsageError
-from tether.paths import runtime_dir
+from tether.errors import HostError
+from tether.kernel.names import kernel_name as kernel_name
+from tether.kernel.names import local_file as local_file
 from tether.transport.ssh import SshTransport, control_path
 
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 RECORDER = Path(__file__).with_name("recorder.py")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-
-
-def kernel_name(target: Target, name: str | None) -> str:
-    """The kernel's name: the one given, else one per target (the target's name)."""
-    chosen = name or re.sub(r"[^A-Za-z0-9_-]", "-", target.name)[:64]
-    if not NAME_RE.match(chosen):
-        raise UsageError(f"bad kernel name {chosen!r}", "use letters, digits, '_' and '-'")
-    return chosen
 
 
 def python_argv(target: Target) -> list[str]:
     return shlex.split(target.python)
-
-
-def local_file(target: Target, name: str) -> Path:
-    """Where the local connection file for (host, kernel) lives (0700 dir)."""
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", target.host)
-    directory = runtime_dir() / "kernels"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    directory.chmod(0o700)
-    return directory / f"{host}--{name}.json"
 
 
 async def ensure(target: Target, name: str, restart: bool = False) -> dict[str, Any]:
@@ -147,13 +129,19 @@ def _previous_ports(path: Path, key: str) -> dict[str, int] | None:
         return None
 
 
-async def connect(target: Target, name: str, remote: dict[str, Any]) -> Path:
-    """Forward the kernel's channels through the master; the local connection file."""
+async def connect(
+    target: Target, name: str, remote: dict[str, Any], same_ports: bool = False
+) -> Path:
+    """Forward the kernel's channels through the master; the local connection file.
+
+    The ports of the previous file for this kernel are reused when free; with same_ports
+    (a reconnect: clients hold those ports) no others are tried.
+    """
     transport = SshTransport(target.host)
     await transport.ensure_master()
     path = local_file(target, name)
     ports = _previous_ports(path, remote["key"])
-    for attempt in range(3):
+    for attempt in range(1 if same_ports else 3):
         if ports is None or attempt:
             ports = dict(zip(CHANNELS, free_ports(len(CHANNELS)), strict=True))
         done = subprocess.run(

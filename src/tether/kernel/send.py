@@ -86,18 +86,79 @@ def fast_main(args: list[str]) -> int:
 
 
 def send_code(code: str, on: str | None, name: str | None) -> int:
-    """Run code in the kernel; print what it prints; 1 if it raised."""
-    import asyncio
+    """Run code in the kernel; print what it prints; 1 if it raised.
+
+    Through the target's send helper when it runs (the fast path); else the kernel is
+    made sure of, the helper started for next time and used; the direct path (a
+    jupyter_client of our own) when the helper cannot be had.
+    """
+    import os
 
     from tether import config as config_module
-    from tether.kernel import remote
+    from tether.kernel import names
 
     config = config_module.load()
     target = config.one(on)
-    kernel = remote.kernel_name(target, name)
+    kernel = names.kernel_name(target, name)
+    sock_path, _ = names.helper_paths(target, kernel)
+    done = via_helper(sock_path, code, config.root)
+    if done is not None:
+        return done
+    import asyncio
+
+    from tether.kernel import helper, remote
+
     answer = asyncio.run(remote.ensure(target, kernel))
+    if not os.environ.get("TETHER_SEND_DIRECT"):
+        helper.stop(target, kernel)  # a stale one (the kernel was restarted)
+        helper.spawn(target, kernel, answer["connection"])
+        if wait_for_socket(sock_path, 60.0):
+            done = via_helper(sock_path, code, config.root)
+            if done is not None:
+                return done
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
     return execute(path, code, config.root)
+
+
+def wait_for_socket(path: Path, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def via_helper(sock_path: Path, code: str, root: Path) -> int | None:
+    """Run code through the helper's socket: 0/1, or None if no helper took it."""
+    import json
+    import socket
+
+    from tether.errors import TetherError
+
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(sock_path))
+        conn.sendall(json.dumps({"code": code}).encode() + b"\n")
+    except OSError:
+        conn.close()
+        return None
+    failed = False
+    with conn, conn.makefile("rb") as lines:
+        for line in lines:
+            answer = json.loads(line)
+            if "msg" in answer:
+                failed = render(answer["msg"], root) or failed
+            elif "say" in answer:
+                sys.stderr.write(answer["say"] + "\n")
+                sys.stderr.flush()
+            elif answer.get("stale"):
+                return None
+            elif "status" in answer:
+                return 1 if failed or answer["status"] == "error" else 0
+    raise TetherError("the send helper went away during the run", "", "run it again")
 
 
 def execute(connection_file: Path, code: str, root: Path, timeout: float = 60.0) -> int:

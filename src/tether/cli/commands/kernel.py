@@ -128,10 +128,11 @@ def kernel_stop(
     import contextlib
 
     from tether import config as config_module
-    from tether.kernel import remote
+    from tether.kernel import helper, remote
 
     target = config_module.load().one(on)
     kernel = remote.kernel_name(target, name)
+    helper.stop(target, kernel)
     asyncio.run(remote.ask(target, "kernel_stop", name=kernel))
     with contextlib.suppress(OSError):
         remote.local_file(target, kernel).unlink()
@@ -146,10 +147,11 @@ def kernel_restart(
     import asyncio
 
     from tether import config as config_module
-    from tether.kernel import remote
+    from tether.kernel import helper, remote
 
     target = config_module.load().one(on)
     kernel = remote.kernel_name(target, name)
+    helper.stop(target, kernel)
     answer = asyncio.run(remote.ensure(target, kernel, restart=True))
     typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
 

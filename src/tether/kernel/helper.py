@@ -1,0 +1,259 @@
+"""The per-target send helper: a detached local process that holds the kernel connection.
+
+    python -m tether.kernel.helper SPEC_JSON
+
+`tether send` (stdlib only) connects to its 0600 unix socket, writes one JSON line
+{"code", "root"} and reads JSON lines back: {"msg": {"msg_type", "content"}} for each
+output of that execution, then {"status": "ok"|"error"}; {"stale": true} means the
+kernel changed (restart) and the helper is leaving, so send takes the direct path.
+{"op": "quit"} ends it (`tether kernel stop` / `restart`). It also ends after
+IDLE_EXIT_S without a request. A `Link` keeps the connection through drops: an
+execution under way when the link drops goes on and its output, caught up, still
+reaches the send that asked for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tether.config import Target
+
+IDLE_EXIT_S = 30 * 60.0
+REPLY_WAIT_S = 2.0
+
+
+def spec_for(target: Target, name: str, remote: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "target": {
+                "name": target.name,
+                "host": target.host,
+                "path": target.path,
+                "python": target.python,
+            },
+            "name": name,
+            "remote": remote,
+        }
+    )
+
+
+def send_line(conn: socket.socket, data: dict[str, Any]) -> bool:
+    """Write one JSON line; False if the send process has gone."""
+    try:
+        conn.sendall(json.dumps(data).encode() + b"\n")
+    except OSError:
+        return False
+    return True
+
+
+def read_request(conn: socket.socket) -> dict[str, Any] | None:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            return None
+        data += chunk
+    request = json.loads(data)
+    return request if isinstance(request, dict) else None
+
+
+class Helper:
+    def __init__(self, target: Target, name: str, remote: dict[str, Any]) -> None:
+        import asyncio
+
+        from jupyter_client.blocking.client import BlockingKernelClient
+
+        from tether.kernel import link, names
+        from tether.kernel import remote as remote_module
+
+        self.target = target
+        self.name = name
+        self.remote = remote
+        self.path = asyncio.run(remote_module.connect(target, name, remote))
+        self.key = remote["key"]
+        self.sock_path, self.pid_path = names.helper_paths(target, name)
+        self.client = BlockingKernelClient(connection_file=str(self.path))
+        self.client.load_connection_file()
+        self.client.start_channels()
+        self.feed = link.Feed(self.client.iopub_channel)
+        self.link = link.Link(
+            target, name, remote, self.feed, self.say, beating=self.client.hb_channel.is_beating
+        )
+        self.conn: socket.socket | None = None
+
+    def say(self, line: str) -> None:
+        """Notices go to the send under way (its stderr), and to the helper's log."""
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        if self.conn is not None:
+            send_line(self.conn, {"say": line})
+
+    def stale(self) -> bool:
+        """The local connection file no longer names this kernel (restarted or stopped)."""
+        try:
+            return bool(json.loads(self.path.read_text())["key"] != self.key)
+        except (OSError, ValueError, KeyError):
+            return True
+
+    def serve(self) -> None:
+        self.client.wait_for_ready(timeout=60)
+        self.link.start()
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            self.sock_path.unlink()
+        old = os.umask(0o177)
+        try:
+            server.bind(str(self.sock_path))
+        finally:
+            os.umask(old)
+        os.chmod(self.sock_path, 0o600)
+        server.listen(16)
+        server.settimeout(IDLE_EXIT_S)
+        try:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    return
+                with conn:
+                    if not self.handle(conn):
+                        return
+        finally:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.sock_path.unlink()
+            self.link.stop()
+            self.client.stop_channels()
+
+    def handle(self, conn: socket.socket) -> bool:
+        """Serve one request; False when the helper should leave."""
+        conn.settimeout(30)
+        try:
+            request = read_request(conn)
+        except (OSError, ValueError):
+            return True
+        conn.settimeout(None)
+        if request is None:
+            return True
+        if request.get("op") == "quit":
+            send_line(conn, {"bye": True})
+            return False
+        if self.stale():
+            send_line(conn, {"stale": True})
+            return False
+        self.conn = conn
+        try:
+            status = self.execute(conn, str(request.get("code", "")))
+        finally:
+            self.conn = None
+        send_line(conn, {"status": status})
+        return True
+
+    def execute(self, conn: socket.socket, code: str) -> str:
+        """Run code; stream its outputs to conn; 'ok' or 'error'."""
+        while self.client.shell_channel.msg_ready():  # stale replies of lost executions
+            self.client.shell_channel.get_msg(timeout=0)
+        msg_id = self.client.execute(code, allow_stdin=False)
+        failed = False
+        while True:
+            try:
+                message = self.feed.get_msg(timeout=0.5)
+            except queue.Empty:
+                continue
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
+            content = message.get("content", {})
+            if kind == "status":
+                if content.get("execution_state") == "idle":
+                    break
+                continue
+            failed = failed or kind == "error"
+            send_line(conn, {"msg": {"msg_type": kind, "content": content}})
+        deadline = time.monotonic() + REPLY_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                reply = self.client.shell_channel.get_msg(timeout=0.1)
+            except queue.Empty:
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                failed = failed or reply.get("content", {}).get("status") == "error"
+                break
+        return "error" if failed else "ok"
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[1])
+    target = Target(**spec["target"])
+    helper = Helper(target, spec["name"], spec["remote"])
+    helper.pid_path.write_text(str(os.getpid()))
+    try:
+        helper.serve()
+    finally:
+        with contextlib.suppress(OSError):
+            if helper.pid_path.read_text() == str(os.getpid()):
+                helper.pid_path.unlink()
+    return 0
+
+
+def spawn(target: Target, name: str, remote: dict[str, Any]) -> int:
+    """Start the helper detached; its pid."""
+    import subprocess
+
+    from tether.kernel import names
+
+    log = names.kernels_dir() / "helpers.log"
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tether.kernel.helper", spec_for(target, name, remote)],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
+    return process.pid
+
+
+def stop(target: Target, name: str) -> None:
+    """Ask the helper of (host, kernel) to leave; kill it if it does not."""
+    import signal
+
+    from tether.kernel import names
+
+    sock_path, pid_path = names.helper_paths(target, name)
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(2)
+        conn.connect(str(sock_path))
+        conn.sendall(b'{"op": "quit"}\n')
+        conn.recv(100)
+    try:
+        pid = int(pid_path.read_text())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        with contextlib.suppress(OSError):
+            if b"tether.kernel.helper" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        pid_path.unlink()
+    with contextlib.suppress(OSError):
+        sock_path.unlink()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

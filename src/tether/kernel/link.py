@@ -1,0 +1,255 @@
+"""Keep a kernel connection through link drops: watch, re-forward, catch up on iopub.
+
+A `Link` watches the host's ControlMaster (and, when given, the kernel's heartbeat).
+When the link drops it says so in one line, holds the iopub `Feed`, re-makes the
+master and the five forwards on the SAME local ports (the connection file and every
+zmq socket stay valid; zmq reconnects by itself and sends what was queued meanwhile,
+once), then asks the agent for the iopub messages recorded on the remote after the
+last one the feed handed out, and injects them ahead of the live ones. The feed drops
+messages it has already handed out (by msg_id), so nothing is shown twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from tether.config import Target
+
+CHECK_EVERY_S = 0.5
+HEARTBEAT_GRACE_S = 6.0
+SEEN_MAX = 20000
+
+Message = dict[str, Any]
+
+
+def date_text(value: Any) -> str:
+    """A header date as the kernel writes it (UTC, ISO 8601, 'Z')."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return str(value.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    return str(value or "")
+
+
+def as_message(entry: Message) -> Message:
+    """A recorder entry shaped like jupyter_client's deserialized message."""
+    header = entry.get("header") or {}
+    return {
+        "header": header,
+        "parent_header": entry.get("parent_header") or {},
+        "metadata": entry.get("metadata") or {},
+        "content": entry.get("content") or {},
+        "msg_id": header.get("msg_id", entry.get("msg_id", "")),
+        "msg_type": header.get("msg_type", entry.get("msg_type", "")),
+        "buffers": [],
+    }
+
+
+class Feed:
+    """An iopub channel with catch-up messages injected and duplicates dropped.
+
+    Has the two methods consoles and clients use: msg_ready() and get_msg(timeout).
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.pending: collections.deque[Message] = collections.deque()
+        self.seen: set[str] = set()
+        self.order: collections.deque[str] = collections.deque()
+        self.last_id = ""
+        self.last_date = date_text(datetime.now(timezone.utc))
+        self.holding = threading.Event()
+        self.lock = threading.Lock()
+
+    def _new(self, message: Message) -> bool:
+        msg_id = str(message.get("header", {}).get("msg_id") or message.get("msg_id") or "")
+        if not msg_id:
+            return True
+        if msg_id in self.seen:
+            return False
+        self.seen.add(msg_id)
+        self.order.append(msg_id)
+        if len(self.order) > SEEN_MAX:
+            self.seen.discard(self.order.popleft())
+        return True
+
+    def _handed(self, message: Message) -> Message:
+        header = message.get("header", {})
+        self.last_id = str(header.get("msg_id") or self.last_id)
+        self.last_date = date_text(header.get("date")) or self.last_date
+        return message
+
+    def inject(self, entries: list[Message]) -> int:
+        """Queue recorder entries not seen yet (ahead of live messages); how many."""
+        with self.lock:
+            fresh = [as_message(e) for e in entries]
+            fresh = [m for m in fresh if self._new(m)]
+            self.pending.extend(fresh)
+        return len(fresh)
+
+    def _pull(self) -> None:
+        """Move what the channel has ready into pending, dropping duplicates."""
+        if self.holding.is_set():
+            return
+        while self.channel.msg_ready():
+            message = self.channel.get_msg(timeout=0)
+            with self.lock:
+                if self._new(message):
+                    self.pending.append(message)
+
+    def msg_ready(self) -> bool:
+        self._pull()
+        return bool(self.pending)
+
+    def get_msg(self, timeout: float | None = None) -> Message:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._pull()
+            with self.lock:
+                if self.pending:
+                    return self._handed(self.pending.popleft())
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise queue.Empty
+            wait = 0.05 if left is None else min(0.05, left)
+            if not self.holding.is_set():
+                self.channel.socket.poll(int(wait * 1000))
+            else:
+                time.sleep(wait)
+
+
+class Link:
+    """Watches one kernel's link; on a drop re-makes it and fills the feed's gap."""
+
+    def __init__(
+        self,
+        target: Target,
+        name: str,
+        remote: dict[str, Any],
+        feed: Feed,
+        say: Callable[[str], None],
+        beating: Callable[[], bool] | None = None,
+    ) -> None:
+        self.target = target
+        self.name = name
+        self.remote = remote
+        self.feed = feed
+        self.say = say
+        self.beating = beating
+        self.stopping = threading.Event()
+        self.up = threading.Event()
+        self.up.set()
+        self.drops = 0
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> Link:
+        self.thread = threading.Thread(target=self._watch, name="tether-link", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+    def master_alive(self) -> bool:
+        from tether.transport.ssh import control_path
+
+        try:
+            done = subprocess.run(
+                ["ssh", "-o", f"ControlPath={control_path()}", "-O", "check", self.target.host],
+                capture_output=True,
+                timeout=10,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
+    def _exit_master(self) -> None:
+        from tether.transport.ssh import SshTransport
+
+        SshTransport(self.target.host).stop_master()
+
+    def _watch(self) -> None:
+        silent_since: float | None = None
+        while not self.stopping.wait(CHECK_EVERY_S):
+            if self.beating is not None and not self.beating():
+                silent_since = silent_since or time.monotonic()
+            else:
+                silent_since = None
+            alive = self.master_alive()
+            if alive and silent_since and time.monotonic() - silent_since > HEARTBEAT_GRACE_S:
+                self._exit_master()  # a master on a silently dead link: start afresh
+                alive = False
+            if not alive:
+                self.recover()
+                silent_since = None
+
+    def recover(self) -> None:
+        """Hold the feed, re-make master and forwards (same ports), inject the gap."""
+        self.up.clear()
+        self.feed.holding.set()
+        self.drops += 1
+        self.say(f"tether: lost the link to {self.target.host}; reconnecting (the kernel runs on)")
+        delay = 0.5
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._remake()
+                    break
+                except Exception:  # any failure: try again
+                    self.stopping.wait(delay)
+                    delay = min(delay * 2, 5.0)
+            if self.stopping.is_set():
+                return
+            self._wait_beating()
+            missed = self._catchup()
+            shown = self.feed.inject(missed)
+            self.say(f"tether: reconnected to {self.target.host} ({shown} missed messages)")
+        finally:
+            self.feed.holding.clear()
+            self.up.set()
+
+    def _remake(self) -> None:
+        import asyncio
+
+        from tether.kernel import remote
+
+        asyncio.run(remote.connect(self.target, self.name, self.remote, same_ports=True))
+
+    def _wait_beating(self) -> None:
+        """Give zmq a moment to reconnect its sockets (the SUB must be back first)."""
+        deadline = time.monotonic() + 3.0
+        while self.beating is not None and not self.beating() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+
+    def _catchup(self) -> list[Message]:
+        import asyncio
+
+        from tether.kernel import remote
+
+        try:
+            answer = asyncio.run(
+                remote.ask(
+                    self.target,
+                    "kernel_catchup",
+                    name=self.name,
+                    after=self.feed.last_id,
+                    since=self.feed.last_date,
+                )
+            )
+        except Exception as error:  # the gap stays; go on
+            self.say(f"tether: could not fetch the output missed meanwhile: {error}")
+            return []
+        messages = answer.get("messages", [])
+        return [m for m in messages if isinstance(m, dict)]
