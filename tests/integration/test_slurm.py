@@ -157,3 +157,12 @@ def test_a_refused_submission_is_one_line_with_slurms_text(
     line = done.stderr.strip()
     assert line.startswith("tether: error: cluster: sbatch refused the job:"), line
     assert "partition" in line.lower() and len(line.splitlines()) == 1
+
+
+def test_status_shows_the_partitions(cluster_project: Path, tether_cli: Cli) -> None:
+    done = tether_cli("status", "--json")
+    assert done.returncode == 0, done.stderr
+    entry = json.loads(done.stdout)[0]
+    assert [part["partition"] for part in entry["partitions"]] == ["debug*"]
+    text = tether_cli("status")
+    assert "partition debug* (up): 1 node(s)" in text.stdout, text.stdout

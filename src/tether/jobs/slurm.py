@@ -283,6 +283,15 @@ async def kill(channel: AgentChannel, target: Target, name: str) -> JobRecord:
     return next((job for job in jobs if job.name == name), jobs[0])
 
 
+async def partitions(channel: AgentChannel) -> list[dict[str, Any]] | str:
+    """sinfo's partitions for `tether status`, or why they are not known."""
+    try:
+        answer, _ = await channel.request("slurm_partitions", slurm_conf=conf_override())
+    except AgentError as error:
+        return error.what
+    return list(answer["partitions"])
+
+
 def refuse_pinned(pinned: str | None, target: Target) -> None:
     if pinned:
         raise UsageError(

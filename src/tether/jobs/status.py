@@ -22,6 +22,10 @@ async def target_status(target: Target) -> dict[str, Any]:
         return entry
     try:
         answer, _ = await channel.request("status", root=target.path)
+        if target.scheduler == "slurm":
+            from tether.jobs.slurm import partitions
+
+            answer["partitions"] = await partitions(channel)
     except (TetherError, OSError) as error:
         entry.update(reachable=False, error=_line(error))
         return entry
@@ -93,6 +97,16 @@ def lines(entries: list[dict[str, Any]]) -> list[str]:
             out.append(f"  GPUs {gpu_text(entry)}; " + "; ".join(each))
         else:
             out.append("  GPUs: none")
+        parts = entry.get("partitions") or []
+        if isinstance(parts, str):
+            out.append(f"  Slurm: {parts}")
+            parts = []
+        for part in parts:
+            out.append(
+                f"  partition {part['partition']} ({part['avail']}): {part['nodes']} node(s) "
+                f"{part['state']}"
+                + (f", {part['gres']}" if part["gres"] not in ("", "(null)") else "")
+            )
         project = jobs_text(entry.get("project_jobs") or {})
         host = jobs_text(entry.get("jobs") or {})
         out.append(f"  jobs: this project {project}; everyone's on the host {host}")
