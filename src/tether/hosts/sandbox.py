@@ -22,7 +22,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 
 from tether import paths
 from tether.errors import TetherError
+from tether.hosts.processes import alive, marked_processes, run_quiet, terminate
 
 SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT_S = 10.0
@@ -395,7 +395,7 @@ def _start_sshd(
         if any(listening in line for line in _log_lines(log, offset)) and _port_open(port):
             return process.pid, []
         time.sleep(0.02)
-    _terminate([process.pid], grace_s=5.0)
+    terminate([process.pid], grace_s=5.0, reap=_reap)
     return 0, [*_log_lines(log, offset), "sshd did not start listening within 5 s"]
 
 
@@ -465,15 +465,7 @@ def _remove_stanza(name: str, config_existed: bool) -> None:
 
 def _close_master(name: str) -> None:
     """Stop an ssh ControlMaster for NAME at tether's ControlPath, if there is one."""
-    _run_quiet(["ssh", "-O", "exit", "-o", f"ControlPath={paths.runtime_dir() / '%C'}", name])
-
-
-def _run_quiet(argv: list[str], timeout: float = 5.0) -> None:
-    """Run ARGV, ignoring its output and any failure (bounded)."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
-        )
+    run_quiet(["ssh", "-O", "exit", "-o", f"ControlPath={paths.runtime_dir() / '%C'}", name])
 
 
 def _stop_processes(directory: Path, pid: int, tmux_tmpdir: Path | None) -> None:
@@ -481,10 +473,10 @@ def _stop_processes(directory: Path, pid: int, tmux_tmpdir: Path | None) -> None
     if tmux_tmpdir is not None and tmux_tmpdir.is_dir():
         for socket_path in sorted(tmux_tmpdir.glob("tmux-*/*")):
             if socket_path.is_socket():
-                _run_quiet(["tmux", "-S", str(socket_path), "kill-server"])
+                run_quiet(["tmux", "-S", str(socket_path), "kill-server"])
     if pid and _is_our_sshd(pid, directory):
-        _terminate([pid], grace_s=5.0)
-    _terminate(list(_marked_processes(directory)))
+        terminate([pid], grace_s=5.0, reap=_reap)
+    terminate(list(marked_processes(directory)), reap=_reap)
 
 
 def _kill_listed_pids(home: Path) -> None:
@@ -494,41 +486,7 @@ def _kill_listed_pids(home: Path) -> None:
         with contextlib.suppress(OSError):
             words = path.read_text().split()
             pids += [int(word) for word in words if word.isdigit() and int(word) > 1]
-    _terminate(pids)
-
-
-def _marked_processes(directory: Path) -> Iterator[int]:
-    """Processes whose environment says they run inside this sandbox (sshd children, jobs)."""
-    mark = f"TETHER_SANDBOX_DIR={directory}".encode() + b"\0"
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        if environ.startswith(mark) or b"\0" + mark in environ:
-            yield int(entry)
-
-
-def _terminate(pids: list[int], grace_s: float = 3.0) -> None:
-    """SIGTERM each pid, wait a bounded time, SIGKILL what is left."""
-    live = [pid for pid in set(pids) if pid != os.getpid() and _alive(pid)]
-    for pid in live:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while live and time.monotonic() < deadline:
-        _reap()
-        live = [pid for pid in live if _alive(pid)]
-        if live:
-            time.sleep(0.02)
-    for pid in live:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    _reap()
+    terminate(pids, reap=_reap)
 
 
 def _reap() -> None:
@@ -545,7 +503,7 @@ def _remove_dirs(directory: Path, tmpdir: Path | None) -> None:
 
 def _is_our_sshd(pid: int, directory: Path) -> bool:
     """True if PID is alive and is the sshd started with this sandbox's config."""
-    if pid <= 1 or not _alive(pid):
+    if pid <= 1 or not alive(pid):
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -554,17 +512,6 @@ def _is_our_sshd(pid: int, directory: Path) -> bool:
         return False
     # sshd rewrites its title ("sshd: /usr/sbin/sshd -D -f CONFIG ... [listener] ...").
     return b"sshd" in cmdline and str(directory / "sshd_config").encode() in cmdline
-
-
-def _alive(pid: int) -> bool:
-    """True if PID exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return False
-    state = stat.rsplit(b")", 1)[-1].split()[:1]
-    return state not in ([b"Z"], [b"X"])
 
 
 def _port_open(port: int) -> bool:

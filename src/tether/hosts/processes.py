@@ -1,0 +1,66 @@
+"""Ending processes by PID, safely: zombie-aware liveness, TERM then KILL, bounded waits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def alive(pid: int) -> bool:
+    """True if PID exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    state = stat.rsplit(b")", 1)[-1].split()[:1]
+    return state not in ([b"Z"], [b"X"])
+
+
+def run_quiet(argv: list[str], timeout: float = 5.0) -> None:
+    """Run ARGV, ignoring its output and any failure (bounded)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+        )
+
+
+def marked_processes(directory: Path) -> Iterator[int]:
+    """Processes whose environment says they run inside this sandbox (sshd children, jobs)."""
+    mark = f"TETHER_SANDBOX_DIR={directory}".encode() + b"\0"
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        if environ.startswith(mark) or b"\0" + mark in environ:
+            yield int(entry)
+
+
+def terminate(
+    pids: list[int], grace_s: float = 3.0, reap: Callable[[], None] = lambda: None
+) -> None:
+    """SIGTERM each pid, wait a bounded time, SIGKILL what is left."""
+    live = [pid for pid in set(pids) if pid != os.getpid() and alive(pid)]
+    for pid in live:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while live and time.monotonic() < deadline:
+        reap()
+        live = [pid for pid in live if alive(pid)]
+        if live:
+            time.sleep(0.02)
+    for pid in live:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    reap()
