@@ -103,6 +103,12 @@ async def start(
     snapshot_of, restart_of (with fresh); an empty info with restart_of keeps the
     earlier job's provenance.
     """
+    if target.scheduler == "slurm":  # run submits through tether.jobs.slurm; restart: not yet
+        raise JobError(
+            f"{target.name} is a Slurm target: tether restart does not resubmit there yet",
+            "",
+            "run the command again with tether run",
+        )
     prov = dict(info)
     if prov:
         remote_python = (await channel.ready()).get("python")
