@@ -61,7 +61,7 @@ def console(
     kernel = remote.kernel_name(target, name)
     answer = asyncio.run(remote.ensure(target, kernel))
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
-    return console_module.run(path)
+    return console_module.run(path, target, kernel, answer["connection"])
 
 
 def send(
