@@ -224,3 +224,24 @@ def test_console_in_tmux_sees_sends_and_keeps_the_kernel(
     wait_for("82")
     tmux("send-keys", "-t", "c", "secret_remote_n", "Tab")  # completion from the remote kernel
     wait_for("secret_remote_name", 30)
+
+
+PNG_1X1 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+)
+
+
+def test_a_figure_is_saved_under_tether_figures(kproject: Path, tether_cli: Cli) -> None:
+    code = (
+        "import base64\nfrom IPython.display import Image, display\n"
+        f"display(Image(data=base64.b64decode('{PNG_1X1}')))\n"
+    )
+    done = tether_cli("send", input=code)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("figure saved: ")]
+    assert len(lines) == 1, done.stdout
+    saved = Path(lines[0].removeprefix("figure saved: "))
+    assert saved.parent == kproject / ".tether" / "figures"
+    import base64
+
+    assert saved.read_bytes() == base64.b64decode(PNG_1X1)
