@@ -1,0 +1,128 @@
+"""`tether send`: a keypress's `print(1)` from process start to output, next to plain ssh.
+
+`tether send` (the whole command, a subprocess, as an editor's key binding runs it)
+feeds `print(1)` on stdin to the target's kernel on a sandbox sshd whose `python` is
+this interpreter (it has ipykernel), at 0 ms added RTT (direct) and at 50 ms RTT
+(latency proxy, 25 ms each way). Warm: the kernel and the per-target send helper are
+already started (median of 10). Beside it, `ssh ALIAS python3 -c 'print(1)'` over the
+same warm ControlMaster. Also the cold first send (kernel start, forwards, helper).
+The goal (DESIGN 9): one round trip + 60 ms. PASS/MISS is printed, never asserted.
+
+    .venv/bin/python bench/send.py [--small] [--runs N] [--results bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+if TYPE_CHECKING:
+    from tether.hosts.sandbox import Sandbox
+
+RTTS_MS = (0, 50)
+RUNS = 10
+SANDBOX = "bench-send"
+GOAL_EXTRA_MS = 60
+CODE = "print(1)\n"
+
+
+def send(root: Path) -> None:
+    """One `tether send` of CODE on stdin; raise unless it printed 1."""
+    done = subprocess.run(
+        [common.tether_bin(), "send"],
+        cwd=root,
+        input=CODE,
+        capture_output=True,
+        text=True,
+        timeout=common.SUBPROCESS_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0 or done.stdout.strip() != "1":
+        raise RuntimeError(f"tether send exited {done.returncode}: {done.stdout}{done.stderr}")
+
+
+def project(root: Path, alias: str, remote: str) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ".gitignore").write_text(".tether/\n")
+    (root / "README.md").write_text("# send bench\n")
+    (root / "tether.toml").write_text(
+        f"[targets.box]\nhost = {json.dumps(alias)}\npath = {json.dumps(remote)}\n"
+        f"python = {json.dumps(sys.executable)}\ndefault = true\n"
+    )
+    common.git_init(root)
+
+
+def bench_rtt(box: Sandbox, rtt_ms: int, runs: int) -> tuple[list[str], float]:
+    """The table row for one RTT, and the cold first send's seconds."""
+    home = Path(box.home)
+    with common.rtt_alias(box, rtt_ms) as alias:
+        root = home.parent / f"send-local-{rtt_ms}"
+        common.remove(root)
+        project(root, alias, f"~/send-{rtt_ms}")
+        common.start_master(alias)
+        try:
+            cold = common.timed(lambda: send(root))
+            send(root)  # the helper answers from here on
+            ssh = ["ssh", *common.master_options(), alias, "python3 -c 'print(1)'"]
+            timings = common.side_by_side(
+                runs, {"send": lambda: send(root), "ssh": lambda: common.run(ssh)}
+            )
+        finally:
+            common.run([common.tether_bin(), "kernel", "stop"], cwd=root)
+    tether, plain = timings["send"], timings["ssh"]
+    goal = rtt_ms / 1000 + GOAL_EXTRA_MS / 1000
+    row = [
+        f"{rtt_ms} ms",
+        f"{tether.median * 1000:.0f}",
+        f"{(tether.median - rtt_ms / 1000) * 1000:.0f}",
+        f"{plain.median * 1000:.0f}",
+        common.ratio(tether.median, plain.median),
+        f"<= {goal * 1000:.0f}",
+        "PASS" if tether.median <= goal else "MISS",
+        f"{cold * 1000:.0f}",
+        f"{tether.spread()} / {plain.spread()}",
+    ]
+    return row, cold
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = common.arguments(__doc__ or "", argv)
+    runs = args.runs or (5 if args.small else RUNS)
+    table = common.Table(
+        "tether send: print(1) from process start to output, vs ssh python3 -c",
+        [
+            "RTT",
+            "send ms",
+            "send - RTT ms",
+            "ssh ms",
+            "send/ssh",
+            "goal ms",
+            "",
+            "cold send ms",
+            "spread s",
+        ],
+    )
+    with common.isolated(), common.sandbox(SANDBOX) as box:
+        for rtt_ms in RTTS_MS:
+            row, _ = bench_rtt(box, rtt_ms, runs)
+            table.rows.append(row)
+    table.notes += [
+        f"median of {runs}, interleaved; warm = kernel and send helper started; "
+        "50 ms = 25 ms each way (proxy)",
+        f"goal (DESIGN 9): RTT + {GOAL_EXTRA_MS} ms; ssh = `ssh ALIAS python3 -c "
+        "'print(1)'` over tether's warm ControlMaster; cold = first send (kernel start, "
+        "forwards, helper)",
+    ]
+    common.report([table], args.results, "bench/send.py")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
