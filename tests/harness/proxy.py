@@ -278,12 +278,12 @@ def drop_alias(alias: str) -> None:
     """Close any ControlMaster of ALIAS and remove its stanza."""
     import subprocess
 
-    from tether import paths
     from tether.hosts import sshconfig
+    from tether.transport.ssh import control_path
 
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(
-            ["ssh", "-O", "exit", "-o", f"ControlPath={paths.runtime_dir() / '%C'}", alias],
+            ["ssh", "-O", "exit", "-o", f"ControlPath={control_path()}", alias],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=5,

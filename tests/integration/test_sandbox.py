@@ -13,6 +13,7 @@ import pytest
 
 from tests.harness import env as harness
 from tests.harness.proxy import Proxy, drop_alias, proxied_alias
+from tether.transport.ssh import control_path
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ def test_down_leaves_nothing_behind(fresh_sandbox, test_env) -> None:
         assert config.read_bytes() != before
         assert harness.ssh(box.name, "true").returncode == 0
         # A ControlMaster at tether's ControlPath and a remote tmux server must go too.
-        control = f"ControlPath={test_env.runtime / '%C'}"
+        control = f"ControlPath={control_path()}"
         master = subprocess.Popen(
             ["ssh", "-o", "ControlMaster=yes", "-o", control, "-N", box.name],
             stdin=subprocess.DEVNULL,
@@ -209,7 +210,7 @@ def test_ssh_through_the_proxy(sandbox, proxy, proxy_alias) -> None:
 
 
 def test_proxy_delay_adds_round_trip_latency(sandbox, proxy, proxy_alias, test_env) -> None:
-    control = f"ControlPath={test_env.runtime / '%C'}"
+    control = f"ControlPath={control_path()}"
     proxy.set_delay(25)
     argv = ["ssh", "-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o", control]
     master = subprocess.Popen(

@@ -34,6 +34,7 @@ from typing import Any
 from tether import paths
 from tether.errors import TetherError
 from tether.hosts.processes import alive, marked_processes, run_quiet, terminate
+from tether.transport.ssh import control_path
 
 SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT_S = 10.0
@@ -465,7 +466,7 @@ def _remove_stanza(name: str, config_existed: bool) -> None:
 
 def _close_master(name: str) -> None:
     """Stop an ssh ControlMaster for NAME at tether's ControlPath, if there is one."""
-    run_quiet(["ssh", "-O", "exit", "-o", f"ControlPath={paths.runtime_dir() / '%C'}", name])
+    run_quiet(["ssh", "-O", "exit", "-o", f"ControlPath={control_path()}", name])
 
 
 def _stop_processes(directory: Path, pid: int, tmux_tmpdir: Path | None) -> None:

@@ -53,8 +53,10 @@ def quote_argv(argv: Sequence[str]) -> str:
 
 
 def control_path() -> str:
-    """ControlPath in tether's 0700 runtime dir; %C (a hash) keeps it short."""
-    return str(runtime_dir() / "%C")
+    """ControlPath in tether's 0700 runtime dir: %C (a hash) keeps it short; %n (the alias)
+    keeps two aliases of one endpoint from sharing a master, so each alias's own host-key
+    settings are checked when its connection is made."""
+    return str(runtime_dir() / "%C-%n")
 
 
 def ssh_options(persist: int = PERSIST_SECONDS) -> list[str]:
