@@ -6,8 +6,17 @@
 {"code", "root"} and reads JSON lines back: {"msg": {"msg_type", "content"}} for each
 output of that execution, then {"status": "ok"|"error"}; {"stale": true} means the
 kernel changed (restart) and the helper is leaving, so send takes the direct path.
-{"op": "quit"} ends it (`tether kernel stop` / `restart`). It also ends after
-IDLE_EXIT_S without a request. A `Link` keeps the connection through drops: an
+{"op": "quit"} ends it (`tether kernel stop` / `restart`); {"op": "ping"} answers
+{"pong": true, "key"}. It also ends after IDLE_EXIT_S without a request.
+
+Starting is serialised by an flock on a lock file next to the pidfile: `spawn` takes it,
+reuses a helper that answers for the same kernel, else starts one that inherits the
+locked file and lets go of it only once it serves (pidfile written, socket bound) or
+dies, so two first sends at the same moment start one helper. A request while the
+kernel is dead (its heartbeat silent and the agent saying so) fails within about
+DEAD_CHECK_S with one line instead of waiting for an idle that never comes.
+
+A `Link` keeps the connection through drops: an
 execution under way when the link drops goes on and its output, caught up, still
 reaches the send that asked for it.
 """
@@ -21,6 +30,7 @@ import queue
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +38,20 @@ from tether.config import Target
 
 IDLE_EXIT_S = 30 * 60.0
 REPLY_WAIT_S = 2.0
+DEAD_CHECK_S = 2.0  # heartbeat silent this long: ask the agent whether the kernel runs
+AGENT_TIMEOUT_S = 20.0
+LOCK_WAIT_S = 180.0
 
 
-def spec_for(target: Target, name: str, remote: dict[str, Any]) -> str:
+def lock_path(target: Target, name: str) -> Path:
+    """The start lock of (host, kernel)'s helper: beside its pidfile."""
+    from tether.kernel import names
+
+    _, pid_path = names.helper_paths(target, name)
+    return pid_path.with_suffix(".lock")
+
+
+def spec_for(target: Target, name: str, remote: dict[str, Any], lock_fd: int = -1) -> str:
     return json.dumps(
         {
             "target": {
@@ -41,6 +62,7 @@ def spec_for(target: Target, name: str, remote: dict[str, Any]) -> str:
             },
             "name": name,
             "remote": remote,
+            "lock_fd": lock_fd,
         }
     )
 
@@ -88,6 +110,7 @@ class Helper:
             target, name, remote, self.feed, self.say, beating=self.client.hb_channel.is_beating
         )
         self.conn: socket.socket | None = None
+        self.dead_checked = 0.0
 
     def say(self, line: str) -> None:
         """Notices go to the send under way (its stderr), and to the helper's log."""
@@ -103,7 +126,8 @@ class Helper:
         except (OSError, ValueError, KeyError):
             return True
 
-    def serve(self) -> None:
+    def serve(self, ready: Any = None) -> None:
+        """Answer requests until told to leave; ready() once the socket is bound."""
         self.client.wait_for_ready(timeout=60)
         self.link.start()
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -116,6 +140,8 @@ class Helper:
             os.umask(old)
         os.chmod(self.sock_path, 0o600)
         server.listen(16)
+        if ready is not None:
+            ready()
         server.settimeout(IDLE_EXIT_S)
         try:
             while True:
@@ -146,6 +172,9 @@ class Helper:
         if request.get("op") == "quit":
             send_line(conn, {"bye": True})
             return False
+        if request.get("op") == "ping":
+            send_line(conn, {"pong": True, "key": self.key, "stale": self.stale()})
+            return True
         if self.stale():
             send_line(conn, {"stale": True})
             return False
@@ -161,12 +190,16 @@ class Helper:
         """Run code; stream its outputs to conn; 'ok' or 'error'."""
         while self.client.shell_channel.msg_ready():  # stale replies of lost executions
             self.client.shell_channel.get_msg(timeout=0)
+        if self.kernel_dead():
+            return "error"
         msg_id = self.client.execute(code, allow_stdin=False)
         failed = False
         while True:
             try:
                 message = self.feed.get_msg(timeout=0.5)
             except queue.Empty:
+                if self.kernel_dead():
+                    return "error"
                 continue
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -189,36 +222,163 @@ class Helper:
                 break
         return "error" if failed else "ok"
 
+    def kernel_dead(self) -> bool:
+        """True (and says so, once) when the kernel is gone: its heartbeat has been silent
+        DEAD_CHECK_S with the link up and the agent reports it dead or absent."""
+        beating = self.client.hb_channel.is_beating
+        started = time.monotonic()
+        while not beating():
+            if not self.link.up.is_set():
+                return False  # the link is down: it comes back, the request waits
+            if time.monotonic() - started >= DEAD_CHECK_S:
+                break
+            time.sleep(0.05)
+        else:
+            return False
+        if time.monotonic() - self.dead_checked < DEAD_CHECK_S:
+            return False
+        self.dead_checked = time.monotonic()
+        state = self.agent_state()
+        if state in ("running", "unknown"):
+            return False
+        self.say(
+            f"tether: error: the kernel {self.name} on {self.target.host} is {state}; "
+            "run `tether kernel restart`"
+        )
+        return True
+
+    def agent_state(self) -> str:
+        """'running', 'dead', 'stopped' (no such kernel) or 'unknown' (no answer)."""
+        import asyncio
+
+        from tether.kernel import remote as remote_module
+        from tether.transport.channel import AgentError
+
+        async def ask() -> dict[str, Any]:
+            request = remote_module.ask(self.target, "kernel_info", name=self.name)
+            return await asyncio.wait_for(request, AGENT_TIMEOUT_S)
+
+        try:
+            answer = asyncio.run(ask())
+        except AgentError as error:
+            return "stopped" if error.kind == "nokernel" else "unknown"
+        except Exception:  # the link, a timeout: not known
+            return "unknown"
+        record = answer.get("record") or {}
+        if (answer.get("connection") or {}).get("key") not in (None, self.key):
+            return "restarted"
+        return "running" if record.get("alive") else "dead"
+
+
+def release(lock_fd: int) -> None:
+    """Let go of the start lock inherited from spawn (no-op without one)."""
+    if lock_fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(lock_fd)
+
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     target = Target(**spec["target"])
-    helper = Helper(target, spec["name"], spec["remote"])
-    helper.pid_path.write_text(str(os.getpid()))
+    lock_fd = int(spec.get("lock_fd", -1))
     try:
-        helper.serve()
+        helper = Helper(target, spec["name"], spec["remote"])
+    except BaseException:
+        release(lock_fd)
+        raise
+
+    def ready() -> None:
+        helper.pid_path.write_text(str(os.getpid()))
+        release(lock_fd)
+
+    try:
+        helper.serve(ready)
     finally:
+        release(lock_fd)
         with contextlib.suppress(OSError):
             if helper.pid_path.read_text() == str(os.getpid()):
                 helper.pid_path.unlink()
     return 0
 
 
+def ping(sock_path: Path, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The helper's answer to a ping on sock_path, or None if none answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(sock_path))
+            conn.sendall(b'{"op": "ping"}\n')
+            answer = json.loads(conn.makefile("rb").readline())
+    except (OSError, ValueError):
+        return None
+    return answer if isinstance(answer, dict) and answer.get("pong") else None
+
+
+@contextlib.contextmanager
+def start_lock(target: Target, name: str, timeout: float = LOCK_WAIT_S) -> Iterator[int]:
+    """Hold the exclusive flock on (host, kernel)'s start lock; its fd.
+
+    A helper being started holds it until it serves, so this waits for that (bounded).
+    """
+    import fcntl
+
+    from tether.errors import TetherError
+
+    path = lock_path(target, name)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TetherError(
+                        "the send helper did not start",
+                        f"another one held {path} for {timeout:.0f} s",
+                        "run `tether kernel stop` and try again",
+                    ) from None
+                time.sleep(0.02)
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def spawn(target: Target, name: str, remote: dict[str, Any]) -> int:
-    """Start the helper detached; its pid."""
+    """Start the helper detached unless one serves this kernel already; its pid.
+
+    Under the start lock: a helper answering for the same kernel (key) is kept; one for
+    another kernel (restarted) is stopped first. The new helper inherits the locked file
+    and lets go of it once it serves, so a second spawn waits for it and keeps it.
+    """
     import subprocess
 
     from tether.kernel import names
 
-    log = names.kernels_dir() / "helpers.log"
-    with open(log, "ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tether.kernel.helper", spec_for(target, name, remote)],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
+    sock_path, pid_path = names.helper_paths(target, name)
+    with start_lock(target, name) as fd:
+        answer = ping(sock_path)
+        if answer is not None and answer.get("key") == remote.get("key"):
+            with contextlib.suppress(OSError, ValueError):
+                return int(pid_path.read_text())
+        if answer is not None or pid_path.exists():
+            stop(target, name)
+        log = names.kernels_dir() / "helpers.log"
+        with open(log, "ab") as output:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tether.kernel.helper",
+                    spec_for(target, name, remote, lock_fd=fd),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+                pass_fds=(fd,),
+            )
     return process.pid
 
 

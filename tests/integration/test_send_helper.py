@@ -1,0 +1,133 @@
+"""The send helper against a real sandbox kernel: one helper for racing first sends; a dead
+kernel fails a send with one line in bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_console import kernel_pids, pid_alive, stop_helpers
+
+pytestmark = pytest.mark.integration
+
+Cli = Callable[..., Any]
+
+
+@pytest.fixture
+def hproject(
+    sandbox: Any, project: Path, tether_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """The project against the sandbox, the venv's python as remote python; all stopped."""
+    monkeypatch.chdir(project)
+    done = tether_cli(
+        "init",
+        "--host",
+        sandbox.name,
+        "--path",
+        f"~/helper-{uuid.uuid4().hex[:8]}",
+        "--python",
+        sys.executable,
+    )
+    assert done.returncode == 0, done.stderr
+    home = Path(sandbox.home)
+    before = set(kernel_pids(home))
+    try:
+        yield project
+    finally:
+        tether_cli("kernel", "stop")
+        for pid in set(kernel_pids(home)) - before:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        stop_helpers()
+
+
+def helper_processes(host: str, name: str) -> list[int]:
+    """Pids of live send helpers for (host, kernel)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"tether.kernel.helper" not in argv or not pid_alive(int(entry.name)):
+                continue
+            spec = json.loads(argv[argv.index(b"tether.kernel.helper") + 1])
+            if spec["target"]["host"] == host and spec["name"] == name:
+                found.append(int(entry.name))
+    return found
+
+
+def test_two_spawns_at_once_start_one_helper(hproject: Path, tether_cli: Cli) -> None:
+    from tether import config
+    from tether.kernel import helper, names, remote
+
+    target = config.load().one(None)
+    kernel = names.kernel_name(target, None)
+    answer = asyncio.run(remote.ensure(target, kernel))
+    pids: list[int] = []
+    errors: list[BaseException] = []
+    gate = threading.Barrier(2)
+
+    def start() -> None:
+        try:
+            gate.wait()
+            pids.append(helper.spawn(target, kernel, answer["connection"]))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert len(pids) == 2 and pids[0] == pids[1], pids
+    sock_path, pid_path = names.helper_paths(target, kernel)
+    deadline = time.monotonic() + 60
+    while helper.ping(sock_path) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert helper.ping(sock_path) is not None
+    assert int(pid_path.read_text()) == pids[0]
+    assert helper_processes(target.host, kernel) == [pids[0]]
+    sent = tether_cli("send", input="print(6 * 7)")
+    assert sent.returncode == 0, sent.stderr
+    assert "42" in sent.stdout
+    assert helper_processes(target.host, kernel) == [pids[0]]  # the send used it
+
+
+def test_send_to_a_dead_kernel_fails_with_one_line(
+    hproject: Path, sandbox: Any, tether_cli: Cli
+) -> None:
+    first = tether_cli("send", input="print('up')")
+    assert first.returncode == 0 and "up" in first.stdout, first.stderr
+    from tether import config
+
+    rel = config.load().one(None).path.removeprefix("~/")
+    records = Path(sandbox.home, ".local/share/tether/kernels").glob("*/record.json")
+    loaded = [json.loads(path.read_text()) for path in records]
+    mine = [r for r in loaded if str(r.get("root", "")).endswith(rel)]
+    assert len(mine) == 1, loaded
+    for record in mine:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(record["pid"]), signal.SIGKILL)
+    started = time.monotonic()
+    done = tether_cli("send", input="print('never')", timeout=60)
+    took = time.monotonic() - started
+    assert done.returncode == 1, done
+    assert took < 30, took
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "kernel" in lines[0] and "dead" in lines[0] and "tether kernel restart" in lines[0]
+    assert "never" not in done.stdout
