@@ -1,10 +1,14 @@
 """`tether console`: jupyter_console's terminal shell attached to the forwarded kernel.
 
-Output from other clients (`tether send`) is shown; leaving never stops the kernel.
+Output from other clients (`tether send`) is shown; leaving never stops the kernel. The
+is_complete check asks the kernel while the link is up and IPython's local (codeop-based)
+test while it is down or the kernel is slow to answer; jupyter_console's own check would
+turn the kernel's off for the whole session after one timeout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,89 @@ class _Polled:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._socket, name)
+
+
+def local_complete(code: str) -> tuple[bool, str]:
+    """(more?, indent) from IPython's local completeness test (what ipykernel runs too)."""
+    from IPython.core import inputtransformer2
+
+    make: Any = inputtransformer2.TransformerManager
+    manager = make()
+    status, indent = manager.check_complete(code)
+    if status == "incomplete":
+        return True, " " * (indent or 0)
+    return False, ""
+
+
+def complete_through_link(shell: Any, up: Callable[[], bool]) -> None:
+    """Replace the shell's check_complete: the kernel's while up() else the local test.
+
+    A request that times out falls back to the local test for that line only; its late
+    reply is dropped from the shell channel (it would be taken for an execute reply).
+    """
+    import inspect
+    import queue
+    import time
+
+    from jupyter_console.utils import run_sync
+
+    client = shell.client
+    channel = client.shell_channel
+    real_get = channel.get_msg
+    abandoned: set[str] = set()
+
+    def left(deadline: float | None) -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def wanted(message: dict[str, Any]) -> bool:
+        parent = message.get("parent_header", {}).get("msg_id")
+        if parent not in abandoned:
+            return True
+        abandoned.discard(parent)
+        return False
+
+    get_msg: Callable[..., Any]
+    if inspect.iscoroutinefunction(real_get):
+
+        async def get_async(timeout: float | None = None) -> dict[str, Any]:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                message: dict[str, Any] = await real_get(timeout=left(deadline))
+                if wanted(message):
+                    return message
+
+        get_msg = get_async
+    else:
+
+        def get_sync(timeout: float | None = None) -> dict[str, Any]:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                message: dict[str, Any] = real_get(timeout=left(deadline))
+                if wanted(message):
+                    return message
+
+        get_msg = get_sync
+    channel.get_msg = get_msg
+
+    def check_complete(code: str) -> tuple[bool, str]:
+        if not up():
+            return local_complete(code)
+        msg_id = client.is_complete(code)
+        try:
+            reply = run_sync(get_msg)(timeout=shell.kernel_is_complete_timeout)
+        except queue.Empty:
+            abandoned.add(msg_id)
+            return local_complete(code)
+        if reply.get("parent_header", {}).get("msg_id") != msg_id:
+            return local_complete(code)
+        content = reply.get("content", {})
+        status, indent = content.get("status"), str(content.get("indent", ""))
+        if status == "incomplete":
+            return True, indent
+        return False, "" if status == "invalid" else indent
+
+    shell.use_kernel_is_complete = True
+    shell.check_complete = check_complete
 
 
 def keep_through_drops(app: Any, target: Target, name: str, remote: dict[str, Any]) -> Any:
@@ -85,6 +172,7 @@ def run(
     link = (
         None if target is None or remote is None else keep_through_drops(app, target, name, remote)
     )
+    complete_through_link(app.shell, (lambda: True) if link is None else link.up.is_set)
 
     def keep(*args: Any, **kwargs: Any) -> None:
         """`exit` asks the console to shut the kernel down: tether never does that here."""
