@@ -113,7 +113,17 @@ def _stale_tmp(name: str) -> bool:
         pid = int(name.split(TMP_MARK, 1)[1].split(".", 1)[0])
     except (IndexError, ValueError):
         return False
-    return pid != os.getpid() and not pid_alive(pid)
+    return pid != os.getpid() and (not pid_alive(pid) or _orphaned(pid))
+
+
+def _orphaned(pid: int) -> bool:
+    """A writer whose sshd session is gone (re-parented to init): its client cannot finish."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[-1].split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[1] == b"1"
 
 
 def scan(

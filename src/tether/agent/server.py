@@ -7,14 +7,17 @@ Standard library only, Python >= 3.8.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable, Dict, Tuple
 
@@ -33,6 +36,7 @@ class Agent:
     def __init__(self, out: Any) -> None:
         self.out = out
         self.lock = threading.Lock()
+        self.flushed = time.monotonic()
         self.writer = fsops.Writer()
         self.caches: Dict[str, fsops.DigestCache] = {}
         self.cache_dir = os.path.expanduser("~/.cache/tether")
@@ -53,13 +57,16 @@ class Agent:
         data = encode(header, payload)
         with self.lock:
             self.out.write(data)
-            if flush:
+            # Batched, but never for long: a failed write is how a dropped link shows.
+            if flush or time.monotonic() - self.flushed > 0.05:
                 self.out.flush()
+                self.flushed = time.monotonic()
 
     def flush(self) -> None:
         """Hand buffered answers to ssh (called before waiting for more requests)."""
         with self.lock:
             self.out.flush()
+            self.flushed = time.monotonic()
 
     def cache(self, root: str) -> fsops.DigestCache:
         if root not in self.caches:
@@ -244,5 +251,14 @@ def main(argv: Any = None) -> int:
     os.umask(0o022)
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
-    Agent(out).serve(sys.stdin.fileno())
+    # A dropped link may end us by signal (sshd's SIGHUP, a SIGTERM): leave through the
+    # normal path, so half-written temp files are removed before we go.
+    for number in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(number, _leave)
+    with contextlib.suppress(BrokenPipeError, SystemExit):
+        Agent(out).serve(sys.stdin.fileno())
     return 0
+
+
+def _leave(number: int, frame: Any) -> None:
+    raise SystemExit(128 + number)

@@ -123,15 +123,17 @@ async def push_pair(
     base = pair.base("push", project_root)
     local = scan_local(pair.local_root, pair.scope, only)
     local = fill_local_digests(pair.local_root, local, _digest_cache(project_root, pair))
-    guessed = _remote_from_base(base, only) if trust_base and only is not None else None
+    trusted = trust_base and only is not None and not base.pending
+    guessed = _remote_from_base(base, only) if trusted and only is not None else None
     if guessed is not None:
         remote = guessed
     else:
         scan: dict[str, Any] = {"skip": _skip_list(pair), "digests": False}
         if only is not None:
             scan["only"] = _covering(only)
-        need = set(local) | set(base.entries)
+        need = set(local) | set(base.entries) | set(base.pending)
         remote, _ = await remote_manifest(channel, pair.remote_root, base, need, **scan)
+        base.adopt_landed(remote, lambda path: only is None or _under(path, only))
     base_entries = base.entries
     if only is not None:
         remote = {p: e for p, e in remote.items() if _under(p, only)}
@@ -210,6 +212,9 @@ async def _execute_push(
     progress: Progress | None,
 ) -> None:
     root = pair.remote_root
+    base.expect_uploads(
+        {u.path: local[u.path].digest or "" for u in plan.uploads if u.entry.kind == FILE}
+    )
     inflight: list[tuple[asyncio.Future[tuple[dict[str, object], bytes]], str, str, Entry]] = []
     inflight_bytes = 0
 
@@ -303,6 +308,8 @@ def _settle_one(
     report: Report,
     channel: AgentChannel,
 ) -> None:
+    if action in ("create", "update"):
+        base.settle_upload(path)
     if action == "chunk":
         if not header.get("ok", True):
             report.errors.append(str(header.get("error")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ class Base:
     remote_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
     local_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
     dirty: bool = False
+    # Uploads sent but not yet answered (path -> digest of the bytes sent): after a cut,
+    # a remote file holding exactly those bytes is tether's own write, not a remote edit.
+    pending: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, file: Path) -> Base:
@@ -34,6 +38,7 @@ class Base:
             return base
         if data.get("version") != VERSION:
             return base
+        base.pending = {str(k): str(v) for k, v in data.get("pending", {}).items()}
         for path, raw in data.get("entries", {}).items():
             base.entries[path] = Entry.from_json(raw)
             if "r" in raw:
@@ -57,6 +62,28 @@ class Base:
         after = (entry, self.remote_stat.get(path), self.local_stat.get(path))
         self.dirty = self.dirty or before != after
 
+    def expect_uploads(self, digests: dict[str, str]) -> None:
+        """Remember uploads about to be sent (saved at once), until their answers arrive."""
+        if digests:
+            self.pending.update(digests)
+            self.dirty = True
+            self.save()
+
+    def settle_upload(self, path: str) -> None:
+        """An upload's answer arrived (written or refused): it is no longer pending."""
+        if self.pending.pop(path, None) is not None:
+            self.dirty = True
+
+    def adopt_landed(self, remote: dict[str, Entry], scanned: Callable[[str], bool]) -> None:
+        """Record as synced every pending upload (of the scanned paths) the remote holds."""
+        for path, digest in list(self.pending.items()):
+            if not scanned(path):
+                continue
+            entry = remote.get(path)
+            if entry is not None and entry.digest == digest:
+                self.record(path, entry, entry, None)
+            self.settle_upload(path)
+
     def forget(self, path: str) -> None:
         """Drop a path (deleted on both sides)."""
         self.dirty = self.dirty or path in self.entries
@@ -78,7 +105,8 @@ class Base:
             entries[path] = raw
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": VERSION, "entries": entries}), encoding="utf-8")
+        document = {"version": VERSION, "entries": entries, "pending": self.pending}
+        tmp.write_text(json.dumps(document), encoding="utf-8")
         os.replace(tmp, self.file)
         self.dirty = False
 
