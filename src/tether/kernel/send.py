@@ -110,8 +110,7 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
 
     answer = asyncio.run(remote.ensure(target, kernel))
     if not os.environ.get("TETHER_SEND_DIRECT"):
-        helper.stop(target, kernel)  # a stale one (the kernel was restarted)
-        helper.spawn(target, kernel, answer["connection"])
+        helper.spawn(target, kernel, answer["connection"])  # replaces a stale helper itself
         if wait_for_socket(sock_path, 60.0):
             done = via_helper(sock_path, code, config.root)
             if done is not None:
