@@ -77,10 +77,10 @@ def by_name(cli: Cli) -> dict[str, dict[str, Any]]:
 
 
 def test_exit_code_exact_argv_and_logs(cluster_project: Path, tether_cli: Cli) -> None:
-    done = tether_cli("run", "--name", "three", "--", "python3", "-c", "print('x'); exit(3)")
+    done = tether_cli("run", "--name", "exit3", "--", "python3", "-c", "print('x'); exit(3)")
     assert done.returncode == 0, done.stderr
-    assert "three" in done.stdout and "Slurm job" in done.stdout
-    job = wait_job(tether_cli, "three", timeout=60)
+    assert "exit3" in done.stdout and "Slurm job" in done.stdout
+    job = wait_job(tether_cli, "exit3", timeout=60)
     assert (job["state"], job["exit_code"], job["reason"]) == ("exited", 3, None)
     assert job["commit"] and job["target"] == "cluster"
     done = tether_cli("run", "--no-push", "--name", "argv", "--", "python3", "dump.py", *HOSTILE)
@@ -122,16 +122,16 @@ def test_an_array_of_three(cluster_project: Path, tether_cli: Cli) -> None:
 
 def test_kill_cancels_a_running_job(cluster_project: Path, tether_cli: Cli) -> None:
     done = tether_cli(
-        "run", "--name", "victim", "--", "python3", "-c", "import time; time.sleep(120)"
+        "run", "--name", "scancelled", "--", "python3", "-c", "import time; time.sleep(120)"
     )
     assert done.returncode == 0, done.stderr
     for _ in range(100):
-        if by_name(tether_cli)["victim"]["state"] == "running":
+        if by_name(tether_cli)["scancelled"]["state"] == "running":
             break
         time.sleep(0.2)
-    killed = tether_cli("kill", "victim")
+    killed = tether_cli("kill", "scancelled")
     assert killed.returncode == 0, killed.stderr
-    job = wait_job(tether_cli, "victim", timeout=30)
+    job = wait_job(tether_cli, "scancelled", timeout=30)
     assert job["state"] in ("exited", "cancelled") and job["reason"] == "killed by tether kill"
     assert job["exit_code"] != 0
 
