@@ -70,6 +70,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                     problems.append(f"sandbox down {info.name} failed: {error}")
     except Exception as error:
         problems.append(f"could not list sandboxes: {error}")
+    try:  # the sync daemon `tether push` starts lives on after the command (by design)
+        from tether.sync import daemon
+
+        daemon.stop_all()
+    except Exception as error:
+        problems.append(f"could not stop the sync daemon: {error}")
     left = harness.wait_for_leftovers(_ENV)
     for pid, cmdline in left:
         problems.append(f"process {pid} is still alive: {cmdline[:160]}")

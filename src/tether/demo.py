@@ -61,6 +61,9 @@ def run_demo(say: Callable[[str], None]) -> None:
     project = workdir / "proj"
     narrator = Narrator(say)
     up = False
+    from tether.sync import daemon
+
+    daemons = set(daemon.running())
     try:
         box = narrator.step(
             f"sandbox up {name}: a real sshd on 127.0.0.1", lambda: sandbox.up(name)
@@ -86,6 +89,7 @@ def run_demo(say: Callable[[str], None]) -> None:
         tour.cli("kernel", "stop")
         tour.cli("status", show=True)
     finally:
+        daemon.stop_all(keep=daemons)  # the sync daemon our pushes started (none is left)
         if up:
             narrator.step(f"sandbox down {name}", lambda: sandbox.down(name))
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,35 +1,53 @@
-"""Where tether keeps machine-wide state and runtime sockets."""
+"""Where tether keeps machine-wide state and runtime sockets.
+
+Standard library `os` only at import time: the push/pull fast path (cli/fastpath.py) finds
+the sync daemon's socket through `runtime_dir_str` before anything heavier is imported.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def state_dir() -> Path:
     """`$XDG_STATE_HOME/tether` (default ~/.local/state/tether), created 0700."""
+    from pathlib import Path
+
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return _private_dir(Path(base) / "tether")
+    return Path(_private_dir(os.path.join(base, "tether")))
 
 
-def runtime_dir() -> Path:
+def runtime_dir_str() -> str:
     """A short 0700 directory for control sockets (Unix sockets are limited to ~104 bytes)."""
     base = os.environ.get("TETHER_RUNTIME_DIR")
     if base:
-        return _private_dir(Path(base))
+        return _private_dir(base)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and len(xdg) < 40 and os.path.isdir(xdg):
-        return _private_dir(Path(xdg) / "tether")
-    return _private_dir(Path(f"/tmp/tether-{os.getuid()}"))
+        return _private_dir(os.path.join(xdg, "tether"))
+    return _private_dir(f"/tmp/tether-{os.getuid()}")
+
+
+def runtime_dir() -> Path:
+    """runtime_dir_str() as a Path."""
+    from pathlib import Path
+
+    return Path(runtime_dir_str())
 
 
 def ssh_dir() -> Path:
     """The user's ~/.ssh (as OpenSSH sees it, through the passwd entry's home)."""
+    from pathlib import Path
+
     return Path.home() / ".ssh"
 
 
-def _private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
+def _private_dir(path: str) -> str:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path

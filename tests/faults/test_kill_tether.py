@@ -1,9 +1,15 @@
 """tether push killed with SIGKILL at random points: the next push converges and no
-temporary file is left on either side (DESIGN.md 5.4)."""
+temporary file is left on either side (DESIGN.md 5.4).
+
+A push runs in the sync daemon (tether.sync.daemon): killing the `tether push` process
+cancels it there, and every other round kills the daemon itself in the middle of the
+push (the process that writes), which the next push replaces."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,19 +39,29 @@ def test_sigkill_mid_push(make_synced: Callable[..., SyncProject], seed_rng: ran
     for index in range(4):
         write(synced.root / "big" / f"b{index}.bin", rng.randbytes(2_000_000))
     synced.push_ok()
+    span = _push_seconds(synced, rng)
     spent, kills, rounds = budget(90), 0, 0
+    daemon_kills = 0
     while kills < KILLS and rounds < 3 * KILLS and not spent():
         rounds += 1
         old = files_now(synced.remote)
         for index in rng.sample(range(4), rng.randint(1, 4)):
             write(synced.root / "big" / f"b{index}.bin", rng.randbytes(2_000_000))
         new = files_now(synced.root)
+        daemon = _daemon_pid() if rounds % 2 == 0 else None
         process = start_cli(synced.root, "push")
-        # Start-up takes ~0.2-0.4 s and the push itself ~0.1-0.3 s: kill inside that span.
-        time.sleep(rng.uniform(0.05, 0.45))
+        # Kill inside the span a whole push takes (measured above).
+        time.sleep(rng.uniform(0.005, span))
         alive = process.poll() is None
-        process.kill()
-        process.communicate(timeout=30)
+        if daemon is not None and alive:
+            os.kill(daemon, signal.SIGKILL)
+            out, err = process.communicate(timeout=30)
+            assert process.returncode in (0, 1), err  # finished, or one error line
+            assert process.returncode == 0 or "sync daemon stopped" in err, err
+            daemon_kills += 1
+        else:
+            process.kill()
+            process.communicate(timeout=30)
         kills += alive
         COUNTS["kills"] += alive
         where = f"kill round {rounds}"
@@ -55,5 +71,30 @@ def test_sigkill_mid_push(make_synced: Callable[..., SyncProject], seed_rng: ran
         assert files_now(synced.remote) == files_now(synced.root), where
         assert tmp_files(synced.remote) == [], f"{where}: temp files on the remote"
         assert _stray_local(synced.root) == [], f"{where}: temp files left locally"
-    print(f"kills: {kills} in {rounds} rounds, {time.monotonic() - started:.1f} s")
+    print(
+        f"kills: {kills} ({daemon_kills} of the daemon) in {rounds} rounds, "
+        f"{time.monotonic() - started:.1f} s"
+    )
     assert kills >= KILLS, f"only {kills} kills hit a running push"
+    assert daemon_kills >= KILLS // 4, f"only {daemon_kills} kills of the daemon"
+
+
+def _daemon_pid() -> int | None:
+    """The pid of the sync daemon the pushes use (None when it does not run)."""
+    from tether.sync import daemon
+
+    pids = list(daemon.running())
+    return pids[0] if len(pids) == 1 else None
+
+
+def _push_seconds(synced: SyncProject, rng: random.Random) -> float:
+    """How long a whole push of this test's size takes here (the shortest of three)."""
+    spans = []
+    for _ in range(3):
+        for index in range(4):
+            write(synced.root / "big" / f"b{index}.bin", rng.randbytes(2_000_000))
+        started = time.monotonic()
+        synced.push_ok()
+        spans.append(time.monotonic() - started)
+    print(f"a whole push: {spans}")
+    return min(spans)

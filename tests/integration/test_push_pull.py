@@ -687,8 +687,13 @@ def _agent_ok(path: Path) -> bool:
     return hashlib.sha256(path.read_bytes()).hexdigest()[: len(wanted)] == wanted
 
 
-def test_agent_is_uploaded_once_and_a_corrupt_agent_is_replaced(synced: SyncProject) -> None:
+def test_agent_is_uploaded_once_and_a_corrupt_agent_is_replaced(
+    synced: SyncProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tether.agent.bundle import agent_zip
+
+    # Each push starts its own agent (the sync daemon would keep one running).
+    monkeypatch.setenv("TETHER_NO_DAEMON", "1")
 
     data, version = agent_zip()
     home = synced.home

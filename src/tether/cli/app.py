@@ -7,6 +7,10 @@ import sys
 from collections.abc import Sequence
 
 EPILOG = "Docs: README.md. Add --debug to any command for a traceback on errors."
+# Commands served by the long-lived local sync daemon (tether.sync.daemon), which keeps an
+# agent channel per target open: a push costs one round trip instead of an ssh session,
+# an agent start and the CLI framework's import.
+DAEMON_COMMANDS = ("push", "pull")
 
 
 def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
@@ -20,6 +24,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run tether with argv (default sys.argv[1:]) and return the process exit code."""
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     debug = debug or bool(os.environ.get("TETHER_DEBUG"))
+    if args[:1] and args[0] in DAEMON_COMMANDS and not os.environ.get("TETHER_NO_DAEMON"):
+        from tether.cli.fastpath import via_daemon
+
+        code = via_daemon(args, debug)
+        if code is not None:
+            return code
+    return run_mapped(args, debug)
+
+
+def run_mapped(args: list[str], debug: bool) -> int:
+    """Run one command line in this process; errors become one line and an exit code."""
     from tether.errors import TetherError
 
     try:
@@ -29,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        _say_error(error.line())
+        say_error(error.line())
         return error.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("tether: interrupted\n")
@@ -39,11 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         if debug:
             raise
-        _say_error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        say_error(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
         return 1
 
 
-def _say_error(line: str) -> None:
+def say_error(line: str) -> None:
+    """The one `tether: error: ...` line on stderr."""
     sys.stderr.write(f"tether: error: {line}\n")
     sys.stderr.flush()
 

@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar, cast
 
 from tether.config import Target
 from tether.transport.channel import AgentChannel
 from tether.transport.ssh import SshTransport
 
 T = TypeVar("T")
+
+
+class ChannelPool(Protocol):
+    """Agent channels kept open between commands (the sync daemon's)."""
+
+    async def get(self, target: Target) -> AgentChannel: ...
+
+    async def put(self, target: Target, channel: AgentChannel, ok: bool) -> None: ...
+
+
+# Set by the sync daemon (tether.sync.daemon): its channel pool, and how a command's
+# coroutine runs on the daemon's event loop. None: a fresh channel, asyncio.run.
+POOL: ChannelPool | None = None
+RUN: Callable[[Coroutine[Any, Any, Any]], Any] | None = None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine to completion (asyncio.run, or on the daemon's loop)."""
+    if RUN is None:
+        return asyncio.run(coro)
+    return cast(T, RUN(coro))
 
 
 async def open_channel(target: Target) -> AgentChannel:
@@ -24,11 +45,18 @@ async def each_target(
     """work(target, channel) for every target at once; the first error is raised after all end."""
 
     async def one(target: Target) -> T:
-        channel = await open_channel(target)
+        pool = POOL
+        channel = await (pool.get(target) if pool is not None else open_channel(target))
+        ok = False
         try:
-            return await work(target, channel)
+            result = await work(target, channel)
+            ok = True
+            return result
         finally:
-            await channel.close()
+            if pool is not None:
+                await pool.put(target, channel, ok)
+            else:
+                await channel.close()
 
     results = await asyncio.gather(*(one(target) for target in targets), return_exceptions=True)
     for result in results:

@@ -63,6 +63,9 @@ class AgentChannel:
         self._digest = ""
         self._stderr_tail: list[bytes] = []
         self._closed_reason: str | None = None
+        # The last scan answers of this agent (see session.remote_manifest): a later scan
+        # of the same tree is answered with what changed since.
+        self.scan_memo: dict[str, Any] = {}
 
     @classmethod
     async def open(cls, transport: Transport, python: str = "python3") -> AgentChannel:
@@ -192,6 +195,11 @@ class AgentChannel:
     def alive(self) -> bool:
         """False once the agent's stream has ended."""
         return self._reader is not None and not self._reader.done()
+
+    @property
+    def idle(self) -> bool:
+        """True when no answer is outstanding (the channel can serve another command)."""
+        return not self._pending and not self._streams
 
     def _frame(self, op: str, payload: bytes, fields: dict[str, Any]) -> tuple[int, bytes]:
         self._next_id += 1

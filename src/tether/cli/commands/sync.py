@@ -73,19 +73,18 @@ def _sync(
     force: bool,
     as_json: bool,
 ) -> None:
-    import asyncio
-
     from tether import config as config_module
     from tether.cli.render import print_json
     from tether.errors import ConflictError
     from tether.sync import runner
+    from tether.sync.targets import run
 
     config = config_module.load()
     if direction == "pull":
         targets = [config.one(names[0] if names else None)]
     else:
         targets = config.pick(names or [])
-    reports = asyncio.run(runner.sync(config, targets, direction, paths or None, force, dry_run))
+    reports = run(runner.sync(config, targets, direction, paths or None, force, dry_run))
     if as_json:
         print_json([runner.report_json(report) for report in reports])
     else:

@@ -1,0 +1,169 @@
+"""The client side of the sync daemon: `tether push` / `pull` without the CLI framework.
+
+Standard library only, imported before anything heavy: it hands the command line, the
+working directory, the environment and the terminal's shape to the user's sync daemon
+(tether.sync.daemon, started here on first use) over a 0600 unix socket in tether's 0700
+runtime dir, then relays what comes back — stdout, stderr (progress bars included) and
+the exit code — as JSON lines. Ctrl-C (or this process dying) closes the socket, which
+cancels the command in the daemon like a cut link would.
+
+The socket's name carries a fingerprint of tether's own source and interpreter, so a
+changed or reinstalled tether never talks to a daemon running older code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import zlib
+from typing import Any
+
+PREFIX = "sync-"
+START_WAIT_S = 60.0
+LOCK_POLL_S = 0.01
+
+
+def fingerprint() -> str:
+    """A short hash of tether's source files (path, size, mtime) and this interpreter."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = [sys.executable, sys.version, str(os.getuid())]
+    stack = [package]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as found:
+            for entry in found:
+                if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
+                    stack.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    st = entry.stat()
+                    parts.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
+    text = "\n".join(sorted(parts)).encode()
+    return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
+
+
+def socket_path(key: str | None = None) -> str:
+    """Where the daemon for this tether (and this user's runtime dir) listens."""
+    from tether.paths import runtime_dir_str
+
+    return os.path.join(runtime_dir_str(), f"{PREFIX}{key or fingerprint()}.sock")
+
+
+def connect(path: str) -> socket.socket | None:
+    """A connection to the daemon at path, or None if none listens there."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def via_daemon(args: list[str], debug: bool) -> int | None:
+    """Run a push/pull command line in the daemon; its exit code, or None to run it here."""
+    try:
+        path = socket_path()
+        conn = connect(path) or start(path)
+    except OSError:
+        return None
+    if conn is None:
+        return None
+    with conn:
+        try:
+            conn.sendall(json.dumps(_request(args, debug)).encode() + b"\n")
+        except OSError:
+            return None
+        return relay(conn, path)
+
+
+def _request(args: list[str], debug: bool) -> dict[str, Any]:
+    tty = [stream.isatty() for stream in (sys.stdout, sys.stderr)]
+    env = dict(os.environ)
+    if any(tty) and "COLUMNS" not in env:
+        try:
+            size = os.get_terminal_size(sys.stdout.fileno() if tty[0] else sys.stderr.fileno())
+            env["COLUMNS"], env["LINES"] = str(size.columns), str(size.lines)
+        except OSError:
+            pass
+    return {"op": "run", "args": args, "debug": debug, "cwd": os.getcwd(), "env": env, "tty": tty}
+
+
+def relay(conn: socket.socket, path: str) -> int:
+    """Copy the daemon's output here until it sends the exit code."""
+    reader = conn.makefile("rb")
+    try:
+        for line in reader:
+            message = json.loads(line)
+            if "o" in message:
+                sys.stdout.write(message["o"])
+                sys.stdout.flush()
+            if "e" in message:
+                sys.stderr.write(message["e"])
+                sys.stderr.flush()
+            if "x" in message:
+                return int(message["x"])
+    except KeyboardInterrupt:
+        sys.stderr.write("tether: interrupted\n")
+        return 130
+    except (OSError, ValueError):
+        pass
+    log = os.path.join(os.path.dirname(path), "sync-daemon.log")
+    sys.stderr.write(
+        "tether: error: the sync daemon stopped in the middle of the command, "
+        f"see {log}, run the command again\n"
+    )
+    return 1
+
+
+def start(path: str) -> socket.socket | None:
+    """Start the daemon for path (one at a time, under an flock) and connect to it.
+
+    The new daemon inherits the locked file description and lets go of it once it listens
+    (or dies), so racing first pushes start one daemon and all connect to it.
+    """
+    import subprocess
+
+    lock_path = path[: -len(".sock")] + ".lock"
+    lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if not _flock(lock, START_WAIT_S):
+            return None
+        conn = connect(path)
+        if conn is not None:
+            return conn
+        log = os.path.join(os.path.dirname(path), "sync-daemon.log")
+        with open(log, "ab") as output:
+            subprocess.Popen(
+                [sys.executable, "-m", "tether.sync.daemon", path, str(lock)],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+                pass_fds=(lock,),
+                cwd="/",
+            )
+    finally:
+        os.close(lock)  # the daemon's copy keeps the lock until it listens
+    wait = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        return connect(path) if _flock(wait, START_WAIT_S) else None
+    finally:
+        os.close(wait)
+
+
+def _flock(fd: int, timeout: float) -> bool:
+    """Take an exclusive flock on fd, waiting at most timeout seconds."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(LOCK_POLL_S)

@@ -1,0 +1,374 @@
+"""The sync daemon: a long-lived local process that runs `tether push` and `pull`.
+
+    python -m tether.sync.daemon SOCKET LOCK_FD      (started by tether.cli.fastpath)
+
+Most of a push's time used to go on things that do not depend on the push: importing the
+CLI framework, opening an ssh session and starting the remote agent. The daemon pays for
+them once: it keeps every module imported and one agent channel per (host, python) open
+between commands, so a push is the local scan, one request and one answer.
+
+One daemon per user, tether version and runtime dir; it serves one command at a time
+(commands are short; a second waits), each with the client's working directory,
+environment and terminal (isatty, size) in place of its own, and its stdout/stderr sent
+back as JSON lines ({"o": text}, {"e": text}, then {"x": exit code}). A client that goes
+away (Ctrl-C, killed) cancels its command: the push stops as if its link had been cut
+(atomic writes, pending uploads recorded), and the channels it used are closed. A
+channel is reused only while alive and while ~/.ssh/config is unchanged (so a changed
+HostName or key never reaches the old connection). The daemon leaves after IDLE_EXIT_S
+without a command, when its socket is removed or replaced, when tether's source changes
+(a new one, with the new fingerprint, serves new clients), or on SIGTERM/SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tether.cli.fastpath import PREFIX, fingerprint
+
+if TYPE_CHECKING:
+    from tether.config import Target
+    from tether.transport.channel import AgentChannel
+
+IDLE_EXIT_S = 600.0
+WATCH_S = 2.0
+MODULE = "tether.sync.daemon"
+LOG_LIMIT = 1 << 20
+
+
+class ClientStream(io.TextIOBase):
+    """sys.stdout / sys.stderr of the command under way: text goes to its client."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter,
+                 key: str, tty: bool) -> None:  # fmt: skip
+        self.loop = loop
+        self.writer = writer
+        self.key = key
+        self.tty = tty
+
+    encoding = "utf-8"
+
+    def write(self, text: str | bytes) -> int:
+        if isinstance(text, bytes):  # click writes bytes to streams it thinks binary
+            text = text.decode("utf-8", "replace")
+        if text:
+            data = (json.dumps({self.key: text}) + "\n").encode()
+            self.loop.call_soon_threadsafe(self._send, data)
+        return len(text)
+
+    def _send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def flush(self) -> None:
+        pass
+
+
+class Pool:
+    """Open agent channels by (host, python, ~/.ssh/config signature), reused while alive."""
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, str, str], list[AgentChannel]] = {}
+
+    @staticmethod
+    def key(target: Target) -> tuple[str, str, str]:
+        from tether.paths import ssh_dir
+
+        try:
+            st = os.stat(ssh_dir() / "config")
+            signature = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            signature = "-"
+        return (target.host, target.python, signature)
+
+    async def get(self, target: Target) -> AgentChannel:
+        from tether.sync.targets import open_channel
+
+        key = self.key(target)
+        await self.reap(keep=key)
+        channels = self.idle.get(key, [])
+        while channels:
+            channel = channels.pop()
+            if channel.alive:
+                return channel
+            await channel.close()
+        return await open_channel(target)
+
+    async def put(self, target: Target, channel: AgentChannel, ok: bool) -> None:
+        if ok and channel.alive and channel.idle:
+            self.idle.setdefault(self.key(target), []).append(channel)
+        else:
+            await channel.close()
+
+    async def reap(self, keep: tuple[str, str, str] | None = None) -> None:
+        """Close dead channels, and those of a host whose ssh config has changed."""
+        for key, channels in list(self.idle.items()):
+            stale = keep is not None and key[:2] == keep[:2] and key != keep
+            for channel in list(channels):
+                if stale or not channel.alive:
+                    channels.remove(channel)
+                    await channel.close()
+            if not channels:
+                del self.idle[key]
+
+    async def close_all(self) -> None:
+        channels = [channel for group in self.idle.values() for channel in group]
+        self.idle.clear()
+        await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {"host": key[0], "python": key[1], "agent_pid": channel.info.get("pid")}
+            for key, channels in self.idle.items()
+            for channel in channels
+        ]
+
+
+class Daemon:
+    """Serve commands on a unix socket until idle, replaced or told to stop."""
+
+    def __init__(self, path: str, key: str) -> None:
+        self.path = path
+        self.key = key
+        self.pid_path = path[: -len(".sock")] + ".pid"
+        self.pool = Pool()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-cmd")
+        self.last = time.monotonic()
+        self.busy = 0
+        self.task: asyncio.Task[Any] | None = None
+        self.abandoned = False
+        self.stop = asyncio.Event()
+        self.inode = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, lock_fd: int) -> None:
+        from tether.sync import targets
+
+        self.loop = asyncio.get_running_loop()
+        targets.POOL = self.pool
+        targets.RUN = self.run_coroutine
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        old = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self.handle, path=self.path)
+        finally:
+            os.umask(old)
+        self.inode = os.stat(self.path).st_ino
+        Path(self.pid_path).write_text(str(os.getpid()))
+        os.close(lock_fd)  # clients waiting for the start may connect now
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            self.loop.add_signal_handler(signum, self.stop.set)
+        watchdog = asyncio.create_task(self.watch())
+        try:
+            await self.stop.wait()
+        finally:
+            watchdog.cancel()
+            server.close()
+            await self.pool.close_all()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self._remove_files()
+
+    def _remove_files(self) -> None:
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            if Path(self.pid_path).read_text() == str(os.getpid()):
+                os.unlink(self.pid_path)
+
+    async def watch(self) -> None:
+        """Leave when idle too long, replaced, or running outdated source."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            if self.busy:
+                continue
+            try:
+                replaced = os.stat(self.path).st_ino != self.inode
+            except OSError:
+                replaced = True
+            idle = time.monotonic() - self.last > IDLE_EXIT_S
+            if replaced or idle or fingerprint() != self.key:
+                self.stop.set()
+                return
+            await self.pool.reap()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = json.loads(await reader.readline() or b"{}")
+        except ValueError:
+            request = {}
+        op = request.get("op") if isinstance(request, dict) else None
+        try:
+            if op == "run":
+                code = await self.run_request(request, reader, writer)
+                writer.write((json.dumps({"x": code}) + "\n").encode())
+            elif op == "ping":
+                answer = {"pid": os.getpid(), "key": self.key, "channels": self.pool.describe()}
+                writer.write((json.dumps(answer) + "\n").encode())
+            elif op == "quit":
+                writer.write(b'{"bye": true}\n')
+                self.stop.set()
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def run_request(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> int:
+        """Run one command in the worker thread; cancel it if the client goes away."""
+        assert self.loop is not None
+        self.busy += 1
+        self.abandoned = False
+        try:
+            work = self.loop.run_in_executor(self.executor, self.run_command, request, writer)
+            gone = asyncio.ensure_future(reader.read())
+            waiting: set[asyncio.Future[Any]] = {work, gone}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                self.abandoned = True
+                if self.task is not None:
+                    self.task.cancel()
+            else:
+                gone.cancel()
+            return await work
+        finally:
+            self.busy -= 1
+            self.last = time.monotonic()
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """targets.RUN: run a command's coroutine on the daemon's loop, cancellable."""
+        assert self.loop is not None
+        if self.abandoned:
+            coro.close()
+            raise KeyboardInterrupt
+
+        async def tracked() -> Any:
+            self.task = asyncio.current_task()
+            try:
+                return await coro
+            finally:
+                self.task = None
+
+        return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
+
+    def run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
+        """In the worker thread: the client's cwd, env and terminal, then the command."""
+        from tether.cli.app import run_mapped, say_error
+
+        assert self.loop is not None
+        tty = request.get("tty") or [False, False]
+        saved = (sys.stdout, sys.stderr, dict(os.environ))
+        sys.stdout = ClientStream(self.loop, writer, "o", bool(tty[0]))
+        sys.stderr = ClientStream(self.loop, writer, "e", bool(tty[1]))
+        try:
+            os.environ.clear()
+            os.environ.update({str(k): str(v) for k, v in dict(request.get("env", {})).items()})
+            try:
+                os.chdir(str(request.get("cwd")))
+            except OSError as error:
+                say_error(f"cannot enter the working directory: {error.strerror}")
+                return 1
+            return run_mapped(
+                [str(arg) for arg in request.get("args", [])], bool(request.get("debug"))
+            )
+        except BaseException as error:  # cancelled, or a bug: one line here, trace logged
+            if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
+                return 130
+            traceback.print_exc(file=sys.__stderr__)
+            say_error(f"internal error in the sync daemon: {error!r}, see sync-daemon.log")
+            return 1
+        finally:
+            sys.stdout, sys.stderr = saved[0], saved[1]
+            os.environ.clear()
+            os.environ.update(saved[2])
+            with contextlib.suppress(OSError):
+                os.chdir("/")
+
+
+def _preload() -> None:
+    """Import what every command needs, before the first client waits for it."""
+    import typer.main  # noqa: F401
+
+    from tether.cli.commands import build_app, sync  # noqa: F401
+    from tether.sync import runner, session  # noqa: F401
+
+    build_app()
+
+
+def ping(path: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The daemon's answer at path ({"pid", "key", "channels"}), or None."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(path)
+            conn.sendall(b'{"op": "ping"}\n')
+            answer = json.loads(conn.makefile("rb").readline())
+    except (OSError, ValueError):
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def running(directory: Path | None = None) -> dict[int, Path]:
+    """pid -> pidfile of every sync daemon of this runtime dir that is alive."""
+    from tether.hosts.processes import alive
+    from tether.paths import runtime_dir
+
+    found: dict[int, Path] = {}
+    for pid_file in (directory or runtime_dir()).glob(f"{PREFIX}*.pid"):
+        try:
+            pid = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if alive(pid) and MODULE.encode() in cmdline:
+            found[pid] = pid_file
+    return found
+
+
+def stop_all(directory: Path | None = None, keep: set[int] | frozenset[int] = frozenset()) -> None:
+    """End every sync daemon of this runtime dir (but `keep`), TERM then KILL, by pid."""
+    from tether.hosts.processes import terminate
+
+    pids = [pid for pid in running(directory) if pid not in keep]
+    terminate(pids)
+
+
+def main(argv: list[str]) -> int:
+    path, lock_fd = argv[1], int(argv[2])
+    key = os.path.basename(path)[len(PREFIX) : -len(".sock")]
+    log = os.path.join(os.path.dirname(path), "sync-daemon.log")
+    with contextlib.suppress(OSError):
+        if os.path.getsize(log) > LOG_LIMIT:
+            os.truncate(log, 0)
+    try:
+        _preload()
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    sys.stderr.write(f"tether sync daemon {os.getpid()} serving {path}\n")
+    sys.stderr.flush()
+    asyncio.run(Daemon(path, key).serve(lock_fd))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
