@@ -1,0 +1,197 @@
+"""The sync daemon behind `tether push` / `pull` (tether.sync.daemon), end to end.
+
+Real CLI processes, a real daemon, real ssh to the sandbox: the daemon keeps one agent per
+host between commands, runs each command with the client's cwd, environment and exit
+code, is cancelled by its client going away, and is replaced when it dies or is outdated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import start_cli
+from tests.harness import env as harness
+from tests.integration.conftest import SyncProject, describe, one_error_line
+
+pytestmark = pytest.mark.integration
+
+
+def write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+@pytest.fixture
+def short_runtime() -> Iterator[Path]:
+    """A runtime dir of its own, short enough for ssh's ControlPath."""
+    runtime = Path(tempfile.mkdtemp(prefix="tr", dir="/tmp"))
+    yield runtime
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _daemon() -> tuple[int, dict[str, object]]:
+    """(pid, ping answer) of the one sync daemon of the session's runtime dir."""
+    from tether.cli.fastpath import socket_path
+    from tether.sync import daemon
+
+    answer = daemon.ping(socket_path())
+    assert answer is not None, "no sync daemon answers"
+    pids = list(daemon.running())
+    assert pids == [answer["pid"]], pids
+    return int(str(answer["pid"])), answer
+
+
+def _agent_pids(answer: dict[str, object], host: str) -> list[int]:
+    channels = answer["channels"]
+    assert isinstance(channels, list)
+    return [int(c["agent_pid"]) for c in channels if c["host"] == host]
+
+
+def test_pushes_share_one_daemon_and_one_remote_agent(synced: SyncProject) -> None:
+    synced.push_ok()
+    pid, first = _daemon()
+    (agent,) = _agent_pids(first, synced.host)
+    write(synced.root / "pkg" / "model.py", "def forward(x):\n    return 3 * x\n")
+    synced.push_ok()
+    assert (synced.remote / "pkg" / "model.py").read_text().endswith("3 * x\n")
+    again_pid, again = _daemon()
+    assert again_pid == pid
+    assert _agent_pids(again, synced.host) == [agent], "a new agent was started"
+    # An edited ~/.ssh/config may send the alias elsewhere: the old channel is not reused.
+    config = Path(os.environ["HOME"]) / ".ssh" / "config"
+    os.utime(config, ns=(time.time_ns(), time.time_ns()))
+    synced.push_ok()
+    (renewed,) = _agent_pids(_daemon()[1], synced.host)
+    assert renewed != agent
+
+
+def test_the_command_runs_in_the_clients_cwd_with_its_exit_codes(synced: SyncProject) -> None:
+    synced.push_ok()
+    write(synced.root / "pkg" / "model.py", "def forward(x):\n    return 4 * x\n")
+    write(synced.root / "train.py", "print('local edit')\n")
+    done = harness_run(synced.root / "pkg", "push", "--json", "model.py")
+    assert done.returncode == 0, describe(done)
+    (report,) = json.loads(done.stdout)
+    uploads = report["planned"]["uploads"]
+    assert "pkg/model.py" in uploads and "train.py" not in uploads, uploads
+    assert "local edit" not in (synced.remote / "train.py").read_text()
+    usage = harness_run(synced.root, "push", "--no-such-flag")
+    assert usage.returncode == 2 and "No such option" in usage.stderr, describe(usage)
+    helped = harness_run(synced.root, "push", "--help")
+    assert helped.returncode == 0 and "--dry-run" in helped.stdout, describe(helped)
+    write(synced.remote / "README.md", "# edited on the remote\n")
+    write(synced.root / "README.md", "# edited here\n")
+    conflict = synced.push()
+    assert conflict.returncode == 3, describe(conflict)
+    assert one_error_line(conflict).startswith("tether: error: 1 conflict(s) on box: README.md")
+    outside = harness_run(synced.root.parent, "push")
+    assert outside.returncode == 1
+    assert "no tether.toml" in one_error_line(outside)
+
+
+def harness_run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        harness.tether_argv(*args), cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_killed_daemon_is_replaced_by_the_next_push(synced: SyncProject) -> None:
+    synced.push_ok()
+    pid, _ = _daemon()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    write(synced.root / "train.py", "print('after the daemon died')\n")
+    synced.push_ok()
+    assert (synced.remote / "train.py").read_text() == "print('after the daemon died')\n"
+    new_pid, _ = _daemon()
+    assert new_pid != pid
+
+
+def test_ctrl_c_cancels_the_push_in_the_daemon(synced: SyncProject) -> None:
+    synced.push_ok()
+    for index in range(30):
+        write(synced.root / "big" / f"f{index:02d}.bin", os.urandom(1 << 20) * 2)
+    process = start_cli(synced.root, "push")
+    deadline = time.monotonic() + 20
+    while not (synced.remote / "big").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    if process.returncode == 0:
+        pytest.skip("the push ended before the interrupt reached it")  # a fast machine
+    assert process.returncode == 130, f"{process.returncode} {out} {err}"
+    assert err.strip().endswith("tether: interrupted")
+    # The daemon stopped that push: less than all of it landed, nothing half-written.
+    landed = sorted((synced.remote / "big").glob("*.bin"))
+    assert len(landed) < 30
+    assert not [p for p in (synced.remote / "big").iterdir() if ".tether-tmp." in p.name]
+    synced.push_ok()
+    assert len(list((synced.remote / "big").glob("*.bin"))) == 30
+
+
+def test_no_daemon_runs_with_tether_no_daemon(synced: SyncProject, short_runtime: Path) -> None:
+    from tether.sync import daemon
+
+    runtime = short_runtime
+    env = dict(os.environ, TETHER_NO_DAEMON="1", TETHER_RUNTIME_DIR=str(runtime))
+    done = subprocess.run(
+        harness.tether_argv("push"),
+        cwd=synced.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, describe(done)
+    assert (synced.remote / "train.py").exists()
+    assert daemon.running(runtime) == {}
+    env.pop("TETHER_NO_DAEMON")
+    try:
+        again = subprocess.run(
+            harness.tether_argv("push"), cwd=synced.root, env=env, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+        assert again.returncode == 0, describe(again)
+        assert len(daemon.running(runtime)) == 1
+    finally:
+        daemon.stop_all(runtime)
+        # stop_all ends the daemon; its ssh channel processes end with it.
+    assert daemon.running(runtime) == {}
+
+
+def test_an_outdated_daemon_leaves_by_itself(short_runtime: Path) -> None:
+    """A daemon whose socket name carries another source fingerprint exits on its own."""
+    from tether.sync import daemon
+
+    runtime = short_runtime
+    path = runtime / "sync-00000000deadbeef.sock"
+    lock = os.open(runtime / "sync-00000000deadbeef.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    env = dict(os.environ, TETHER_RUNTIME_DIR=str(runtime))
+    process = subprocess.Popen(
+        [*harness.tether_argv()[:-2], "-m", "tether.sync.daemon", str(path), str(lock)],
+        pass_fds=(lock,),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(lock)
+    try:
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not path.exists(), "the socket of a daemon that left is removed"
+    assert daemon.running(runtime) == {}
