@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms here
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 EPILOG = "Docs: README.md. Add --debug to any command for a traceback on errors."
 # Commands served by the long-lived local sync daemon (tether.sync.daemon), which keeps an
@@ -64,18 +68,29 @@ def say_error(line: str) -> None:
     sys.stderr.flush()
 
 
+_COMMAND: list[Any] = []
+
+
+def _command() -> Any:
+    """The click command tree (built once per process: the sync daemon reuses it)."""
+    if not _COMMAND:
+        import typer.main
+
+        from tether.cli.commands import build_app
+
+        _COMMAND.append(typer.main.get_command(build_app()))
+    return _COMMAND[0]
+
+
 def _run(args: list[str]) -> int:
     if args[:1] == ["send"]:  # on a keypress: skip the CLI framework's import
         from tether.kernel.send import fast_main
 
         return fast_main(args[1:])
-    import typer.main
     from typer._click.exceptions import ClickException
     from typer.exceptions import Abort
 
-    from tether.cli.commands import build_app
-
-    command = typer.main.get_command(build_app())
+    command = _command()
     try:
         result = command.main(args=args, prog_name="tether", standalone_mode=False)
     except ClickException as error:

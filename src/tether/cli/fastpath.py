@@ -19,7 +19,10 @@ import socket
 import sys
 import time
 import zlib
-from typing import Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms here
+if TYPE_CHECKING:
+    from typing import Any
 
 PREFIX = "sync-"
 START_WAIT_S = 60.0
@@ -27,9 +30,9 @@ LOCK_POLL_S = 0.01
 
 
 def fingerprint() -> str:
-    """A short hash of tether's source files (path, size, mtime) and this interpreter."""
+    """A short hash of tether's source files (path, size, mtime) and this environment."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    parts = [sys.executable, sys.version, str(os.getuid())]
+    parts = [sys.prefix, sys.version, str(os.getuid())]
     stack = [package]
     while stack:
         directory = stack.pop()
