@@ -29,9 +29,9 @@ START_WAIT_S = 60.0
 LOCK_POLL_S = 0.01
 
 
-def fingerprint() -> str:
+def fingerprint(package: str = "") -> str:
     """A short hash of tether's source files (path, size, mtime) and this environment."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package = package or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = [sys.prefix, sys.version, str(os.getuid())]
     stack = [package]
     while stack:
