@@ -94,9 +94,10 @@ def test_a_chain_completes_while_no_tether_process_runs(
 
 
 def test_wait_defaults_to_active_jobs_and_exit_codes(remote_project: Path, tether_cli: Cli) -> None:
-    done = tether_cli("run", "--name", "w1", "--", "python3", "-c", SLEEP_EXIT, "1", "0")
+    # Long enough that w1 still runs when `wait` starts, even on a loaded machine.
+    done = tether_cli("run", "--name", "w1", "--", "python3", "-c", SLEEP_EXIT, "4", "0")
     assert done.returncode == 0, done.stderr
-    run_ok(tether_cli, "--name", "w2", "--", "python3", "-c", SLEEP_EXIT, "1.5", "0")
+    run_ok(tether_cli, "--name", "w2", "--", "python3", "-c", SLEEP_EXIT, "4", "0")
     waited = tether_cli("wait")
     assert waited.returncode == 0, waited.stderr
     assert sorted(line.split(" ")[0] for line in waited.stdout.splitlines()) == ["w1", "w2"]

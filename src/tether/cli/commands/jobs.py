@@ -271,12 +271,10 @@ def jobs(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List jobs."""
-    import asyncio
-
     from tether import config as config_module
     from tether.cli.render import print_json, table
     from tether.jobs import client
-    from tether.sync.targets import each_target
+    from tether.sync.targets import each_target, run
 
     config = config_module.load()
     targets = config.pick(on or [])
@@ -284,7 +282,7 @@ def jobs(
     async def ask(target: Target, channel: AgentChannel) -> list[JobRecord]:
         return await client.list_jobs(target, channel, project_only=True, show_all=show_all)
 
-    nested = asyncio.run(each_target(targets, ask))
+    nested = run(each_target(targets, ask))
     records = [job for batch in nested for job in batch]
     records.sort(key=lambda job: -(job.created or job.started or 0.0))
     if as_json:
