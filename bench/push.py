@@ -17,10 +17,12 @@ no-op and one-file <= 0.3x rsync at 50 ms RTT, first push <= 1.0x. PASS/MISS is 
 never asserted.
 
     .venv/bin/python bench/push.py [--small] [--runs N] [--results bench/RESULTS.md]
+                                   [--only first|noop|one]   (one scenario, to iterate)
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -173,18 +175,32 @@ def compare_remotes(pusher: Pusher) -> str:
     return f"DIFFER in {len(differ)} paths, e.g. {differ[:5]}"
 
 
+ONLY = {"first": "first push", "noop": "no-op push", "one": "one file changed"}
+
+
 def bench_rtt(
-    tree: common.Tree, box_home: Path, alias: str, rtt_ms: int, runs: int
+    tree: common.Tree, box_home: Path, alias: str, rtt_ms: int, runs: int, only: str | None = None
 ) -> tuple[list[Row], str]:
-    """All three scenarios through one alias; the rows and how the two remote copies compare."""
+    """The scenarios (all, or `only` one) through one alias; the rows and how the two
+    remote copies compare."""
     pusher = Pusher(tree, box_home, alias, rtt_ms)
     try:
         pusher.init()
         common.start_master(alias)
+        if only is not None and only != "first":
+            # The later scenarios start from a pushed tree.
+            pusher.fresh("tether", 0)
+            pusher.tether()
+            pusher.rsync()
+        prepares = {
+            "first push": pusher.fresh,
+            "no-op push": None,
+            "one file changed": change_one_file(tree),
+        }
         rows = [
-            pusher.measure("first push", rtt_ms, runs, pusher.fresh),
-            pusher.measure("no-op push", rtt_ms, runs, None),
-            pusher.measure("one file changed", rtt_ms, runs, change_one_file(tree)),
+            pusher.measure(scenario, rtt_ms, runs, prepare)
+            for scenario, prepare in prepares.items()
+            if only is None or ONLY[only] == scenario
         ]
         return rows, compare_remotes(pusher)
     finally:
@@ -193,7 +209,10 @@ def bench_rtt(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.arguments(__doc__ or "", argv)
+    picker = argparse.ArgumentParser(add_help=False)
+    picker.add_argument("--only", choices=sorted(ONLY), default=None)
+    picked, rest = picker.parse_known_args(argv)
+    args = common.arguments(__doc__ or "", rest)
     spec = common.SMALL_TREE if args.small else common.FULL_TREE
     runs = args.runs or RUNS
     rows: list[Row] = []
@@ -204,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         with common.sandbox(SANDBOX) as box:
             for rtt_ms in RTTS_MS:
                 with common.rtt_alias(box, rtt_ms) as alias:
-                    found, check = bench_rtt(tree, box.home, alias, rtt_ms, runs)
+                    found, check = bench_rtt(tree, box.home, alias, rtt_ms, runs, picked.only)
                 rows += found
                 checks.append(f"{rtt_ms} ms: tether's and rsync's remote copies {check}")
     table = common.Table(

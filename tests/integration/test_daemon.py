@@ -166,8 +166,13 @@ def test_no_daemon_runs_with_tether_no_daemon(synced: SyncProject, short_runtime
         assert again.returncode == 0, describe(again)
         assert len(daemon.running(runtime)) == 1
     finally:
-        daemon.stop_all(runtime)
-        # stop_all ends the daemon; its ssh channel processes end with it.
+        daemon.stop_all(runtime)  # its ssh channels end with it; the master is ours to stop
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={runtime}/%C-%n", "-O", "exit", synced.host],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
     assert daemon.running(runtime) == {}
 
 

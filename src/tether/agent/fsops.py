@@ -44,20 +44,23 @@ def root_path(root: str) -> str:
 
 def entry_of(st: os.stat_result, full: str) -> Dict[str, Any]:
     """The manifest entry JSON for an lstat result."""
-    mode = st.st_mode
-    if stat.S_ISLNK(mode):
-        return {"k": "link", "s": 0, "m": st.st_mtime_ns, "p": 0o777, "t": os.readlink(full)}
-    if stat.S_ISDIR(mode):
-        return {"k": "dir", "s": 0, "m": st.st_mtime_ns, "p": stat.S_IMODE(mode)}
-    return {"k": "file", "s": st.st_size, "m": st.st_mtime_ns, "p": stat.S_IMODE(mode)}
+    return entry_of_row(row_of("", st, full))
 
 
 class DigestCache:
-    """sha256 of files keyed by (inode, size, mtime_ns), kept on disk between runs."""
+    """sha256 of files keyed by (inode, size, mtime_ns, ctime_ns), kept on disk between runs.
+
+    A digest is kept only if the file's stat did not change while it was read and its ctime
+    lies RACY_NS before the read began: a later write then always changes the key (ctime
+    is set by the kernel on every write, and no tool can set it back), even one of the same
+    size landing within the same timestamp tick as the write before it.
+    """
 
     def __init__(self, cache_dir: str, root: str) -> None:
         key = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        self.file = os.path.join(cache_dir, "digests-%s.json" % key)
+        self.file = os.path.join(cache_dir, "digests-2-%s.json" % key)
+        # The cache of older versions (no ctime in its keys): removed at the first save.
+        self.old_file = os.path.join(cache_dir, "digests-%s.json" % key)
         self.data: Dict[str, str] = {}
         self.dirty = False
         try:
@@ -66,13 +69,24 @@ class DigestCache:
         except (OSError, ValueError):
             self.data = {}
 
+    def known(self, st: os.stat_result) -> Optional[str]:
+        """The cached digest for a stat, if any (no I/O)."""
+        if not self.data:
+            return None
+        return self.data.get(
+            "%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        )
+
     def get(self, full: str, st: os.stat_result, compute: bool) -> Optional[str]:
-        key = "%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns)
+        if not self.data and not compute:
+            return None
+        key = "%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         digest = self.data.get(key)
         if digest is None and compute:
-            digest = file_digest(full)
-            self.data[key] = digest
-            self.dirty = True
+            digest, settled = checked_digest(full, st)
+            if settled:
+                self.data[key] = digest
+                self.dirty = True
         return digest
 
     def save(self) -> None:
@@ -84,16 +98,31 @@ class DigestCache:
             json.dump(self.data, handle)
         os.replace(tmp, self.file)
         self.dirty = False
+        _unlink_quietly(self.old_file)
 
 
-def file_digest(full: str) -> str:
-    """sha256 hex of a file's bytes (never follows a symlink)."""
+# How long before a read a file's ctime must lie for its digest to be kept: well above the
+# tick of any file system's timestamps (jiffies on Linux, up to 2 s on FAT).
+RACY_NS = 2 * 10**9
+
+
+def checked_digest(full: str, st: os.stat_result) -> Tuple[str, bool]:
+    """sha256 hex of a file's bytes (never through a symlink), and whether it may be cached
+    under st: the file is still st after the read, and st's ctime is settled."""
+    started = time.time_ns()
     digest = hashlib.sha256()
     fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
-    return digest.hexdigest()
+        after = os.fstat(handle.fileno())
+    same = (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+    return digest.hexdigest(), same and st.st_ctime_ns < started - RACY_NS
 
 
 def pid_alive(pid: int, group: bool = False) -> bool:
@@ -126,22 +155,45 @@ def _orphaned(pid: int) -> bool:
     return len(fields) > 1 and fields[1] == b"1"
 
 
+Row = List[Any]  # [path, kind, size, mtime_ns, mode, digest, target]
+
+
+def row_of(rel: str, st: os.stat_result, full: str) -> Row:
+    """The compact manifest entry of an lstat result (see `entry_of`)."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return [rel, "link", 0, st.st_mtime_ns, 0o777, None, os.readlink(full)]
+    if stat.S_ISDIR(mode):
+        return [rel, "dir", 0, st.st_mtime_ns, mode & 0o7777, None, None]
+    return [rel, "file", st.st_size, st.st_mtime_ns, mode & 0o7777, None, None]
+
+
+def entry_of_row(row: Row) -> Dict[str, Any]:
+    """A row as the manifest entry JSON of `entry_of`."""
+    entry: Dict[str, Any] = {"k": row[1], "s": row[2], "m": row[3], "p": row[4]}
+    if row[5] is not None:
+        entry["d"] = row[5]
+    if row[6] is not None:
+        entry["t"] = row[6]
+    return entry
+
+
 def scan(
     root: str,
     skip: List[str],
     cache: Optional[DigestCache],
     with_digests: bool,
     only: Optional[List[str]] = None,
-) -> Tuple[Dict[str, Dict[str, Any]], bool]:
+) -> Tuple[Dict[str, Row], bool]:
     """Walk root (or only the given subpaths) without following symlinks.
 
-    Returns (entries, root_exists) and removes stale temp files of dead writers.
+    Returns ({path: row}, root_exists) and removes stale temp files of dead writers.
     """
-    entries: Dict[str, Dict[str, Any]] = {}
+    rows: Dict[str, Row] = {}
     try:
         top = os.lstat(root)
     except FileNotFoundError:
-        return entries, False
+        return rows, False
     if not stat.S_ISDIR(top.st_mode):
         raise OpError("notdir", "%s is not a directory" % root)
     skipped = set(skip)
@@ -155,44 +207,79 @@ def scan(
                 st = os.lstat(full)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            entries[rel] = entry_of(st, full)
-            if entries[rel]["k"] == "dir":
+            row = rows[rel] = row_of(rel, st, full)
+            if row[1] == "dir":
                 stack.append(rel)
-            elif entries[rel]["k"] == "file" and cache is not None:
-                digest = cache.get(full, st, with_digests)
-                if digest is not None:
-                    entries[rel]["d"] = digest
+            elif row[1] == "file" and cache is not None:
+                row[5] = cache.get(full, st, with_digests)
+    is_file = stat.S_ISREG
+    is_dir = stat.S_ISDIR
     while stack:
         rel_dir = stack.pop()
         full_dir = os.path.join(root, rel_dir) if rel_dir else root
+        head = rel_dir + "/" if rel_dir else ""
         try:
-            listing = list(os.scandir(full_dir))
+            with os.scandir(full_dir) as listing:
+                items = list(listing)
         except FileNotFoundError:
             continue
         except PermissionError:
             raise OpError("permission", "cannot read %s (permission denied)" % full_dir) from None
-        for item in listing:
+        for item in items:
             name = item.name
-            rel = rel_dir + "/" + name if rel_dir else name
             if TMP_MARK in name:
                 if _stale_tmp(name):
                     _unlink_quietly(item.path)
                 continue
+            rel = head + name
             if rel in skipped:
                 continue
             try:
                 st = item.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            entry = entry_of(st, item.path)
-            if entry["k"] == "file" and cache is not None:
-                digest = cache.get(item.path, st, with_digests)
-                if digest is not None:
-                    entry["d"] = digest
-            entries[rel] = entry
-            if entry["k"] == "dir":
+            mode = st.st_mode
+            if is_file(mode):
+                digest = None if cache is None else cache.get(item.path, st, with_digests)
+                rows[rel] = [rel, "file", st.st_size, st.st_mtime_ns, mode & 0o7777, digest, None]
+            elif is_dir(mode):
+                rows[rel] = [rel, "dir", 0, st.st_mtime_ns, mode & 0o7777, None, None]
                 stack.append(rel)
-    return entries, True
+            else:
+                row = rows[rel] = row_of(rel, st, item.path)
+                if row[1] == "file" and cache is not None:
+                    row[5] = cache.get(item.path, st, with_digests)
+    return rows, True
+
+
+class ScanMemo:
+    """The last answer of each scan (per root, skip, only and digests) of this agent, so
+    that a repeated scan answers only what changed since (a delta against a token)."""
+
+    KEEP = 16  # scans remembered, and at most this many rows in all (the newest always)
+    KEEP_ROWS = 1000000
+
+    def __init__(self) -> None:
+        self.scans: Dict[str, Tuple[str, Dict[str, Row]]] = {}
+
+    def answer(self, key: str, since: Optional[str], rows: Dict[str, Row]) -> Dict[str, Any]:
+        """{token, rows} (everything), or {token, since, rows, gone} when the caller holds
+        the answer `since`: the rows that differ from it and the paths gone since."""
+        token = os.urandom(12).hex()
+        previous = self.scans.pop(key, None)
+        self.scans[key] = (token, rows)
+        while len(self.scans) > 1 and (
+            len(self.scans) > self.KEEP
+            or sum(len(held[1]) for held in self.scans.values()) > self.KEEP_ROWS
+        ):
+            del self.scans[next(iter(self.scans))]
+        if since is None or previous is None or previous[0] != since:
+            return {"token": token, "rows": list(rows.values())}
+        old = previous[1]
+        get = old.get
+        changed = [row for path, row in rows.items() if get(path) != row]
+        gone = [path for path in old if path not in rows]
+        return {"token": token, "since": since, "rows": changed, "gone": gone}
 
 
 def _unlink_quietly(path: str) -> None:
@@ -220,10 +307,16 @@ def safe_parent(root: str, rel: str, create: bool, checked: Optional[Set[str]] =
         except FileNotFoundError:
             if not create:
                 raise
-            os.mkdir(current)
-            if checked is not None:
-                checked.add(current)
-            continue
+            try:
+                os.mkdir(current)
+            except FileExistsError:
+                # Made meanwhile by another writer (agents of one push share a tree):
+                # checked below like any directory found.
+                st = os.lstat(current)
+            else:
+                if checked is not None:
+                    checked.add(current)
+                continue
         if stat.S_ISLNK(st.st_mode):
             raise OpError("unsafe", "refusing to go through the symlink %s" % current)
         if not stat.S_ISDIR(st.st_mode):
@@ -239,8 +332,13 @@ def matches(full: str, expect: Optional[Dict[str, Any]]) -> bool:
         st = os.lstat(full)
     except FileNotFoundError:
         return expect is None
-    if expect is None:
-        return False
+    return _still(st, full, expect)
+
+
+def _still(st: Optional[os.stat_result], full: str, expect: Optional[Dict[str, Any]]) -> bool:
+    """matches() for a path's lstat result (None: it does not exist)."""
+    if st is None or expect is None:
+        return st is None and expect is None
     now = entry_of(st, full)
     if now["k"] != expect["k"]:
         return False
@@ -262,15 +360,29 @@ def backup_name(full: str) -> str:
     return candidate
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_UTIME_FD = os.utime in os.supports_fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class Writer:
-    """Atomic writes, possibly in chunks: temp name in the same dir, fsync, check, rename."""
+    """Atomic writes, possibly in chunks: temp name in the same dir, check, rename."""
 
     def __init__(self) -> None:
-        self.open: Dict[str, Tuple[Any, str]] = {}
+        # Files being written in chunks: key -> (descriptor, temp path).
+        self.open: Dict[str, Tuple[int, str]] = {}
         # Directories verified in this run; forgotten whenever tether deletes anything.
         self.checked: Set[str] = set()
 
     def put(self, root: str, header: Dict[str, Any], payload: bytes) -> Dict[str, Any]:
+        if header.get("fresh"):
+            # The first write of a push on this agent: directories may have changed since.
+            self.checked.clear()
         rel = check_rel(header["path"])
         kind = header.get("kind", "file")
         parent = safe_parent(root, rel, create=True, checked=self.checked)
@@ -289,13 +401,12 @@ class Writer:
                 os.getpid(),
                 os.urandom(4).hex(),
             )
-            handle = open(tmp, "xb")  # noqa: SIM115 - stays open across chunk requests
-            self.open[key] = (handle, tmp)
+            self.open[key] = (os.open(tmp, _CREATE, 0o600), tmp)
         elif key not in self.open:
             raise OpError("protocol", "chunk for %s without its start" % rel)
-        handle, tmp = self.open[key]
+        fd, tmp = self.open[key]
         try:
-            handle.write(payload)
+            _write_all(fd, payload)
         except OSError as error:
             self.discard(key)
             raise os_error(error, full) from None
@@ -305,29 +416,44 @@ class Writer:
         try:
             # No fsync per file (as rsync): the rename alone keeps readers from ever seeing a
             # partial file; an fsync per file cost ~3 ms each, most of a first push.
-            handle.close()
-            os.chmod(tmp, int(header.get("mode", 0o644)) & 0o7777)
+            # Mode and mtime by descriptor, after the last write (a write clears set-id bits).
+            os.fchmod(fd, int(header.get("mode", 0o644)) & 0o7777)
             if "mtime_ns" in header:
-                os.utime(tmp, ns=(time.time_ns(), int(header["mtime_ns"])))
-            return self._commit(tmp, full, header)
+                times = (time.time_ns(), int(header["mtime_ns"]))
+                os.utime(fd if _UTIME_FD else tmp, ns=times)
+            written = os.fstat(fd)
         except BaseException:
-            handle.close()
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
+        try:
+            return self._commit(tmp, full, header, written)
+        except BaseException:
             _unlink_quietly(tmp)
             raise
 
-    def _commit(self, tmp: str, full: str, header: Dict[str, Any]) -> Dict[str, Any]:
-        if not matches(full, header.get("expect")):
+    def _commit(
+        self, tmp: str, full: str, header: Dict[str, Any], written: Optional[os.stat_result] = None
+    ) -> Dict[str, Any]:
+        """Rename tmp over full if full is still what the plan saw (`expect`)."""
+        try:
+            now: Optional[os.stat_result] = os.lstat(full)
+        except FileNotFoundError:
+            now = None
+        if not _still(now, full, header.get("expect")):
             _unlink_quietly(tmp)
             raise OpError("changed", "%s changed on the remote since it was scanned" % full)
         backup = None
-        if header.get("backup") and os.path.lexists(full):
+        if header.get("backup") and now is not None:
             backup = backup_name(full)
             os.link(full, backup, follow_symlinks=False)
-        if os.path.isdir(full) and not os.path.islink(full):
+        if now is not None and stat.S_ISDIR(now.st_mode):
             os.rmdir(full)
             self.checked.clear()
         os.replace(tmp, full)
-        st = os.lstat(full)
+        # The written file's own stat (the rename keeps size, mtime and mode).
+        st = written if written is not None else os.lstat(full)
         return {"ok": True, "entry": entry_of(st, full), "backup": backup}
 
     def _finish_link(self, full: str, header: Dict[str, Any]) -> Dict[str, Any]:
@@ -348,7 +474,13 @@ class Writer:
             else:
                 os.unlink(full)
         if not os.path.isdir(full):
-            os.mkdir(full)
+            try:
+                os.mkdir(full)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(full).st_mode):
+                    raise OpError(
+                        "changed", "%s changed on the remote since it was scanned" % full
+                    ) from None
         if "mode" in header:
             os.chmod(full, int(header["mode"]) & 0o7777)
         return {"ok": True, "entry": entry_of(os.lstat(full), full)}
@@ -356,7 +488,8 @@ class Writer:
     def discard(self, key: str) -> None:
         item = self.open.pop(key, None)
         if item is not None:
-            item[0].close()
+            with contextlib.suppress(OSError):
+                os.close(item[0])
             _unlink_quietly(item[1])
 
     def close(self) -> None:

@@ -6,8 +6,10 @@ agent and the client; standard library only, Python >= 3.8.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import struct
 from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
@@ -20,12 +22,16 @@ class ProtocolError(Exception):
     """The peer sent something that is not a frame."""
 
 
+# One encoder for every frame (json.dumps with separators builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def encode(header: Dict[str, Any], payload: bytes = b"") -> bytes:
     """One frame as bytes."""
     if payload:
         header = dict(header, n=len(payload))
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-    return _LENGTH.pack(len(raw)) + raw + payload
+    raw = _ENCODER.encode(header).encode("ascii")
+    return b"".join((_LENGTH.pack(len(raw)), raw, payload))
 
 
 def decode_header(raw: bytes) -> Dict[str, Any]:
@@ -79,10 +85,19 @@ class FrameReader:
         self.before_wait = before_wait
         self.buffer = bytearray()
         self.eof = False
+        self._poll: Optional[Any] = None
+        with contextlib.suppress(AttributeError, OSError):
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN)
+
+    def _wait(self) -> None:
+        """before_wait, unless input is already there (a read would not block)."""
+        if self._poll is None or not self._poll.poll(0):
+            self.before_wait()
 
     def _fill(self, size: int) -> bool:
         while len(self.buffer) < size and not self.eof:
-            self.before_wait()
+            self._wait()
             chunk = os.read(self.fd, max(1 << 16, size - len(self.buffer)))
             if not chunk:
                 self.eof = True
@@ -107,4 +122,22 @@ class FrameReader:
             raise ProtocolError("frame header too large (%d bytes)" % length)
         header = decode_header(self._take(length))
         size = int(header.get("n", 0))
-        return header, self._take(size) if size else b""
+        return header, self._payload(size) if size else b""
+
+    def _payload(self, size: int) -> bytes:
+        """size bytes; a large payload is read straight into its own buffer (no copies)."""
+        if len(self.buffer) >= size:
+            return self._take(size)
+        out = bytearray(size)
+        view = memoryview(out)
+        got = len(self.buffer)
+        view[:got] = self.buffer
+        del self.buffer[:]
+        while got < size:
+            self._wait()
+            count = os.readv(self.fd, [view[got:]])
+            if not count:
+                self.eof = True
+                raise ProtocolError("stream ended inside a frame")
+            got += count
+        return out  # type: ignore[return-value]  # bytes-like; handlers only read it

@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 EPILOG = "Docs: README.md. Add --debug to any command for a traceback on errors."
 # Commands served by the long-lived local sync daemon (tether.sync.daemon), which keeps an
 # agent channel per target open: a push costs one round trip instead of an ssh session,
-# an agent start and the CLI framework's import.
-DAEMON_COMMANDS = ("push", "pull")
+# an agent start and the CLI framework's import. Short commands only: the daemon runs one
+# command at a time.
+DAEMON_COMMANDS = ("push", "pull", "jobs")
 
 
 def _split_debug(argv: list[str]) -> tuple[list[str], bool]:

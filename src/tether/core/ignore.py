@@ -22,6 +22,10 @@ class PatternSet:
         self.rules = [rule for rule in map(_compile, patterns) if rule is not None]
         # Parent directories repeat across a tree's paths: remember their verdicts.
         self._verdicts: dict[tuple[str, bool], bool | None] = {}
+        self._prefix = self.base + "/" if self.base else ""
+        # One regex per is_dir saying whether any rule matches the path or a parent of it:
+        # most paths match none, and then one regex call decides (None) for all rules.
+        self._quick = (_quick(self.rules, False), _quick(self.rules, True)) if self.rules else None
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -31,12 +35,15 @@ class PatternSet:
 
         A path also matches when one of its parent directories does.
         """
-        if not self.rules:
+        quick = self._quick
+        if quick is None:
             return None
-        if self.base:
-            if not path.startswith(self.base + "/"):
+        if self._prefix:
+            if not path.startswith(self._prefix):
                 return None
-            path = path[len(self.base) + 1 :]
+            path = path[len(self._prefix) :]
+        if quick[1 if is_dir else 0].fullmatch(path) is None:
+            return None
         parts = path.split("/")
         for depth in range(1, len(parts) + 1):
             prefix = "/".join(parts[:depth])
@@ -46,6 +53,12 @@ class PatternSet:
             if depth == len(parts):
                 return verdict
         return None
+
+    def sources(self, is_dir: bool) -> list[str]:
+        """Regex sources (of full paths, base included), one per rule: the rule matches
+        the path or one of its parent directories. A superset of what `match` decides."""
+        head = re.escape(self._prefix)
+        return [head + _reach(rule, is_dir) for rule in self.rules]
 
     def _match_one(self, path: str, is_dir: bool) -> bool | None:
         key = (path, is_dir)
@@ -61,6 +74,17 @@ class PatternSet:
             if rule.regex.fullmatch(path):
                 verdict = not rule.negate
         return verdict
+
+
+def _reach(rule: _Rule, is_dir: bool) -> str:
+    """Source of a regex matching a path when the rule matches it or one of its parents."""
+    if rule.dir_only and not is_dir:
+        return f"(?:{rule.regex.pattern})/.*"
+    return f"(?:{rule.regex.pattern})(?:/.*)?"
+
+
+def _quick(rules: list[_Rule], is_dir: bool) -> re.Pattern[str]:
+    return re.compile("|".join(_reach(rule, is_dir) for rule in rules), re.DOTALL)
 
 
 def _compile(pattern: str) -> _Rule | None:

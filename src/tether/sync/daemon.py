@@ -30,10 +30,10 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.cli.fastpath import PREFIX, fingerprint
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from tether.config import Target
     from tether.transport.channel import AgentChannel
 
+T = TypeVar("T")
 IDLE_EXIT_S = 600.0
 WATCH_S = 2.0
 MODULE = "tether.sync.daemon"
@@ -95,24 +96,48 @@ class Pool:
             signature = "-"
         return (target.host, target.python, signature)
 
-    async def get(self, target: Target) -> AgentChannel:
+    async def run(self, target: Target, work: Callable[[Target, AgentChannel], Awaitable[T]]) -> T:
+        """work(target, channel) on a kept channel; once more on a fresh one if the kept
+        channel turns out dead before answering anything (the link dropped since the last
+        command: nothing of this one reached the remote)."""
+        from tether.errors import ConnectionLost
+
+        channel, kept = await self._get(target)
+        answered = channel.received
+        try:
+            result = await work(target, channel)
+        except ConnectionLost:
+            await channel.close()
+            if not kept or channel.received != answered:
+                raise  # the link dropped during this command: report it, as without us
+            channel, kept = await self._get(target, fresh=True)
+            try:
+                result = await work(target, channel)
+            except BaseException:
+                await channel.close()
+                raise
+        except BaseException:
+            await channel.close()
+            raise
+        if channel.alive and channel.idle:
+            self.idle.setdefault(self.key(target), []).append(channel)
+        else:
+            await channel.close()
+        return result
+
+    async def _get(self, target: Target, fresh: bool = False) -> tuple[AgentChannel, bool]:
+        """A kept channel that is alive (and whether it was kept), else a new one."""
         from tether.sync.targets import open_channel
 
         key = self.key(target)
         await self.reap(keep=key)
-        channels = self.idle.get(key, [])
+        channels = [] if fresh else self.idle.get(key, [])
         while channels:
             channel = channels.pop()
             if channel.alive:
-                return channel
+                return channel, True
             await channel.close()
-        return await open_channel(target)
-
-    async def put(self, target: Target, channel: AgentChannel, ok: bool) -> None:
-        if ok and channel.alive and channel.idle:
-            self.idle.setdefault(self.key(target), []).append(channel)
-        else:
-            await channel.close()
+        return await open_channel(target), False
 
     async def reap(self, keep: tuple[str, str, str] | None = None) -> None:
         """Close dead channels, and those of a host whose ssh config has changed."""
@@ -285,9 +310,17 @@ class Daemon:
             except OSError as error:
                 say_error(f"cannot enter the working directory: {error.strerror}")
                 return 1
-            return run_mapped(
-                [str(arg) for arg in request.get("args", [])], bool(request.get("debug"))
-            )
+            args = [str(arg) for arg in request.get("args", [])]
+            profile = os.environ.get("TETHER_PROFILE")  # a file for cProfile's stats (dev)
+            if not profile:
+                return run_mapped(args, bool(request.get("debug")))
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                return profiler.runcall(run_mapped, args, bool(request.get("debug")))
+            finally:
+                profiler.dump_stats(profile)
         except BaseException as error:  # cancelled, or a bug: one line here, trace logged
             if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
                 return 130
@@ -304,12 +337,11 @@ class Daemon:
 
 def _preload() -> None:
     """Import what every command needs, before the first client waits for it."""
-    import typer.main  # noqa: F401
-
-    from tether.cli.commands import build_app, sync  # noqa: F401
+    from tether.cli.app import _command
+    from tether.cli.commands import jobs, sync  # noqa: F401
     from tether.sync import runner, session  # noqa: F401
 
-    build_app()
+    _command()
 
 
 def ping(path: str, timeout: float = 2.0) -> dict[str, Any] | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.agent.fsops import DigestCache
@@ -24,6 +25,26 @@ class Scope:
     exclude: PatternSet
     include: PatternSet
     results: PatternSet
+    # Whether tether's own paths, a results or an exclude rule can decide for a path (or a
+    # parent): most paths of a tree are decided by this one regex call (not excluded).
+    _quick: tuple[re.Pattern[str], re.Pattern[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        skip = "|".join(re.escape(name) for name in ALWAYS_SKIP)
+        quick = tuple(
+            re.compile(
+                "|".join(
+                    [
+                        f"(?:{skip})(?:/.*)?",
+                        *self.results.sources(is_dir),
+                        *self.exclude.sources(is_dir),
+                    ]
+                ),
+                re.DOTALL,
+            )
+            for is_dir in (False, True)
+        )
+        object.__setattr__(self, "_quick", quick)
 
     @classmethod
     def of(cls, exclude: Iterable[str], include: Iterable[str], results: Iterable[str]) -> Scope:
@@ -31,6 +52,8 @@ class Scope:
 
     def excluded(self, path: str, is_dir: bool = False) -> bool:
         """True for results, [sync] exclude and tether's own paths."""
+        if self._quick[1 if is_dir else 0].fullmatch(path) is None:
+            return False
         if path.split("/", 1)[0] in ALWAYS_SKIP:
             return True
         if self.results.match(path, is_dir):
@@ -62,20 +85,25 @@ def git_root(root: Path) -> bool:
     return done.returncode == 0 and done.stdout.strip() == "true"
 
 
-def _git_paths(root: Path, scope: Scope) -> list[str]:
-    def listing(*flags: str) -> list[str]:
-        done = subprocess.run(
-            ["git", "-C", str(root), "ls-files", "-z", *flags, "--exclude-standard"],
-            capture_output=True,
-            timeout=120,
-        )
+def _git_paths(root: Path, scope: Scope) -> list[str] | None:
+    """git's list of the files sync may own; None when root is not in a git work tree."""
+
+    def listing(*flags: str) -> list[str] | None:
+        argv = ["git", "-C", str(root), "ls-files", "-z", *flags, "--exclude-standard"]
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=120)
+        except OSError:
+            return None
         if done.returncode != 0:
+            # Asked only now: in the common case ls-files alone answers (one process less).
+            if not git_root(root):
+                return None
             raise TetherError("git ls-files failed", done.stderr.decode(errors="replace").strip())
-        return [os.fsdecode(raw) for raw in done.stdout.split(b"\0") if raw]
+        return [path for path in os.fsdecode(done.stdout).split("\0") if path]
 
     paths = listing("-c", "-o")
-    if scope.include:
-        paths += [path for path in listing("-o", "-i") if scope.include.match(path)]
+    if paths is not None and scope.include:
+        paths += [path for path in listing("-o", "-i") or () if scope.include.match(path)]
     return paths
 
 
@@ -120,6 +148,23 @@ def _walk_paths(root: Path) -> list[str]:
     return found
 
 
+class _Scanned(dict[str, Entry]):
+    """A manifest that remembers the lstat of its files (fill_local_digests reuses them)."""
+
+    stats: dict[str, os.stat_result]
+
+
+StatKey = tuple[int, int, int, int, int]
+# The files of each root whose digest this process found in the digest cache, with the
+# lstat it was found for (inode, size, mtime, ctime, mode): a scan that sees the very same
+# stat takes that Entry as is (the cache would give the same digest).
+_DIGESTED: dict[str, dict[str, tuple[StatKey, Entry]]] = {}
+
+
+def _stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
 def scan_local(
     root: Path,
     scope: Scope,
@@ -131,41 +176,64 @@ def scan_local(
     With `only`, exactly those paths (files or whole directories) are taken, ignore rules
     aside (an explicit `tether push PATH` uploads what it names), results still excluded.
     """
+    listed: list[str] | None = None
     if only is not None:
-        candidates: list[str] = []
+        listed = []
         for rel in only:
             named = root / rel
             if named.is_dir() and not named.is_symlink():
-                candidates += [f"{rel}/{path}" for path in _plain_walk(named)]
-            candidates.append(rel)
-    elif git_root(root):
-        candidates = _git_paths(root, scope)
+                listed += [f"{rel}/{path}" for path in _plain_walk(named)]
+            listed.append(rel)
     else:
-        candidates = _walk_paths(root)
-    manifest: Manifest = {}
+        listed = _git_paths(root, scope)
+    candidates = _walk_paths(root) if listed is None else listed
+    manifest = _Scanned()
+    stats: dict[str, os.stat_result] = {}
+    manifest.stats = stats
+    prefix = os.path.join(root, "")
+    digested = _DIGESTED.get(prefix, {})
+    excluded = scope.excluded
+    lstat = os.lstat
+    is_file = stat.S_ISREG
     for rel in candidates:
-        if scope.excluded(rel):
+        if excluded(rel):
             continue
-        full = os.path.join(root, rel)
+        full = prefix + rel
         try:
-            st = os.lstat(full)
+            st = lstat(full)
         except (FileNotFoundError, NotADirectoryError):
             if on_vanished is not None:
                 on_vanished(rel)
             continue
-        _check_name(rel)
-        entry = entry_for(full, st)
-        if entry.kind == DIR and only is None:
-            continue
-        manifest[rel] = entry
-        for parent in parents(rel):
-            if parent not in manifest:
-                try:
-                    manifest[parent] = entry_for(
-                        os.path.join(root, parent), os.lstat(os.path.join(root, parent))
-                    )
-                except FileNotFoundError:
-                    continue
+        if not rel.isascii():
+            _check_name(rel)
+        if is_file(st.st_mode):
+            held = digested.get(rel)
+            if held is not None and held[0] == (
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_mode,
+            ):
+                manifest[rel] = held[1]
+            else:
+                manifest[rel] = Entry(FILE, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777)
+                stats[rel] = st
+        else:
+            entry = entry_for(full, st)
+            if entry.kind == DIR and only is None:
+                continue
+            manifest[rel] = entry
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in manifest:
+            # Each entry's parents are added with it: a parent present has its own too.
+            for parent in parents(rel):
+                if parent not in manifest:
+                    try:
+                        manifest[parent] = entry_for(prefix + parent, lstat(prefix + parent))
+                    except FileNotFoundError:
+                        continue
     return manifest
 
 
@@ -192,17 +260,34 @@ def _check_name(rel: str) -> None:
 
 
 def fill_local_digests(root: Path, manifest: Manifest, cache: DigestCache) -> Manifest:
-    """Return manifest with a digest on every file (cached by inode, size and mtime)."""
+    """Return manifest with a digest on every file (cached by inode, size, mtime and ctime).
+
+    A manifest from scan_local brings its lstat results: the digest then describes exactly
+    the stat the entry holds, and costs no second lstat.
+    """
+    stats: dict[str, os.stat_result] = getattr(manifest, "stats", {})
+    prefix = os.path.join(root, "")
+    digested = _DIGESTED.setdefault(prefix, {})
+    known = cache.known
     filled: Manifest = {}
     for rel, entry in manifest.items():
-        if entry.kind == FILE and entry.digest is None:
-            full = os.path.join(root, rel)
-            try:
-                digest = cache.get(full, os.lstat(full), True)
-            except FileNotFoundError:
-                continue
-            entry = entry.with_digest(digest)
+        if entry.digest is None and entry.kind == FILE:
+            st = stats.get(rel)
+            digest = None if st is None else known(st)
+            if digest is not None and st is not None:
+                entry = entry.with_digest(digest)
+                digested[rel] = (_stat_key(st), entry)
+            else:
+                full = prefix + rel
+                try:
+                    digest = cache.get(full, st or os.lstat(full), True)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                entry = entry.with_digest(digest)
         filled[rel] = entry
+    if len(digested) > 2 * len(filled) + 1000:  # forget files long gone
+        for rel in [rel for rel in digested if rel not in filled]:
+            del digested[rel]
     cache.save()
     return filled
 

@@ -14,16 +14,16 @@ from typing import Any
 from tether.agent import fsops
 from tether.config import Config, Target
 from tether.core.ignore import PatternSet
-from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest, manifest_from_json
-from tether.core.plan import Conflict, Plan, Upload, plan_pull, plan_push
+from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
+from tether.core.plan import Conflict, Plan, plan_pull, plan_push
 from tether.errors import TetherError
+from tether.sync import lanes
 from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, AgentError
 
 CHUNK = 1 << 20
 RACED = "changed on the remote during the push"
-WINDOW = 32 << 20
 Progress = Callable[[int], None]
 
 
@@ -75,12 +75,32 @@ def _skip_list(pair: Pair) -> list[str]:
 async def remote_manifest(
     channel: AgentChannel, root: str, base: Base, need: set[str], **scan: Any
 ) -> tuple[Manifest, bool]:
-    """Scan root on the remote; fill digests for the `need` paths (one extra request at most)."""
-    header, _ = await channel.request("scan", root=root, **scan)
-    manifest = {
-        path: base.reuse_digest(path, entry, "remote")
-        for path, entry in manifest_from_json(header["entries"]).items()
-    }
+    """Scan root on the remote; fill digests for the `need` paths (one extra request at most).
+
+    A channel that scanned the same tree before asks only for what changed since: its agent
+    keeps its last answer, and the entries it answers are those of a full scan.
+    """
+    key = repr((root, scan.get("skip"), scan.get("only"), bool(scan.get("digests"))))
+    memo: dict[str, Any] = channel.scan_memo
+    held: tuple[str, dict[str, list[Any]], dict[str, Any]] | None = memo.get(key)
+    if held is not None:
+        scan["since"] = held[0]
+    header, _ = await channel.request("scan", root=root, rows=True, **scan)
+    if held is not None and header.get("since") == held[0]:
+        rows = dict(held[1])
+        for row in header["rows"]:
+            rows[row[0]] = row
+        for path in header["gone"]:
+            rows.pop(path, None)
+        built = held[2]
+    else:
+        rows = {row[0]: row for row in header["rows"]}
+        built = {}
+    memo.pop(key, None)
+    memo[key] = (header["token"], rows, built)
+    while len(memo) > 1 and (len(memo) > 16 or sum(len(m[1]) for m in memo.values()) > 10**6):
+        del memo[next(iter(memo))]  # the agent forgets as much (fsops.ScanMemo)
+    manifest = base.manifest_of_rows(rows.values(), "remote", built)
     await fill_remote_digests(channel, root, manifest, need)
     return manifest, bool(header["exists"])
 
@@ -91,8 +111,8 @@ async def fill_remote_digests(
     """Ask the agent (one request) for the digests of those files in manifest lacking one."""
     missing = sorted(
         path
-        for path in paths
-        if path in manifest and manifest[path].kind == FILE and manifest[path].digest is None
+        for path, entry in manifest.items()
+        if entry.digest is None and entry.kind == FILE and path in paths
     )
     if not missing:
         return
@@ -121,18 +141,32 @@ async def push_pair(
     """
     started = time.monotonic()
     base = pair.base("push", project_root)
-    local = scan_local(pair.local_root, pair.scope, only)
-    local = fill_local_digests(pair.local_root, local, _digest_cache(project_root, pair))
     trusted = trust_base and only is not None and not base.pending
     guessed = _remote_from_base(base, only) if trusted and only is not None else None
-    if guessed is not None:
-        remote = guessed
-    else:
+    scanning: asyncio.Future[tuple[Manifest, bool]] | None = None
+    if guessed is None:
         scan: dict[str, Any] = {"skip": _skip_list(pair), "digests": False}
         if only is not None:
             scan["only"] = _covering(only)
+        scanning = asyncio.ensure_future(
+            remote_manifest(channel, pair.remote_root, base, set(), **scan)
+        )
+        await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
+    try:
+        local = scan_local(pair.local_root, pair.scope, only)
+        local = fill_local_digests(pair.local_root, local, _digest_cache(project_root, pair))
+    except BaseException:
+        if scanning is not None:
+            scanning.cancel()
+            await asyncio.gather(scanning, return_exceptions=True)
+        raise
+    if scanning is None:
+        assert guessed is not None
+        remote = guessed
+    else:
+        remote, _ = await scanning
         need = set(local) | set(base.entries) | set(base.pending)
-        remote, _ = await remote_manifest(channel, pair.remote_root, base, need, **scan)
+        await fill_remote_digests(channel, pair.remote_root, remote, need)
         base.adopt_landed(remote, lambda path: only is None or _under(path, only))
     base_entries = base.entries
     if only is not None:
@@ -211,95 +245,28 @@ async def _execute_push(
     report: Report,
     progress: Progress | None,
 ) -> None:
-    root = pair.remote_root
     base.expect_uploads(
         {u.path: local[u.path].digest or "" for u in plan.uploads if u.entry.kind == FILE}
     )
-    inflight: list[tuple[asyncio.Future[tuple[dict[str, object], bytes]], str, str, Entry]] = []
-    inflight_bytes = 0
 
-    async def settle(limit: int) -> None:
-        nonlocal inflight_bytes
-        await channel.flush()
-        while inflight and (inflight_bytes > limit or limit == 0):
-            future, action, path, entry = inflight.pop(0)
-            try:
-                header, _ = await future
-            except asyncio.CancelledError:
-                raise
-            inflight_bytes -= entry.size if action in ("create", "update") else 0
-            _settle_one(header, action, path, entry, local, base, report, channel)
-            if progress is not None and action in ("create", "update"):
-                progress(entry.size)
+    def on_answer(
+        header: dict[str, Any], action: str, path: str, entry: Entry, lane: AgentChannel
+    ) -> None:
+        _settle_one(header, action, path, entry, local, base, report, lane)
 
-    for delete in plan.deletes:
-        future = channel.submit(
-            "delete",
-            root=root,
-            path=delete.path,
-            expect=delete.expect.to_json(),
-            backup=delete.backup,
-        )
-        inflight.append((future, "delete", delete.path, delete.expect))
-    ordered = sorted(plan.uploads, key=lambda up: (up.entry.kind != DIR, up.path.count("/")))
-    for upload in ordered:
-        sent = await _submit_upload(channel, root, pair.local_root, upload, inflight)
-        if sent is not None:
-            inflight_bytes += sent.size
-        if inflight_bytes > WINDOW:
-            await settle(WINDOW // 2)
-    await settle(0)
-
-
-async def _submit_upload(
-    channel: AgentChannel,
-    root: str,
-    local_root: Path,
-    upload: Upload,
-    inflight: list[tuple[asyncio.Future[tuple[dict[str, object], bytes]], str, str, Entry]],
-) -> Entry | None:
-    entry = upload.entry
-    action = "update" if upload.expect is not None else "create"
-    common: dict[str, Any] = {
-        "root": root,
-        "path": upload.path,
-        "expect": upload.expect.to_json() if upload.expect else None,
-        "backup": upload.backup,
-        "mode": entry.mode,
-    }
-    if entry.kind in (DIR, LINK):
-        future = channel.submit("put", kind=entry.kind, target=entry.target, **common)
-        inflight.append((future, action, upload.path, entry))
-        return None
-    full = os.path.join(local_root, upload.path)
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        handle = open(full, "rb")  # noqa: SIM115 - closed below, chunks interleave with awaits
-    except FileNotFoundError:
-        return None
-    with handle:
-        offset = 0
-        while True:
-            chunk = handle.read(CHUNK)
-            last = len(chunk) < CHUNK
-            digest.update(chunk)
-            size += len(chunk)
-            future = channel.submit(
-                "put", chunk, offset=offset, last=last, mtime_ns=entry.mtime_ns, **common
-            )
-            offset += len(chunk)
-            if last:
-                break
-            inflight.append((future, "chunk", upload.path, Entry(FILE)))
-            await channel.flush()
-    sent = Entry(FILE, size, entry.mtime_ns, entry.mode, digest.hexdigest())
-    inflight.append((future, action, upload.path, sent))
-    return sent
+    await lanes.run(
+        channel,
+        pair.remote_root,
+        pair.local_root,
+        plan.deletes,
+        plan.uploads,
+        on_answer,
+        progress,
+    )
 
 
 def _settle_one(
-    header: dict[str, object],
+    header: dict[str, Any],
     action: str,
     path: str,
     entry: Entry,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether.core.manifest import FILE, Entry, Manifest
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass
@@ -30,37 +30,82 @@ class Base:
 
     @classmethod
     def load(cls, file: Path) -> Base:
-        """Read a base file; a missing or unreadable one is an empty base (safe: all conflicts)."""
-        base = cls(file)
+        """Read a base file; a missing or unreadable one is an empty base (safe: all conflicts).
+
+        A file this process read or wrote before, unchanged since (same inode, size, mtime
+        and ctime: every save replaces the file), is not parsed again.
+        """
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return base
-        if data.get("version") != VERSION:
-            return base
-        base.pending = {str(k): str(v) for k, v in data.get("pending", {}).items()}
+            with open(file, "rb") as handle:
+                stamp = _stamp(os.fstat(handle.fileno()))
+                held = _LOADED.get(str(file))
+                if held is not None and held[0] == stamp:
+                    return held[1].copy()
+                data = json.loads(handle.read())
+            base = cls(file)
+            if data.get("version") == VERSION:
+                base._load_rows(data)
+            elif data.get("version") == 1:
+                base._load_v1(data)
+            else:
+                return base
+        except (OSError, ValueError, TypeError, AttributeError, KeyError, IndexError):
+            return cls(file)
+        _remember(stamp, base)
+        return base.copy()
+
+    def copy(self) -> Base:
+        """A clean base with the same contents (entries are immutable, so shared)."""
+        return Base(
+            self.file,
+            dict(self.entries),
+            dict(self.remote_stat),
+            dict(self.local_stat),
+            pending=dict(self.pending),
+        )
+
+    def _load_rows(self, data: dict[str, Any]) -> None:
+        """Version 2: [path, kind, size, mtime_ns, mode, digest, target, remote, local] per
+        path, each stat [size, mtime_ns], 0 when the entry's own, null when unknown."""
+        self.pending = {str(k): str(v) for k, v in data.get("pending", {}).items()}
+        entries = self.entries
+        remote_stat = self.remote_stat
+        local_stat = self.local_stat
+        rows: list[list[Any]] = data["rows"]
+        for path, kind, size, mtime_ns, mode, digest, target, remote, local in rows:
+            entries[path] = Entry(kind, size, mtime_ns, mode, digest, target)
+            own = (size, mtime_ns)
+            if remote is not None:
+                remote_stat[path] = own if remote == 0 else (remote[0], remote[1])
+            if local is not None:
+                local_stat[path] = own if local == 0 else (local[0], local[1])
+
+    def _load_v1(self, data: dict[str, Any]) -> None:
+        """Version 1: {path: entry-json plus "r" and "l"} (read, never written any more)."""
+        self.pending = {str(k): str(v) for k, v in data.get("pending", {}).items()}
         for path, raw in data.get("entries", {}).items():
-            base.entries[path] = Entry.from_json(raw)
+            self.entries[path] = Entry.from_json(raw)
             if "r" in raw:
-                base.remote_stat[path] = (raw["r"][0], raw["r"][1])
+                self.remote_stat[path] = (raw["r"][0], raw["r"][1])
             if "l" in raw:
-                base.local_stat[path] = (raw["l"][0], raw["l"][1])
-        return base
+                self.local_stat[path] = (raw["l"][0], raw["l"][1])
 
     def record(self, path: str, entry: Entry, remote: Entry | None, local: Entry | None) -> None:
         """Remember that path now holds entry on both sides (with each side's stat)."""
-        before = (
-            self.entries.get(path),
-            self.remote_stat.get(path),
-            self.local_stat.get(path),
-        )
-        self.entries[path] = entry
+        known = self.entries.get(path)
+        if known is not entry and known != entry:
+            self.entries[path] = entry
+            self.dirty = True
         if remote is not None:
-            self.remote_stat[path] = (remote.size, remote.mtime_ns)
+            stat = (remote.size, remote.mtime_ns)
+            if self.remote_stat.get(path) != stat:
+                self.remote_stat[path] = stat
+                self.dirty = True
         if local is not None:
-            self.local_stat[path] = (local.size, local.mtime_ns)
-        after = (entry, self.remote_stat.get(path), self.local_stat.get(path))
-        self.dirty = self.dirty or before != after
+            stat = (local.size, local.mtime_ns)
+            if self.local_stat.get(path) != stat:
+                self.local_stat[path] = stat
+                self.dirty = True
 
     def expect_uploads(self, digests: dict[str, str]) -> None:
         """Remember uploads about to be sent (saved at once), until their answers arrive."""
@@ -95,20 +140,37 @@ class Base:
         """Write atomically (temp + rename), only when something changed since load."""
         if not self.dirty:
             return
-        entries: dict[str, Any] = {}
+        remote_stat = self.remote_stat
+        local_stat = self.local_stat
+        rows: list[list[Any]] = []
         for path, entry in self.entries.items():
-            raw = entry.to_json()
-            if path in self.remote_stat:
-                raw["r"] = list(self.remote_stat[path])
-            if path in self.local_stat:
-                raw["l"] = list(self.local_stat[path])
-            entries[path] = raw
+            own = (entry.size, entry.mtime_ns)
+            remote = remote_stat.get(path)
+            local = local_stat.get(path)
+            rows.append(
+                [
+                    path,
+                    entry.kind,
+                    entry.size,
+                    entry.mtime_ns,
+                    entry.mode,
+                    entry.digest,
+                    entry.target,
+                    0 if remote == own else remote,
+                    0 if local == own else local,
+                ]
+            )
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        document = {"version": VERSION, "entries": entries, "pending": self.pending}
-        tmp.write_text(json.dumps(document), encoding="utf-8")
-        os.replace(tmp, self.file)
+        document = {"version": VERSION, "rows": rows, "pending": self.pending}
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(document))
+            handle.flush()
+            os.replace(tmp, self.file)
+            # The stamp of the file just written (rename changes its ctime, not its inode).
+            stamp = _stamp(os.fstat(handle.fileno()))
         self.dirty = False
+        _remember(stamp, self.copy())
 
     def reuse_digest(self, path: str, entry: Entry, side: str) -> Entry:
         """entry with the base's digest when its stat still matches what that side had."""
@@ -123,6 +185,61 @@ class Base:
         ):
             return entry.with_digest(known.digest)
         return entry
+
+    def manifest_of_rows(
+        self, rows: Iterable[Sequence[Any]], side: str, built: dict[str, Any] | None = None
+    ) -> Manifest:
+        """The agent's compact rows ([path, kind, size, mtime_ns, mode, digest, target]) as
+        a manifest, reuse_digest applied to each (one pass, one Entry per row).
+
+        `built`, kept by the caller between calls, remembers each path's Entry with the row,
+        base entry and stat it was made from: the same objects again give the same Entry.
+        """
+        known = self.entries
+        stats = self.remote_stat if side == "remote" else self.local_stat
+        memo: dict[str, Any] = {} if built is None else built
+        result: Manifest = {}
+        for row in rows:
+            path = row[0]
+            base = known.get(path)
+            stat = stats.get(path)
+            held = memo.get(path)
+            if held is not None and held[0] is row and held[1] is base and held[2] is stat:
+                result[path] = held[3]
+                continue
+            _, kind, size, mtime_ns, mode, digest, target = row
+            if (
+                digest is None
+                and kind == FILE
+                and base is not None
+                and base.kind == FILE
+                and stat == (size, mtime_ns)
+            ):
+                digest = base.digest
+            entry = result[path] = Entry(kind, size, mtime_ns, mode, digest, target)
+            if built is not None:
+                built[path] = (row, base, stat, entry)
+        if built is not None and len(built) > len(result) + 1000:  # paths long gone
+            for path in [path for path in built if path not in result]:
+                del built[path]
+        return result
+
+
+# Base files this process read or wrote, by path: (stamp of the file then, its contents).
+_LOADED: dict[str, tuple[tuple[int, int, int, int], Base]] = {}
+_KEEP = 16
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _remember(stamp: tuple[int, int, int, int], base: Base) -> None:
+    key = str(base.file)
+    _LOADED.pop(key, None)
+    _LOADED[key] = (stamp, base)
+    while len(_LOADED) > _KEEP:
+        del _LOADED[next(iter(_LOADED))]
 
 
 def base_file(project_root: Path, target: str, remote_dir: str, kind: str = "push") -> Path:

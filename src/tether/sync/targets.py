@@ -16,9 +16,9 @@ T = TypeVar("T")
 class ChannelPool(Protocol):
     """Agent channels kept open between commands (the sync daemon's)."""
 
-    async def get(self, target: Target) -> AgentChannel: ...
-
-    async def put(self, target: Target, channel: AgentChannel, ok: bool) -> None: ...
+    async def run(
+        self, target: Target, work: Callable[[Target, AgentChannel], Awaitable[T]]
+    ) -> T: ...
 
 
 # Set by the sync daemon (tether.sync.daemon): its channel pool, and how a command's
@@ -45,18 +45,13 @@ async def each_target(
     """work(target, channel) for every target at once; the first error is raised after all end."""
 
     async def one(target: Target) -> T:
-        pool = POOL
-        channel = await (pool.get(target) if pool is not None else open_channel(target))
-        ok = False
+        if POOL is not None:
+            return await POOL.run(target, work)
+        channel = await open_channel(target)
         try:
-            result = await work(target, channel)
-            ok = True
-            return result
+            return await work(target, channel)
         finally:
-            if pool is not None:
-                await pool.put(target, channel, ok)
-            else:
-                await channel.close()
+            await channel.close()
 
     results = await asyncio.gather(*(one(target) for target in targets), return_exceptions=True)
     for result in results:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shlex
 import signal
 import struct
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,9 +65,13 @@ class AgentChannel:
         self._digest = ""
         self._stderr_tail: list[bytes] = []
         self._closed_reason: str | None = None
+        self.received = 0  # frames answered so far (a kept channel that answered is live)
         # The last scan answers of this agent (see session.remote_manifest): a later scan
         # of the same tree is answered with what changed since.
         self.scan_memo: dict[str, Any] = {}
+        # More agents on the same host for bulk transfers (see `helpers`), closed with this.
+        self.python = "python3"
+        self._helpers: list[AgentChannel] = []
 
     @classmethod
     async def open(cls, transport: Transport, python: str = "python3") -> AgentChannel:
@@ -73,7 +79,9 @@ class AgentChannel:
         data, digest = agent_zip()
         argv = [*shlex.split(python), "-c", BOOTSTRAP, digest]
         process = await transport.spawn(argv)
+        _grow_pipe(process)
         channel = cls(transport, process)
+        channel.python = python
         try:
             await channel._bootstrap(data, python)
             channel._reader = asyncio.create_task(channel._read_loop())
@@ -163,6 +171,7 @@ class AgentChannel:
             self._fail_all()
 
     def _deliver(self, header: dict[str, Any], payload: bytes) -> None:
+        self.received += 1
         request_id = header.get("id")
         if not isinstance(request_id, int):
             return
@@ -259,12 +268,49 @@ class AgentChannel:
             if not header.get("more"):
                 return
 
+    def helpers(self) -> list[AgentChannel]:
+        """This channel's helper channels that are open and have nothing outstanding."""
+        return [helper for helper in self._helpers if helper.alive and helper.idle]
+
+    async def open_helper(self) -> AgentChannel | None:
+        """One more agent on the same host (another ssh session over the same master),
+        kept with this channel (closed by its `close`); None if the host refuses one.
+
+        Bulk transfers spread over several: each ssh session has its own flow-control
+        window (OpenSSH's is 2 MB, so one session carries at most 2 MB per round trip) and
+        each agent its own process on the remote.
+        """
+        for helper in [h for h in self._helpers if not h.alive]:
+            self._helpers.remove(helper)
+            await helper.close()
+        try:
+            helper = await AgentChannel.open(self.transport, self.python)
+        except (RemoteError, HostError, ConnectionLost, OSError):
+            return None  # e.g. sshd's MaxSessions reached: the transfer uses fewer sessions
+        self._helpers.append(helper)
+        return helper
+
+    async def drop_helpers(self, every: bool = False) -> None:
+        """Close the helpers that are dead or still have answers outstanding (or all)."""
+        dropped = [h for h in self._helpers if every or not (h.alive and h.idle)]
+        self._helpers = [h for h in self._helpers if h not in dropped]
+        await asyncio.gather(*(helper.close() for helper in dropped), return_exceptions=True)
+
     async def close(self) -> None:
         """Close stdin (the agent exits at end of input) and reap the ssh process.
 
         With no answer outstanding the local ssh is ended at once instead of waiting a round
         trip for the remote exit: the agent then sees its input end either way.
+        Helper channels are closed with it.
         """
+        helpers, self._helpers = self._helpers, []
+        closing = asyncio.gather(*(helper.close() for helper in helpers), return_exceptions=True)
+        try:
+            await self._close_own()
+        finally:
+            await closing
+
+    async def _close_own(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.is_closing():
             self.process.stdin.close()
         if not self._pending and not self._streams and self.process.returncode is None:
@@ -280,6 +326,15 @@ class AgentChannel:
             await self.process.wait()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def _grow_pipe(process: asyncio.subprocess.Process) -> None:
+    """A 1 MB pipe to ssh (Linux; else as is): bulk writes go in fewer, larger pieces."""
+    if process.stdin is None or not sys.platform.startswith("linux"):
+        return
+    pipe = process.stdin.transport.get_extra_info("pipe")
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
 
 
 def _fail(future: asyncio.Future[Answer], error: Exception) -> None:

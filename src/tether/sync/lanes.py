@@ -1,0 +1,316 @@
+"""Send a push's writes pipelined, spread over several agent channels when the push is big.
+
+One ssh session carries at most its flow-control window per round trip (OpenSSH's session
+window is 2 MB: ~40 MB/s at 50 ms RTT), and one agent writes one file at a time. A big push
+therefore also uses helper channels (`AgentChannel.open_helper`: more ssh sessions over the
+same ControlMaster, each with its own agent), each a *lane* that takes the next file from
+one shared queue, so lanes stay busy until the queue is empty.
+
+What the agents guarantee per request is the same on every lane (temp file in the same
+directory, checked against `expect`, renamed), so it does not matter which lane writes a
+file. Deletes, directories and links go on the main channel first; when any of them
+replaces something on the remote (a delete, a type change) the helpers start only after
+those answers are in, so a file never lands in a directory that is about to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tether.core.manifest import DIR, FILE, LINK, Entry
+from tether.core.plan import Delete, Upload
+from tether.transport.channel import AgentChannel
+
+CHUNK = 1 << 20
+# Bytes and requests a lane may have unanswered before it waits for the oldest answers.
+WINDOW = 32 << 20
+REQUESTS = 512
+# Channels a big push spreads over (the main one and helpers), and what makes it big.
+LANES = 3
+BIG_BYTES = 16 << 20
+BIG_FILES = 400
+
+Answer = tuple[dict[str, Any], bytes]
+# (answer header, action, path, entry sent, channel) -> None; may raise to stop the push.
+OnAnswer = Callable[[dict[str, Any], str, str, Entry, AgentChannel], None]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class _Request:
+    future: asyncio.Future[Answer]
+    action: str  # "create", "update", "delete" or "chunk" (a part of a file, not its last)
+    path: str
+    entry: Entry
+    size: int  # payload bytes
+
+
+@dataclass
+class Lane:
+    """One channel's requests in flight, answered in order."""
+
+    channel: AgentChannel
+    on_answer: OnAnswer
+    progress: Progress | None
+    # A helper's first request of a push tells its agent to check directories afresh.
+    fresh: bool = False
+    inflight: deque[_Request] = field(default_factory=deque)
+    waiting: int = 0  # payload bytes unanswered
+
+    def submit(
+        self, action: str, path: str, entry: Entry, op: str, payload: bytes = b"", /, **fields: Any
+    ) -> None:
+        if self.fresh:
+            fields["fresh"] = True
+            self.fresh = False
+        future = self.channel.submit(op, payload, **fields)
+        self.inflight.append(_Request(future, action, path, entry, len(payload)))
+        self.waiting += len(payload)
+
+    async def settle(self, limit: int = 0, requests: int = 0) -> None:
+        """Hand queued requests to ssh, then take answers until at most limit bytes and
+        `requests` requests are unanswered (0, 0: all)."""
+        await self.channel.flush()
+        if self.inflight:
+            await self.channel.ready()  # the agent's hello (its version) comes first
+        while self.inflight and (self.waiting > limit or len(self.inflight) > requests):
+            request = self.inflight[0]
+            header, _ = await request.future
+            self.inflight.popleft()
+            self.waiting -= request.size
+            self.on_answer(header, request.action, request.path, request.entry, self.channel)
+            if self.progress is not None and request.size:
+                self.progress(request.size)
+
+    async def pace(self) -> None:
+        """Wait for answers while too much is unanswered; else only for ssh to take bytes."""
+        if self.waiting > WINDOW or len(self.inflight) > REQUESTS:
+            await self.settle(WINDOW // 2, REQUESTS // 2)
+        else:
+            await self.channel.flush()
+
+
+def delete(lane: Lane, root: str, item: Delete) -> None:
+    lane.submit(
+        "delete",
+        item.path,
+        item.expect,
+        "delete",
+        root=root,
+        path=item.path,
+        expect=item.expect.to_json(),
+        backup=item.backup,
+    )
+
+
+async def upload(
+    lane: Lane,
+    root: str,
+    local_root: Path,
+    item: Upload,
+    between: Callable[[], None] | None = None,
+) -> None:
+    """Send one upload: a directory or link in one request, a file in 1 MB chunks (with
+    `between()` called after each chunk but the last)."""
+    entry = item.entry
+    action, common = _fields(root, item)
+    if entry.kind in (DIR, LINK):
+        lane.submit(action, item.path, entry, "put", kind=entry.kind, target=entry.target, **common)
+        return
+    handle = _open(local_root, item)
+    if handle is None:
+        return
+    with handle:
+        offset = 0
+        digest = hashlib.sha256()
+        while True:
+            chunk = handle.read(CHUNK)
+            if _submit_chunk(lane, item, action, common, chunk, offset, digest):
+                return
+            offset += len(chunk)
+            if between is not None:
+                between()
+            await lane.pace()
+
+
+def upload_small(lane: Lane, root: str, local_root: Path, item: Upload) -> bool:
+    """upload() of a file that fits in one request, without waiting; False (nothing sent)
+    if it has grown to a chunk or more since the scan."""
+    action, common = _fields(root, item)
+    handle = _open(local_root, item)
+    if handle is None:
+        return True
+    with handle:
+        chunk = handle.read(CHUNK)
+        if len(chunk) >= CHUNK:
+            return False
+        _submit_chunk(lane, item, action, common, chunk, 0, hashlib.sha256())
+    return True
+
+
+def _fields(root: str, item: Upload) -> tuple[str, dict[str, Any]]:
+    """The upload's action ("create" or "update") and the fields of each of its requests."""
+    common: dict[str, Any] = {
+        "root": root,
+        "path": item.path,
+        "expect": item.expect.to_json() if item.expect else None,
+        "backup": item.backup,
+        "mode": item.entry.mode,
+    }
+    return ("update" if item.expect is not None else "create"), common
+
+
+def _open(local_root: Path, item: Upload) -> BinaryIO | None:
+    try:
+        return open(os.path.join(local_root, item.path), "rb")
+    except FileNotFoundError:
+        return None  # gone since the scan: stays pending, settled by the next push's scan
+
+
+def _submit_chunk(
+    lane: Lane,
+    item: Upload,
+    action: str,
+    common: dict[str, Any],
+    chunk: bytes,
+    offset: int,
+    digest: Any,
+) -> bool:
+    """Submit one chunk of a file (the last if shorter than CHUNK); True when that was it."""
+    entry = item.entry
+    last = len(chunk) < CHUNK
+    digest.update(chunk)
+    fields = dict(offset=offset, last=last, mtime_ns=entry.mtime_ns, **common)
+    if not last:
+        lane.submit("chunk", item.path, Entry(FILE), "put", chunk, **fields)
+        return False
+    size = offset + len(chunk)
+    sent = Entry(FILE, size, entry.mtime_ns, entry.mode, digest.hexdigest())
+    lane.submit(action, item.path, sent, "put", chunk, **fields)
+    return True
+
+
+def is_big(uploads: list[Upload]) -> bool:
+    """Whether a push is worth helper channels (their start costs a few round trips)."""
+    files = [item.entry.size for item in uploads if item.entry.kind == FILE]
+    return len(files) >= BIG_FILES or sum(files) >= BIG_BYTES
+
+
+async def run(
+    channel: AgentChannel,
+    root: str,
+    local_root: Path,
+    deletes: list[Delete],
+    uploads: list[Upload],
+    on_answer: OnAnswer,
+    progress: Progress | None,
+) -> None:
+    """Execute deletes and uploads (directories before what they hold), every answer
+    passed to on_answer; raises the first error of any lane after stopping the others."""
+    ordered = sorted(uploads, key=lambda up: (up.entry.kind != DIR, up.path.count("/")))
+    first = [item for item in ordered if item.entry.kind != FILE]
+    # Biggest first: the lanes end together, on small files.
+    files = deque(sorted((i for i in ordered if i.entry.kind == FILE), key=_size, reverse=True))
+    main = Lane(channel, on_answer, progress)
+    mix = _mix(files)
+    lanes = LANES if is_big(uploads) else 1
+    # Helpers wait for the main lane's first requests when those change what is there.
+    ordered_first = lanes > 1 and (bool(deletes) or any(i.expect is not None for i in first))
+    opened = asyncio.Event()
+    if not ordered_first:
+        opened.set()
+
+    async def main_lane() -> None:
+        for gone in deletes:
+            delete(main, root, gone)
+        for item in first:
+            await upload(main, root, local_root, item)
+            await main.pace()
+        if ordered_first:
+            await main.settle()
+            opened.set()
+        await _drain(main, root, local_root, files, mix)
+
+    if lanes == 1:
+        await main_lane()
+        return
+    working: set[asyncio.Task[None]] = set()
+
+    async def helper_lane(helper: AgentChannel | None) -> None:
+        if helper is None:
+            helper = await channel.open_helper()
+        await opened.wait()
+        if helper is None or not files:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        working.add(task)
+        await _drain(Lane(helper, on_answer, progress, fresh=True), root, local_root, files, mix)
+
+    spare: list[AgentChannel | None] = [*channel.helpers()[: lanes - 1]]
+    spare += [None] * (lanes - 1 - len(spare))
+    main_task = asyncio.create_task(main_lane())
+    tasks = {main_task, *(asyncio.create_task(helper_lane(h)) for h in spare)}
+    working.add(main_task)
+    finished = False
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the first error stops every lane (finally below)
+            if not files and not (pending & working):
+                # Work is done; helpers still starting are not waited for.
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                pending = set()
+        finished = True
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A helper left with answers outstanding (or a half-sent file) is not reused.
+        with contextlib.suppress(Exception):
+            await channel.drop_helpers(every=not finished)
+
+
+async def _drain(lane: Lane, root: str, local_root: Path, files: deque[Upload], mix: int) -> None:
+    """Send files from the shared queue until it is empty, then take every answer.
+
+    While a big file goes out in chunks, `mix` small files from the queue's end go after
+    each chunk: their writes (CPU on the remote) overlap the transfer (the link's window).
+    """
+
+    def between() -> None:
+        for _ in range(mix):
+            if not files or files[-1].entry.size >= CHUNK:
+                return
+            item = files.pop()
+            if not upload_small(lane, root, local_root, item):
+                files.appendleft(item)  # grown since the scan: sent in chunks, in turn
+                return
+
+    while files:
+        await upload(lane, root, local_root, files.popleft(), between)
+        await lane.pace()
+    await lane.settle()
+
+
+def _mix(files: deque[Upload]) -> int:
+    """Small files to send after each chunk of a big one, so that both end together."""
+    chunks = sum(item.entry.size // CHUNK for item in files)
+    small = sum(1 for item in files if item.entry.size < CHUNK)
+    return max(1, min(64, -(-small // max(chunks, 1))))
+
+
+def _size(item: Upload) -> int:
+    return item.entry.size

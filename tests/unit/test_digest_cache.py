@@ -1,0 +1,115 @@
+"""The digest cache (both sides): a cached digest never outlives the bytes it describes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from tether.agent import fsops
+from tether.sync.local import Scope, fill_local_digests, scan_local
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files count as settled at once (the racy window is tested on its own)."""
+    monkeypatch.setattr(fsops, "RACY_NS", -(10**12))
+
+
+def test_an_in_place_edit_that_keeps_size_and_mtime_is_not_served_from_the_cache(
+    tmp_path: Path, settled: None
+) -> None:
+    file = tmp_path / "f"
+    file.write_bytes(b"one")
+    cache = fsops.DigestCache(str(tmp_path / "cache"), str(tmp_path))
+    assert cache.get(str(file), os.lstat(file), True) == sha(b"one")
+    before = os.lstat(file)
+    with open(file, "r+b") as handle:  # same inode, same size
+        handle.write(b"two")
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.lstat(file)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert cache.get(str(file), after, True) == sha(b"two")
+    cache.save()
+    again = fsops.DigestCache(str(tmp_path / "cache"), str(tmp_path))
+    assert again.get(str(file), os.lstat(file), False) == sha(b"two")
+
+
+def test_a_digest_is_not_cached_under_a_stat_the_bytes_no_longer_have(
+    tmp_path: Path, settled: None
+) -> None:
+    file = tmp_path / "f"
+    file.write_bytes(b"old")
+    stale = os.lstat(file)
+    file.write_bytes(b"newer bytes")
+    cache = fsops.DigestCache(str(tmp_path / "cache"), str(tmp_path))
+    assert cache.get(str(file), stale, True) == sha(b"newer bytes")
+    assert cache.data == {}
+    assert cache.get(str(file), os.lstat(file), True) == sha(b"newer bytes")
+    assert list(cache.data.values()) == [sha(b"newer bytes")]
+
+
+def test_a_file_written_just_now_is_hashed_but_not_cached(tmp_path: Path) -> None:
+    """Another write within the same timestamp tick could keep every stat field."""
+    file = tmp_path / "f"
+    file.write_bytes(b"fresh")
+    cache = fsops.DigestCache(str(tmp_path / "cache"), str(tmp_path))
+    assert cache.get(str(file), os.lstat(file), True) == sha(b"fresh")
+    assert cache.data == {}
+    assert cache.get(str(file), os.lstat(file), False) is None
+
+
+def test_local_digests_describe_the_scanned_bytes(tmp_path: Path, settled: None) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_text(name * 3)
+    scope = Scope.of((), (), ())
+    cache = fsops.DigestCache(str(tmp_path / ".tether"), str(tmp_path))
+    first = fill_local_digests(tmp_path, scan_local(tmp_path, scope), cache)
+    assert {path: entry.digest for path, entry in first.items()} == {
+        name: sha(name.encode() * 3) for name in ("a", "b", "c")
+    }
+    (tmp_path / "b").write_text("changed")
+    (tmp_path / "d").write_text("new")
+    scanned = scan_local(tmp_path, scope)
+    # Gone between the scan and the digests: a file known to the cache keeps the digest of
+    # the bytes it had when scanned; one never hashed drops out (nothing to hash).
+    (tmp_path / "c").unlink()
+    (tmp_path / "d").unlink()
+    second = fill_local_digests(tmp_path, scanned, cache)
+    assert second["a"].digest == sha(b"aaa")
+    assert second["b"].digest == sha(b"changed")
+    assert second["b"].size == len("changed")
+    assert second["c"].digest == sha(b"ccc")
+    assert "d" not in second
+
+
+def test_repeated_scans_see_an_edit_that_keeps_size_and_mtime(
+    tmp_path: Path, settled: None
+) -> None:
+    """A process that scans again (the sync daemon) reuses a file's Entry only for the
+    very same lstat, ctime included."""
+    file = tmp_path / "f"
+    file.write_bytes(b"one")
+    scope = Scope.of((), (), ())
+    cache = fsops.DigestCache(str(tmp_path / ".tether"), str(tmp_path))
+    for _ in range(2):
+        scanned = fill_local_digests(tmp_path, scan_local(tmp_path, scope), cache)
+        assert scanned["f"].digest == sha(b"one")
+    before = os.lstat(file)
+    with open(file, "r+b") as handle:
+        handle.write(b"two")
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    for _ in range(2):
+        scanned = fill_local_digests(tmp_path, scan_local(tmp_path, scope), cache)
+        assert scanned["f"].digest == sha(b"two")
+        assert scanned["f"].mtime_ns == before.st_mtime_ns

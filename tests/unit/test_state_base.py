@@ -1,0 +1,86 @@
+"""The last-synced base on disk: round trip, the older format, and the in-process copy."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tether.core.manifest import DIR, FILE, LINK, Entry
+from tether.sync import state
+from tether.sync.state import Base
+
+
+def sample(file: Path) -> Base:
+    base = Base(file)
+    base.record("a.py", Entry(FILE, 3, 10, 0o644, "d" * 64), Entry(FILE, 3, 10), Entry(FILE, 3, 10))
+    # Remote and local stats that differ from the entry's own, and one side unknown.
+    base.record("b", Entry(FILE, 5, 20, 0o755, "e" * 64), Entry(FILE, 5, 99), None)
+    base.record("d", Entry(DIR, 0, 30, 0o755), Entry(DIR, 0, 31), Entry(DIR, 0, 30))
+    base.record("l", Entry(LINK, 0, 40, 0o777, None, "a.py"), None, Entry(LINK, 0, 41))
+    base.record("c", Entry(FILE, 1, 50, 0o644, "f" * 64), None, None)
+    base.pending = {"up": "0" * 64}
+    return base
+
+
+def contents(base: Base) -> tuple[object, ...]:
+    return (base.entries, base.remote_stat, base.local_stat, base.pending)
+
+
+def test_a_saved_base_loads_back_the_same(tmp_path: Path) -> None:
+    file = tmp_path / "state" / "push.json"
+    base = sample(file)
+    base.save()
+    state._LOADED.clear()
+    loaded = Base.load(file)
+    assert contents(loaded) == contents(base)
+    assert not loaded.dirty
+    assert loaded.remote_stat["b"] == (5, 99) and "b" not in loaded.local_stat
+    assert "c" not in loaded.remote_stat and "c" not in loaded.local_stat
+
+
+def test_a_version_1_base_is_still_read(tmp_path: Path) -> None:
+    file = tmp_path / "push.json"
+    base = sample(file)
+    entries = {}
+    for path, entry in base.entries.items():
+        raw = entry.to_json()
+        if path in base.remote_stat:
+            raw["r"] = list(base.remote_stat[path])
+        if path in base.local_stat:
+            raw["l"] = list(base.local_stat[path])
+        entries[path] = raw
+    file.write_text(json.dumps({"version": 1, "entries": entries, "pending": base.pending}))
+    assert contents(Base.load(file)) == contents(base)
+
+
+def test_an_unreadable_base_is_empty(tmp_path: Path) -> None:
+    file = tmp_path / "push.json"
+    for text in ("not json", "[]", '{"version": 2, "rows": [[1, 2]]}', '{"version": 9}'):
+        file.write_text(text)
+        assert contents(Base.load(file)) == ({}, {}, {}, {})
+
+
+def test_a_base_replaced_on_disk_is_read_again(tmp_path: Path) -> None:
+    """The in-process copy serves only the very file it came from."""
+    file = tmp_path / "push.json"
+    first = sample(file)
+    first.save()
+    loaded = Base.load(file)
+    assert contents(loaded) == contents(first)
+    # Another process writes a base of the same size at once (temp + rename, as save does).
+    other = sample(file)
+    other.record("a.py", Entry(FILE, 3, 10, 0o644, "9" * 64), None, None)
+    document = json.loads(file.read_text())
+    document["rows"][0][5] = "9" * 64
+    tmp = tmp_path / "other.tmp"
+    tmp.write_text(json.dumps(document))
+    assert tmp.stat().st_size == file.stat().st_size
+    os.replace(tmp, file)
+    again = Base.load(file)
+    assert again.entries["a.py"].digest == "9" * 64
+    # Changes to a loaded base never leak into the next load until saved.
+    again.record("new", Entry(FILE, 1, 1, 0o644, "1" * 64), None, None)
+    assert "new" not in Base.load(file).entries
+    again.save()
+    assert "new" in Base.load(file).entries
