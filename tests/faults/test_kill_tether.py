@@ -55,7 +55,7 @@ def test_sigkill_mid_push(make_synced: Callable[..., SyncProject], seed_rng: ran
         alive = process.poll() is None
         if daemon is not None and alive:
             os.kill(daemon, signal.SIGKILL)
-            out, err = process.communicate(timeout=30)
+            _, err = process.communicate(timeout=30)
             assert process.returncode in (0, 1), err  # finished, or one error line
             assert process.returncode == 0 or "sync daemon stopped" in err, err
             daemon_kills += 1
