@@ -84,3 +84,49 @@ def test_a_base_replaced_on_disk_is_read_again(tmp_path: Path) -> None:
     assert "new" not in Base.load(file).entries
     again.save()
     assert "new" in Base.load(file).entries
+
+
+def test_pending_uploads_live_in_a_small_file_beside_the_base(tmp_path: Path) -> None:
+    file = tmp_path / "state" / "push.json"
+    base = sample(file)
+    base.pending = {}
+    base.save()
+    before = file.read_bytes()
+    side = file.with_name("push.pending.json")
+    assert not side.exists()
+    base.expect_uploads({"new.py": "1" * 64})
+    # Recorded at once, without rewriting the (large) base.
+    assert file.read_bytes() == before
+    assert json.loads(side.read_text()) == {"new.py": "1" * 64}
+    for cached in (True, False):
+        if not cached:
+            state._LOADED.clear()
+        assert Base.load(file).pending == {"new.py": "1" * 64}
+    base.settle_upload("new.py")
+    base.save()
+    assert not side.exists()
+    for cached in (True, False):
+        if not cached:
+            state._LOADED.clear()
+        assert Base.load(file).pending == {}
+
+
+def test_rows_reused_between_saves_write_what_a_fresh_encoding_would(tmp_path: Path) -> None:
+    file = tmp_path / "state" / "push.json"
+    base = sample(file)
+    base.save()
+    base.record("a.py", Entry(FILE, 4, 11, 0o644, "9" * 64), Entry(FILE, 4, 12), None)
+    base.forget("c")
+    base.record("n", Entry(FILE, 2, 60, 0o600, "8" * 64), Entry(FILE, 2, 60), Entry(FILE, 2, 61))
+    base.save()
+    state._LOADED.clear()
+    again = Base.load(file)
+    state._ENCODED.clear()
+    fresh = tmp_path / "fresh" / "push.json"
+    copy = again.copy()
+    copy.file = fresh
+    copy.dirty = True
+    copy.save()
+    assert json.loads(fresh.read_text()) == json.loads(file.read_text())
+    assert again.entries["a.py"].size == 4 and again.remote_stat["a.py"] == (4, 12)
+    assert "c" not in again.entries and again.local_stat["n"] == (2, 61)

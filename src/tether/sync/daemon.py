@@ -284,12 +284,23 @@ class Daemon:
             coro.close()
             raise KeyboardInterrupt
 
+        profile = os.environ.get("TETHER_PROFILE")
+
         async def tracked() -> Any:
             self.task = asyncio.current_task()
+            profiler = None
+            if profile:  # the loop thread's share of a profiled command (dev)
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             try:
                 return await coro
             finally:
                 self.task = None
+                if profiler is not None:
+                    profiler.disable()
+                    profiler.dump_stats(f"{profile}.loop")
 
         return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
 

@@ -186,8 +186,7 @@ async def push_pair(
     try:
         await _execute_push(channel, pair, plan, local, remote, base, report, progress)
     finally:
-        for path in plan.same:
-            base.record(path, local[path], remote.get(path), local[path])
+        base.record_same(plan.same, local, remote)
         for path in list(base.entries):
             if only is not None and not _under(path, only):
                 continue  # outside the named paths: local and remote were not scanned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,14 @@ class Base:
         A file this process read or wrote before, unchanged since (same inode, size, mtime
         and ctime: every save replaces the file), is not parsed again.
         """
+        base = cls._load_main(file)
+        pending = _read_pending(_pending_file(file))
+        if pending is not None:
+            base.pending = pending
+        return base
+
+    @classmethod
+    def _load_main(cls, file: Path) -> Base:
         try:
             with open(file, "rb") as handle:
                 stamp = _stamp(os.fstat(handle.fileno()))
@@ -108,11 +117,35 @@ class Base:
                 self.dirty = True
 
     def expect_uploads(self, digests: dict[str, str]) -> None:
-        """Remember uploads about to be sent (saved at once), until their answers arrive."""
+        """Remember uploads about to be sent (saved at once, in the small pending file
+        beside the base), until their answers arrive."""
         if digests:
             self.pending.update(digests)
             self.dirty = True
-            self.save()
+            self._save_pending()
+
+    def record_same(self, paths: Iterable[str], local: Manifest, remote: Manifest) -> None:
+        """record(path, local, remote, local) for each path the plan found the same on both
+        sides (one pass: a push's every unchanged file comes through here)."""
+        entries, remote_stat, local_stat = self.entries, self.remote_stat, self.local_stat
+        dirty = False
+        for path in paths:
+            entry = local[path]
+            known = entries.get(path)
+            if known is not entry and known != entry:
+                entries[path] = entry
+                dirty = True
+            stat = (entry.size, entry.mtime_ns)
+            if local_stat.get(path) != stat:
+                local_stat[path] = stat
+                dirty = True
+            there = remote.get(path)
+            if there is not None:
+                stat = (there.size, there.mtime_ns)
+                if remote_stat.get(path) != stat:
+                    remote_stat[path] = stat
+                    dirty = True
+        self.dirty = self.dirty or dirty
 
     def settle_upload(self, path: str) -> None:
         """An upload's answer arrived (written or refused): it is no longer pending."""
@@ -137,40 +170,68 @@ class Base:
         self.local_stat.pop(path, None)
 
     def save(self) -> None:
-        """Write atomically (temp + rename), only when something changed since load."""
+        """Write atomically (temp + rename), only when something changed since load.
+
+        Rows unchanged since this process last wrote them reuse their JSON text, so saving
+        a base of thousands of entries after a small push costs a join, not an encoding.
+        """
         if not self.dirty:
             return
         remote_stat = self.remote_stat
         local_stat = self.local_stat
-        rows: list[list[Any]] = []
+        encoded = _ENCODED.setdefault(str(self.file), {})
+        parts: list[str] = []
         for path, entry in self.entries.items():
-            own = (entry.size, entry.mtime_ns)
             remote = remote_stat.get(path)
             local = local_stat.get(path)
-            rows.append(
-                [
-                    path,
-                    entry.kind,
-                    entry.size,
-                    entry.mtime_ns,
-                    entry.mode,
-                    entry.digest,
-                    entry.target,
-                    0 if remote == own else remote,
-                    0 if local == own else local,
-                ]
-            )
+            held = encoded.get(path)
+            if held is not None and held[0] is entry and held[1] == remote and held[2] == local:
+                parts.append(held[3])
+                continue
+            own = (entry.size, entry.mtime_ns)
+            row = [
+                path,
+                entry.kind,
+                entry.size,
+                entry.mtime_ns,
+                entry.mode,
+                entry.digest,
+                entry.target,
+                0 if remote == own else remote,
+                0 if local == own else local,
+            ]
+            text = json.dumps(row)
+            encoded[path] = (entry, remote, local, text)
+            parts.append(text)
+        if len(encoded) > 2 * len(self.entries) + 1000:  # paths long gone
+            for path in [path for path in encoded if path not in self.entries]:
+                del encoded[path]
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        document = {"version": VERSION, "rows": rows, "pending": self.pending}
+        document = f'{{"version": {VERSION}, "rows": [{", ".join(parts)}]}}'
         with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(document))
+            handle.write(document)
             handle.flush()
             os.replace(tmp, self.file)
             # The stamp of the file just written (rename changes its ctime, not its inode).
             stamp = _stamp(os.fstat(handle.fileno()))
+        self._save_pending()
         self.dirty = False
-        _remember(stamp, self.copy())
+        written = self.copy()
+        written.pending = {}  # not in the file written: load reads the pending file
+        _remember(stamp, written)
+
+    def _save_pending(self) -> None:
+        """The pending uploads in their own small file (removed when there are none)."""
+        path = _pending_file(self.file)
+        if not self.pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.pending), encoding="utf-8")
+        os.replace(tmp, path)
 
     def reuse_digest(self, path: str, entry: Entry, side: str) -> Entry:
         """entry with the base's digest when its stat still matches what that side had."""
@@ -225,6 +286,25 @@ class Base:
         return result
 
 
+def _pending_file(file: Path) -> Path:
+    return file.with_name(file.name[: -len(".json")] + ".pending.json")
+
+
+def _read_pending(path: Path) -> dict[str, str] | None:
+    """The pending uploads saved beside a base; None when there is no such file."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+# Encoded rows of the base files this process wrote: path -> (entry, remote, local, JSON).
+_ENCODED: dict[str, dict[str, tuple[Entry, Any, Any, str]]] = {}
 # Base files this process read or wrote, by path: (stamp of the file then, its contents).
 _LOADED: dict[str, tuple[tuple[int, int, int, int], Base]] = {}
 _KEEP = 16
