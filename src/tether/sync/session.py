@@ -17,7 +17,7 @@ from tether.core.ignore import PatternSet
 from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
 from tether.core.plan import Conflict, Plan, plan_pull, plan_push
 from tether.errors import TetherError
-from tether.sync import lanes
+from tether.sync import lanes, speculate
 from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, AgentError
@@ -160,6 +160,10 @@ async def push_pair(
             scanning.cancel()
             await asyncio.gather(scanning, return_exceptions=True)
         raise
+    speculation = None
+    if scanning is not None and not dry_run and not force:
+        # Small edits leave now, behind the scan request (see speculate.py).
+        speculation = await speculate.start(channel, pair.remote_root, pair.local_root, local, base)
     if scanning is None:
         assert guessed is not None
         remote = guessed
@@ -167,7 +171,8 @@ async def push_pair(
         remote, _ = await scanning
         need = set(local) | set(base.entries) | set(base.pending)
         await fill_remote_digests(channel, pair.remote_root, remote, need)
-        base.adopt_landed(remote, lambda path: only is None or _under(path, only))
+        if speculation is None:  # else nothing was pending but what is in flight now
+            base.adopt_landed(remote, lambda path: only is None or _under(path, only))
     base_entries = base.entries
     if only is not None:
         remote = {p: e for p, e in remote.items() if _under(p, only)}
@@ -184,7 +189,15 @@ async def push_pair(
     if dry_run:
         return report
     try:
-        await _execute_push(channel, pair, plan, local, remote, base, report, progress)
+        todo = plan
+        if speculation is not None:
+
+            def settle(header: dict[str, Any], action: str, path: str, entry: Entry) -> None:
+                _settle_one(header, action, path, entry, local, base, report, channel)
+
+            todo, outside = await speculation.finish(plan, base, settle)
+            report.conflicts = [c for c in report.conflicts if c.path not in outside]
+        await _execute_push(channel, pair, todo, local, remote, base, report, progress)
     finally:
         base.record_same(plan.same, local, remote)
         for path in list(base.entries):
