@@ -87,7 +87,8 @@ def test_big_push_uses_helper_channels_and_mirrors_exactly(
 ) -> None:
     from tether.sync import lanes
 
-    _big_tree(synced.root, seed_rng)
+    # Big enough that helpers (started on demand) join before the main lane is done.
+    _big_tree(synced.root, seed_rng, files=1600)
     report, agents, ssh = asyncio.run(_push(synced))
     assert report.errors == [] and report.conflicts == []
     # Helpers still starting when the work is done are not waited for: at least one ran.
