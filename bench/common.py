@@ -79,6 +79,10 @@ def isolated() -> Iterator[Isolation]:
         yield isolation
     finally:
         with contextlib.suppress(Exception):
+            from tether.sync import daemon
+
+            daemon.stop_all()  # the sync daemon the bench's tether commands started
+        with contextlib.suppress(Exception):
             from tests.harness import env as harness
 
             left = [pid for pid, _ in isolation.session_processes()]
@@ -154,12 +158,16 @@ def rtt_alias(box: Sandbox, rtt_ms: float) -> Iterator[str]:
 
 
 def run(
-    argv: Sequence[str], cwd: Path | None = None, timeout: float = SUBPROCESS_TIMEOUT_S
+    argv: Sequence[str],
+    cwd: Path | None = None,
+    timeout: float = SUBPROCESS_TIMEOUT_S,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv, capturing output; raise with its stderr if it fails."""
+    """Run argv (in env: os.environ plus these), capturing output; raise if it fails."""
     done = subprocess.run(
         list(argv),
         cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -10,8 +10,10 @@ median of 5 interleaved runs (tether, rsync, tether, rsync, ...):
   no-op push        nothing changed
   one file changed  one source file rewritten before each run
 
-tether is timed as the user runs it (`tether push` as a subprocess, startup included);
-its own report of the time spent syncing is shown beside it. rsync gets
+tether is timed as the user runs it (`tether push` as a subprocess, startup included),
+served by the sync daemon the bench's first tether command started (warm, as it is for a
+user after the first push); its own report of the time spent syncing is shown beside it,
+and so is the same command with TETHER_NO_DAEMON=1 (everything in its own process). rsync gets
 `--exclude=/.git --exclude=/.tether`, so both move the same files. Targets (issue):
 no-op and one-file <= 0.3x rsync at 50 ms RTT, first push <= 1.0x. PASS/MISS is printed,
 never asserted.
@@ -56,6 +58,8 @@ class Row:
     tether: common.Timing
     tether_sync_s: float
     rsync: common.Timing
+    alone: common.Timing  # TETHER_NO_DAEMON=1: the whole push in its own process
+    alone_rsync: common.Timing  # rsync, interleaved with `alone`
 
     def cells(self) -> list[str]:
         limit, at_rtt = TARGETS[self.scenario]
@@ -71,6 +75,8 @@ class Row:
             common.ratio(self.tether.median, self.rsync.median),
             target,
             verdict,
+            common.seconds(self.alone.median),
+            common.ratio(self.alone.median, self.alone_rsync.median),
         ]
 
 
@@ -105,20 +111,25 @@ class Pusher:
             cwd=self.tree.root,
         )  # fmt: skip
 
-    def tether(self) -> None:
-        done = common.run([common.tether_bin(), "push", "--json"], cwd=self.tree.root)
+    def tether(self, env: dict[str, str] | None = None) -> None:
+        done = common.run([common.tether_bin(), "push", "--json"], cwd=self.tree.root, env=env)
         reports = json.loads(done.stdout)
         problems = [r for r in reports if r["errors"] or r["conflicts"]]
         if problems:
             raise RuntimeError(f"tether push reported problems: {problems}")
-        self.sync_seconds.append(sum(float(r["seconds"]) for r in reports))
+        if env is None:
+            self.sync_seconds.append(sum(float(r["seconds"]) for r in reports))
+
+    def alone(self) -> None:
+        """tether push without the sync daemon (its own process, ssh session and agent)."""
+        self.tether({"TETHER_NO_DAEMON": "1"})
 
     def rsync(self) -> None:
         common.run(self.rsync_argv)
 
     def fresh(self, name: str, _index: int) -> None:
         """Before a first push: no remote dir (and for tether no local .tether/)."""
-        if name == "tether":
+        if name.startswith("tether"):
             common.remove(self.tether_remote)
             common.remove(self.tree.root / ".tether")
         else:
@@ -132,7 +143,19 @@ class Pusher:
             runs, {"tether": self.tether, "rsync": self.rsync}, prepare=prepare
         )
         synced = statistics.median(self.sync_seconds)
-        return Row(scenario, rtt_ms, timings["tether"], synced, timings["rsync"])
+        # Apart, so that neither variant's pushes disturb the other's state between runs.
+        apart = common.side_by_side(
+            runs, {"tether alone": self.alone, "rsync": self.rsync}, prepare=prepare
+        )
+        return Row(
+            scenario,
+            rtt_ms,
+            timings["tether"],
+            synced,
+            timings["rsync"],
+            apart["tether alone"],
+            apart["rsync"],
+        )
 
     def cleanup(self) -> None:
         common.remove(self.tether_remote)
@@ -140,14 +163,14 @@ class Pusher:
 
 
 def change_one_file(tree: common.Tree) -> Callable[[str, int], None]:
-    """A prepare step that rewrites one source file before tether's turn of each round."""
+    """A prepare step that rewrites one source file before each of tether's turns."""
 
     def prepare(name: str, index: int) -> None:
-        if name != "tether":
+        if not name.startswith("tether"):
             return
         path = tree.root / tree.sources[(index * 7919) % len(tree.sources)]
         with path.open("a", encoding="utf-8") as handle:
-            handle.write(f"edited = {index}  # bench\n")
+            handle.write(f"edited = {index} by {name}  # bench\n")
 
     return prepare
 
@@ -229,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     table = common.Table(
         f"push: tether vs rsync ({'small' if args.small else 'full'} tree)",
         ["scenario", "RTT", "tether s", "tether sync s", "rsync s", "tether/rsync", "target",
-         "verdict"],
+         "verdict", "no daemon s", "no daemon/rsync"],
         [row.cells() for row in sorted(rows, key=lambda r: (list(TARGETS).index(r.scenario),
                                                               r.rtt_ms))],
     )  # fmt: skip
@@ -237,12 +260,17 @@ def main(argv: list[str] | None = None) -> int:
         f"tree: {tree.files} files, {tree.bytes / 1e6:.0f} MB, git repository; "
         f"median of {runs} interleaved runs per cell",
         "tether s: wall time of `tether push --json` as a subprocess (interpreter start-up "
-        "included); tether sync s: the time tether itself reports for the sync",
+        "included), served by the sync daemon (started by the first run of the bench, then "
+        "warm, as for a user); tether sync s: the time tether itself reports for the sync",
+        "no daemon s: the same command with TETHER_NO_DAEMON=1 (its own process imports the "
+        "CLI, opens an ssh session and starts an agent: tether before the daemon), measured "
+        "in a second pass interleaved with rsync again (its ratio is to that pass's rsync)",
         "rsync: `rsync -a --delete --exclude=/.git --exclude=/.tether -e 'ssh <tether's "
         "ControlMaster options>'`; the master is opened before timing and shared by both",
         *checks,
         *(f"spread {r.scenario} @ {r.rtt_ms} ms: tether {r.tether.spread()} s, "
-          f"rsync {r.rsync.spread()} s" for r in rows),
+          f"rsync {r.rsync.spread()} s; no daemon {r.alone.spread()} s, "
+          f"rsync {r.alone_rsync.spread()} s" for r in rows),
     ]  # fmt: skip
     common.report([table], args.results, "bench/push.py" + (" --small" if args.small else ""))
     return 0

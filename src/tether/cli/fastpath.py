@@ -91,7 +91,17 @@ def _request(args: list[str], debug: bool) -> dict[str, Any]:
             env["COLUMNS"], env["LINES"] = str(size.columns), str(size.lines)
         except OSError:
             pass
-    return {"op": "run", "args": args, "debug": debug, "cwd": os.getcwd(), "env": env, "tty": tty}
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return {
+        "op": "run",
+        "args": args,
+        "debug": debug,
+        "cwd": os.getcwd(),
+        "env": env,
+        "tty": tty,
+        "umask": umask,
+    }
 
 
 def relay(conn: socket.socket, path: str) -> int:

@@ -9,7 +9,7 @@ between commands, so a push is the local scan, one request and one answer.
 
 One daemon per user, tether version and runtime dir; it serves one command at a time
 (commands are short; a second waits), each with the client's working directory,
-environment and terminal (isatty, size) in place of its own, and its stdout/stderr sent
+environment, umask and terminal (isatty, size) in place of its own, and its stdout/stderr sent
 back as JSON lines ({"o": text}, {"e": text}, then {"x": exit code}). A client that goes
 away (Ctrl-C, killed) cancels its command: the push stops as if its link had been cut
 (atomic writes, pending uploads recorded), and the channels it used are closed. A
@@ -310,7 +310,8 @@ class Daemon:
 
         assert self.loop is not None
         tty = request.get("tty") or [False, False]
-        saved = (sys.stdout, sys.stderr, dict(os.environ))
+        saved = (sys.stdout, sys.stderr, dict(os.environ), os.umask(0o077))
+        os.umask(int(request.get("umask", saved[3])))
         sys.stdout = ClientStream(self.loop, writer, "o", bool(tty[0]))
         sys.stderr = ClientStream(self.loop, writer, "e", bool(tty[1]))
         try:
@@ -340,6 +341,7 @@ class Daemon:
             return 1
         finally:
             sys.stdout, sys.stderr = saved[0], saved[1]
+            os.umask(saved[3])
             os.environ.clear()
             os.environ.update(saved[2])
             with contextlib.suppress(OSError):
