@@ -65,7 +65,8 @@ class ClientStream(io.TextIOBase):
             text = text.decode("utf-8", "replace")
         if text:
             data = (json.dumps({self.key: text}) + "\n").encode()
-            self.loop.call_soon_threadsafe(self._send, data)
+            with contextlib.suppress(RuntimeError):  # the loop closed: the daemon is leaving
+                self.loop.call_soon_threadsafe(self._send, data)
         return len(text)
 
     def _send(self, data: bytes) -> None:
