@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,3 +204,37 @@ def test_an_outdated_daemon_leaves_by_itself(short_runtime: Path) -> None:
             process.wait()
     assert not path.exists(), "the socket of a daemon that left is removed"
     assert daemon.running(runtime) == {}
+
+
+def test_a_busy_daemon_lets_the_next_command_run_on_its_own(
+    make_synced: Any, proxy: Any, proxy_alias: str
+) -> None:
+    """While the daemon runs a slow push (1 s RTT), another push runs in its own process."""
+    from tether.cli.fastpath import socket_path
+    from tether.sync import daemon
+
+    slow = make_synced(host=proxy_alias)
+    quick = make_synced()
+    slow.push_ok()
+    quick.push_ok()
+    write(slow.root / "train.py", "print('slow')\n")
+    write(quick.root / "train.py", "print('quick')\n")
+    proxy.set_delay(500)
+    process = start_cli(slow.root, "push")
+    try:
+        deadline = time.monotonic() + 20
+        busy = False
+        while not busy and process.poll() is None and time.monotonic() < deadline:
+            busy = (daemon.ping(socket_path()) or {}).get("busy") is True
+            time.sleep(0.01)
+        assert busy, "the daemon never said it was busy during the slow push"
+        started = time.monotonic()
+        done = quick.push()
+        assert done.returncode == 0, describe(done)
+        assert process.poll() is None, "the slow push ended first: the quick one waited for it"
+        assert time.monotonic() - started < 10
+        assert (quick.remote / "train.py").read_text() == "print('quick')\n"
+    finally:
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, f"{out} {err}"
+    assert (slow.remote / "train.py").read_text() == "print('slow')\n"

@@ -104,12 +104,14 @@ def _request(args: list[str], debug: bool) -> dict[str, Any]:
     }
 
 
-def relay(conn: socket.socket, path: str) -> int:
-    """Copy the daemon's output here until it sends the exit code."""
+def relay(conn: socket.socket, path: str) -> int | None:
+    """Copy the daemon's output here until it sends the exit code (None: it is busy)."""
     reader = conn.makefile("rb")
     try:
         for line in reader:
             message = json.loads(line)
+            if message.get("busy"):
+                return None
             if "o" in message:
                 sys.stdout.write(message["o"])
                 sys.stdout.flush()

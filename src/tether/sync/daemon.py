@@ -7,16 +7,17 @@ CLI framework, opening an ssh session and starting the remote agent. The daemon 
 them once: it keeps every module imported and one agent channel per (host, python) open
 between commands, so a push is the local scan, one request and one answer.
 
-One daemon per user, tether version and runtime dir; it serves one command at a time
-(commands are short; a second waits), each with the client's working directory,
-environment, umask and terminal (isatty, size) in place of its own, and its stdout/stderr sent
-back as JSON lines ({"o": text}, {"e": text}, then {"x": exit code}). A client that goes
-away (Ctrl-C, killed) cancels its command: the push stops as if its link had been cut
-(atomic writes, pending uploads recorded), and the channels it used are closed. A
-channel is reused only while alive and while ~/.ssh/config is unchanged (so a changed
-HostName or key never reaches the old connection). The daemon leaves after IDLE_EXIT_S
-without a command, when its socket is removed or replaced, when tether's source changes
-(a new one, with the new fingerprint, serves new clients), or on SIGTERM/SIGHUP.
+One daemon per user, tether version and runtime dir; it serves one command at a time (a
+client that finds it busy runs its command in its own process, as without a daemon), each
+with the client's working directory, environment, umask and terminal (isatty, size) in
+place of its own, and its stdout/stderr sent back as JSON lines ({"o": text}, {"e": text},
+then {"x": exit code}; {"busy": true} alone when busy). A client that goes away (Ctrl-C,
+killed) cancels its command: the push stops as if its link had been cut (atomic writes,
+pending uploads recorded), and the channels it used are closed. A channel is reused only
+while alive and while ~/.ssh/config is unchanged (so a changed HostName or key never
+reaches the old connection). The daemon leaves after IDLE_EXIT_S without a command, when
+its socket is removed or replaced, when tether's source changes (a new one, with the new
+fingerprint, serves new clients), or on SIGTERM/SIGHUP.
 """
 
 from __future__ import annotations
@@ -240,11 +241,18 @@ class Daemon:
             request = {}
         op = request.get("op") if isinstance(request, dict) else None
         try:
-            if op == "run":
+            if op == "run" and self.busy:
+                writer.write(b'{"busy": true}\n')  # the client runs it in its own process
+            elif op == "run":
                 code = await self.run_request(request, reader, writer)
                 writer.write((json.dumps({"x": code}) + "\n").encode())
             elif op == "ping":
-                answer = {"pid": os.getpid(), "key": self.key, "channels": self.pool.describe()}
+                answer = {
+                    "pid": os.getpid(),
+                    "key": self.key,
+                    "busy": bool(self.busy),
+                    "channels": self.pool.describe(),
+                }
                 writer.write((json.dumps(answer) + "\n").encode())
             elif op == "quit":
                 writer.write(b'{"bye": true}\n')
