@@ -134,8 +134,14 @@ def test_ctrl_c_cancels_the_push_in_the_daemon(synced: SyncProject) -> None:
         pytest.skip("the push ended before the interrupt reached it")  # a fast machine
     assert process.returncode == 130, f"{process.returncode} {out} {err}"
     assert err.strip().endswith("tether: interrupted")
-    # The daemon stopped that push: less than all of it landed, nothing half-written
-    # (a temporary of a write cut short is removed by the next push's scan).
+    # The daemon stopped that push: once it is idle again, less than all of it landed,
+    # nothing half-written (a temporary cut short is removed by the next push's scan).
+    from tether.cli.fastpath import socket_path
+    from tether.sync import daemon
+
+    deadline = time.monotonic() + 60
+    while (daemon.ping(socket_path()) or {}).get("busy") and time.monotonic() < deadline:
+        time.sleep(0.05)
     landed = sorted((synced.remote / "big").glob("*.bin"))
     assert len(landed) < 30
     for path in landed:
