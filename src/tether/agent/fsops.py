@@ -73,14 +73,12 @@ class DigestCache:
         """The cached digest for a stat, if any (no I/O)."""
         if not self.data:
             return None
-        return self.data.get(
-            "%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        )
+        return self.data.get(stat_key(st))
 
     def get(self, full: str, st: os.stat_result, compute: bool) -> Optional[str]:
         if not self.data and not compute:
             return None
-        key = "%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        key = stat_key(st)
         digest = self.data.get(key)
         if digest is None and compute:
             digest, settled = checked_digest(full, st)
@@ -101,6 +99,12 @@ class DigestCache:
         _unlink_quietly(self.old_file)
 
 
+def stat_key(st: os.stat_result) -> str:
+    """What a cached digest is valid for: inode, size, mtime and ctime (any write changes
+    ctime, and nothing can set it back)."""
+    return "%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 # How long before a read a file's ctime must lie for its digest to be kept: well above the
 # tick of any file system's timestamps (jiffies on Linux, up to 2 s on FAT).
 RACY_NS = 2 * 10**9
@@ -116,12 +120,7 @@ def checked_digest(full: str, st: os.stat_result) -> Tuple[str, bool]:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
         after = os.fstat(handle.fileno())
-    same = (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (
-        st.st_ino,
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-    )
+    same = stat_key(after) == stat_key(st)
     return digest.hexdigest(), same and st.st_ctime_ns < started - RACY_NS
 
 

@@ -23,7 +23,7 @@ import traceback
 from typing import Any, Callable, Dict, Tuple
 
 from . import fsops
-from .protocol import PROTOCOL, FrameReader, encode
+from .protocol import PROTOCOL, FrameReader, encode, grow_pipe
 
 VERSION = "dev"
 # Agent modules that add request handlers (each has register(agent)).
@@ -156,7 +156,7 @@ class Agent:
 
     def serve(self, fd: int) -> None:
         """Answer requests until the input (a file descriptor) closes."""
-        _grow_pipe(fd)
+        grow_pipe(fd)
         reader = FrameReader(fd, self.flush)
         try:
             while True:
@@ -194,16 +194,6 @@ class Agent:
         answer.setdefault("ok", True)
         answer["id"] = request_id
         self.send(answer, data, flush=False)
-
-
-def _grow_pipe(fd: int) -> None:
-    """Ask for a 1 MB pipe buffer on our input (Linux): fewer, larger reads of big writes."""
-    if not sys.platform.startswith("linux"):
-        return
-    import fcntl
-
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
 
 
 def _version(argv: Any) -> Any:

@@ -17,8 +17,9 @@ import json
 import os
 import socket
 import sys
-import time
 import zlib
+
+from tether.ipc import lock_within
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms here
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 PREFIX = "sync-"
 START_WAIT_S = 60.0
-LOCK_POLL_S = 0.01
 
 
 def fingerprint(package: str = "") -> str:
@@ -144,7 +144,7 @@ def start(path: str) -> socket.socket | None:
     lock_path = path[: -len(".sock")] + ".lock"
     lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        if not _flock(lock, START_WAIT_S):
+        if not lock_within(lock, START_WAIT_S):
             return None
         conn = connect(path)
         if conn is not None:
@@ -164,21 +164,6 @@ def start(path: str) -> socket.socket | None:
         os.close(lock)  # the daemon's copy keeps the lock until it listens
     wait = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        return connect(path) if _flock(wait, START_WAIT_S) else None
+        return connect(path) if lock_within(wait, START_WAIT_S) else None
     finally:
         os.close(wait)
-
-
-def _flock(fd: int, timeout: float) -> bool:
-    """Take an exclusive flock on fd, waiting at most timeout seconds."""
-    import fcntl
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(LOCK_POLL_S)

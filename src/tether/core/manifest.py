@@ -88,17 +88,6 @@ _set_kind, _set_size, _set_mtime_ns, _set_mode, _set_digest, _set_target = (
 Manifest = dict[str, Entry]
 
 
-def manifest_from_json(data: dict[str, dict[str, Any]]) -> Manifest:
-    """Decode {path: entry-json}."""
-    from_json = Entry.from_json
-    return {path: from_json(entry) for path, entry in data.items()}
-
-
-def manifest_to_json(manifest: Manifest) -> dict[str, dict[str, Any]]:
-    """Encode {path: entry-json}."""
-    return {path: entry.to_json() for path, entry in manifest.items()}
-
-
 def is_safe_relpath(path: str) -> bool:
     """A relative POSIX path that stays inside its root (no '..', no absolute, no empty part)."""
     if not path or path.startswith("/") or "\x00" in path:

@@ -303,15 +303,10 @@ def main(argv: list[str]) -> int:
 
 def ping(sock_path: Path, timeout: float = 2.0) -> dict[str, Any] | None:
     """The helper's answer to a ping on sock_path, or None if none answers."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(str(sock_path))
-            conn.sendall(b'{"op": "ping"}\n')
-            answer = json.loads(conn.makefile("rb").readline())
-    except (OSError, ValueError):
-        return None
-    return answer if isinstance(answer, dict) and answer.get("pong") else None
+    from tether.ipc import ask
+
+    answer = ask(str(sock_path), {"op": "ping"}, timeout)
+    return answer if answer is not None and answer.get("pong") else None
 
 
 @contextlib.contextmanager
@@ -320,26 +315,18 @@ def start_lock(target: Target, name: str, timeout: float = LOCK_WAIT_S) -> Itera
 
     A helper being started holds it until it serves, so this waits for that (bounded).
     """
-    import fcntl
-
     from tether.errors import TetherError
+    from tether.ipc import lock_within
 
     path = lock_path(target, name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TetherError(
-                        "the send helper did not start",
-                        f"another one held {path} for {timeout:.0f} s",
-                        "run `tether kernel stop` and try again",
-                    ) from None
-                time.sleep(0.02)
+        if not lock_within(fd, timeout):
+            raise TetherError(
+                "the send helper did not start",
+                f"another one held {path} for {timeout:.0f} s",
+                "run `tether kernel stop` and try again",
+            )
         yield fd
     finally:
         os.close(fd)

@@ -332,14 +332,15 @@ class Daemon:
                 say_error(f"cannot enter the working directory: {error.strerror}")
                 return 1
             args = [str(arg) for arg in request.get("args", [])]
+            debug = bool(request.get("debug"))
             profile = os.environ.get("TETHER_PROFILE")  # a file for cProfile's stats (dev)
             if not profile:
-                return run_mapped(args, bool(request.get("debug")))
+                return run_mapped(args, debug)
             import cProfile
 
             profiler = cProfile.Profile()
             try:
-                return profiler.runcall(run_mapped, args, bool(request.get("debug")))
+                return profiler.runcall(run_mapped, args, debug)
             finally:
                 profiler.dump_stats(profile)
         except BaseException as error:  # cancelled, or a bug: one line here, trace logged
@@ -367,18 +368,10 @@ def _preload() -> None:
 
 
 def ping(path: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The daemon's answer at path ({"pid", "key", "channels"}), or None."""
-    import socket
+    """The daemon's answer at path ({"pid", "key", "busy", "channels"}), or None."""
+    from tether.ipc import ask
 
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(path)
-            conn.sendall(b'{"op": "ping"}\n')
-            answer = json.loads(conn.makefile("rb").readline())
-    except (OSError, ValueError):
-        return None
-    return answer if isinstance(answer, dict) else None
+    return ask(path, {"op": "ping"}, timeout)
 
 
 def running(directory: Path | None = None) -> dict[int, Path]:

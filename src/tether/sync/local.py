@@ -209,13 +209,7 @@ def scan_local(
             _check_name(rel)
         if is_file(st.st_mode):
             held = digested.get(rel)
-            if held is not None and held[0] == (
-                st.st_ino,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_mode,
-            ):
+            if held is not None and held[0] == _stat_key(st):
                 manifest[rel] = held[1]
             else:
                 manifest[rel] = Entry(FILE, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777)

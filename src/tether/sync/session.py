@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, AgentError
 
-CHUNK = 1 << 20
+CHUNK = lanes.CHUNK  # one request's payload, both ways
 RACED = "changed on the remote during the push"
 Progress = Callable[[int], None]
 
@@ -73,7 +73,7 @@ def _skip_list(pair: Pair) -> list[str]:
 
 
 async def remote_manifest(
-    channel: AgentChannel, root: str, base: Base, need: set[str], **scan: Any
+    channel: AgentChannel, root: str, base: Base, need: Collection[str] = (), **scan: Any
 ) -> tuple[Manifest, bool]:
     """Scan root on the remote; fill digests for the `need` paths (one extra request at most).
 
@@ -100,13 +100,13 @@ async def remote_manifest(
     memo[key] = (header["token"], rows, built)
     while len(memo) > 1 and (len(memo) > 16 or sum(len(m[1]) for m in memo.values()) > 10**6):
         del memo[next(iter(memo))]  # the agent forgets as much (fsops.ScanMemo)
-    manifest = base.manifest_of_rows(rows.values(), "remote", built)
+    manifest = base.manifest_of_rows(rows.values(), built)
     await fill_remote_digests(channel, root, manifest, need)
     return manifest, bool(header["exists"])
 
 
 async def fill_remote_digests(
-    channel: AgentChannel, root: str, manifest: Manifest, paths: set[str]
+    channel: AgentChannel, root: str, manifest: Manifest, paths: Collection[str]
 ) -> None:
     """Ask the agent (one request) for the digests of those files in manifest lacking one."""
     missing = sorted(
@@ -148,9 +148,7 @@ async def push_pair(
         scan: dict[str, Any] = {"skip": _skip_list(pair), "digests": False}
         if only is not None:
             scan["only"] = _covering(only)
-        scanning = asyncio.ensure_future(
-            remote_manifest(channel, pair.remote_root, base, set(), **scan)
-        )
+        scanning = asyncio.ensure_future(remote_manifest(channel, pair.remote_root, base, **scan))
         await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
     try:
         local = scan_local(pair.local_root, pair.scope, only)
@@ -341,12 +339,12 @@ async def pull_pair(
     patterns = list(only) if only is not None else list(pair.results)
     plain = [p.strip("/") for p in patterns if not set("*?[!") & set(p)]
     globs = PatternSet([p for p in patterns if set("*?[!") & set(p)])
-    scan_args: dict[str, object] = {"digests": False, "skip": [".git", ".tether"]}
+    scan_args: dict[str, Any] = {"digests": False, "skip": [".git", ".tether"]}
     if not globs:
         if not plain:
             return Report(pair.target, pair.remote_root, Plan())
         scan_args["only"] = plain
-    remote, _ = await remote_manifest(channel, pair.remote_root, base, set(), **scan_args)
+    remote, _ = await remote_manifest(channel, pair.remote_root, base, **scan_args)
     if globs:
         remote = {p: e for p, e in remote.items() if _under(p, plain) or globs.match(p)}
     local = _local_entries(pair.local_root, remote, _digest_cache(project_root, pair))

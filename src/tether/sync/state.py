@@ -233,31 +233,18 @@ class Base:
         tmp.write_text(json.dumps(self.pending), encoding="utf-8")
         os.replace(tmp, path)
 
-    def reuse_digest(self, path: str, entry: Entry, side: str) -> Entry:
-        """entry with the base's digest when its stat still matches what that side had."""
-        known = self.entries.get(path)
-        stats = self.remote_stat if side == "remote" else self.local_stat
-        if (
-            entry.kind == FILE
-            and entry.digest is None
-            and known is not None
-            and known.kind == FILE
-            and stats.get(path) == (entry.size, entry.mtime_ns)
-        ):
-            return entry.with_digest(known.digest)
-        return entry
-
     def manifest_of_rows(
-        self, rows: Iterable[Sequence[Any]], side: str, built: dict[str, Any] | None = None
+        self, rows: Iterable[Sequence[Any]], built: dict[str, Any] | None = None
     ) -> Manifest:
         """The agent's compact rows ([path, kind, size, mtime_ns, mode, digest, target]) as
-        a manifest, reuse_digest applied to each (one pass, one Entry per row).
+        a manifest of the remote, each file without a digest taking the base's when its stat
+        is still the one the base recorded there (one pass, one Entry per row).
 
         `built`, kept by the caller between calls, remembers each path's Entry with the row,
         base entry and stat it was made from: the same objects again give the same Entry.
         """
         known = self.entries
-        stats = self.remote_stat if side == "remote" else self.local_stat
+        stats = self.remote_stat
         memo: dict[str, Any] = {} if built is None else built
         result: Manifest = {}
         for row in rows:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import shlex
 import signal
 import struct
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 from tether.agent.bundle import BOOTSTRAP, agent_zip
-from tether.agent.protocol import decode_header, encode
+from tether.agent.protocol import decode_header, encode, grow_pipe
 from tether.errors import ConnectionLost, HostError, RemoteError
 from tether.transport.base import Transport
 
@@ -51,7 +49,9 @@ _TODO = {
 class AgentChannel:
     """One agent process; many requests in flight, answers matched by id."""
 
-    def __init__(self, transport: Transport, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, transport: Transport, process: asyncio.subprocess.Process, python: str = "python3"
+    ) -> None:
         self.transport = transport
         self.host = transport.host
         self.process = process
@@ -70,7 +70,7 @@ class AgentChannel:
         # of the same tree is answered with what changed since.
         self.scan_memo: dict[str, Any] = {}
         # More agents on the same host for bulk transfers (see `helpers`), closed with this.
-        self.python = "python3"
+        self.python = python
         self._helpers: list[AgentChannel] = []
 
     @classmethod
@@ -79,9 +79,10 @@ class AgentChannel:
         data, digest = agent_zip()
         argv = [*shlex.split(python), "-c", BOOTSTRAP, digest]
         process = await transport.spawn(argv)
-        _grow_pipe(process)
-        channel = cls(transport, process)
-        channel.python = python
+        if process.stdin is not None:
+            with contextlib.suppress(AttributeError, ValueError):
+                grow_pipe(process.stdin.transport.get_extra_info("pipe").fileno())
+        channel = cls(transport, process, python)
         try:
             await channel._bootstrap(data, python)
             channel._reader = asyncio.create_task(channel._read_loop())
@@ -326,15 +327,6 @@ class AgentChannel:
             await self.process.wait()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
-
-
-def _grow_pipe(process: asyncio.subprocess.Process) -> None:
-    """A 1 MB pipe to ssh (Linux; else as is): bulk writes go in fewer, larger pieces."""
-    if process.stdin is None or not sys.platform.startswith("linux"):
-        return
-    pipe = process.stdin.transport.get_extra_info("pipe")
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
 
 
 def _fail(future: asyncio.Future[Answer], error: Exception) -> None:
