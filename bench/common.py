@@ -411,3 +411,11 @@ def seconds(value: float) -> str:
 def ratio(numerator: float, denominator: float) -> str:
     """numerator/denominator for a table cell."""
     return f"{numerator / denominator:.2f}x" if denominator > 0 else "n/a"
+
+
+def write_config(path: Path, text: str) -> None:
+    """Write a project's tether.toml and trust it, as its user would (`tether trust`)."""
+    path.write_text(text)
+    from tether import config, trust
+
+    trust.record(config.load(path.parent, trusted=False))

@@ -36,7 +36,7 @@ def write_project(root: Path, aliases: list[str]) -> None:
         lines += [f"[targets.t{index}]", f'host = "{alias}"', 'path = "~/bench-jobs"']
         lines += ['python = "python3"', "default = true", ""]
     lines += ["[sync]", "exclude = []", "include = []", 'results = ["outputs/"]', ""]
-    (root / "tether.toml").write_text("\n".join(lines))
+    common.write_config(root / "tether.toml", "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,9 +52,10 @@ def project(root: Path, alias: str, remote: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / ".gitignore").write_text(".tether/\n")
     (root / "README.md").write_text("# send bench\n")
-    (root / "tether.toml").write_text(
+    common.write_config(
+        root / "tether.toml",
         f"[targets.box]\nhost = {json.dumps(alias)}\npath = {json.dumps(remote)}\n"
-        f"python = {json.dumps(sys.executable)}\ndefault = true\n"
+        f"python = {json.dumps(sys.executable)}\ndefault = true\n",
     )
     common.git_init(root)
 

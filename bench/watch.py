@@ -90,8 +90,9 @@ def wait_for(path: Path, data: bytes, timeout: float = 30.0) -> None:
 def project(root: Path, files: int, alias: str, remote: str) -> common.Tree:
     tree = common.make_tree(root, common.TreeSpec(small_files=files, big_files=0, big_bytes=0))
     (root / ".gitignore").write_text(".tether/\n")
-    (root / "tether.toml").write_text(
-        f'[targets.box]\nhost = "{alias}"\npath = "{remote}"\ndefault = true\n'
+    common.write_config(
+        root / "tether.toml",
+        f'[targets.box]\nhost = "{alias}"\npath = "{remote}"\ndefault = true\n',
     )
     common.git_init(root)
     return tree

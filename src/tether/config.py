@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
+from tether.safety import host_problem, python_argv, remote_dir_problem
 from tether.errors import ConfigError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 CONFIG_NAME = "tether.toml"
 TARGET_KEYS = {"host", "path", "python", "default", "mappings", "scheduler", "slurm"}
@@ -39,6 +45,11 @@ class Target:
     scheduler: str = "tmux"
     slurm: dict[str, Any] = field(default_factory=dict)
     mappings: tuple[Mapping, ...] = ()
+
+    @property
+    def python_argv(self) -> list[str]:
+        """`python` as argv: one executable and plain arguments (checked when parsed)."""
+        return python_argv(self.python)
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,11 @@ def find_config(start: Path | None = None) -> Path | None:
     return None
 
 
-def load(start: Path | None = None) -> Config:
-    """Find and parse the project's configuration; ConfigError on anything wrong."""
+def load(start: Path | None = None, *, trusted: bool = True) -> Config:
+    """Find and parse the project's configuration; ConfigError on anything wrong.
+
+    With `trusted` (every command that contacts a host or runs a hook), the user must have
+    trusted the config's decisive values (tether.trust), else UntrustedError."""
     file = find_config(start)
     if file is None:
         raise ConfigError(
@@ -115,15 +129,22 @@ def load(start: Path | None = None) -> Config:
             "no tether.toml here or in any parent directory",
             "run `tether init --host ALIAS --path REMOTE_DIR` in the project root",
         )
-    return parse_file(file)
+    config = parse_file(file)
+    if trusted:
+        from tether.trust import require
+
+        require(config)
+    return config
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """TOML text as a dict (tomllib.TOMLDecodeError when it is not TOML)."""
+    data: dict[str, Any] = tomllib.loads(text)
+    return data
 
 
 def parse_file(file: Path) -> Config:
     """Parse one config file (tether.toml or pyproject.toml)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
@@ -160,11 +181,20 @@ def parse(data: dict[str, Any], file: Path, prefix: str = "") -> Config:
             check.fail(f"{key}.scheduler", f"is {scheduler!r}, expected 'tmux' or 'slurm'")
         slurm = check.table(raw, "slurm", key)
         check.keys(slurm, SLURM_KEYS, f"{key}.slurm")
+        host = check.string(raw, "host", key, required=True)
+        check.value(host_problem(host), f"{key}.host", "name an ssh alias or user@host")
+        path = check.string(raw, "path", key, required=True)
+        check.value(remote_dir_problem(path), f"{key}.path", "use a project directory")
+        python = check.string(raw, "python", key, default="python3")
+        try:
+            python_argv(python)
+        except ValueError as error:
+            check.fail(f"{key}.python", str(error), 'e.g. python = "/opt/venv/bin/python"')
         targets[name] = Target(
             name=name,
-            host=check.string(raw, "host", key, required=True),
-            path=check.string(raw, "path", key, required=True),
-            python=check.string(raw, "python", key, default="python3"),
+            host=host,
+            path=path,
+            python=python,
             default=check.boolean(raw, "default", key),
             scheduler=scheduler,
             slurm=slurm,
@@ -200,6 +230,7 @@ def _mappings(check: _Checker, raw: dict[str, Any], key: str, root: Path) -> tup
         check.keys(item, MAPPING_KEYS, item_key)
         local = check.string(item, "local", item_key, required=True)
         remote = check.string(item, "remote", item_key, required=True)
+        check.value(remote_dir_problem(remote), f"{item_key}.remote", "map to a project directory")
         result.append(Mapping(local=(root / local).resolve(), remote=remote))
     target_path = _norm_remote(str(raw.get("path", "")))
     remotes = [(_norm_remote(mapping.remote), mapping.remote) for mapping in result]
@@ -237,6 +268,10 @@ class _Checker:
 
     def fail(self, key: str, problem: str, todo: str = "") -> NoReturn:
         raise ConfigError(self.file, self.prefix + key, problem, todo)
+
+    def value(self, problem: str | None, key: str, todo: str) -> None:
+        if problem is not None:
+            self.fail(key, problem, todo)
 
     def keys(self, table: dict[str, Any], allowed: set[str], where: str) -> None:
         for key in table:

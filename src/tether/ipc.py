@@ -41,3 +41,34 @@ def lock_within(fd: int, timeout: float) -> bool:
             if time.monotonic() > deadline:
                 return False
             time.sleep(POLL_S)
+
+
+def peer_is_me(conn: socket.socket) -> bool:
+    """Whether the process at the other end of a unix socket runs as this user (the kernel
+    vouches for it: SO_PEERCRED). Local servers answer nobody else, whatever the socket's
+    file mode or directory allow (OpenSSH's mux master does the same)."""
+    import os
+    import struct
+
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return False
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return bool(uid == os.getuid())
+
+
+# What a command served by a daemon sees of its client's environment: what tether and ssh
+# read (terminal, locale, ssh agent, XDG dirs, tether's own settings, the test harness's
+# nss_wrapper), nothing else.
+_ENV = """HOME USER LOGNAME PATH SHELL TERM COLUMNS LINES LANG LANGUAGE TZ TMPDIR NO_COLOR
+FORCE_COLOR CLICOLOR CLICOLOR_FORCE SSH_AUTH_SOCK SSH_AGENT_PID DISPLAY LD_PRELOAD PYTHONPATH"""
+ENV_NAMES = frozenset(_ENV.split())
+ENV_PREFIXES = ("LC_", "XDG_", "TETHER_", "NSS_WRAPPER_", "GIT_")
+
+
+def allowed_env(env: dict[str, str]) -> dict[str, str]:
+    """The part of a client's environment a daemon passes on to the command it serves."""
+    return {
+        key: value for key, value in env.items() if key in ENV_NAMES or key.startswith(ENV_PREFIXES)
+    }

@@ -47,7 +47,31 @@ def ssh_dir() -> Path:
 
 
 def _private_dir(path: str) -> str:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if os.stat(path).st_mode & 0o077:
+    """path as a directory only this user can enter: created 0700, or an existing one that
+    is a real directory (not a symlink), owned by this user and writable by nobody else
+    (tmux and OpenSSH refuse such directories too). Anything else: UnsafeDirError."""
+    import stat
+
+    if not os.path.lexists(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    problem = ""
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symlink"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.getuid():
+        problem = f"belongs to another user (uid {st.st_uid})"
+    elif st.st_mode & 0o022:
+        problem = "is writable by other users"
+    if problem:
+        from tether.errors import TetherError
+
+        raise TetherError(
+            f"unsafe directory {path}",
+            f"it {problem}, so another user could read or redirect tether's sockets",
+            "remove it (it is not tether's) or set TETHER_RUNTIME_DIR to a private directory",
+        )
+    if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path

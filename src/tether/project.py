@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from tether.config import CONFIG_NAME, parse_file
+from tether.config import CONFIG_NAME, parse, parse_toml
 from tether.errors import UsageError
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -14,6 +14,15 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 def _toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def remote_spelling(path: str) -> str:
+    """A remote path as the user meant it: `--path ~/proj` typed in a shell arrives as the
+    LOCAL home's /home/me/proj; on the remote that is ~/proj (the remote home may differ)."""
+    home = str(Path.home()).rstrip("/")
+    if home and (path == home or path.startswith(home + "/")):
+        return "~" + path[len(home) :]
+    return path
 
 
 def init_project(
@@ -27,6 +36,7 @@ def init_project(
         )
     if not path.strip():
         raise UsageError("empty --path", "", "name the remote project directory")
+    path = remote_spelling(path)
     file = root / CONFIG_NAME
     if file.exists() and not force:
         raise UsageError(f"{file} exists", "", "edit it, or pass --force to overwrite")
@@ -42,8 +52,11 @@ def init_project(
         "include = []\n"
         'results = ["outputs/", "runs/"]\n'
     )
+    config = parse(parse_toml(text), file)  # checked before anything is written
     file.write_text(text, encoding="utf-8")
-    parse_file(file)
+    from tether.trust import record
+
+    record(config)  # what the user wrote through tether is trusted
     gitignore = root / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     if ".tether/" not in existing.splitlines():

@@ -311,3 +311,16 @@ def ssh(
         timeout=timeout,
         check=False,
     )
+
+
+def trust_config(root: Path) -> None:
+    """Trust root's tether.toml as `tether trust` would (the user wrote it by hand)."""
+    from tether import config, trust
+
+    trust.record(config.load(root, trusted=False))
+
+
+def write_config(path: Path, text: str) -> None:
+    """Write a project's tether.toml as its user would, then trust it (`tether trust`)."""
+    path.write_text(text)
+    trust_config(path.parent)

@@ -150,14 +150,15 @@ def write_toml(
     def array(values: Iterable[str]) -> str:
         return "[" + ", ".join(_toml_string(value) for value in values) + "]"
 
-    (root / "tether.toml").write_text(
+    harness.write_config(
+        root / "tether.toml",
         "[targets.box]\n"
         f"host = {_toml_string(host)}\n"
         f"path = {_toml_string(remote_spec)}\n"
         "default = true\n\n"
         "[sync]\n"
         f"results = {array(results)}\n"
-        f"exclude = {array(exclude)}\n" + extra
+        f"exclude = {array(exclude)}\n" + extra,
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.harness.env import write_config
+
 pytestmark = pytest.mark.integration
 
 Cli = Callable[..., Any]
@@ -169,7 +171,7 @@ def test_missing_ipykernel_names_install(kproject: Path, sandbox: Any, tether_cl
     from tests.integration.conftest import one_error_line
 
     toml = kproject / "tether.toml"
-    toml.write_text(toml.read_text().replace(json.dumps(sys.executable), '"/usr/bin/python3"'))
+    write_config(toml, toml.read_text().replace(json.dumps(sys.executable), '"/usr/bin/python3"'))
     assert "/usr/bin/python3" in toml.read_text()
     line = one_error_line(tether_cli("send", input="1"))
     assert "ipykernel" in line and "tether kernel install" in line

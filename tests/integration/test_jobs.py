@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.harness.env import write_config
+
 pytestmark = pytest.mark.integration
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -167,8 +169,9 @@ def test_a_name_on_two_targets_needs_on(
 ) -> None:
     config = project / "tether.toml"
     rel = remote_project.name
-    config.write_text(
-        config.read_text() + f'\n[targets.two]\nhost = "{sandbox2.name}"\npath = "~/{rel}"\n'
+    write_config(
+        config,
+        config.read_text() + f'\n[targets.two]\nhost = "{sandbox2.name}"\npath = "~/{rel}"\n',
     )
     done = tether_cli("run", "--on", sandbox.name, "--on", "two", "--name", "fan", "--",
                       "python3", "-c", "import time; time.sleep(30)")  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness.env import write_config
 from tests.integration.test_jobs import Cli, jobs_json, wait_job
 from tests.integration.test_jobs import remote_project as remote_project
 
@@ -182,7 +183,7 @@ def test_notify_hook_runs_on_the_remote_with_the_variables(
     assert (job["state"], job["exit_code"], job["reason"]) == ("exited", 6, None)
     # [jobs] notify from tether.toml; a failing and a hanging hook change nothing.
     config = project / "tether.toml"
-    config.write_text(config.read_text() + '\n[jobs]\nnotify = "exit 5"\n')
+    write_config(config, config.read_text() + '\n[jobs]\nnotify = "exit 5"\n')
     monkeypatch.setenv("TETHER_NOTIFY_TIMEOUT", "1")
     run_ok(tether_cli, "--name", "nf", "--", "true")
     run_ok(tether_cli, "--name", "nh", "--notify", "sleep 60", "--", "true")

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.harness.env import write_config
+
 pytestmark = pytest.mark.integration
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -127,8 +129,8 @@ def test_status_one_entry_per_target_with_gpus_and_jobs(
     gpu_box: Any, tether_cli: Cli, project: Path
 ) -> None:
     config = project / "tether.toml"
-    config.write_text(
-        config.read_text() + '\n[targets.dead]\nhost = "tt-no-such-host"\npath = "~/x"\n'
+    write_config(
+        config, config.read_text() + '\n[targets.dead]\nhost = "tt-no-such-host"\npath = "~/x"\n'
     )
     done = tether_cli("run", "--name", "st", "--gpus", "1", "--", "python3", "-c",
                       "import time; time.sleep(30)")  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.env import ssh, tether_argv
+from tests.harness.env import ssh, tether_argv, write_config
 from tests.integration.test_jobs import Cli
 from tests.integration.test_jobs import remote_project as remote_project
 
@@ -129,7 +129,7 @@ def test_shell_command_path_and_missing_directory(
     assert done.returncode == 3, done.stderr
     assert done.stdout.strip() == str(remote_project)
     config = project / "tether.toml"
-    config.write_text(config.read_text().replace(remote_project.name, "never-pushed"))
+    write_config(config, config.read_text().replace(remote_project.name, "never-pushed"))
     missing = tether_cli("shell", "--command", "true")
     assert missing.returncode == 1
     assert missing.stderr.strip() == (

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.harness import slurm as harness_slurm
+from tests.harness.env import write_config
 from tests.integration.test_jobs import HOSTILE, Cli, jobs_json, wait_job
 
 pytestmark = pytest.mark.integration
@@ -64,10 +65,11 @@ def cluster_project(
     (project / "hog.py").write_text(HOG)
     rel = f"slurm-{uuid.uuid4().hex[:8]}"
     config = project / "tether.toml"
-    config.write_text(
+    write_config(
+        config,
         f'[targets.cluster]\nhost = "{sandbox.name}"\npath = "~/{rel}"\ndefault = true\n'
         'scheduler = "slurm"\n\n[targets.cluster.slurm]\nmem = "100M"\n\n'
-        '[sync]\nresults = ["outputs/"]\n'
+        '[sync]\nresults = ["outputs/"]\n',
     )
     return Path(sandbox.home) / rel
 
@@ -149,8 +151,8 @@ def test_a_refused_submission_is_one_line_with_slurms_text(
     cluster_project: Path, project: Path, tether_cli: Cli
 ) -> None:
     config = project / "tether.toml"
-    config.write_text(
-        config.read_text().replace('mem = "100M"', 'mem = "100M"\npartition = "nope"')
+    write_config(
+        config, config.read_text().replace('mem = "100M"', 'mem = "100M"\npartition = "nope"')
     )
     done = tether_cli("run", "--name", "refused", "--", "true")
     assert done.returncode == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.env import write_config
 from tether.cli.app import main
 from tether.transport.ssh import link_failure, quote_argv
 
@@ -56,7 +57,7 @@ def test_bad_toml_is_one_error_line_and_exit_1(
 def test_unknown_target_is_a_usage_error_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "tether.toml").write_text('[targets.a]\nhost = "h"\npath = "~/p"\n')
+    write_config(tmp_path / "tether.toml", '[targets.a]\nhost = "h"\npath = "~/p"\n')
     monkeypatch.chdir(tmp_path)
     assert main(["push", "--to", "nope"]) == 2
     err = capsys.readouterr().err

@@ -31,7 +31,7 @@ def test_control_argv_uses_the_transport_control_path() -> None:
 
     argv = control_argv("box", "forward", "-L", "127.0.0.1:1:127.0.0.1:2")
     assert argv == ["ssh", "-o", f"ControlPath={control_path()}", "-O", "forward", "-L",
-                    "127.0.0.1:1:127.0.0.1:2", "box"]  # fmt: skip
+                    "127.0.0.1:1:127.0.0.1:2", "--", "box"]  # fmt: skip
 
 
 def test_port_free() -> None:

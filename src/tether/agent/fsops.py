@@ -16,6 +16,8 @@ import stat
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from . import roots
+
 TMP_MARK = ".tether-tmp."
 CHUNK = 1 << 20
 
@@ -40,6 +42,16 @@ def check_rel(path: str) -> str:
 def root_path(root: str) -> str:
     """Expand '~' in a root the way the user's shell would."""
     return os.path.abspath(os.path.expanduser(root))
+
+
+def sync_root(root: str) -> str:
+    """root_path of a directory tether may sync, run or read in (agent/roots.py)."""
+    why = roots.problem(root, os.path.expanduser("~"))
+    if why:
+        raise OpError(
+            "unsafe_root", "refusing to use %s as a project directory: it %s" % (root, why)
+        )
+    return root_path(root)
 
 
 def entry_of(st: os.stat_result, full: str) -> Dict[str, Any]:

@@ -267,7 +267,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise fsops.OpError("badargv", "argv must be a non-empty list of strings")
     version = _tmux_version()
-    root = fsops.root_path(header["root"])
+    root = fsops.sync_root(header["root"])
     if not os.path.isdir(root):
         raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
     sessions = _sessions(sock) or set()

@@ -221,7 +221,7 @@ def kernel_start(header: Dict[str, Any], payload: bytes) -> Answer:
         return {"record": record, "connection": _connection(record), "started": False}, b""
     python = _python(header)
     _check_ipykernel(python)
-    root = fsops.root_path(header.get("root") or "~")
+    root = fsops.sync_root(header["root"]) if header.get("root") else fsops.root_path("~")
     os.makedirs(root, exist_ok=True)
     directory = kernel_dir(name)
     if os.path.isdir(directory):

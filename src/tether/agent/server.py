@@ -89,7 +89,7 @@ class Agent:
     def scan(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         """The tree's entries; with "rows", compact rows and, with "since" (the token of
         this agent's previous answer to the same scan), only what changed since then."""
-        root = fsops.root_path(header["root"])
+        root = fsops.sync_root(header["root"])
         cache = self.cache(root)
         # A new scan starts a new plan: verify directories afresh for its writes.
         self.writer.checked.clear()
@@ -107,7 +107,7 @@ class Agent:
         return answer, b""
 
     def digest(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        root = fsops.root_path(header["root"])
+        root = fsops.sync_root(header["root"])
         cache = self.cache(root)
         digests: Dict[str, Any] = {}
         for rel in header["paths"]:
@@ -121,14 +121,14 @@ class Agent:
         return {"digests": digests}, b""
 
     def put(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        return self.writer.put(fsops.root_path(header["root"]), header, payload), b""
+        return self.writer.put(fsops.sync_root(header["root"]), header, payload), b""
 
     def delete(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         self.writer.checked.clear()
-        return fsops.delete(fsops.root_path(header["root"]), header), b""
+        return fsops.delete(fsops.sync_root(header["root"]), header), b""
 
     def read(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        return fsops.read(fsops.root_path(header["root"]), header)
+        return fsops.read(fsops.sync_root(header["root"]), header)
 
     def probe(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         """Everything `host check` wants, in one answer."""

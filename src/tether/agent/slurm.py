@@ -179,7 +179,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
         check_name(name)
         if read_record(name) is not None:
             raise fsops.OpError("exists", "a job named %r already exists" % name)
-    root = fsops.root_path(header["root"])
+    root = fsops.sync_root(header["root"])
     if not os.path.isdir(root):
         raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
     after = [check_name(dep) for dep in header.get("after") or []]

@@ -70,7 +70,7 @@ def via_daemon(args: list[str], debug: bool) -> int | None:
     try:
         path = socket_path()
         conn = connect(path) or start(path)
-    except OSError:
+    except Exception:  # an unsafe runtime dir, ...: the command reports it in-process
         return None
     if conn is None:
         return None

@@ -414,7 +414,7 @@ def _wait_ready(sandbox: Sandbox) -> None:
         remaining = deadline - time.monotonic()
         try:
             result = subprocess.run(
-                [*_SSH_PROBE, sandbox.name, "true"],
+                [*_SSH_PROBE, "--", sandbox.name, "true"],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -466,7 +466,7 @@ def _remove_stanza(name: str, config_existed: bool) -> None:
 
 def _close_master(name: str) -> None:
     """Stop an ssh ControlMaster for NAME at tether's ControlPath, if there is one."""
-    run_quiet(["ssh", "-O", "exit", "-o", f"ControlPath={control_path()}", name])
+    run_quiet(["ssh", "-O", "exit", "-o", f"ControlPath={control_path()}", "--", name])
 
 
 def _stop_processes(directory: Path, pid: int, tmux_tmpdir: Path | None) -> None:

@@ -556,7 +556,7 @@ def _run_ssh_g(name: str, config: Path) -> str | None:
     if ssh is None:
         return None
     argv = [ssh] if _home_is_passwd_home() else [ssh, "-F", str(config)]
-    argv += ["-G", name]
+    argv += ["-G", "--", name]
     try:
         proc = subprocess.run(
             argv,

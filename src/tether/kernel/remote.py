@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -27,7 +26,7 @@ RECORDER = Path(__file__).with_name("recorder.py")
 
 
 def python_argv(target: Target) -> list[str]:
-    return shlex.split(target.python)
+    return target.python_argv
 
 
 async def ensure(target: Target, name: str, restart: bool = False) -> dict[str, Any]:

@@ -235,6 +235,12 @@ class Daemon:
             await self.pool.reap()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from tether.ipc import peer_is_me
+
+        sock = writer.get_extra_info("socket")
+        if sock is None or not peer_is_me(sock):  # another user: not a word, not a command
+            writer.close()
+            return
         try:
             request = json.loads(await reader.readline() or b"{}")
         except ValueError:
@@ -314,8 +320,12 @@ class Daemon:
         return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
 
     def run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
-        """In the worker thread: the client's cwd, env and terminal, then the command."""
-        from tether.cli.app import run_mapped, say_error
+        """In the worker thread: the client's cwd, env and terminal, then the command.
+
+        Only the commands the daemon is for (push, pull, jobs), with an allowlist of the
+        client's environment (tether.ipc.allowed_env)."""
+        from tether.cli.app import DAEMON_COMMANDS, run_mapped, say_error
+        from tether.ipc import allowed_env
 
         assert self.loop is not None
         tty = request.get("tty") or [False, False]
@@ -325,13 +335,17 @@ class Daemon:
         sys.stderr = ClientStream(self.loop, writer, "e", bool(tty[1]))
         try:
             os.environ.clear()
-            os.environ.update({str(k): str(v) for k, v in dict(request.get("env", {})).items()})
+            env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
+            os.environ.update(allowed_env(env))
             try:
                 os.chdir(str(request.get("cwd")))
             except OSError as error:
                 say_error(f"cannot enter the working directory: {error.strerror}")
                 return 1
             args = [str(arg) for arg in request.get("args", [])]
+            if args[:1] and args[0] not in DAEMON_COMMANDS:
+                say_error(f"the sync daemon does not run `{args[0]}`, run it as a command")
+                return 2
             debug = bool(request.get("debug"))
             profile = os.environ.get("TETHER_PROFILE")  # a file for cProfile's stats (dev)
             if not profile:

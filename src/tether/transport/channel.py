@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shlex
 import signal
 import struct
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ from typing import Any
 
 from tether.agent.bundle import BOOTSTRAP, agent_zip
 from tether.agent.protocol import decode_header, encode, grow_pipe
+from tether.safety import python_argv
 from tether.errors import ConnectionLost, HostError, RemoteError
 from tether.transport.base import Transport
 
@@ -43,6 +43,7 @@ _TODO = {
     "notdir": "point the target's path at a directory",
     "toolong": "shorten the path",
     "unsafe": "tether never writes outside the project tree",
+    "unsafe_root": "point the target's path or mapping at a project directory",
 }
 
 
@@ -77,7 +78,7 @@ class AgentChannel:
     async def open(cls, transport: Transport, python: str = "python3") -> AgentChannel:
         """Start (installing first if needed) the agent on the host and say hello."""
         data, digest = agent_zip()
-        argv = [*shlex.split(python), "-c", BOOTSTRAP, digest]
+        argv = [*python_argv(python), "-c", BOOTSTRAP, digest]
         process = await transport.spawn(argv)
         if process.stdin is not None:
             with contextlib.suppress(AttributeError, ValueError):

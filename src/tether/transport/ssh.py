@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 
+from tether.safety import host_problem
 from tether.errors import HostError
 from tether.paths import runtime_dir
 from tether.transport.base import Result
@@ -80,12 +81,14 @@ def link_failure(stderr: bytes | str, returncode: int) -> tuple[str, str] | None
         if re.search(pattern, text):
             return why, todo
     last = [line for line in text.strip().splitlines() if line.strip()]
-    return (last[-1] if last else "ssh failed (exit 255)"), "run `ssh HOST true` to see why"
+    why = last[-1] if last else "ssh failed (exit 255)"
+    return why, "check the host with `tether host check`"
 
 
 def resolve(host: str) -> dict[str, list[str]]:
     """OpenSSH's own view of a host (`ssh -G`): option -> values."""
-    done = subprocess.run(["ssh", "-G", host], capture_output=True, text=True, timeout=20)
+    checked_host(host)
+    done = subprocess.run(["ssh", "-G", "--", host], capture_output=True, text=True, timeout=20)
     if done.returncode != 0:
         reason = link_failure(done.stderr, 255) or ("ssh -G failed", "")
         raise HostError(host, reason[0], reason[1])
@@ -96,17 +99,28 @@ def resolve(host: str) -> dict[str, list[str]]:
     return options
 
 
+def checked_host(host: str) -> str:
+    """host, if it can only ever be an ssh destination (never an option); else HostError."""
+    problem = host_problem(host)
+    if problem is not None:
+        raise HostError(host, f"refused: the host name {problem}", "name an ssh alias or user@host")
+    return host
+
+
 class SshTransport:
-    """Reach one host through OpenSSH with a shared ControlMaster."""
+    """Reach one host through OpenSSH with a shared ControlMaster.
+
+    Every ssh argv ends its options with `--` before the destination, so no value can
+    become an option."""
 
     def __init__(self, host: str) -> None:
-        self.host = host
+        self.host = checked_host(host)
         self._master_ok = False
 
     def argv(self, remote: Sequence[str] | None, *extra: str) -> list[str]:
         """Full local argv for ssh running `remote` (quoted) on the host."""
-        base = ["ssh", *ssh_options(), *extra, self.host]
-        return base if remote is None else [*base, "--", quote_argv(remote)]
+        base = ["ssh", *ssh_options(), *extra, "--", self.host]
+        return base if remote is None else [*base, quote_argv(remote)]
 
     def raise_for_link(self, stderr: bytes, returncode: int) -> None:
         """HostError if ssh (not the remote command) failed."""
@@ -130,6 +144,7 @@ class SshTransport:
             f"ControlPath={control_path()}",
             "-O",
             "check",
+            "--",
             self.host,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -143,6 +158,7 @@ class SshTransport:
                 "ControlMaster=yes",
                 "-f",
                 "-N",
+                "--",
                 self.host,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -196,7 +212,7 @@ class SshTransport:
     def stop_master(self) -> None:
         """Close this host's master (ignoring a master that is not running)."""
         subprocess.run(
-            ["ssh", "-o", f"ControlPath={control_path()}", "-O", "exit", self.host],
+            ["ssh", "-o", f"ControlPath={control_path()}", "-O", "exit", "--", self.host],
             capture_output=True,
             timeout=20,
             check=False,

@@ -14,9 +14,74 @@ Examples:
 """
 
 
+TRUST_HELP = """Review what this project's tether.toml makes tether do, and trust it.
+
+A config comes with every clone: until you trust it, tether contacts no host and runs no
+hook because of it. This prints every value that decides what runs or where files go
+(hosts, remote paths, python commands, mappings, [sync] include, notify hooks, slurm
+extras) and records them for you (in your state dir, never in the project). A later change
+of any of them makes tether ask again, naming it.
+
+Examples:
+
+  tether trust --show     # print it, record nothing
+
+  tether trust            # print it and trust it
+"""
+
+
 def register(app: typer.Typer) -> None:
-    """Add init."""
+    """Add init and trust."""
     app.command("init", help=INIT_HELP)(init)
+    app.command("trust", help=TRUST_HELP)(trust)
+
+
+def say(line: str) -> None:
+    """A plain line (never wrapped: paths and commands must be copyable)."""
+    print(line)
+
+
+def trust(
+    show: bool = typer.Option(False, "--show", help="Print the summary; record nothing."),
+    as_json: bool = typer.Option(False, "--json", help="The values as JSON."),
+) -> None:
+    """Review and trust this project's config."""
+    import json
+
+    from tether import config as config_module
+    from tether import trust as trust_module
+
+    config = config_module.load(trusted=False)
+    changed = trust_module.changes(config)
+    if as_json:
+        state = "trusted" if changed is None else ("changed" if changed else "untrusted")
+        print(
+            json.dumps(
+                {
+                    "file": str(config.file),
+                    "state": state,
+                    "changes": changed or [],
+                    "values": trust_module.decisive(config),
+                    "recorded": not show,
+                }
+            )
+        )
+    else:
+        say(f"{config.file} makes tether:")
+        for line in trust_module.summary(config):
+            say(f"  {line}")
+        if changed:
+            say("changed since you trusted it:")
+            for line in changed:
+                say(f"  {line}")
+    if show:
+        if not as_json:
+            state = "trusted" if changed is None else "not trusted (run `tether trust`)"
+            say(f"this config is {state}")
+        return
+    trust_module.record(config)
+    if not as_json:
+        say(f"trusted {config.file}")
 
 
 def init(
@@ -29,8 +94,7 @@ def init(
     """Write tether.toml."""
     from pathlib import Path
 
-    from tether.cli.render import console
     from tether.project import init_project
 
     written = init_project(Path.cwd(), host, path, target, python, force)
-    console().print(f"wrote {written} (target {target or host!r}, default = true)")
+    say(f"wrote {written} (target {target or host!r}, default = true)")

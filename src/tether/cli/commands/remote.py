@@ -66,9 +66,10 @@ def forward_spec(remote: int, local: int) -> str:
 
 def control_argv(host: str, op: str, *extra: str) -> list[str]:
     """`ssh -O OP` on tether's master for host (same ControlPath as the transport)."""
-    from tether.transport.ssh import control_path
+    from tether.transport.ssh import checked_host, control_path
 
-    return ["ssh", "-o", f"ControlPath={control_path()}", "-O", op, *extra, host]
+    path = f"ControlPath={control_path()}"
+    return ["ssh", "-o", path, "-O", op, *extra, "--", checked_host(host)]
 
 
 def shell_script(path: str, command: str | None = None) -> str:

@@ -1,0 +1,198 @@
+"""Trust: a project's config must be accepted by this user before tether acts on it.
+
+A tether.toml (or [tool.tether]) arrives with every clone, so it is input from someone
+else. The values that decide what runs or where files go (`decisive`) are shown to the
+user once (`tether trust`) and recorded with a digest, per user and per config file, in
+the user's state dir (`$XDG_STATE_HOME/tether/trust`, 0600) — never in the project. Any
+later change of one of them makes every command that would contact a host refuse again,
+naming what changed (like direnv's `allow`, VS Code's Workspace Trust, git's
+safe.directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tether.config import Config
+from tether.errors import TetherError
+from tether.paths import state_dir
+
+FILE_NAME = "trust"
+
+
+class UntrustedError(TetherError):
+    """The project's config is not trusted (or changed since); exit code 1."""
+
+
+def decisive(config: Config) -> dict[str, str]:
+    """Every value that decides what tether runs or where files go, as shown to the user.
+
+    Keys are the config's own key names; values are plain text (lists joined)."""
+    values: dict[str, str] = {}
+    for name, target in sorted(config.targets.items()):
+        key = f"targets.{name}"
+        values[f"{key}.host"] = target.host
+        values[f"{key}.path"] = target.path
+        values[f"{key}.python"] = target.python
+        values[f"{key}.scheduler"] = target.scheduler
+        for slurm_key, value in sorted(target.slurm.items()):
+            values[f"{key}.slurm.{slurm_key}"] = json.dumps(value, sort_keys=True)
+        for index, mapping in enumerate(target.mappings):
+            values[f"{key}.mappings[{index}]"] = f"{mapping.local} -> {mapping.remote}"
+    if config.sync.include:
+        values["sync.include"] = ", ".join(config.sync.include)
+    if config.notify:
+        values["jobs.notify"] = config.notify
+    return values
+
+
+def digest(values: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def summary(config: Config) -> list[str]:
+    """What the config makes tether do, one line per fact (for `tether trust`)."""
+    lines: list[str] = []
+    for name, target in config.targets.items():
+        lines.append(
+            f"target {name}: connect to {target.host!r} over ssh, write the project to "
+            f"{target.path!r}, run `{target.python}` there"
+            + (f" (scheduler {target.scheduler})" if target.scheduler != "tmux" else "")
+        )
+        for slurm_key, value in target.slurm.items():
+            lines.append(f"target {name}: slurm {slurm_key} = {json.dumps(value)}")
+        for mapping in target.mappings:
+            outside = "" if _inside(mapping.local, config.root) else " (OUTSIDE the project)"
+            lines.append(
+                f"target {name}: send local {mapping.local}{outside} to {mapping.remote!r}"
+            )
+    if config.sync.include:
+        lines.append(
+            "push files .gitignore hides: " + ", ".join(repr(p) for p in config.sync.include)
+        )
+    if config.notify:
+        lines.append(f"run on the remote's shell when a job ends: {config.notify}")
+    return lines
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _store_path() -> Path:
+    return state_dir() / FILE_NAME
+
+
+def _load_store() -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(_store_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _key(config: Config) -> str:
+    return str(config.file.resolve())
+
+
+def recorded(config: Config) -> dict[str, str] | None:
+    """The values this user trusted for this config file, or None."""
+    entry = _load_store().get(_key(config))
+    if not isinstance(entry, dict):
+        return None
+    values = entry.get("values")
+    if not isinstance(values, dict) or entry.get("digest") != digest(
+        {str(k): str(v) for k, v in values.items()}
+    ):
+        return None
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def changes(config: Config) -> list[str] | None:
+    """None when trusted as it is; else one text per difference ([] = never trusted)."""
+    before = recorded(config)
+    now = decisive(config)
+    if before is None:
+        return []
+    if before == now:
+        return None
+    found: list[str] = []
+    for key in sorted(set(before) | set(now)):
+        if key not in now:
+            found.append(f"{key} was removed (was {before[key]!r})")
+        elif key not in before:
+            found.append(f"{key} = {now[key]!r} is new")
+        elif before[key] != now[key]:
+            found.append(f"{key} is now {now[key]!r} (was {before[key]!r})")
+    return found
+
+
+def record(config: Config) -> None:
+    """Trust the config's current values for this user (atomically, 0600)."""
+    values = decisive(config)
+    store = _load_store()
+    store[_key(config)] = {"digest": digest(values), "values": values, "when": int(time.time())}
+    path = _store_path()
+    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(store, handle, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def require(config: Config) -> None:
+    """Raise UntrustedError unless the user trusted exactly these values.
+
+    In an interactive terminal (stdin and stderr both ttys) the summary is shown and the
+    user may accept it with y."""
+    found = changes(config)
+    if found is None:
+        return
+    name = config.file.name
+    if found:
+        problem = f"{name} changed since you trusted it: " + "; ".join(found)
+    else:
+        problem = f"this project's {name} is not trusted yet, it would " + _brief(config)
+    if _ask(config, problem):
+        record(config)
+        return
+    raise UntrustedError(problem, "", "review it, then run `tether trust`")
+
+
+def _brief(config: Config) -> str:
+    """The summary squeezed into one clause for the error line."""
+    parts: list[str] = []
+    for name, target in config.targets.items():
+        parts.append(f"run `{target.python}` on {target.host} ({name}) in {target.path}")
+        for mapping in target.mappings:
+            parts.append(f"send {mapping.local} to {mapping.remote}")
+    if config.sync.include:
+        parts.append("push ignored files " + ", ".join(config.sync.include))
+    if config.notify:
+        parts.append(f"run `{config.notify}` when a job ends")
+    return "; ".join(parts)
+
+
+def _ask(config: Config, problem: str) -> bool:
+    if os.environ.get("TETHER_NO_PROMPT") or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    sys.stderr.write(f"tether: {problem}\n")
+    for line in summary(config):
+        sys.stderr.write(f"  {line}\n")
+    sys.stderr.write("Trust this config? [y/N] ")
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("y", "yes")
