@@ -49,7 +49,7 @@ def host_problem(host: str) -> str | None:
         return "is empty"
     if host.startswith("-"):
         return "starts with '-' (ssh would read it as an option)"
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in host):
+    if any(ch.isspace() or not ch.isprintable() for ch in host):
         return "holds whitespace or control characters"
     return None
 
