@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
-from tether.safety import host_problem, python_argv, remote_dir_problem
 from tether.errors import ConfigError, UsageError
+from tether.safety import host_problem, python_argv, remote_dir_problem
 
 if sys.version_info >= (3, 11):
     import tomllib

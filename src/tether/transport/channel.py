@@ -13,8 +13,8 @@ from typing import Any
 
 from tether.agent.bundle import BOOTSTRAP, agent_zip
 from tether.agent.protocol import decode_header, encode, grow_pipe
-from tether.safety import python_argv
 from tether.errors import ConnectionLost, HostError, RemoteError
+from tether.safety import python_argv
 from tether.transport.base import Transport
 
 Answer = tuple[dict[str, Any], bytes]

@@ -9,9 +9,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-from tether.safety import host_problem
 from tether.errors import HostError
 from tether.paths import runtime_dir
+from tether.safety import host_problem
 from tether.transport.base import Result
 
 PERSIST_SECONDS = 600
