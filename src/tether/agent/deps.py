@@ -72,7 +72,7 @@ def from_earlier(header: Dict[str, Any], earlier: Dict[str, Any]) -> None:
     count = int(earlier.get("gpu_count") or 0)
     header["gpu_count"] = count or None
     header["gpus"] = None if count else earlier.get("gpus")
-    for key in ("notify", "notify_timeout", "array_index"):
+    for key in ("notify", "notify_timeout", "array_index", "env"):
         header.setdefault(key, earlier.get(key))
     snap = str(earlier.get("snapshot") or "")
     cwd = str(earlier.get("cwd") or snap)

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from . import deps, fsops
+from . import deps, fsops, snapshot, start
 from . import gpus as gpu_queue
 
 DEFAULT_SOCKET = "tether"
@@ -175,58 +175,21 @@ def all_records() -> List[Dict[str, Any]]:
     return records
 
 
+SNAPSHOT_FIELDS = ("snapshot_files", "snapshot_bytes", "snapshot_methods")
+
 # ---- snapshot -----------------------------------------------------------------------
 
 
-def snapshot(root: str, dest: str, results: List[str]) -> int:
-    """Hard-link the tree at root into dest (copy where links fail); results -> live dirs.
-
-    Returns the number of files linked or copied.
-    """
-    skip = set()
-    for rel in results:
-        rel = rel.strip("/")
-        if rel and not any(ch in rel for ch in "*?[") and fsops.check_rel(rel):
-            skip.add(rel)
-    count = 0
-    os.makedirs(dest, mode=0o755)
-    for current, dirs, files in os.walk(root):
-        rel_dir = os.path.relpath(current, root)
-        rel_dir = "" if rel_dir == "." else rel_dir
-        keep = []
-        for entry in sorted(dirs):
-            rel = os.path.join(rel_dir, entry)
-            full = os.path.join(current, entry)
-            if rel in skip or rel == ".tether":
-                continue
-            if os.path.islink(full):
-                os.symlink(os.readlink(full), os.path.join(dest, rel))
-                continue
-            os.mkdir(os.path.join(dest, rel), 0o755)
-            keep.append(entry)
-        dirs[:] = keep
-        for entry in files:
-            rel = os.path.join(rel_dir, entry)
-            if rel in skip:
-                continue
-            source = os.path.join(current, entry)
-            target = os.path.join(dest, rel)
-            if os.path.islink(source):
-                os.symlink(os.readlink(source), target)
-                continue
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copy2(source, target)
-            count += 1
-    for rel in sorted(skip):
-        live = os.path.join(root, rel)
-        os.makedirs(live, exist_ok=True)
-        link = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        if not os.path.lexists(link):
-            os.symlink(live, link)
-    return count
+def take_snapshot(root: str, dest: str, header: Dict[str, Any], payload: bytes) -> Dict[str, Any]:
+    """A new frozen snapshot of root at dest (agent/snapshot.py); the record's fields."""
+    stats = snapshot.take(
+        root, dest, snapshot.paths_of(header, payload), header.get("results") or []
+    )
+    return {
+        "snapshot_files": stats.files,
+        "snapshot_bytes": stats.bytes,
+        "snapshot_methods": stats.methods,
+    }
 
 
 # ---- ops ----------------------------------------------------------------------------
@@ -279,16 +242,18 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     cwd_rel = (
         fsops.check_rel(header.get("cwd") or "") if header.get("cwd") not in (None, "", ".") else ""
     )
+    env = start.check_env(header.get("env"))
+    fresh_snapshot = not header.get("snapshot_of")
     if header.get("snapshot_of"):
         earlier = _need(str(header["snapshot_of"]))
         snap, snap_id = str(earlier["snapshot"]), str(earlier.get("snapshot_id") or "")
         if not os.path.isdir(snap):
             raise fsops.OpError("nosnapshot", "the snapshot of %r is gone" % earlier["name"])
-        files = int(earlier.get("snapshot_files") or 0)
+        taken = {key: earlier.get(key) for key in SNAPSHOT_FIELDS}
     else:
         snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + name
         snap = os.path.join(snapshots_dir(), project, snap_id)
-        files = snapshot(root, snap, list(header.get("results") or []))
+        taken = take_snapshot(root, snap, header, payload)
     cwd = os.path.join(snap, cwd_rel) if cwd_rel else snap
     gpus = header.get("gpus")
     record: Dict[str, Any] = dict(header.get("provenance") or {})
@@ -301,7 +266,6 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             "project": project,
             "snapshot": snap,
             "snapshot_id": snap_id,
-            "snapshot_files": files,
             "socket": sock,
             "session": session_name(name),
             "gpus": gpus,
@@ -324,6 +288,16 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             "restart_of": header.get("restart_of"),
         }
     )
+    record.update(taken)
+    record.update(start.interpreter_fields(), env=env)
+    if not after:  # a dependency may still make it; otherwise it must start now
+        why = start.why_not_startable(argv[0], cwd, record)
+        if why is not None:
+            if fresh_snapshot:
+                shutil.rmtree(snap, ignore_errors=True)
+            raise fsops.OpError(
+                "nocommand", "cannot start %s on %s: %s" % (argv[0], socket.gethostname(), why)
+            )
     path = record_path(name)
     pending, failed = deps.verdict(after, read_record, time.time(), START_GRACE_S)
     if failed is not None:
@@ -350,6 +324,18 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             with contextlib.suppress(OSError):
                 os.unlink(entry)
         raise fsops.OpError("tmux", "tmux new-session failed: %s" % done.stderr.strip())
+    if record["state"] == "starting":
+        now = start.await_start(path)
+        if now is not None and str(now.get("reason") or "").startswith("cannot start"):
+            for gone in (path, str(record["log"])):
+                with contextlib.suppress(OSError):
+                    os.unlink(gone)
+            if fresh_snapshot:
+                shutil.rmtree(snap, ignore_errors=True)
+            raise fsops.OpError(
+                "nocommand", "%s on %s: %s" % (argv[0], socket.gethostname(), now["reason"])
+            )
+        record = now or record
     return {"record": record}, b""
 
 

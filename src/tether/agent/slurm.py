@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import fsops
+from . import fsops, start
 from .jobs import (
     WRAP_CODE,
     check_name,
@@ -28,8 +28,8 @@ from .jobs import (
     logs_dir,
     read_record,
     record_path,
-    snapshot,
     snapshots_dir,
+    take_snapshot,
     write_json,
 )
 
@@ -187,7 +187,8 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     project = check_name(header.get("project") or "project")
     snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + base
     snap = os.path.join(snapshots_dir(), project, snap_id)
-    files = snapshot(root, snap, list(header.get("results") or []))
+    env = start.check_env(header.get("env"))
+    taken = take_snapshot(root, snap, header, payload)
     cwd_rel = header.get("cwd") or ""
     cwd = os.path.join(snap, fsops.check_rel(cwd_rel)) if cwd_rel not in ("", ".") else snap
     os.makedirs(slurm_dir(), mode=0o700, exist_ok=True)
@@ -205,7 +206,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
                 "project": project,
                 "snapshot": snap,
                 "snapshot_id": snap_id,
-                "snapshot_files": files,
+                **taken,
                 "gpus": header.get("gpus"),
                 "gpu_count": header.get("gpu_count"),
                 "log": os.path.join(logs_dir(), name + ".log"),
@@ -221,8 +222,10 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
                 "python": header.get("python") or record.get("python"),
                 "array_index": None if array is None else index,
                 "array_base": None if array is None else base,
+                "env": env,
             }
         )
+        record.update(start.interpreter_fields())
         records.append(record)
     if failed is not None:
         for record in records:

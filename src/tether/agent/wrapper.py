@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
-from . import deps
+from . import deps, start
 from . import gpus as gpu_queue
 from .jobs import (
     START_GRACE_S,
@@ -49,7 +49,7 @@ def wrap_main(spec_path: str) -> int:
         if waited is None:
             return _ended(spec_path, 0)
         record = waited
-    env = dict(os.environ)
+    env = start.job_env(record, dict(os.environ))
     env["TETHER_JOB"] = name
     if record.get("array_index") is not None:
         env["TETHER_ARRAY_INDEX"] = str(record["array_index"])
@@ -80,13 +80,13 @@ def wrap_main(spec_path: str) -> int:
             preexec_fn=os.setpgrp,
         )
     except OSError as error:
-        message = "tether: cannot start %s: %s\n" % (record["argv"][0], error.strerror)
-        log.write(message.encode())
+        why = start.exec_failure(record["argv"][0], record["cwd"], env, error)
+        log.write(("tether: cannot start %s: %s\n" % (record["argv"][0], why)).encode())
         record.update(
             started=time.time(),
             ended=time.time(),
             exit_code=127,
-            reason="cannot start: %s" % error.strerror,
+            reason="cannot start: %s" % why,
             state="exited",
         )
         write_json(spec_path, record)

@@ -76,6 +76,14 @@ def _raise_job(error: AgentError, name: str, target: Target) -> None:
         raise JobError(f"{target.name}: {error.what}", "", "see `tether jobs`") from None
     if error.kind in ("cycle", "badafter"):
         raise UsageError(f"{target.name}: {error.what}", "", "check the --after names") from None
+    if error.kind == "nocommand":
+        raise JobError(
+            error.what,
+            "",
+            "check the command (in a job, python and python3 are the target's python)",
+        ) from None
+    if error.kind == "badenv":
+        raise UsageError(f"{target.name}: {error.what}", "", "use --env NAME=VALUE") from None
     if error.kind == "nosnapshot":
         raise JobError(f"{target.name}: {error.what}", "", "use `tether restart --fresh`") from None
     if error.kind == "noproject":
@@ -113,9 +121,12 @@ async def start(
     if prov:
         remote_python = (await channel.ready()).get("python")
         prov.update(target=target.name, host=target.host, remote_python=remote_python)
+    paths_data = synced_paths(config, target)  # empty: never pushed from here, take the tree
     try:
         answer, _ = await channel.request(
             "job_start",
+            paths_data,
+            paths=bool(paths_data),
             name=name,
             root=target.path,
             project=_project_name(config),
@@ -132,6 +143,15 @@ async def start(
         _raise_job(error, name, target)
         raise
     return JobRecord.from_agent(target.name, target.host, answer["record"])
+
+
+def synced_paths(config: Config, target: Target) -> bytes:
+    """What sync owns in the target's tree (the last push's base), NUL-separated: the
+    snapshot holds exactly that (a .venv or data made on the remote stays out)."""
+    from tether.sync.state import Base, base_file
+
+    base = Base.load(base_file(config.root, target.name, target.path))
+    return "\0".join(sorted(base.entries)).encode("utf-8", "surrogateescape")
 
 
 def _project_name(config: Config) -> str:

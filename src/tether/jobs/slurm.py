@@ -198,17 +198,21 @@ async def submit(
     gpus: int = 0,
     after: list[str] | None = None,
     array: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> list[JobRecord]:
     """Snapshot and sbatch on a Slurm target; the records (one per array task)."""
-    from tether.jobs.client import _project_name
+    from tether.jobs.client import _project_name, synced_paths
 
     prov = dict(info)
     if prov:
         remote_python = (await channel.ready()).get("python")
         prov.update(target=target.name, host=target.host, remote_python=remote_python)
+    paths_data = synced_paths(config, target)  # empty: never pushed from here, take the tree
     try:
         answer, _ = await channel.request(
             "slurm_submit",
+            paths_data,
+            paths=bool(paths_data),
             name=name,
             root=target.path,
             project=_project_name(config),
@@ -216,6 +220,7 @@ async def submit(
             cwd=cwd,
             results=list(config.sync.results),
             provenance=prov,
+            env=env or None,
             after=list(after or []),
             array=array,
             gpu_count=gpus or None,

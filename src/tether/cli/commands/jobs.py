@@ -13,8 +13,10 @@ if TYPE_CHECKING:
 
 RUN_HELP = """Push, snapshot the remote tree and start CMD in tmux on the target(s).
 
-The job runs against a frozen snapshot (later pushes never change it), outlives this
-laptop and records its real exit code. Everything after `--` is passed exactly.
+The job runs against a frozen snapshot (its own copy: later pushes never change it, and
+what it writes there changes nothing else), outlives this laptop and records its real exit
+code. `python` and `python3` are the target's python. Everything after `--` is passed
+exactly; a command that cannot start fails here and leaves the name free.
 
 Examples:
 
@@ -27,6 +29,8 @@ Examples:
   tether run --name train --after prep -- python train.py   # once prep exited 0
 
   tether run --name sweep --array 4 -- python sweep.py   # sweep-0..3, TETHER_ARRAY_INDEX
+
+  tether run --env SEED=3 --env WANDB_MODE=offline -- python train.py
 """
 
 WAIT_HELP = """Wait until jobs end; one line per job as it ends; exit 1 if any did not exit 0.
@@ -81,6 +85,9 @@ def run(
     notify: str = typer.Option(
         None, "--notify", help="Shell command run on the remote when the job ends."
     ),
+    env: list[str] = typer.Option(
+        None, "--env", help="NAME=VALUE in the job's environment (repeatable)."
+    ),
     no_push: bool = typer.Option(False, "--no-push", help="Do not push first."),
     follow_log: bool = typer.Option(False, "--follow", help="Stream the log until it ends."),
 ) -> None:
@@ -107,6 +114,7 @@ def run(
         raise UsageError(f"job {name!r} cannot run after itself", "", "check the --after names")
     if array is not None and not 1 <= array <= 1000:
         raise UsageError(f"bad --array {array}", "", "use 1 to 1000 tasks")
+    job_env = parse_env(env or [])
     config = config_module.load()
     targets = config.pick(on or [])
     if not no_push:
@@ -120,6 +128,7 @@ def run(
     extra: dict[str, Any] = {"after": list(after) if after else None}
     extra["notify"] = notify or config.notify
     extra["notify_timeout"] = _notify_timeout()
+    extra["env"] = job_env or None
 
     async def start(target: Target, channel: AgentChannel) -> list[JobRecord]:
         if target.scheduler == "slurm":
@@ -127,7 +136,7 @@ def run(
 
             slurm.refuse_pinned(pinned, target)
             return await slurm.submit(
-                channel, config, target, job_name, command, cwd, info, count, after, array
+                channel, config, target, job_name, command, cwd, info, count, after, array, job_env
             )
         records = []
         for index, task in enumerate(names):
@@ -151,6 +160,21 @@ def run(
         _follow(targets[0], job_name, True)
     else:
         sys.stdout.write(f"follow it: tether logs {names[0]} -f\n")
+
+
+def parse_env(values: list[str]) -> dict[str, str]:
+    """--env NAME=VALUE values (later ones win); UsageError naming a bad one."""
+    import re
+
+    from tether.errors import UsageError
+
+    found: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or "\0" in text:
+            raise UsageError(f"bad --env {value!r}", "expected NAME=VALUE", "e.g. --env SEED=3")
+        found[key] = text
+    return found
 
 
 def _push(config: Config, targets: list[Target]) -> None:
