@@ -9,6 +9,10 @@ class TetherError(Exception):
     """Base of every error tether reports to the user; exit code 1."""
 
     exit_code = 1
+    # Whether trying again later may succeed (a dropped link, a timeout): commands that
+    # keep going (wait, logs -f, watch, the console) retry only these, and end at once on
+    # anything permanent (a refused key, a changed host key, an unusable interpreter).
+    transient = False
 
     def __init__(self, what: str, why: str = "", todo: str = "") -> None:
         self.what = what
@@ -40,8 +44,9 @@ class ConfigError(TetherError):
 class HostError(TetherError):
     """A host cannot be reached, resolved or used."""
 
-    def __init__(self, host: str, why: str, todo: str = "") -> None:
+    def __init__(self, host: str, why: str, todo: str = "", transient: bool = False) -> None:
         self.host = host
+        self.transient = transient
         super().__init__(f"host {host!r}", why, todo)
 
 
@@ -57,6 +62,8 @@ class RemoteError(TetherError):
 
 class ConnectionLost(TetherError):
     """The ssh link dropped in the middle of a conversation with the agent."""
+
+    transient = True
 
     def __init__(self, host: str, why: str = "the ssh connection dropped") -> None:
         self.host = host
@@ -83,3 +90,10 @@ class ConflictError(TetherError):
 
 class JobError(TetherError):
     """A job cannot be found, started or controlled."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error is worth retrying after a pause: a link failure, not a refusal."""
+    if isinstance(error, TetherError):
+        return error.transient
+    return isinstance(error, (OSError, TimeoutError))

@@ -210,13 +210,15 @@ async def follow(
     name: str,
     write: Callable[[bytes], None],
     keep_following: bool,
+    start: int = 0,
 ) -> dict[str, Any]:
-    """Copy the job's log to write(); with keep_following, until the job ended."""
+    """Copy the job's log from byte `start` to write(); with keep_following, until the job
+    ended."""
     if target.scheduler == "slurm":
         from tether.jobs import slurm
 
-        return await slurm.follow(channel, target, name, write, keep_following)
-    offset = 0
+        return await slurm.follow(channel, target, name, write, keep_following, start)
+    offset = start
     while True:
         try:
             header, data = await channel.request("job_log", name=name, offset=offset)

@@ -255,9 +255,11 @@ async def follow(
     name: str,
     write: Callable[[bytes], None],
     keep_following: bool,
+    start: int = 0,
 ) -> dict[str, Any]:
-    """Copy the job's Slurm output file to write(); with keep_following, until it ended."""
-    offset = 0
+    """Copy the job's Slurm output file from byte `start` to write(); with
+    keep_following, until it ended."""
+    offset = start
     while True:
         try:
             header, data = await channel.request(

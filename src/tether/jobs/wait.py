@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Callable
 
 from tether.config import Target
-from tether.errors import ConnectionLost, HostError, JobError
+from tether.errors import ConnectionLost, HostError, JobError, is_transient
 from tether.jobs.client import list_jobs
 from tether.jobs.model import JobRecord
 from tether.transport.channel import AgentChannel
@@ -65,6 +65,8 @@ class Waiter:
                 listing = list_jobs(self.target, self.channel, project_only=True)
                 return await asyncio.wait_for(listing, LIST_TIMEOUT_S)
             except (ConnectionLost, HostError, OSError, asyncio.TimeoutError) as error:
+                if not is_transient(error):
+                    raise  # a refused key or interpreter: waiting will not fix it
                 self.drops += 1
                 await self.close()
                 if say is not None and self.drops == 1:

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from tether.config import Config, Target
 from tether.core.ignore import PatternSet
-from tether.errors import ConnectionLost, HostError, TetherError
+from tether.errors import ConnectionLost, HostError, TetherError, is_transient
 from tether.sync.local import ALWAYS_SKIP, Scope, git_root
 from tether.sync.session import Pair, Report, pairs_for, pull_pair, push_pair
 from tether.sync.targets import open_channel
@@ -329,7 +329,9 @@ class TargetWatcher:
             try:
                 channel = await open_channel(self.target)
             except RETRY as error:
-                if not self.connected_once and not isinstance(error, ConnectionLost):
+                if not is_transient(error) or (
+                    not self.connected_once and not isinstance(error, ConnectionLost)
+                ):
                     raise
                 attempt += 1
                 await self._backoff(attempt, error)
@@ -341,6 +343,8 @@ class TargetWatcher:
                 self.connected_once = True
                 await self._serve(channel)
             except RETRY as error:
+                if not is_transient(error):
+                    raise
                 attempt += 1
                 self.say(f"connection lost: {_why(error)}")
                 await self._backoff(attempt, error)

@@ -141,13 +141,26 @@ class AgentChannel:
         if hasattr(self.transport, "raise_for_link"):
             self.transport.raise_for_link(stderr, returncode)
         text = (stderr + seen).decode("utf-8", "replace")
-        if returncode == 127 or "not found" in text or "No such file" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        exe = python_argv(python)[0]
+        missing = any(
+            exe in line
+            and ("not found" in line or "No such file or directory" in line)
+            and "shared librar" not in line
+            for line in lines
+        )
+        if missing or (returncode == 127 and not lines):
             raise HostError(
                 self.host,
                 f"no {python} on the remote",
                 "install python3 there, or set `python = ...` in the target",
             )
-        raise RemoteError(self.host, "agent start", text or f"exit {returncode}")
+        last = lines[-1] if lines else f"exit {returncode}"
+        raise HostError(  # it exists but cannot start: the remote's own words
+            self.host,
+            f"{python} cannot start there: {last}",
+            "fix that interpreter, or set `python = ...` in the target to another",
+        )
 
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None

@@ -16,35 +16,46 @@ from tether.transport.base import Result
 
 PERSIST_SECONDS = 600
 
-# ssh's own words for link-level failures -> what to tell the user.
-_FAILURES: tuple[tuple[str, str, str], ...] = (
+# ssh's own words for link-level failures -> what to tell the user, and whether waiting may
+# help (transient: the network) or not (permanent: keys, host keys).
+_FAILURES: tuple[tuple[str, str, str, bool], ...] = (
     (
         r"Could not resolve hostname",
         "unknown host (ssh cannot resolve it)",
         "check the name, or add it with `tether host add`",
+        True,  # DNS fails too while a laptop is offline
     ),
     (
         r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed",
         "host key verification failed (the host key is unknown or changed)",
         "check the host's key, then fix ~/.ssh/known_hosts (ssh-keygen -R HOST)",
+        False,
     ),
     (
         r"Permission denied \(",
         "authentication refused (no accepted key)",
         "check User and IdentityFile for this host (`tether host ls`)",
+        False,
     ),
-    (r"Connection refused", "connection refused", "is sshd running on that host and port?"),
+    (r"Connection refused", "connection refused", "is sshd running on that host and port?", True),
     (
         r"Connection timed out|Operation timed out|No route to host|Network is unreachable",
         "unreachable (connection timed out)",
         "check the network, VPN or the HostName",
+        True,
     ),
     (
         r"Connection closed by|Connection reset by|Broken pipe|closed by remote host",
         "the connection was closed",
         "check the network and try again",
+        True,
     ),
-    (r"too long for Unix domain socket", "ControlPath too long", "set TETHER_RUNTIME_DIR=/tmp/t"),
+    (
+        r"too long for Unix domain socket",
+        "ControlPath too long",
+        "set TETHER_RUNTIME_DIR=/tmp/t",
+        False,
+    ),
 )
 
 
@@ -74,15 +85,21 @@ def ssh_options(persist: int = PERSIST_SECONDS) -> list[str]:
 
 def link_failure(stderr: bytes | str, returncode: int) -> tuple[str, str] | None:
     """(why, todo) if ssh itself failed (exit 255) for a reason we recognise."""
+    failure = classify(stderr, returncode)
+    return None if failure is None else failure[:2]
+
+
+def classify(stderr: bytes | str, returncode: int) -> tuple[str, str, bool] | None:
+    """(why, todo, transient) if ssh itself failed (exit 255)."""
     if returncode != 255:
         return None
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    for pattern, why, todo in _FAILURES:
+    for pattern, why, todo, transient in _FAILURES:
         if re.search(pattern, text):
-            return why, todo
+            return why, todo, transient
     last = [line for line in text.strip().splitlines() if line.strip()]
     why = last[-1] if last else "ssh failed (exit 255)"
-    return why, "check the host with `tether host check`"
+    return why, "check the host with `tether host check`", True
 
 
 def resolve(host: str) -> dict[str, list[str]]:
@@ -124,10 +141,10 @@ class SshTransport:
 
     def raise_for_link(self, stderr: bytes, returncode: int) -> None:
         """HostError if ssh (not the remote command) failed."""
-        failure = link_failure(stderr, returncode)
+        failure = classify(stderr, returncode)
         if failure is not None:
             todo = failure[1].replace("HOST", self.host)
-            raise HostError(self.host, failure[0], todo)
+            raise HostError(self.host, failure[0], todo, transient=failure[2])
 
     def describe_failure(self, stderr: bytes, returncode: int) -> str | None:
         failure = link_failure(stderr, returncode)
@@ -169,7 +186,7 @@ class SshTransport:
             except asyncio.TimeoutError:
                 master.kill()
                 raise HostError(
-                    self.host, "ssh did not connect within 60 s", "check the network"
+                    self.host, "ssh did not connect within 60 s", "check the network", True
                 ) from None
             self.raise_for_link(stderr, 255 if master.returncode else 0)
             if master.returncode:
@@ -193,7 +210,7 @@ class SshTransport:
             process.kill()
             await process.wait()
             raise HostError(
-                self.host, f"no answer within {timeout:.0f} s", "check the network"
+                self.host, f"no answer within {timeout:.0f} s", "check the network", True
             ) from None
         returncode = process.returncode if process.returncode is not None else 255
         self.raise_for_link(stderr, returncode)

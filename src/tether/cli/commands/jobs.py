@@ -392,23 +392,47 @@ def _where(name: str, on: str | None) -> Target:
     return asyncio.run(client.locate(targets, name))
 
 
+RECONNECT_START_S = 0.5
+RECONNECT_MAX_S = 10.0
+
+
 def _follow(target: Target, name: str, keep: bool) -> None:
     import asyncio
+    import contextlib
     import sys
 
+    from tether.errors import TetherError, is_transient
     from tether.jobs import client
     from tether.sync.targets import open_channel
 
+    printed = 0
+
     def write(data: bytes) -> None:
+        nonlocal printed
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
+        printed += len(data)
 
     async def go() -> dict[str, object]:
-        channel = await open_channel(target)
-        try:
-            return await client.follow(channel, target, name, write, keep)
-        finally:
-            await channel.close()
+        """Follow; after a transient drop, reconnect and go on from what was printed."""
+        delay, said = RECONNECT_START_S, False
+        while True:
+            try:
+                channel = await open_channel(target)
+                try:
+                    return await client.follow(channel, target, name, write, keep, printed)
+                finally:
+                    with contextlib.suppress(Exception):  # a dead channel may fail to close
+                        await channel.close()
+            except Exception as error:
+                if not keep or not is_transient(error):
+                    raise
+                if not said:
+                    why = error.line() if isinstance(error, TetherError) else str(error)
+                    sys.stderr.write(f"tether: lost {target.name} ({why}); reconnecting\n")
+                    said = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
 
     try:
         header = asyncio.run(go())
