@@ -29,6 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run tether with argv (default sys.argv[1:]) and return the process exit code."""
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     debug = debug or bool(os.environ.get("TETHER_DEBUG"))
+    if args in (["--version"], ["-V"]):
+        from tether import __version__
+
+        sys.stdout.write(f"tether {__version__}\n")
+        return 0
     if args[:1] and args[0] in DAEMON_COMMANDS and not os.environ.get("TETHER_NO_DAEMON"):
         from tether.cli.fastpath import via_daemon
 
@@ -54,6 +59,16 @@ def run_mapped(args: list[str], debug: bool) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("tether: interrupted\n")
         return 130
+    except ModuleNotFoundError as error:
+        if debug or not error.name or error.name.split(".")[0] == "tether":
+            raise
+        package = error.name.split(".")[0]
+        say_error(
+            f"the Python package {package!r} is missing from tether's environment "
+            f"({sys.prefix}), reinstall tether there (pip install --force-reinstall tether) "
+            f"or `pip install {package}`"
+        )
+        return 1
     except BrokenPipeError:
         return 1
     except OSError as error:
