@@ -17,7 +17,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_NAME = "tether.toml"
-TARGET_KEYS = {"host", "path", "python", "default", "mappings", "scheduler", "slurm"}
+TARGET_KEYS = {"host", "path", "python", "default", "primary", "mappings", "scheduler", "slurm"}
 MAPPING_KEYS = {"local", "remote"}
 SYNC_KEYS = {"exclude", "include", "results"}
 JOBS_KEYS = {"notify"}
@@ -42,6 +42,7 @@ class Target:
     path: str
     python: str = "python3"
     default: bool = False
+    primary: bool = False
     scheduler: str = "tmux"
     slurm: dict[str, Any] = field(default_factory=dict)
     mappings: tuple[Mapping, ...] = ()
@@ -95,12 +96,14 @@ class Config:
         )
 
     def one(self, name: str | None) -> Target:
-        """Exactly one target: the named one, or the single default."""
-        targets = self.pick([name] if name else [])
-        if len(targets) > 1:
-            names = ", ".join(target.name for target in targets)
-            raise UsageError("several default targets", f"({names})", "pass --on TARGET")
-        return targets[0]
+        """Exactly one target (console, send, logs, pull, shell, ...): the named one, else
+        the one marked `primary = true`, else the first default target (file order)."""
+        if name:
+            return self.pick([name])[0]
+        for target in self.targets.values():
+            if target.primary:
+                return target
+        return self.pick([])[0]
 
 
 def find_config(start: Path | None = None) -> Path | None:
@@ -196,9 +199,17 @@ def parse(data: dict[str, Any], file: Path, prefix: str = "") -> Config:
             path=path,
             python=python,
             default=check.boolean(raw, "default", key),
+            primary=check.boolean(raw, "primary", key),
             scheduler=scheduler,
             slurm=slurm,
             mappings=_mappings(check, raw, key, root),
+        )
+    primaries = [name for name, target in targets.items() if target.primary]
+    if len(primaries) > 1:
+        check.fail(
+            f"targets.{primaries[1]}.primary",
+            f"a second primary target (after {primaries[0]!r})",
+            "mark one target primary = true",
         )
     sync = check.table(data, "sync")
     check.keys(sync, SYNC_KEYS, "sync")

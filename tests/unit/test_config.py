@@ -306,13 +306,19 @@ def test_several_targets_and_no_default_is_a_usage_error(tmp_path: Path) -> None
     assert names(config.pick(["cpu"])) == ["cpu"]
 
 
-def test_one_needs_a_name_when_several_targets_are_default(tmp_path: Path) -> None:
+def test_one_is_the_primary_else_the_first_default(tmp_path: Path) -> None:
     config = config_of(tmp_path, THREE)
-    with pytest.raises(UsageError, match=r"several default targets.*\(a, c\)"):
-        config.one(None)
+    assert config.one(None).name == "a"  # several defaults: the first one, in file order
     assert config.one("b").name == "b"
     with pytest.raises(UsageError, match="unknown target"):
         config.one("zzz")
+    primary = config_of(tmp_path, THREE.replace('host = "hb"', 'host = "hb"\nprimary = true'))
+    assert primary.one(None).name == "b"  # even though b is not a default
+    assert names(primary.pick()) == ["a", "c"]  # push & co still use the defaults
+    two = THREE.replace('host = "hb"', 'host = "hb"\nprimary = true')
+    two = two.replace('host = "hc"', 'host = "hc"\nprimary = true')
+    with pytest.raises(ConfigError, match="targets.c.primary"):
+        config_of(tmp_path, two)
 
 
 # --------------------------------------------------------------------------- finding the file

@@ -56,7 +56,7 @@ def push(
 
 def pull(
     paths: list[str] = typer.Argument(None, help="Remote paths to download."),
-    source: str = typer.Option(None, "--from", help="Target name."),
+    source: str = typer.Option(None, "--on", "--from", help="Target (default: the primary)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
     force: bool = typer.Option(False, "--force", help="Overwrite local changes, keeping a backup."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
