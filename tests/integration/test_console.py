@@ -405,3 +405,46 @@ def test_a_tcp_kernel_is_forwarded_to_a_local_unix_socket(kproject: Path, tether
     _, info = local_connection()
     assert info["key"] == started["connection"]["key"]
     assert_private_ipc(info)
+
+
+def test_tcp_forwards_left_by_an_older_tether_are_cancelled(
+    kproject: Path, tether_cli: Cli
+) -> None:
+    """A master still holding the 127.0.0.1 forwards an older tether made for this kernel
+    (its local connection file said tcp) loses them at the next connect."""
+    import asyncio
+    import socket
+    import subprocess
+
+    from tether import config
+    from tether.kernel import helper, names, remote
+    from tether.transport.ssh import control_path
+
+    assert tether_cli("send", input="print('up')").returncode == 0
+    target = config.load().one(None)
+    kernel = names.kernel_name(target, None)
+    helper.stop(target, kernel)
+    conn = asyncio.run(remote.ask(target, "kernel_info", name=kernel))["connection"]
+    channels = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    held = [socket.create_server(("127.0.0.1", 0)) for _ in channels]
+    ports = [sock.getsockname()[1] for sock in held]
+    for sock in held:
+        sock.close()
+    ends = [
+        f"{conn['ip']}-{conn[c]}" if conn["transport"] == "ipc" else f"127.0.0.1:{conn[c]}"
+        for c in channels
+    ]
+    before = tcp_listeners()
+    argv = ["ssh", "-o", f"ControlPath={control_path()}", "-O", "forward"]
+    for port, end in zip(ports, ends, strict=True):
+        argv += ["-L", f"127.0.0.1:{port}:{end}"]
+    subprocess.run([*argv, target.host], check=True, capture_output=True, timeout=30)
+    assert len(tcp_listeners() - before) == 5  # what an older tether left on the master
+    old = {"transport": "tcp", "ip": "127.0.0.1", "key": conn["key"], "kernel_name": ""}
+    path = names.local_file(target, kernel)
+    path.write_text(json.dumps({**old, **dict(zip(channels, ports, strict=True))}))
+    sent = tether_cli("send", input="print('now', 'ipc')")
+    assert sent.returncode == 0, sent.stderr
+    assert "now ipc" in sent.stdout
+    assert tcp_listeners() - before == set()
+    assert_private_ipc(local_connection()[1])
