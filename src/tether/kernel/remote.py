@@ -18,7 +18,7 @@ import os
 import shlex
 import socket
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ RECORDER = Path(__file__).with_name("recorder.py")
 LOCAL_PORTS = {channel: number for number, channel in enumerate(CHANNELS, 1)}
 FORWARDS = "tether_forwards"  # the local file's -L specs, for `disconnect`
 SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+LOCK_WAIT_S = 60.0
 
 
 def python_argv(target: Target) -> list[str]:
@@ -179,13 +180,44 @@ def _retire(host: str, old: dict[str, Any] | None, remote: dict[str, Any]) -> No
         _unlink(path for path in socket_paths(old) if stale(path))
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the flock beside a kernel's local file: its clients re-forward one at a time
+    (two at once could each find the other's new socket stale and remove it)."""
+    from tether.ipc import lock_within
+
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        lock_within(fd, LOCK_WAIT_S)  # past that, go on: better than never
+        yield
+    finally:
+        os.close(fd)
+
+
+def _forward(host: str, specs: list[str], sockets: list[Path]) -> None:
+    """Make the forwards: the master keeps ones it has, binds the rest. A dead master's
+    sockets are still there (refusing): they are removed and the forward made again;
+    failing that (another ssh holds them), the forwards are cancelled and every socket
+    removed before a last try."""
+    for attempt in range(3):
+        if attempt == 1:
+            _unlink(sock for sock in sockets if stale(sock))
+        elif attempt == 2:
+            _mux(host, specs, cancel=True)
+            _unlink(sockets)
+        done = _mux(host, specs)
+        if done.returncode == 0:
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    os.chmod(sock, 0o600)
+            return
+    raise HostError(host, "could not forward the kernel's channels", done.stderr.strip())
+
+
 async def connect(target: Target, name: str, remote: dict[str, Any]) -> Path:
     """Forward the kernel's channels through the master; the local connection file.
 
     The sockets depend on (host, kernel, key) only, so a reconnect gets the same ones.
-    A dead master's sockets are still there (refusing): they are removed and the forward
-    made again; failing that (another ssh holds them), the forwards are cancelled and
-    every socket removed before a last try.
     """
     transport = SshTransport(target.host)
     await transport.ensure_master()
@@ -197,34 +229,23 @@ async def connect(target: Target, name: str, remote: dict[str, Any]) -> Path:
             "",
             "set TETHER_RUNTIME_DIR to a short directory, e.g. /tmp/t",
         )
-    _retire(target.host, _read(path), remote)
     info = local_info(remote, prefix)
-    specs: list[str] = info[FORWARDS]
-    sockets = socket_paths(info)
-    for attempt in range(3):
-        if attempt == 1:
-            _unlink(sock for sock in sockets if stale(sock))
-        elif attempt == 2:
-            _mux(target.host, specs, cancel=True)
-            _unlink(sockets)
-        done = _mux(target.host, specs)
-        if done.returncode == 0:
-            for sock in sockets:
-                with contextlib.suppress(OSError):
-                    os.chmod(sock, 0o600)
-            write_private(path, info)
-            return path
-    raise HostError(target.host, "could not forward the kernel's channels", done.stderr.strip())
+    with _locked(path):
+        _retire(target.host, _read(path), remote)
+        _forward(target.host, info[FORWARDS], socket_paths(info))
+        write_private(path, info)
+    return path
 
 
 def disconnect(target: Target, name: str) -> None:
     """Cancel the kernel's forwards on the master; remove its sockets and connection file."""
     path = local_file(target, name)
-    old = _read(path)
-    if old is not None:
-        specs = old.get(FORWARDS)
-        if isinstance(specs, list) and specs and all(isinstance(s, str) for s in specs):
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                _mux(target.host, specs, cancel=True)
-        _unlink(socket_paths(old))
-    _unlink([path])
+    with _locked(path):
+        old = _read(path)
+        if old is not None:
+            specs = old.get(FORWARDS)
+            if isinstance(specs, list) and specs and all(isinstance(s, str) for s in specs):
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    _mux(target.host, specs, cancel=True)
+            _unlink(socket_paths(old))
+        _unlink([path])
