@@ -16,13 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_console import (
-    assert_private_ipc,
-    kernel_pids,
-    local_connection,
-    stop_helpers,
-    tcp_listeners,
-)
+from tests.integration.test_console import kernel_pids, stop_helpers
+from tests.integration.test_kernel_ipc import assert_private_ipc, local_connection, tcp_listeners
 
 pytestmark = pytest.mark.integration
 
