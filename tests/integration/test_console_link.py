@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_console import kernel_pids, stop_helpers
+from tests.integration.test_kernel_ipc import assert_private_ipc, local_connection, tcp_listeners
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +53,12 @@ def test_send_survives_a_cut_and_shows_what_ran_meanwhile(
 ) -> None:
     from tests.harness import env as harness
 
+    before = tcp_listeners()
     first = tether_cli("send", input="x = 41\nprint('defined')")
     assert first.returncode == 0, first.stderr
     assert "defined" in first.stdout
+    _, forwarded = local_connection()
+    assert_private_ipc(forwarded)
     (pproject / "loop.py").write_text(LOOP)
     loop = subprocess.Popen(
         harness.tether_argv("send", "loop.py"),
@@ -83,6 +87,10 @@ def test_send_survives_a_cut_and_shows_what_ran_meanwhile(
     after = tether_cli("send", input="print(x + 1)")
     assert after.returncode == 0, after.stderr
     assert after.stdout.strip() == "42"  # the kernel's state survived the cut
+    # Re-forwarded on the same unix sockets (the dead master's stale files unlinked first).
+    assert local_connection()[1] == forwarded
+    assert_private_ipc(forwarded)
+    assert tcp_listeners() - before == set()
 
 
 def test_console_survives_a_cut_holds_a_line_and_replays_output(
@@ -144,4 +152,5 @@ def test_console_survives_a_cut_holds_a_line_and_replays_output(
     assert shown.count("held 10") == 1, shown  # run once, not lost, not twice
     for i in range(25):
         assert len(re.findall(rf"tock {i}\b", shown)) == 1, shown  # replayed, once
+    assert_private_ipc(local_connection()[1])  # the console reconnected over unix sockets
     tmux("send-keys", "-t", "c", "exit", "Enter")

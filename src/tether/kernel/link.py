@@ -2,11 +2,12 @@
 
 A `Link` watches the host's ControlMaster (and, when given, the kernel's heartbeat).
 When the link drops it says so in one line, holds the iopub `Feed`, re-makes the
-master and the five forwards on the SAME local ports (the connection file and every
-zmq socket stay valid; zmq reconnects by itself and sends what was queued meanwhile,
-once), then asks the agent for the iopub messages recorded on the remote after the
-last one the feed handed out, and injects them ahead of the live ones. The feed drops
-messages it has already handed out (by msg_id), so nothing is shown twice.
+master and the five forwards on the SAME local unix sockets (a dead master leaves its
+socket files behind: they are removed first; the connection file and every zmq socket
+stay valid; zmq reconnects by itself and sends what was queued meanwhile, once), then
+asks the agent for the iopub messages recorded on the remote after the last one the
+feed handed out, and injects them ahead of the live ones. The feed drops messages it
+has already handed out (by msg_id), so nothing is shown twice.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class Link:
                 silent_since = None
 
     def recover(self) -> None:
-        """Hold the feed, re-make master and forwards (same ports), inject the gap."""
+        """Hold the feed, re-make master and forwards (same sockets), inject the gap."""
         self.up.clear()
         self.feed.holding.set()
         self.drops += 1
@@ -224,7 +225,7 @@ class Link:
 
         from tether.kernel import remote
 
-        asyncio.run(remote.connect(self.target, self.name, self.remote, same_ports=True))
+        asyncio.run(remote.connect(self.target, self.name, self.remote))
 
     def _wait_beating(self) -> None:
         """Give zmq a moment to reconnect its sockets (the SUB must be back first)."""

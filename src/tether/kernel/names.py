@@ -34,6 +34,14 @@ def local_file(target: Target, name: str) -> Path:
     return kernels_dir() / f"{host}--{name}.json"
 
 
+def socket_prefix(target: Target, name: str, key: str) -> Path:
+    """The local socket prefix of (host, kernel, key): Jupyter's ipc `ip`; the sockets are
+    `{prefix}-{port}`. Short and hashed (a unix socket path is at most ~104 bytes); the key
+    is part of it, so a restarted kernel gets new sockets and a reconnect the same ones."""
+    digest = hashlib.sha256(f"{target.host}\0{name}\0{key}".encode()).hexdigest()[:12]
+    return kernels_dir() / f"k-{digest}"
+
+
 def helper_paths(target: Target, name: str) -> tuple[Path, Path]:
     """(unix socket, pidfile) of the send helper of (host, kernel): short, hashed names."""
     digest = hashlib.sha256(f"{target.host}\0{name}".encode()).hexdigest()[:16]

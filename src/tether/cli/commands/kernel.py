@@ -125,7 +125,6 @@ def kernel_stop(
 ) -> None:
     """Stop a kernel."""
     import asyncio
-    import contextlib
 
     from tether import config as config_module
     from tether.kernel import helper, remote
@@ -133,9 +132,8 @@ def kernel_stop(
     target = config_module.load().one(on)
     kernel = remote.kernel_name(target, name)
     helper.stop(target, kernel)
+    remote.disconnect(target, kernel)
     asyncio.run(remote.ask(target, "kernel_stop", name=kernel))
-    with contextlib.suppress(OSError):
-        remote.local_file(target, kernel).unlink()
     typer.echo(f"stopped kernel {kernel} on {target.name}")
 
 
@@ -152,6 +150,7 @@ def kernel_restart(
     target = config_module.load().one(on)
     kernel = remote.kernel_name(target, name)
     helper.stop(target, kernel)
+    remote.disconnect(target, kernel)
     answer = asyncio.run(remote.ensure(target, kernel, restart=True))
     typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
 
