@@ -317,7 +317,7 @@ def test_one_is_the_primary_else_the_first_default(tmp_path: Path) -> None:
     assert names(primary.pick()) == ["a", "c"]  # push & co still use the defaults
     two = THREE.replace('host = "hb"', 'host = "hb"\nprimary = true')
     two = two.replace('host = "hc"', 'host = "hc"\nprimary = true')
-    with pytest.raises(ConfigError, match="targets.c.primary"):
+    with pytest.raises(ConfigError, match=r"targets\.c\.primary"):
         config_of(tmp_path, two)
 
 

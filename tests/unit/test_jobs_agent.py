@@ -69,7 +69,9 @@ def test_exact_argv_exit_code_log_and_results_link(tmp_path: Path, tmux_socket: 
         answer, _ = await start(channel, root, "j1", argv, tmux_socket)
         record = answer["record"]
         snap = Path(record["snapshot"])
-        assert (snap / "pkg" / "mod.py").stat().st_ino == (root / "pkg" / "mod.py").stat().st_ino
+        copied, live = snap / "pkg" / "mod.py", root / "pkg" / "mod.py"
+        assert copied.read_bytes() == live.read_bytes()
+        assert copied.stat().st_ino != live.stat().st_ino  # its own copy, never a hard link
         assert os.readlink(snap / "link.py") == "pkg/mod.py"
         assert os.readlink(snap / "outputs") == str(root / "outputs")
         done = await wait_end(channel, "j1")
@@ -141,7 +143,7 @@ def test_signal_death_is_128_plus_n(tmp_path: Path, tmux_socket: str) -> None:
     async def body(channel: AgentChannel) -> None:
         await start(channel, root, "j5", argv, tmux_socket)
         done = await wait_end(channel, "j5")
-        assert (done["exit_code"], done["reason"]) == (137, "signal 9")
+        assert (done["exit_code"], done["reason"]) == (137, "signal 9"), done
 
     with_agent(body)
 

@@ -80,7 +80,8 @@ def test_a_chain_waits_and_a_failure_cancels_the_rest(tmp_path: Path, tmux_socke
         assert (b["state"], b["reason"]) == ("queued", "after d-a")
         gate.write_text("go")
         assert (await ended(channel, "d-b"))["exit_code"] == 0
-        assert (await ended(channel, "d-c"))["exit_code"] == 3
+        dc = await ended(channel, "d-c")
+        assert dc["exit_code"] == 3, dc
         d = await ended(channel, "d-d")
         assert (d["state"], d["exit_code"], d["reason"]) == (
             "cancelled",
@@ -94,7 +95,7 @@ def test_a_chain_waits_and_a_failure_cancels_the_rest(tmp_path: Path, tmux_socke
         # Already done: starts at once.
         answer, _ = await start(channel, root, "d-f", [PY, "-c", "pass"], tmux_socket,
                                 after=["d-b"])  # fmt: skip
-        assert answer["record"]["state"] == "starting"
+        assert answer["record"]["state"] in ("starting", "running", "exited")  # not queued
         assert (await ended(channel, "d-f"))["exit_code"] == 0
         with pytest.raises(AgentError) as unknown:
             await start(channel, root, "d-g", [PY], tmux_socket, after=["nope"])

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.config import Target
+from tether.ipc import peer_is_me
 
 IDLE_EXIT_S = 30 * 60.0
 REPLY_WAIT_S = 2.0
@@ -150,6 +151,8 @@ class Helper:
                 except TimeoutError:
                     return
                 with conn:
+                    if not peer_is_me(conn):  # another user: not a word (SO_PEERCRED)
+                        continue
                     if not self.handle(conn):
                         return
         finally:

@@ -161,11 +161,19 @@ class Link:
             self.thread.join(timeout=5)
 
     def master_alive(self) -> bool:
-        from tether.transport.ssh import control_path
+        from tether.transport.ssh import checked_host, control_path
 
         try:
             done = subprocess.run(
-                ["ssh", "-o", f"ControlPath={control_path()}", "-O", "check", self.target.host],
+                [
+                    "ssh",
+                    "-o",
+                    f"ControlPath={control_path()}",
+                    "-O",
+                    "check",
+                    "--",
+                    checked_host(self.target.host),
+                ],
                 capture_output=True,
                 timeout=10,
                 stdin=subprocess.DEVNULL,

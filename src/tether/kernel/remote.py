@@ -26,7 +26,7 @@ from tether.errors import HostError, UsageError
 from tether.kernel.names import kernel_name as kernel_name
 from tether.kernel.names import kernels_dir, socket_prefix
 from tether.kernel.names import local_file as local_file
-from tether.transport.ssh import SshTransport, control_path
+from tether.transport.ssh import SshTransport, checked_host, control_path
 
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 RECORDER = Path(__file__).with_name("recorder.py")
@@ -87,7 +87,7 @@ def forward_argv(host: str, specs: list[str], cancel: bool = False) -> list[str]
     argv = ["ssh", "-o", f"ControlPath={control_path()}", "-O", "cancel" if cancel else "forward"]
     for spec in specs:
         argv += ["-L", spec]
-    return [*argv, host]
+    return [*argv, "--", checked_host(host)]
 
 
 def local_info(remote: dict[str, Any], prefix: Path | str) -> dict[str, Any]:
