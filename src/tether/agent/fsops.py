@@ -16,6 +16,8 @@ import stat
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from .modes import safe_mode
+
 TMP_MARK = ".tether-tmp."
 CHUNK = 1 << 20
 
@@ -163,8 +165,8 @@ def row_of(rel: str, st: os.stat_result, full: str) -> Row:
     if stat.S_ISLNK(mode):
         return [rel, "link", 0, st.st_mtime_ns, 0o777, None, os.readlink(full)]
     if stat.S_ISDIR(mode):
-        return [rel, "dir", 0, st.st_mtime_ns, mode & 0o7777, None, None]
-    return [rel, "file", st.st_size, st.st_mtime_ns, mode & 0o7777, None, None]
+        return [rel, "dir", 0, st.st_mtime_ns, safe_mode(mode), None, None]
+    return [rel, "file", st.st_size, st.st_mtime_ns, safe_mode(mode), None, None]
 
 
 def entry_of_row(row: Row) -> Dict[str, Any]:
@@ -240,9 +242,9 @@ def scan(
             mode = st.st_mode
             if is_file(mode):
                 digest = None if cache is None else cache.get(item.path, st, with_digests)
-                rows[rel] = [rel, "file", st.st_size, st.st_mtime_ns, mode & 0o7777, digest, None]
+                rows[rel] = [rel, "file", st.st_size, st.st_mtime_ns, safe_mode(mode), digest, None]
             elif is_dir(mode):
-                rows[rel] = [rel, "dir", 0, st.st_mtime_ns, mode & 0o7777, None, None]
+                rows[rel] = [rel, "dir", 0, st.st_mtime_ns, safe_mode(mode), None, None]
                 stack.append(rel)
             else:
                 row = rows[rel] = row_of(rel, st, item.path)
@@ -415,8 +417,11 @@ class Writer:
         try:
             # No fsync per file (as rsync): the rename alone keeps readers from ever seeing a
             # partial file; an fsync per file cost ~3 ms each, most of a first push.
-            # Mode and mtime by descriptor, after the last write (a write clears set-id bits).
-            os.fchmod(fd, int(header.get("mode", 0o644)) & 0o7777)
+            # Mode and mtime by descriptor, after the last write. The local permission
+            # bits exactly (like rsync -p), not masked by the remote's umask: the next
+            # scan must find the bits sent, or the planner (which compares execute bits)
+            # would see a change at every push.
+            os.fchmod(fd, safe_mode(header.get("mode", 0o644)))
             if "mtime_ns" in header:
                 times = (time.time_ns(), int(header["mtime_ns"]))
                 os.utime(fd if _UTIME_FD else tmp, ns=times)
@@ -481,7 +486,7 @@ class Writer:
                         "changed", "%s changed on the remote since it was scanned" % full
                     ) from None
         if "mode" in header:
-            os.chmod(full, int(header["mode"]) & 0o7777)
+            os.chmod(full, safe_mode(header["mode"]))
         return {"ok": True, "entry": entry_of(os.lstat(full), full)}
 
     def discard(self, key: str) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tether.agent.modes import safe_mode
 from tether.core.manifest import DIR, FILE, LINK, Entry
 from tether.core.plan import Delete, Upload
 from tether.transport.channel import AgentChannel
@@ -163,7 +164,7 @@ def _fields(root: str, item: Upload) -> tuple[str, dict[str, Any]]:
         "path": item.path,
         "expect": item.expect.to_json() if item.expect else None,
         "backup": item.backup,
-        "mode": item.entry.mode,
+        "mode": safe_mode(item.entry.mode),
     }
     return ("update" if item.expect is not None else "create"), common
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.agent import fsops
+from tether.agent.modes import current_umask, safe_mode
 from tether.config import Config, Target
 from tether.core.ignore import PatternSet
 from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
@@ -345,8 +346,14 @@ async def pull_pair(
             return Report(pair.target, pair.remote_root, Plan())
         scan_args["only"] = plain
     remote, _ = await remote_manifest(channel, pair.remote_root, base, **scan_args)
-    if globs:
-        remote = {p: e for p, e in remote.items() if _under(p, plain) or globs.match(p)}
+    # Planned with the modes the files get here (see _download): a mode the umask masks
+    # is then not a change, and the base records what was written.
+    umask = current_umask()
+    remote = {
+        p: _masked(e, umask)
+        for p, e in remote.items()
+        if not globs or _under(p, plain) or globs.match(p)
+    }
     local = _local_entries(pair.local_root, remote, _digest_cache(project_root, pair))
     await fill_remote_digests(channel, pair.remote_root, remote, set(local))
     plan = plan_pull(remote, local, base.entries, force)
@@ -361,6 +368,14 @@ async def pull_pair(
         base.save()
         report.seconds = time.monotonic() - started
     return report
+
+
+def _masked(entry: Entry, umask: int) -> Entry:
+    """entry with the mode a pull gives it here: its permission bits minus the umask."""
+    mode = safe_mode(entry.mode) & ~umask
+    if mode == entry.mode or entry.kind == LINK:
+        return entry
+    return Entry(entry.kind, entry.size, entry.mtime_ns, mode, entry.digest, entry.target)
 
 
 def _digest_cache(project_root: Path, pair: Pair) -> fsops.DigestCache:
@@ -448,7 +463,7 @@ async def _download(
                 digest.update(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, entry.mode & 0o7777)
+        os.chmod(tmp, safe_mode(entry.mode))  # masked by the umask in pull_pair
         if stat_entry is None or not stat_entry.same_stat(entry.size, entry.mtime_ns):
             report.conflicts.append(Conflict(path, "changed on the remote during the pull"))
             raise _Skip
