@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import SyncProject, describe, tmp_files
+from tests.integration.conftest import SyncProject, describe, one_error_line, tmp_files
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +119,24 @@ def test_push_brings_no_setuid_setgid_or_sticky_and_the_next_push_is_a_noop(
             st.st_mtime_ns,
             st.st_mode,
         ), path
+
+
+def test_pull_never_writes_through_a_local_symlinked_directory(
+    synced: SyncProject, tmp_path: Path
+) -> None:
+    root, remote = synced.root, synced.remote
+    synced.push_ok()
+    (remote / "outputs" / "r1").mkdir(parents=True)
+    (remote / "outputs" / "r1" / "metrics.json").write_text("{}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "outputs").mkdir()
+    os.symlink(elsewhere, root / "outputs" / "r1")
+
+    done = synced.pull()
+    assert done.returncode != 0, describe(done)
+    line = one_error_line(done)
+    assert "symlink" in line and "internal error" not in line, line
+    assert list(elsewhere.iterdir()) == [], "pull wrote through a symlinked directory"
+    assert os.readlink(root / "outputs" / "r1") == str(elsewhere)
+    assert tmp_files(root) == []

@@ -61,17 +61,12 @@ class Lane:
     channel: AgentChannel
     on_answer: OnAnswer
     progress: Progress | None
-    # A helper's first request of a push tells its agent to check directories afresh.
-    fresh: bool = False
     inflight: deque[_Request] = field(default_factory=deque)
     waiting: int = 0  # payload bytes unanswered
 
     def submit(
         self, action: str, path: str, entry: Entry, op: str, payload: bytes = b"", /, **fields: Any
     ) -> None:
-        if self.fresh:
-            fields["fresh"] = True
-            self.fresh = False
         future = self.channel.submit(op, payload, **fields)
         self.inflight.append(_Request(future, action, path, entry, len(payload)))
         self.waiting += len(payload)
@@ -254,7 +249,7 @@ async def run(
         task = asyncio.current_task()
         assert task is not None
         working.add(task)
-        await _drain(Lane(helper, on_answer, progress, fresh=True), root, local_root, files, mix)
+        await _drain(Lane(helper, on_answer, progress), root, local_root, files, mix)
 
     spare: list[AgentChannel | None] = [*channel.helpers()[: lanes - 1]]
     spare += [None] * (lanes - 1 - len(spare))
