@@ -226,7 +226,7 @@ def _make_parents(tree: Tree, path: str, clock: int) -> None:
 
 
 def _still(current: Entry | None, expect: Entry | None) -> bool:
-    """fsops.matches: still what the scan saw (None: must not exist)."""
+    """dirfd.still: still what the scan saw (None: must not exist)."""
     if current is None or expect is None:
         return current is None and expect is None
     if current.kind != expect.kind:
@@ -442,7 +442,7 @@ class World:
     def put(
         self, tree: Tree, op: Upload, backups: list[tuple[str, Entry]], backup_only: bool = False
     ) -> bool:
-        """fsops.Writer.put / _mkdir (and pull's local writes): True when it completed."""
+        """writer.Writer.put / _mkdir (the agent, and pull here): True when it completed."""
         if not _parents_ok(tree, op.path):
             return False
         current = tree.get(op.path)
@@ -467,7 +467,7 @@ class World:
         return True
 
     def delete(self, op: Delete) -> bool:
-        """fsops.delete: True when the base may forget the path (gone, deleted or kept)."""
+        """writer.delete: True when the base may forget the path (gone, deleted or kept)."""
         if not _parents_ok(self.remote, op.path):
             return False
         current = self.remote.get(op.path)

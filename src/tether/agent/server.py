@@ -22,8 +22,9 @@ import time
 import traceback
 from typing import Any, Callable, Dict, Tuple
 
-from . import fsops
+from . import fsops, writer
 from .protocol import PROTOCOL, FrameReader, encode, grow_pipe
+from .scan import ScanMemo, scan_tree
 
 VERSION = "dev"
 # Agent modules that add request handlers (each has register(agent)).
@@ -38,9 +39,9 @@ class Agent:
         self.out = out
         self.lock = threading.Lock()
         self.flushed = time.monotonic()
-        self.writer = fsops.Writer()
+        self.writer = writer.Writer()
         self.caches: Dict[str, fsops.DigestCache] = {}
-        self.scans = fsops.ScanMemo()
+        self.scans = ScanMemo()
         self.cache_dir = os.path.expanduser("~/.cache/tether")
         self.handlers: Dict[str, Handler] = {
             "hello": self.hello,
@@ -91,12 +92,10 @@ class Agent:
         this agent's previous answer to the same scan), only what changed since then."""
         root = fsops.sync_root(header["root"])
         cache = self.cache(root)
-        # A new scan starts a new plan: verify directories afresh for its writes.
-        self.writer.checked.clear()
         skip = header.get("skip", [])
         digests = bool(header.get("digests"))
         only = header.get("only")
-        rows, exists = fsops.scan(root, skip, cache, digests, only)
+        rows, exists = scan_tree(root, skip, cache, digests, only)
         cache.save()
         if not header.get("rows"):
             entries = {path: fsops.entry_of_row(row) for path, row in rows.items()}
@@ -124,11 +123,10 @@ class Agent:
         return self.writer.put(fsops.sync_root(header["root"]), header, payload), b""
 
     def delete(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        self.writer.checked.clear()
-        return fsops.delete(fsops.sync_root(header["root"]), header), b""
+        return writer.delete(fsops.sync_root(header["root"]), header), b""
 
     def read(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        return fsops.read(fsops.sync_root(header["root"]), header)
+        return writer.read(fsops.sync_root(header["root"]), header)
 
     def probe(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         """Everything `host check` wants, in one answer."""

@@ -17,7 +17,7 @@ import os
 import stat
 from typing import Dict, Iterable, List, Optional, Set
 
-from . import fsops
+from . import fsops, modes
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int): linux/fs.h
 _OPEN_SRC = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -96,7 +96,7 @@ def copy_file(source: str, dest: str, stats: Stats) -> None:
         dst = os.open(dest, _OPEN_DST, 0o600)
         try:
             method = copy_fd(src, dst, st.st_size)
-            os.fchmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
+            os.fchmod(dst, modes.safe_mode(st.st_mode))
             os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(dst)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tether.agent.modes import safe_mode
 from tether.core.manifest import DIR, FILE, LINK, Entry
 from tether.core.plan import Delete, Upload
 from tether.transport.channel import AgentChannel
@@ -60,17 +61,12 @@ class Lane:
     channel: AgentChannel
     on_answer: OnAnswer
     progress: Progress | None
-    # A helper's first request of a push tells its agent to check directories afresh.
-    fresh: bool = False
     inflight: deque[_Request] = field(default_factory=deque)
     waiting: int = 0  # payload bytes unanswered
 
     def submit(
         self, action: str, path: str, entry: Entry, op: str, payload: bytes = b"", /, **fields: Any
     ) -> None:
-        if self.fresh:
-            fields["fresh"] = True
-            self.fresh = False
         future = self.channel.submit(op, payload, **fields)
         self.inflight.append(_Request(future, action, path, entry, len(payload)))
         self.waiting += len(payload)
@@ -163,7 +159,7 @@ def _fields(root: str, item: Upload) -> tuple[str, dict[str, Any]]:
         "path": item.path,
         "expect": item.expect.to_json() if item.expect else None,
         "backup": item.backup,
-        "mode": item.entry.mode,
+        "mode": safe_mode(item.entry.mode),
     }
     return ("update" if item.expect is not None else "create"), common
 
@@ -253,7 +249,7 @@ async def run(
         task = asyncio.current_task()
         assert task is not None
         working.add(task)
-        await _drain(Lane(helper, on_answer, progress, fresh=True), root, local_root, files, mix)
+        await _drain(Lane(helper, on_answer, progress), root, local_root, files, mix)
 
     spare: list[AgentChannel | None] = [*channel.helpers()[: lanes - 1]]
     spare += [None] * (lanes - 1 - len(spare))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.agent.fsops import DigestCache
+from tether.agent.modes import safe_mode
 from tether.core.ignore import PatternSet
 from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest, parents
 from tether.errors import TetherError, UsageError
@@ -67,8 +68,8 @@ def entry_for(full: str, st: os.stat_result) -> Entry:
     if stat.S_ISLNK(mode):
         return Entry(LINK, 0, st.st_mtime_ns, 0o777, None, os.readlink(full))
     if stat.S_ISDIR(mode):
-        return Entry(DIR, 0, st.st_mtime_ns, stat.S_IMODE(mode))
-    return Entry(FILE, st.st_size, st.st_mtime_ns, stat.S_IMODE(mode))
+        return Entry(DIR, 0, st.st_mtime_ns, safe_mode(mode))
+    return Entry(FILE, st.st_size, st.st_mtime_ns, safe_mode(mode))
 
 
 def git_root(root: Path) -> bool:
@@ -212,7 +213,7 @@ def scan_local(
             if held is not None and held[0] == _stat_key(st):
                 manifest[rel] = held[1]
             else:
-                manifest[rel] = Entry(FILE, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777)
+                manifest[rel] = Entry(FILE, st.st_size, st.st_mtime_ns, safe_mode(st.st_mode))
                 stats[rel] = st
         else:
             entry = entry_for(full, st)

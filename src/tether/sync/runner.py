@@ -8,7 +8,8 @@ from typing import Any
 
 from tether.config import Config, Target
 from tether.sync.local import check_inside
-from tether.sync.session import Report, pairs_for, pull_pair, push_pair
+from tether.sync.pull import pull_pair
+from tether.sync.session import Report, pairs_for, push_pair
 from tether.sync.targets import each_target
 from tether.transport.channel import AgentChannel
 

@@ -1,9 +1,9 @@
-"""Push and pull: scan both sides, plan with the pure planner, execute pipelined, record base."""
+"""Push (and what pull shares): scan both sides, plan with the pure planner, execute pipelined,
+record base. Pull itself is tether.sync.pull."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from collections.abc import Callable, Collection
@@ -13,12 +13,11 @@ from typing import Any
 
 from tether.agent import fsops
 from tether.config import Config, Target
-from tether.core.ignore import PatternSet
-from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
-from tether.core.plan import Conflict, Plan, plan_pull, plan_push
+from tether.core.manifest import FILE, Entry, Manifest
+from tether.core.plan import Conflict, Plan, plan_push
 from tether.errors import TetherError
 from tether.sync import lanes, speculate
-from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
+from tether.sync.local import Scope, fill_local_digests, scan_local
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, AgentError
 
@@ -152,7 +151,7 @@ async def push_pair(
         await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
     try:
         local = scan_local(pair.local_root, pair.scope, only)
-        local = fill_local_digests(pair.local_root, local, _digest_cache(project_root, pair))
+        local = fill_local_digests(pair.local_root, local, digest_cache(project_root, pair))
     except BaseException:
         if scanning is not None:
             scanning.cancel()
@@ -170,11 +169,11 @@ async def push_pair(
         need = set(local) | set(base.entries) | set(base.pending)
         await fill_remote_digests(channel, pair.remote_root, remote, need)
         if speculation is None:  # else nothing was pending but what is in flight now
-            base.adopt_landed(remote, lambda path: only is None or _under(path, only))
+            base.adopt_landed(remote, lambda path: only is None or under(path, only))
     base_entries = base.entries
     if only is not None:
-        remote = {p: e for p, e in remote.items() if _under(p, only)}
-        base_entries = {p: e for p, e in base.entries.items() if _under(p, only)}
+        remote = {p: e for p, e in remote.items() if under(p, only)}
+        base_entries = {p: e for p, e in base.entries.items() if under(p, only)}
 
     def synced(path: str) -> bool:
         if pair.scope.excluded(path):
@@ -199,7 +198,7 @@ async def push_pair(
     finally:
         base.record_same(plan.same, local, remote)
         for path in list(base.entries):
-            if only is not None and not _under(path, only):
+            if only is not None and not under(path, only):
                 continue  # outside the named paths: local and remote were not scanned
             if path not in local and path not in remote and synced(path):
                 base.forget(path)
@@ -223,7 +222,7 @@ def _remote_from_base(base: Base, only: list[str]) -> Manifest | None:
     """What tether last recorded on the remote under `only`; None if a stat is unknown."""
     guessed: Manifest = {}
     for path, entry in base.entries.items():
-        if not _under(path, only):
+        if not under(path, only):
             continue
         stat = base.remote_stat.get(path)
         if stat is None:
@@ -236,12 +235,12 @@ def _covering(paths: list[str]) -> list[str]:
     """The shortest set of prefixes that covers paths (for a scan limited to them)."""
     result: list[str] = []
     for path in sorted(set(paths)):
-        if not result or not _under(path, [result[-1]]):
+        if not result or not under(path, [result[-1]]):
             result.append(path)
     return result
 
 
-def _under(path: str, prefixes: list[str]) -> bool:
+def under(path: str, prefixes: list[str]) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
 
 
@@ -324,155 +323,9 @@ def _settle_one(
         report.created += 1
 
 
-async def pull_pair(
-    channel: AgentChannel,
-    pair: Pair,
-    project_root: Path,
-    only: list[str] | None = None,
-    force: bool = False,
-    dry_run: bool = False,
-    progress: Progress | None = None,
-) -> Report:
-    """Bring remote paths (default: the results) here; never delete, never clobber."""
-    started = time.monotonic()
-    base = pair.base("pull", project_root)
-    patterns = list(only) if only is not None else list(pair.results)
-    plain = [p.strip("/") for p in patterns if not set("*?[!") & set(p)]
-    globs = PatternSet([p for p in patterns if set("*?[!") & set(p)])
-    scan_args: dict[str, Any] = {"digests": False, "skip": [".git", ".tether"]}
-    if not globs:
-        if not plain:
-            return Report(pair.target, pair.remote_root, Plan())
-        scan_args["only"] = plain
-    remote, _ = await remote_manifest(channel, pair.remote_root, base, **scan_args)
-    if globs:
-        remote = {p: e for p, e in remote.items() if _under(p, plain) or globs.match(p)}
-    local = _local_entries(pair.local_root, remote, _digest_cache(project_root, pair))
-    await fill_remote_digests(channel, pair.remote_root, remote, set(local))
-    plan = plan_pull(remote, local, base.entries, force)
-    report = Report(pair.target, pair.remote_root, plan, conflicts=list(plan.conflicts))
-    if dry_run:
-        return report
-    try:
-        for path in plan.same:
-            base.record(path, remote[path], remote[path], local[path])
-        await _execute_pull(channel, pair, plan, base, report, progress)
-    finally:
-        base.save()
-        report.seconds = time.monotonic() - started
-    return report
-
-
-def _digest_cache(project_root: Path, pair: Pair) -> fsops.DigestCache:
+def digest_cache(project_root: Path, pair: Pair) -> fsops.DigestCache:
     """The local digest cache of a pair (kept in the project's .tether/, mappings too)."""
     return fsops.DigestCache(str(project_root / ".tether"), str(pair.local_root))
-
-
-def _local_entries(root: Path, remote: Manifest, cache: fsops.DigestCache) -> Manifest:
-    """The local entries at the remote manifest's paths, files with digests."""
-    local: Manifest = {}
-    for path in remote:
-        full = os.path.join(root, path)
-        try:
-            st = os.lstat(full)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        entry = entry_for(full, st)
-        local[path] = entry.with_digest(cache.get(full, st, True)) if entry.kind == FILE else entry
-    cache.save()
-    return local
-
-
-async def _execute_pull(
-    channel: AgentChannel,
-    pair: Pair,
-    plan: Plan,
-    base: Base,
-    report: Report,
-    progress: Progress | None,
-) -> None:
-    root = str(pair.local_root)
-    ordered = sorted(plan.uploads, key=lambda up: (up.entry.kind != DIR, up.path.count("/")))
-    for upload in ordered:
-        entry = upload.entry
-        parent = fsops.safe_parent(root, upload.path, create=True)
-        full = os.path.join(parent, upload.path.rsplit("/", 1)[-1])
-        if entry.kind == DIR:
-            os.makedirs(full, exist_ok=True)
-            base.record(upload.path, entry, entry, entry)
-            continue
-        if not fsops.matches(full, upload.expect.to_json() if upload.expect else None):
-            report.conflicts.append(Conflict(upload.path, "changed locally during the pull"))
-            continue
-        if entry.kind == LINK:
-            tmp = f"{full}{fsops.TMP_MARK}{os.getpid()}.{os.urandom(4).hex()}"
-            os.symlink(entry.target or "", tmp)
-            _replace(tmp, full, upload.backup, report)
-            base.record(upload.path, entry, entry, entry)
-            continue
-        received = await _download(channel, pair.remote_root, upload.path, entry, full, report)
-        if received is None:
-            continue
-        tmp, digest, remote_stat = received
-        _replace(tmp, full, upload.backup, report)
-        st = os.lstat(full)
-        got = Entry(FILE, st.st_size, remote_stat.mtime_ns, entry.mode, digest)
-        base.record(upload.path, got, remote_stat, Entry(FILE, st.st_size, st.st_mtime_ns))
-        report.created += 1
-        report.bytes += st.st_size
-        if progress is not None:
-            progress(st.st_size)
-
-
-async def _download(
-    channel: AgentChannel, remote_root: str, path: str, entry: Entry, full: str, report: Report
-) -> tuple[str, str, Entry] | None:
-    offsets = list(range(0, max(entry.size, 1), CHUNK))
-    futures = [
-        channel.submit("read", root=remote_root, path=path, offset=o, length=CHUNK) for o in offsets
-    ]
-    await channel.flush()
-    tmp = f"{os.path.dirname(full)}/.{os.path.basename(full)[:120]}{fsops.TMP_MARK}{os.getpid()}"
-    digest = hashlib.sha256()
-    stat_entry: Entry | None = None
-    try:
-        with open(tmp, "wb") as handle:
-            for future in futures:
-                header, data = await future
-                if not header.get("ok", True):
-                    report.errors.append(str(header.get("error")))
-                    raise _Skip
-                raw = header["entry"]
-                stat_entry = Entry.from_json(raw) if isinstance(raw, dict) else None
-                handle.write(data)
-                digest.update(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, entry.mode & 0o7777)
-        if stat_entry is None or not stat_entry.same_stat(entry.size, entry.mtime_ns):
-            report.conflicts.append(Conflict(path, "changed on the remote during the pull"))
-            raise _Skip
-        os.utime(tmp, ns=(time.time_ns(), entry.mtime_ns))
-    except _Skip:
-        os.unlink(tmp)
-        return None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return tmp, digest.hexdigest(), stat_entry
-
-
-class _Skip(Exception):
-    pass
-
-
-def _replace(tmp: str, full: str, backup: bool, report: Report) -> None:
-    if backup and os.path.lexists(full):
-        saved = fsops.backup_name(full)
-        os.link(full, saved, follow_symlinks=False)
-        report.backups.append(saved)
-    os.replace(tmp, full)
 
 
 def raise_for_errors(reports: list[Report]) -> None:

@@ -26,7 +26,8 @@ from tether.config import Config, Target
 from tether.core.ignore import PatternSet
 from tether.errors import ConnectionLost, HostError, TetherError, is_transient
 from tether.sync.local import ALWAYS_SKIP, Scope, git_root
-from tether.sync.session import Pair, Report, pairs_for, pull_pair, push_pair
+from tether.sync.pull import pull_pair
+from tether.sync.session import Pair, Report, pairs_for, push_pair
 from tether.sync.targets import open_channel
 from tether.transport.channel import AgentChannel
 

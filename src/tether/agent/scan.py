@@ -1,0 +1,150 @@
+"""The agent's scan: a tree's entries without following symlinks, and what changed since
+the last scan of the same tree (ScanMemo). Removes stale temporary files of dead writers
+on the way. Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any, Dict, List, Optional, Tuple
+
+from .dirfd import lstat_at, parent_of
+from .fsops import (
+    TMP_MARK,
+    DigestCache,
+    OpError,
+    Row,
+    check_rel,
+    pid_alive,
+    row_of,
+    unlink_quietly,
+)
+from .modes import safe_mode
+
+
+def scan_tree(
+    root: str,
+    skip: List[str],
+    cache: Optional[DigestCache],
+    with_digests: bool,
+    only: Optional[List[str]] = None,
+) -> Tuple[Dict[str, Row], bool]:
+    """Walk root (or only the given subpaths) without following symlinks.
+
+    Returns ({path: row}, root_exists) and removes stale temp files of dead writers.
+    """
+    rows: Dict[str, Row] = {}
+    try:
+        top = os.lstat(root)
+    except FileNotFoundError:
+        return rows, False
+    if not stat.S_ISDIR(top.st_mode):
+        raise OpError("notdir", "%s is not a directory" % root)
+    skipped = set(skip)
+    stack = [""]
+    if only is not None:
+        stack = []
+        for rel in only:
+            rel = check_rel(rel.strip("/"))
+            full = os.path.join(root, rel)
+            try:
+                with parent_of(root, rel, create=False) as (parent, name):
+                    found = lstat_at(parent, name)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if found is None:
+                continue
+            st = found
+            row = rows[rel] = row_of(rel, st, full)
+            if row[1] == "dir":
+                stack.append(rel)
+            elif row[1] == "file" and cache is not None:
+                row[5] = cache.get(full, st, with_digests)
+    is_file = stat.S_ISREG
+    is_dir = stat.S_ISDIR
+    while stack:
+        rel_dir = stack.pop()
+        full_dir = os.path.join(root, rel_dir) if rel_dir else root
+        head = rel_dir + "/" if rel_dir else ""
+        try:
+            with os.scandir(full_dir) as listing:
+                items = list(listing)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise OpError("permission", "cannot read %s (permission denied)" % full_dir) from None
+        for item in items:
+            name = item.name
+            if TMP_MARK in name:
+                if _stale_tmp(name):
+                    unlink_quietly(item.path)
+                continue
+            rel = head + name
+            if rel in skipped:
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            mode = st.st_mode
+            if is_file(mode):
+                digest = None if cache is None else cache.get(item.path, st, with_digests)
+                rows[rel] = [rel, "file", st.st_size, st.st_mtime_ns, safe_mode(mode), digest, None]
+            elif is_dir(mode):
+                rows[rel] = [rel, "dir", 0, st.st_mtime_ns, safe_mode(mode), None, None]
+                stack.append(rel)
+            else:
+                row = rows[rel] = row_of(rel, st, item.path)
+                if row[1] == "file" and cache is not None:
+                    row[5] = cache.get(item.path, st, with_digests)
+    return rows, True
+
+
+class ScanMemo:
+    """The last answer of each scan (per root, skip, only and digests) of this agent, so
+    that a repeated scan answers only what changed since (a delta against a token)."""
+
+    KEEP = 16  # scans remembered, and at most this many rows in all (the newest always)
+    KEEP_ROWS = 1000000
+
+    def __init__(self) -> None:
+        self.scans: Dict[str, Tuple[str, Dict[str, Row]]] = {}
+
+    def answer(self, key: str, since: Optional[str], rows: Dict[str, Row]) -> Dict[str, Any]:
+        """{token, rows} (everything), or {token, since, rows, gone} when the caller holds
+        the answer `since`: the rows that differ from it and the paths gone since."""
+        token = os.urandom(12).hex()
+        previous = self.scans.pop(key, None)
+        self.scans[key] = (token, rows)
+        while len(self.scans) > 1 and (
+            len(self.scans) > self.KEEP
+            or sum(len(held[1]) for held in self.scans.values()) > self.KEEP_ROWS
+        ):
+            del self.scans[next(iter(self.scans))]
+        if since is None or previous is None or previous[0] != since:
+            return {"token": token, "rows": list(rows.values())}
+        old = previous[1]
+        get = old.get
+        changed = [row for path, row in rows.items() if get(path) != row]
+        gone = [path for path in old if path not in rows]
+        return {"token": token, "since": since, "rows": changed, "gone": gone}
+
+
+def _stale_tmp(name: str) -> bool:
+    """A temp file of ours whose writer is gone."""
+    try:
+        pid = int(name.split(TMP_MARK, 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    return pid != os.getpid() and (not pid_alive(pid) or _orphaned(pid))
+
+
+def _orphaned(pid: int) -> bool:
+    """A writer whose sshd session is gone (re-parented to init): its client cannot finish."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[-1].split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[1] == b"1"
