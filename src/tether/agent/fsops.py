@@ -18,9 +18,8 @@ import stat
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .modes import safe_mode
-
 from . import roots
+from .modes import safe_mode
 
 TMP_MARK = ".tether-tmp."
 CHUNK = 1 << 20
