@@ -187,7 +187,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     project = check_name(header.get("project") or "project")
     snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + base
     snap = os.path.join(snapshots_dir(), project, snap_id)
-    env = start.check_env(header.get("env"))
+    job_env = start.check_env(header.get("env"))
     taken = take_snapshot(root, snap, header, payload)
     cwd_rel = header.get("cwd") or ""
     cwd = os.path.join(snap, fsops.check_rel(cwd_rel)) if cwd_rel not in ("", ".") else snap
@@ -222,7 +222,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
                 "python": header.get("python") or record.get("python"),
                 "array_index": None if array is None else index,
                 "array_base": None if array is None else base,
-                "env": env,
+                "env": job_env,
             }
         )
         record.update(start.interpreter_fields())
