@@ -10,15 +10,30 @@ from tether.config import Target
 from tether.errors import UsageError
 from tether.paths import runtime_dir
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+def project_tag(target: Target) -> str:
+    """This project's mark on a host: a hash of the target's host and remote directory."""
+    return hashlib.sha256(f"{target.host}\0{target.path}".encode()).hexdigest()[:8]
 
 
 def kernel_name(target: Target, name: str | None) -> str:
-    """The kernel's name: the one given, else one per target (the target's name)."""
-    chosen = name or re.sub(r"[^A-Za-z0-9_-]", "-", target.name)[:64]
+    """The kernel's name on the remote: the one given (else the target's name) and this
+    project's tag, so a kernel belongs to (project, target, name): two projects on one
+    host never share one."""
+    chosen = name or re.sub(r"[^A-Za-z0-9_-]", "-", target.name)[:40]
     if not NAME_RE.match(chosen):
-        raise UsageError(f"bad kernel name {chosen!r}", "use letters, digits, '_' and '-'")
-    return chosen
+        raise UsageError(f"bad kernel name {chosen!r}", "use up to 40 letters, digits, '_' and '-'")
+    return f"{chosen}-{project_tag(target)}"
+
+
+def shown_name(target: Target, remote_name: str) -> tuple[str, bool]:
+    """(the name a user knows, whether the kernel is this project's) of a remote kernel."""
+    tag = f"-{project_tag(target)}"
+    if remote_name.endswith(tag):
+        return remote_name[: -len(tag)], True
+    return remote_name, False
 
 
 def kernels_dir() -> Path:

@@ -79,14 +79,15 @@ def send(
 def kernel_ls(
     on: list[str] = typer.Option(None, "--on", help="These targets (default: the defaults)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    show_all: bool = typer.Option(False, "--all", help="Other projects' kernels too."),
 ) -> None:
-    """List kernels."""
+    """List this project's kernels (--all: every kernel on the targets' hosts)."""
     import asyncio
     import time
 
     from tether import config as config_module
     from tether.cli.render import print_json, table
-    from tether.kernel import remote
+    from tether.kernel import names, remote
 
     targets = config_module.load().pick(on or [])
 
@@ -95,7 +96,10 @@ def kernel_ls(
         rows = []
         for target, answer in zip(targets, answers, strict=True):
             for kernel in answer["kernels"]:
-                rows.append({**kernel, "target": target.name})
+                name, mine = names.shown_name(target, str(kernel["name"]))
+                shown = {**kernel, "name": name, "remote_name": kernel["name"]}
+                if mine or show_all:
+                    rows.append({**shown, "target": target.name, "this_project": mine})
         return rows
 
     kernels = asyncio.run(gather())
@@ -108,7 +112,7 @@ def kernel_ls(
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(started))) if started else ""  # type: ignore[arg-type]
         rows.append(
             (
-                kernel["name"],
+                kernel["name"] if kernel["this_project"] else f"{kernel['name']} (other project)",
                 kernel["target"],
                 kernel["state"],
                 kernel.get("pid"),
