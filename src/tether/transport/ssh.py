@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
 import re
 import shlex
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from tether.errors import HostError
 from tether.paths import runtime_dir
@@ -150,11 +154,7 @@ class SshTransport:
         failure = link_failure(stderr, returncode)
         return None if failure is None else failure[0]
 
-    async def ensure_master(self) -> float:
-        """Start the host's ControlMaster unless it runs; return seconds spent."""
-        started = time.monotonic()
-        if self._master_ok:
-            return 0.0
+    async def _master_alive(self) -> bool:
         check = await asyncio.create_subprocess_exec(
             "ssh",
             "-o",
@@ -167,32 +167,48 @@ class SshTransport:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        if await check.wait() != 0:
-            master = await asyncio.create_subprocess_exec(
-                "ssh",
-                *ssh_options(),
-                "-o",
-                "ControlMaster=yes",
-                "-f",
-                "-N",
-                "--",
-                self.host,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            try:
-                _, stderr = await asyncio.wait_for(master.communicate(), timeout=60)
-            except asyncio.TimeoutError:
-                master.kill()
-                raise HostError(
-                    self.host, "ssh did not connect within 60 s", "check the network", True
-                ) from None
-            self.raise_for_link(stderr, 255 if master.returncode else 0)
-            if master.returncode:
-                raise HostError(self.host, stderr.decode(errors="replace").strip() or "ssh failed")
+        return await check.wait() == 0
+
+    async def ensure_master(self) -> float:
+        """Start the host's ControlMaster unless it runs; return seconds spent.
+
+        One master per host across every tether process: the start happens under an flock
+        in the runtime dir, after a second check (two masters racing for one control
+        socket: the loser cannot listen and lives on as a stray connection)."""
+        started = time.monotonic()
+        if self._master_ok:
+            return 0.0
+        if not await self._master_alive():
+            async with master_lock(self.host):
+                if not await self._master_alive():
+                    await self._start_master()
         self._master_ok = True
         return time.monotonic() - started
+
+    async def _start_master(self) -> None:
+        master = await asyncio.create_subprocess_exec(
+            "ssh",
+            *ssh_options(),
+            "-o",
+            "ControlMaster=yes",
+            "-f",
+            "-N",
+            "--",
+            self.host,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, stderr = await asyncio.wait_for(master.communicate(), timeout=60)
+        except asyncio.TimeoutError:
+            master.kill()
+            raise HostError(
+                self.host, "ssh did not connect within 60 s", "check the network", True
+            ) from None
+        self.raise_for_link(stderr, 255 if master.returncode else 0)
+        if master.returncode:
+            raise HostError(self.host, stderr.decode(errors="replace").strip() or "ssh failed")
 
     async def run(
         self, argv: list[str], *, input: bytes | None = None, timeout: float | None = None
@@ -235,6 +251,29 @@ class SshTransport:
             check=False,
         )
         self._master_ok = False
+
+
+MASTER_LOCK_WAIT_S = 90.0
+
+
+@contextlib.asynccontextmanager
+async def master_lock(host: str) -> AsyncIterator[None]:
+    """An exclusive flock per host in the runtime dir, waited for without blocking the loop."""
+    digest = hashlib.sha256(host.encode()).hexdigest()[:16]
+    fd = os.open(runtime_dir() / f"m-{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + MASTER_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HostError(host, "another tether is still connecting", "", True) from None
+                await asyncio.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)
 
 
 def interactive_argv(host: str, remote: Sequence[str] | None, tty: bool = True) -> list[str]:
