@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -340,3 +343,47 @@ def test_port_taken_shows_the_sshd_log_line(monkeypatch, test_env) -> None:
     assert "sshd failed to start" in str(caught.value)
     assert not sandbox_module.sandbox_dir("tt-taken").exists()
     assert (config.read_bytes() if config.exists() else None) == before
+
+
+@pytest.fixture
+def bare_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment of a user whose home has no ~/.ssh at all (own passwd entry)."""
+    home = Path(tempfile.mkdtemp(prefix="tb", dir="/tmp"))
+    home.chmod(0o700)
+    passwd = tmp_path_factory.mktemp("nss") / "passwd"
+    harness._write_passwd(passwd, home)
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        XDG_STATE_HOME=str(home / ".local" / "state"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        TETHER_RUNTIME_DIR=str(home / "r"),
+        NSS_WRAPPER_PASSWD=str(passwd),
+    )
+    try:
+        yield env
+    finally:
+        with contextlib.suppress(Exception):  # whatever is still up goes down
+            subprocess.run(harness.tether_argv("sandbox", "down", "tb-a", "tb-b"), env=env,
+                           capture_output=True, timeout=120, check=False)  # fmt: skip
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.parametrize("order", [("tb-a", "tb-b"), ("tb-b", "tb-a"), ("tb-a tb-b",)])
+def test_any_number_of_sandboxes_in_any_order_leave_no_ssh_dir(
+    bare_home: dict[str, str], order: tuple[str, ...]
+) -> None:
+    ssh_dir = Path(bare_home["HOME"]) / ".ssh"
+    for name in ("tb-a", "tb-b"):
+        up = subprocess.run(harness.tether_argv("sandbox", "up", name), env=bare_home,
+                            capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert up.returncode == 0, up.stderr
+    assert (ssh_dir / "config").is_file()
+    for names in order:
+        down = subprocess.run(harness.tether_argv("sandbox", "down", *names.split()),
+                              env=bare_home, capture_output=True, text=True, timeout=120,
+                              check=False)  # fmt: skip
+        assert down.returncode == 0, down.stderr
+    assert not ssh_dir.exists(), sorted(p.name for p in ssh_dir.iterdir())

@@ -33,6 +33,7 @@ from typing import Any
 
 from tether import paths
 from tether.errors import TetherError
+from tether.hosts import footprint
 from tether.hosts.processes import alive, marked_processes, run_quiet, terminate
 from tether.transport.ssh import control_path
 
@@ -133,6 +134,7 @@ def up(name: str) -> Sandbox:
                 )
             # A stale sandbox (its sshd died, e.g. after a reboot): clear it first.
             _teardown(name, directory, meta or {})
+        footprint.remember(sandboxes_root())
         sandbox = _create(name, directory)
         existed = sshconfig.config_path().exists()
         _write_meta(sandbox, ssh_config_existed=existed)
@@ -450,6 +452,8 @@ def _teardown(name: str, directory: Path, meta: dict[str, object]) -> None:
     _remove_stanza(name, meta.get("ssh_config_existed") is not False)
     tmpdir = Path(str(meta["tmpdir"])).parent if "tmpdir" in meta else None
     _remove_dirs(directory, tmpdir)
+    root = sandboxes_root()
+    footprint.give_back(root, sum(1 for item in root.iterdir() if item.is_dir()))
 
 
 def _remove_stanza(name: str, config_existed: bool) -> None:

@@ -54,17 +54,29 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("down")
     def down_command(
-        name: str = typer.Argument(..., metavar="NAME", help="name of the sandbox"),
+        names: list[str] = typer.Argument(..., metavar="NAME...", help="the sandboxes"),
     ) -> None:
-        """Stop sandbox NAME, end its processes, remove its stanza and its files.
+        """Stop each sandbox NAME, end its processes, remove its stanza and its files.
 
-        Example: tether sandbox down box1
+        The last one down also gives back what sandboxes added around ~/.ssh (a config,
+        its backup and lock, the directory), if it was not there before.
+
+        Example: tether sandbox down box1 box2
         """
         from tether.cli import render
+        from tether.errors import TetherError
         from tether.hosts import sandbox
 
-        sandbox.down(name)
-        render.note(f"sandbox {name} is down")
+        failed: TetherError | None = None
+        for name in dict.fromkeys(names):
+            try:
+                sandbox.down(name)
+            except TetherError as error:  # the others still go down; the first error is said
+                failed = failed or error
+                continue
+            render.note(f"sandbox {name} is down")
+        if failed is not None:
+            raise failed
 
     @sub.command("ls")
     def ls_command(
