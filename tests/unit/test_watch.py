@@ -123,7 +123,20 @@ def test_filter_keeps_vanished_paths_and_the_saved_file(tmp_path: Path) -> None:
     selected = watch.EventFilter(pair(root)).select(
         ["pkg/.model.py.swp", "pkg/model.py", "pkg/model.py~", "gone.log", "data/x"]
     )
-    assert selected == ["gone.log", "pkg/.model.py.swp", "pkg/model.py", "pkg/model.py~"]
+    # The editor's temp and backup are never pushed (so never need deleting either).
+    assert selected == ["gone.log", "pkg/model.py"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a/.x.py.swp", "x.py.swo", "x.py~", "4913", "#x.py#", ".#x.py", "x.py___jb_tmp___",
+     "x.py___jb_old___", "x.py.tmp.1234"],
+)  # fmt: skip
+def test_editor_temp_files_are_never_pushed_unless_included(name: str) -> None:
+    assert Scope.of((), (), ()).excluded(name)
+    pattern = "\\" + name if name.startswith("#") else name  # as .gitignore spells it
+    assert not Scope.of((), [pattern], ()).excluded(name)
+    assert not Scope.of((), (), ()).excluded("x.py")
 
 
 def test_git_include_reaches_ignored_paths(tmp_path: Path) -> None:

@@ -17,6 +17,14 @@ from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest, parents
 from tether.errors import TetherError, UsageError
 
 ALWAYS_SKIP = (".git", ".tether")
+# Editors' temporary and backup files, never pushed even outside .gitignore (a save dance
+# must not land half-written siblings on the remote); `[sync] include` can still force one.
+EDITOR_TEMP = (
+    "*.swp", "*.swo", "*.swx", ".*.sw?", "*~", "4913",  # vim
+    "\\#*#", ".#*",  # emacs (a leading # would be a comment)
+    "*___jb_tmp___", "*___jb_old___", "*___jb_bak___",  # JetBrains safe write
+    "*.tmp.*[0-9]", ".*.kate-swp",  # VS Code / others' atomic-save temps
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,8 @@ class Scope:
 
     @classmethod
     def of(cls, exclude: Iterable[str], include: Iterable[str], results: Iterable[str]) -> Scope:
-        return cls(PatternSet(exclude), PatternSet(include), PatternSet(results))
+        """The scope of [sync]: editors' temporary files are excluded before its rules."""
+        return cls(PatternSet([*EDITOR_TEMP, *exclude]), PatternSet(include), PatternSet(results))
 
     def excluded(self, path: str, is_dir: bool = False) -> bool:
         """True for results, [sync] exclude and tether's own paths."""
