@@ -22,7 +22,7 @@ import common
 
 NOT_BENCHES = {"common.py", "run_all.py"}
 # Every bench script (each takes --results FILE and --small), cheapest first.
-SCRIPTS = ("ssh_master.py", "watch.py", "jobs.py", "push.py")
+SCRIPTS = ("ssh_master.py", "watch.py", "jobs.py", "snapshot.py", "push.py")
 SCRIPT_TIMEOUT_S = 1200
 
 
