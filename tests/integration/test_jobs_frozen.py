@@ -126,3 +126,18 @@ def test_a_job_record_names_its_snapshot_cost(
     record = json.loads(newest.read_text())
     assert record["snapshot_files"] >= 4 and record["snapshot_bytes"] > 0
     assert set(record["snapshot_methods"]) <= {"reflink", "copy_file_range", "copy"}
+
+
+def test_attach_to_an_ended_job_says_so_with_its_log_tail(
+    remote_project: Path, tether_cli: Cli
+) -> None:
+    code = "for i in range(30): print('line', i)\nraise SystemExit(3)"
+    done = tether_cli("run", "--name", "over", "--", "python", "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert wait_job(tether_cli, "over")["exit_code"] == 3
+    attached = tether_cli("attach", "over")
+    assert attached.returncode == 1, attached.stdout + attached.stderr
+    assert attached.stdout.splitlines() == [f"line {i}" for i in range(10, 30)]
+    (line,) = attached.stderr.splitlines()
+    assert line.startswith("tether: error: over on ") and "has ended (exited 3)" in line, line
+    assert "no sessions" not in attached.stderr

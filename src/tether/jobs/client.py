@@ -187,6 +187,17 @@ async def list_jobs(
     return jobs
 
 
+async def job_state(target: Target, name: str) -> JobRecord | None:
+    """The job called name on target as `jobs` shows it, or None."""
+    from tether.sync.targets import open_channel
+
+    channel = await open_channel(target)
+    try:
+        return next((job for job in await list_jobs(target, channel) if job.name == name), None)
+    finally:
+        await channel.close()
+
+
 async def locate(targets: list[Target], name: str) -> Target:
     """The one target (of targets) where a job called name exists; clear errors otherwise."""
     from tether.sync.targets import each_target

@@ -277,6 +277,10 @@ async def master_lock(host: str) -> AsyncIterator[None]:
 
 
 def interactive_argv(host: str, remote: Sequence[str] | None, tty: bool = True) -> list[str]:
-    """argv for an ssh the user drives (attach, shell): with a tty, through the master."""
+    """argv for an ssh the user drives (attach, shell): a connection of its own, never the
+    master's: a session that fails badly on the remote (sshd cannot set up the pty) ends
+    only itself, not the master that watch, the console and the daemon share."""
     extra = ["-t"] if tty else []
-    return SshTransport(host).argv(remote, *extra)
+    base = ["ssh", "-o", "ControlMaster=no", "-o", "ControlPath=none", *extra, "--"]
+    base.append(checked_host(host))
+    return base if remote is None else [*base, quote_argv(remote)]

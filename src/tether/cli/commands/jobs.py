@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tether.config import Config, Target
     from tether.jobs.model import JobRecord
     from tether.transport.channel import AgentChannel
@@ -344,14 +347,39 @@ def attach(
     on: str = typer.Option(None, "--on", help="Target where the job runs."),
 ) -> None:
     """Attach to the job's tmux session."""
+    import asyncio
     import os
 
+    from tether.jobs import client
     from tether.jobs.tmux import attach_argv
     from tether.transport.ssh import interactive_argv
 
     target = _where(name, on)
+    job = asyncio.run(client.job_state(target, name))
+    if job is not None and job.state not in ("running", "queued"):
+        _say_ended(target, job)
     argv = interactive_argv(target.host, attach_argv(name))
     os.execvp(argv[0], argv)  # noqa: S606 - argv list, no shell
+
+
+def _say_ended(target: Target, job: JobRecord) -> None:
+    """An ended job has no session to attach to: its log's tail, then one error line."""
+    import sys
+
+    from tether.errors import JobError
+
+    lines: list[bytes] = []
+    with contextlib.suppress(Exception):  # the tail is a courtesy; the error line is the answer
+        _follow(target, job.name, False, sink=lines.append)
+    tail = b"".join(lines).decode("utf-8", "replace").splitlines()[-TAIL_LINES:]
+    for line in tail:
+        sys.stdout.write(line + "\n")
+    reason = f", {job.reason}" if job.reason else ""
+    raise JobError(
+        f"{job.name} on {target.name} has ended ({job.state_text()}{reason})",
+        "there is no session to attach to",
+        f"see the whole log with `tether logs {job.name}`",
+    )
 
 
 def kill(
@@ -392,11 +420,17 @@ def _where(name: str, on: str | None) -> Target:
     return asyncio.run(client.locate(targets, name))
 
 
+TAIL_LINES = 20
 RECONNECT_START_S = 0.5
 RECONNECT_MAX_S = 10.0
 
 
-def _follow(target: Target, name: str, keep: bool) -> None:
+def _follow(
+    target: Target,
+    name: str,
+    keep: bool,
+    sink: Callable[[bytes], object] | None = None,
+) -> None:
     import asyncio
     import contextlib
     import sys
@@ -409,8 +443,11 @@ def _follow(target: Target, name: str, keep: bool) -> None:
 
     def write(data: bytes) -> None:
         nonlocal printed
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        if sink is not None:
+            sink(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
         printed += len(data)
 
     async def go() -> dict[str, object]:
