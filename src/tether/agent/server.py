@@ -27,7 +27,7 @@ from .protocol import PROTOCOL, FrameReader, encode, grow_pipe
 
 VERSION = "dev"
 # Agent modules that add request handlers (each has register(agent)).
-EXTENSIONS = ("jobs", "kernels", "slurm")
+EXTENSIONS = ("jobs", "kernels", "slurm", "housekeeping")
 Handler = Callable[[Dict[str, Any], bytes], Tuple[Dict[str, Any], bytes]]
 
 
