@@ -16,11 +16,13 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from typing import Any, Dict, List, Optional
 
 # Heavy fields of a record: `job_list` leaves them out (tether show asks for them).
 HEAVY = ("dirty_diff", "untracked", "packages")
 SITE_NAMES = ("site-packages", "dist-packages")
+RACY_S = 2.0
 PROBE = r"""
 import json, os, platform, sys
 dirs = [p for p in sys.path if p and os.path.basename(p.rstrip('/')) in %r and os.path.isdir(p)]
@@ -94,7 +96,19 @@ def _load(path: str) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) else None
 
 
+def _settled(data: Dict[str, Any]) -> bool:
+    """No directory of the stamp changed within RACY_S: a change in the same timestamp
+    tick as our listing could otherwise go unseen by the next stamp."""
+    now = time.time()
+    for _, mtime in data.get("stamp") or []:
+        if mtime is not None and mtime / 1e9 > now - RACY_S:
+            return False
+    return True
+
+
 def _save(path: str, data: Dict[str, Any]) -> None:
+    if not _settled(data):
+        return
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         temp = "%s.%d.tmp" % (path, os.getpid())
@@ -106,12 +120,10 @@ def _save(path: str, data: Dict[str, Any]) -> None:
 
 
 def _same_interpreter(python: Optional[str]) -> bool:
+    """By path, not by file: every venv's python links to the same binary."""
     if not python:
         return True
-    try:
-        return os.path.samefile(python, sys.executable)
-    except OSError:
-        return False
+    return os.path.abspath(python) == os.path.abspath(sys.executable)
 
 
 def interpreter(python: Optional[str] = None) -> Dict[str, Any]:
