@@ -75,7 +75,7 @@ def test_durations_and_sizes() -> None:
         with pytest.raises(UsageError):
             parse_duration(bad)
     assert (human(512), human(8 << 20), human(3 << 30)) == ("512 B", "8.0 MiB", "3.0 GiB")
-    assert (age_text(7 * 86400), age_text(12 * 3600), age_text(90)) == ("1w", "12h", "90s")
+    assert (age_text(7 * 86400), age_text(12 * 3600), age_text(90)) == ("7d", "12h", "90s")
     answer = {"jobs": [{"name": "a"}], "kernels": [{"name": "k"}, {"name": "j"}]}
     assert busy_line("box", answer) == (
         "box has 1 running or queued job (a) and 2 live kernels (k, j)"

@@ -192,7 +192,7 @@ def prune_line(entry: dict[str, Any]) -> str:
 
 
 def age_text(seconds: float) -> str:
-    for unit in ("w", "d", "h", "m"):
+    for unit in ("d", "h", "m"):
         if seconds >= UNITS[unit] and seconds % UNITS[unit] == 0:
             return f"{seconds / UNITS[unit]:.0f}{unit}"
     return f"{seconds:.0f}s"
