@@ -80,6 +80,7 @@ def test_rm_frees_what_it_reports_and_refuses_running_jobs(
     info = show(tether_cli, "done1")
     snap, log, record = Path(info["snapshot"]), Path(info["log"]), Path(info["record_file"])
     (snap / "big.bin").write_bytes(os.urandom(BIG))
+    (snap / "outputs" / "kept.txt").write_text("result\n")  # a results link: the live dir
     expected = own_bytes([snap, log, record])
     assert expected >= BIG
     before = status_entry(tether_cli)["snapshots"]
@@ -93,6 +94,8 @@ def test_rm_frees_what_it_reports_and_refuses_running_jobs(
         assert [(e["name"], e["removed"]) for e in removed] == [("done1", True), ("busy", False)]
         assert removed[0]["bytes"] == expected
         assert not snap.exists() and not log.exists() and not record.exists()
+        assert (remote_project / "train.py").is_file()  # the live tree stays
+        assert (remote_project / "outputs" / "kept.txt").read_text() == "result\n"
         after = status_entry(tether_cli)["snapshots"]
         assert before["project_bytes"] - after["project_bytes"] >= BIG
         assert show(tether_cli, "busy")["state"] == "running"
