@@ -8,6 +8,7 @@ over PER_FILE, and those past TOTAL bytes in all, are recorded by size and sha25
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -74,6 +75,8 @@ def describe(root: Path, paths: list[str]) -> tuple[list[dict[str, Any]], list[s
             budget -= st.st_size
             small.append(rel)
         entries.append({"path": rel, "size": st.st_size, "sha256": digest, "in_diff": in_diff})
+    with contextlib.suppress(OSError):
+        cache.save()  # the next run (and push) find them there
     return entries, small
 
 
