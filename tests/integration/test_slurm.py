@@ -168,3 +168,26 @@ def test_status_shows_the_partitions(cluster_project: Path, tether_cli: Cli) -> 
     assert [part["partition"] for part in entry["partitions"]] == ["debug*"]
     text = tether_cli("status")
     assert "partition debug* (up): 1 node(s)" in text.stdout, text.stdout
+
+
+def test_provenance_show_and_rm_on_slurm(
+    cluster_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    (project / "helper.py").write_text("HELPER = 1\n")
+    done = tether_cli("run", "--name", "sprov", "--", "python3", "-c", "import helper")
+    assert done.returncode == 0, done.stderr
+    assert wait_job(tether_cli, "sprov", timeout=60)["exit_code"] == 0
+    shown = tether_cli("show", "sprov", "--json")
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert (info["state"], info["exit_code"], info["scheduler"]) == ("exited", 0, "slurm")
+    assert info["python_path"] and info["python_version"]
+    assert isinstance(info["packages"], list)
+    assert "+HELPER = 1" in info["dirty_diff"]
+    assert "helper.py" in {entry["path"] for entry in info["untracked"]}
+    out, snap = Path(info["slurm_out"]), Path(info["snapshot"])
+    assert out.exists() and snap.is_dir()
+    removed = tether_cli("rm", "sprov")
+    assert removed.returncode == 0, removed.stderr
+    assert not out.exists() and not snap.exists()
+    assert "sprov" not in by_name(tether_cli)

@@ -62,7 +62,8 @@ def after_reason(pending: List[str]) -> str:
 
 
 PROVENANCE_KEYS = (
-    "commit", "dirty_diff", "local_cwd", "local_python", "target", "host", "remote_python",
+    "commit", "dirty_diff", "untracked", "local_cwd", "local_python", "target", "host",
+    "remote_python",
 )  # fmt: skip
 
 

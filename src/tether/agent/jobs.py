@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from . import deps, fsops, snapshot, start
+from . import deps, fsops, provenance, snapshot, start
 from . import gpus as gpu_queue
 
 DEFAULT_SOCKET = "tether"
@@ -298,6 +298,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             raise fsops.OpError(
                 "nocommand", "cannot start %s on %s: %s" % (argv[0], socket.gethostname(), why)
             )
+    record.update(provenance.remote(header))
     path = record_path(name)
     pending, failed = deps.verdict(after, read_record, time.time(), START_GRACE_S)
     if failed is not None:
@@ -389,7 +390,7 @@ def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
         ended = record.get("ended")
         if since is not None and ended is not None and float(ended) < float(since):
             continue
-        records.append(record)
+        records.append(record if header.get("full") else provenance.light(record))
     cache: Dict[str, Optional[Set[str]]] = {}
     now = time.time()
     for record in records:

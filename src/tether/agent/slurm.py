@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import fsops, start
+from . import fsops, provenance, start
 from .jobs import (
     WRAP_CODE,
     check_name,
@@ -194,8 +194,10 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     os.makedirs(slurm_dir(), mode=0o700, exist_ok=True)
     os.makedirs(jobs_dir(), mode=0o700, exist_ok=True)
     records = []
+    remote = provenance.remote(header)
     for index, name in enumerate(names):
         record: Dict[str, Any] = dict(header.get("provenance") or {})
+        record.update(remote)
         record.update(
             {
                 "name": name,
@@ -280,7 +282,7 @@ def _slurm_records(root: Optional[str]) -> List[Dict[str, Any]]:
             record = read_record(entry[:-5])
             mine = root is None or (record or {}).get("root") == root
             if record and record.get("scheduler") == "slurm" and mine:
-                out.append(record)
+                out.append(provenance.light(record))
     return out
 
 

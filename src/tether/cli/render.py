@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,3 +44,81 @@ def note(message: str) -> None:
 def warn(message: str) -> None:
     """The `tether: warning: ...` line on stderr."""
     sys.stderr.write(f"tether: warning: {message}\n")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: drop (0: never; else dropped in rising order while the table is too
+    wide) and shrink (0: never cut; else cut with an ellipsis down to that many cells)."""
+
+    header: str
+    drop: int = 0
+    shrink: int = 0
+
+
+OVERHEAD = 3  # per column: a cell of padding each side and a border
+
+
+def fit(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, shrink_from: int = 0
+) -> list[int | None]:
+    """Per column: its width in cells, or None where it is dropped to fit `width`.
+
+    Columns are dropped in their `drop` order; once those with drop <= shrink_from are
+    gone, the shrinkable ones may also be cut (down to their minimum) before more go.
+    Columns that may neither shrink nor be dropped (names) are never cut: the table is
+    wider instead.
+    """
+    from rich.cells import cell_len
+
+    natural = [
+        max([cell_len(column.header), *(cell_len(str(row[i])) for row in rows)])
+        for i, column in enumerate(columns)
+    ]
+    order = sorted((c.drop, i) for i, c in enumerate(columns) if c.drop)
+    early = sum(1 for level, _ in order if level <= shrink_from)
+    for count in range(len(order) + 1):
+        gone = {i for _, i in order[:count]}
+        kept = [i for i in range(len(columns)) if i not in gone]
+        widths: list[int | None] = [natural[i] if i in kept else None for i in range(len(columns))]
+        spare = width - (sum(natural[i] for i in kept) + OVERHEAD * len(kept) + 1)
+        if spare >= 0:
+            return widths
+        if count < early and count < len(order):
+            continue
+        least = {i: min(natural[i], columns[i].shrink) for i in kept if columns[i].shrink}
+        spare += sum(natural[i] - low for i, low in least.items())
+        if spare >= 0 or count == len(order):
+            for i, low in least.items():
+                grow = min(natural[i] - low, max(spare, 0))
+                spare -= grow
+                widths[i] = low + grow
+            return widths
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fitted_table(
+    columns: Sequence[Column], rows: Sequence[Sequence[Any]], shrink_from: int = 0
+) -> None:
+    """A table that fits the terminal's width by dropping and cutting columns (never names)."""
+    from rich.table import Table
+
+    out = console()
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = fit(columns, cells, out.width, shrink_from)
+    kept = [i for i, w in enumerate(widths) if w is not None]
+    need = sum(widths[i] or 0 for i in kept) + OVERHEAD * len(kept) + 1
+    if need > out.width:
+        out.width = need  # a name is never cut: a line too long beats a wrong name
+    grid = Table(show_lines=False, header_style="bold")
+    for i in kept:
+        grid.add_column(
+            columns[i].header,
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=widths[i],
+            max_width=widths[i],
+        )
+    for row in cells:
+        grid.add_row(*(row[i] for i in kept))
+    out.print(grid)

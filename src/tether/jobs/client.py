@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tether.config import Config, Target
+from tether.config import Config, SyncRules, Target
 from tether.errors import JobError, UsageError
 from tether.jobs.model import JobRecord
 from tether.jobs.tmux import socket_name
@@ -19,16 +19,28 @@ DIFF_LIMIT = 1 << 20
 POLL_S = 0.3
 
 
-def provenance(root: Path, cwd: Path | None = None) -> dict[str, Any]:
-    """Git commit and uncommitted diff of the local project, the local cwd and python."""
+def provenance(
+    root: Path, cwd: Path | None = None, rules: SyncRules | None = None
+) -> dict[str, Any]:
+    """Git commit and uncommitted diff of the local project (untracked files that a push
+    sends included: small ones in the diff, every one by size and sha256), the local cwd
+    and python. The remote half (interpreter, packages) is taken by the agent."""
+    from tether.jobs import untracked
+
     commit = _git(root, ["rev-parse", "HEAD"]).strip() or None
-    diff = _git(root, ["diff", "HEAD"])
+    files: list[dict[str, Any]] = []
+    diff = ""
+    if commit:
+        pushed = untracked.pushed_untracked(root, rules or SyncRules())
+        files, small = untracked.describe(root, pushed)
+        diff = untracked.diff_with(root, small) or ""
     if len(diff) > DIFF_LIMIT:
         diff = diff[:DIFF_LIMIT] + "\n[tether: diff truncated at 1 MB]\n"
     here = (cwd or Path.cwd()).resolve()
     return {
         "commit": commit,
         "dirty_diff": diff or None,
+        "untracked": files,
         "local_cwd": str(here),
         "local_python": sys.version.split()[0],
     }

@@ -21,7 +21,11 @@ async def target_status(target: Target) -> dict[str, Any]:
         entry.update(reachable=False, error=_line(error))
         return entry
     try:
-        answer, _ = await channel.request("status", root=target.path)
+        (answer, _), (disk, _) = await asyncio.gather(
+            channel.request("status", root=target.path),
+            channel.request("disk_use", root=target.path),
+        )
+        answer["snapshots"] = disk["snapshots"]
         if target.scheduler == "slurm":
             from tether.jobs.slurm import partitions
 
@@ -107,7 +111,24 @@ def lines(entries: list[dict[str, Any]]) -> list[str]:
                 f"{part['state']}"
                 + (f", {part['gres']}" if part["gres"] not in ("", "(null)") else "")
             )
+        snaps = entry.get("snapshots")
+        if snaps:
+            out.append("  " + snapshots_text(snaps))
         project = jobs_text(entry.get("project_jobs") or {})
         host = jobs_text(entry.get("jobs") or {})
         out.append(f"  jobs: this project {project}; everyone's on the host {host}")
     return out
+
+
+def snapshots_text(snaps: dict[str, Any]) -> str:
+    """'snapshots: this project 3, 12.0 MiB (9.0 MiB their own); host 12, 40.0 MiB; logs ...'."""
+    from tether.jobs.housekeeping import human
+
+    mine = (
+        f"this project {snaps.get('project_count', 0)}, {human(snaps.get('project_bytes', 0))}"
+        f" ({human(snaps.get('project_own_bytes', 0))} their own); "
+    )
+    return (
+        f"snapshots: {mine}host {snaps.get('count', 0)}, {human(snaps.get('bytes', 0))}; "
+        f"logs {human(snaps.get('logs_bytes', 0))}"
+    )

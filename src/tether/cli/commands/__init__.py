@@ -18,7 +18,10 @@ Examples:
   tether run --name lr3e-4 -- python train.py --lr 3e-4
 """
 
-MODULES = ("hosts", "sandbox", "project", "sync", "watch", "jobs", "remote", "kernel", "misc")
+MODULES = (
+    "hosts", "sandbox", "project", "sync", "watch", "jobs", "housekeeping", "remote", "kernel",
+    "misc",
+)  # fmt: skip
 
 
 def build_app() -> typer.Typer:

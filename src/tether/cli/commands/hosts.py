@@ -208,10 +208,14 @@ def check(
 CLEAN_HELP = """Remove everything tether put on a host (~/.cache/tether, ~/.local/share/tether).
 
 Job records, logs, snapshots and kernels' state go with it; the project directories stay.
+Refused while jobs run or are queued or kernels live there (any project's): --force
+stops them first (kills the jobs, stops the kernels) and says so.
 
-Example:
+Examples:
 
   tether host clean gpu1 --yes
+
+  tether host clean gpu1 --yes --force
 """
 
 
@@ -219,21 +223,40 @@ Example:
 def clean(
     name: str = typer.Argument(..., help="An ssh alias."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    force: bool = typer.Option(False, "--force", help="Stop running jobs and kernels first."),
+    python: str = typer.Option("python3", "--python", help="Remote interpreter for the agent."),
 ) -> None:
     """Remove tether's remote state."""
     import asyncio
 
     from tether.cli.render import console
+    from tether.jobs.housekeeping import busy_line, host_busy, stopped_lines
     from tether.transport.ssh import SshTransport
 
-    if not yes and not typer.confirm(
-        f"remove ~/.cache/tether and ~/.local/share/tether on {name}?"
-    ):
+    answer = host_busy(name, python, stop=False, force=force)
+    busy = busy_line(name, answer) if answer is not None else None
+    if busy and not force:
+        from tether.errors import JobError
+
+        raise JobError(
+            busy,
+            "host clean would delete their snapshots, logs and state",
+            "stop them (tether kill, tether kernel stop) or pass --force to stop them first",
+        )
+    ask = f"remove ~/.cache/tether and ~/.local/share/tether on {name}?"
+    if busy:
+        ask = f"{busy}: stop them, then remove ~/.cache/tether and ~/.local/share/tether?"
+    if not yes and not typer.confirm(ask):
         raise typer.Abort()
+    out = console()
+    if busy:
+        stopped = host_busy(name, python, stop=True, force=force) or {}
+        for line in stopped_lines(stopped):
+            out.print(f"{name}: {line}")
     script = 'rm -rf -- "$HOME/.cache/tether" "$HOME/.local/share/tether"'
     result = asyncio.run(SshTransport(name).run(["sh", "-c", script]))
     if result.returncode != 0:
         from tether.errors import RemoteError
 
         raise RemoteError(name, "host clean", result.stderr.decode(errors="replace"))
-    console().print(f"{name}: removed tether's files")
+    out.print(f"{name}: removed tether's files")

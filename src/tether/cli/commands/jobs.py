@@ -126,7 +126,7 @@ def run(
     names = [job_name] if array is None else [f"{job_name}-{i}" for i in range(array)]
     if not valid_name(names[-1]):
         raise UsageError(f"bad job name {names[-1]!r}", "use up to 64 letters, digits, '_' and '-'")
-    info = client.provenance(config.root)
+    info = client.provenance(config.root, rules=config.sync)
     cwd = client.relative_cwd(config.root)
     extra: dict[str, Any] = {"after": list(after) if after else None}
     extra["notify"] = notify or config.notify
@@ -266,7 +266,7 @@ def restart(
     target = _where(name, on)
     if fresh:
         _push(config, [target])
-    info = client.provenance(config.root) if fresh else {}
+    info = client.provenance(config.root, rules=config.sync) if fresh else {}
 
     async def go() -> JobRecord:
         channel = await open_channel(target)
@@ -299,7 +299,7 @@ def jobs(
 ) -> None:
     """List jobs."""
     from tether import config as config_module
-    from tether.cli.render import print_json, table
+    from tether.cli.render import print_json
     from tether.jobs import client
     from tether.sync.targets import each_target, run
 
@@ -315,21 +315,62 @@ def jobs(
     if as_json:
         print_json([job.to_json() for job in records])
         return
-    rows = []
+    _jobs_table(records, len(targets))
+
+
+def _jobs_table(records: list[JobRecord], target_count: int) -> None:
+    """Name, target, state, command, GPUs, start, duration, commit: columns are dropped
+    (commit first) to fit the terminal, never the name, which is never cut."""
+    import time
+
+    from tether.cli.render import Column, fitted_table
+    from tether.jobs.housekeeping import command_text
+
+    rows: list[tuple[str, ...]] = []
     for job in records:
         seconds = job.duration()
+        started = (
+            "" if job.started is None else time.strftime("%m-%d %H:%M", time.localtime(job.started))
+        )
         rows.append(
             (
                 job.name,
                 job.target,
                 job.state_text() + (f" ({job.reason})" if job.reason else ""),
+                command_text(job.argv),
                 job.gpus or "",
-                (job.to_json()["started"] or "")[:19].replace("T", " "),
-                "" if seconds is None else f"{seconds:.0f} s",
+                started,
+                "" if seconds is None else _short_duration(seconds),
                 (job.commit or "")[:10],
             )
         )
-    table(None, ["name", "target", "state", "gpus", "started", "duration", "commit"], rows)
+    gpus = any(job.gpus for job in records)
+    columns = [
+        Column("name"),
+        Column("target", drop=5 if target_count > 1 else 1),
+        Column("state", shrink=12),
+        Column("command", drop=7, shrink=12),
+        Column("gpus", drop=3 if gpus else 1),
+        Column("started", drop=6),
+        Column("duration", drop=4),
+        Column("commit", drop=2),
+    ]
+    if not gpus:  # an empty column says nothing
+        columns.pop(4)
+        rows = [row[:4] + row[5:] for row in rows]
+    fitted_table(columns, rows, shrink_from=4)
+
+
+def _short_duration(seconds: float) -> str:
+    """'45s', '12m05s', '3h02m', '2d03h'."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
 def logs(

@@ -1,0 +1,345 @@
+"""Housekeeping on the remote: remove ended jobs, prune old ones, disk use, show, host busy.
+
+Removing a job removes its record, its log (and Slurm output) and its snapshot, the
+snapshot only when no remaining job uses it (a restart shares its job's snapshot). The
+bytes reported are the disk blocks of the inodes whose last link went: a file a snapshot
+shares with the live tree (a hard link) frees nothing and is not counted. A dry run
+counts the same way and removes nothing. Every path comes from the job record and the
+helpers in jobs.py, and is removed only where it lies inside tether's own directories.
+Standard library only, Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import time
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+from . import fsops, kernels, slurm
+from .jobs import (
+    DEFAULT_SOCKET,
+    _sessions,
+    all_records,
+    check_name,
+    data_dir,
+    derive_state,
+    job_kill,
+    kill_marker,
+    logs_dir,
+    read_record,
+    record_path,
+    session_name,
+    snapshots_dir,
+)
+
+Answer = Tuple[Dict[str, Any], bytes]
+ACTIVE = ("queued", "running", "starting")
+Inode = Tuple[int, int]
+
+
+# ---- which jobs ---------------------------------------------------------------------
+
+
+def _mine(record: Dict[str, Any], header: Dict[str, Any]) -> bool:
+    """Whether a record belongs to the project the request names (all with no root)."""
+    root = header.get("root")
+    return not root or record.get("root") == fsops.root_path(str(root))
+
+
+class States:
+    """A record's state now: tmux sessions (asked once per socket) or Slurm's view."""
+
+    def __init__(self, header: Dict[str, Any]) -> None:
+        self.sessions: Dict[str, Optional[Set[str]]] = {}
+        self.env = slurm._env(header)
+        self.now = time.time()
+
+    def of(self, record: Dict[str, Any]) -> str:
+        if record.get("scheduler") == "slurm":
+            if record.get("ended") is not None:
+                return "cancelled" if record.get("exit_code") is None else "exited"
+            slurm.annotate([record], self.env)
+            return "running" if not slurm._over(record) else "lost"
+        sock = str(record.get("socket") or DEFAULT_SOCKET)
+        if sock not in self.sessions:
+            self.sessions[sock] = _sessions(sock)
+        alive = session_name(str(record.get("name"))) in (self.sessions[sock] or set())
+        return derive_state(record, alive, self.now)
+
+
+def _age_stamp(record: Dict[str, Any]) -> float:
+    """When a job stopped mattering: its end, else (lost) its start or creation."""
+    for key in ("ended", "started", "created"):
+        value = record.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
+# ---- paths and bytes ----------------------------------------------------------------
+
+
+def _inside(path: Any, base: str) -> Optional[str]:
+    """path (its last part not followed) when it lies strictly inside base, else None."""
+    if not isinstance(path, str) or not path:
+        return None
+    full = os.path.abspath(path)
+    real = os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
+    return real if real.startswith(os.path.realpath(base) + os.sep) else None
+
+
+def _own_files(record: Dict[str, Any]) -> List[str]:
+    """The record, its log and Slurm output: what removing the job always removes."""
+    name = str(record.get("name"))
+    paths = [record_path(name), kill_marker(name)]
+    for key in ("log", "slurm_out"):
+        inside = _inside(record.get(key), data_dir())
+        if inside:
+            paths.append(inside)
+    return paths
+
+
+def snapshot_of(record: Dict[str, Any]) -> Optional[str]:
+    return _inside(record.get("snapshot"), snapshots_dir())
+
+
+def _walk(top: str) -> Iterable[Tuple[str, os.stat_result]]:
+    """(path, lstat) of top and everything under it, never following links."""
+    try:
+        st = os.lstat(top)
+    except OSError:
+        return
+    yield top, st
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            yield entry.path, st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(entry.path)
+
+
+class Ledger:
+    """Counts links seen per inode: an inode is freed once all its links were seen."""
+
+    def __init__(self) -> None:
+        self.seen: Dict[Inode, int] = {}
+
+    def add(self, paths: Iterable[str]) -> int:
+        """Bytes these paths free, given the paths added before them go too."""
+        freed = 0
+        for top in paths:
+            for _, st in _walk(top):
+                if stat.S_ISDIR(st.st_mode):
+                    freed += st.st_blocks * 512
+                    continue
+                key = (st.st_dev, st.st_ino)
+                count = self.seen.get(key, 0) + 1
+                self.seen[key] = count
+                if count == st.st_nlink:
+                    freed += st.st_blocks * 512
+        return freed
+
+
+def _remove_tree(top: str) -> None:
+    """rmtree; where it is refused, make the directories (never the files) writable."""
+    try:
+        shutil.rmtree(top)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    for path, st in _walk(top):
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
+            with contextlib.suppress(OSError):
+                os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def remove(records: List[Dict[str, Any]], dry_run: bool) -> List[Dict[str, Any]]:
+    """Remove (or, dry, measure) jobs; a snapshot goes with the last job that uses it."""
+    names = {str(record.get("name")) for record in records}
+    in_use = {snapshot_of(r) for r in all_records() if str(r.get("name")) not in names}
+    claimed: Set[str] = set()
+    ledger = Ledger()
+    out = []
+    for record in records:
+        paths = _own_files(record)
+        snap = snapshot_of(record)
+        if snap and snap not in in_use and snap not in claimed:
+            claimed.add(snap)
+            paths.insert(0, snap)
+        freed = ledger.add(paths)
+        if not dry_run:
+            for path in paths:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    _remove_tree(path)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+        out.append({"name": record.get("name"), "bytes": freed, "snapshot": snap in claimed})
+    return out
+
+
+# ---- ops ----------------------------------------------------------------------------
+
+
+def job_rm(header: Dict[str, Any], payload: bytes) -> Answer:
+    """Remove the named ended jobs; running, queued and unknown ones are refused, each."""
+    states = States(header)
+    results: List[Dict[str, Any]] = []
+    doomed: List[Dict[str, Any]] = []
+    for name in header.get("names") or []:
+        record = read_record(check_name(name))
+        if record is None or not _mine(record, header):
+            results.append({"name": name, "removed": False, "why": "nojob"})
+            continue
+        state = states.of(record)
+        if state in ACTIVE:
+            results.append({"name": name, "removed": False, "why": "active", "state": state})
+            continue
+        doomed.append(record)
+        results.append({"name": name, "removed": True, "state": state})
+    done = {str(entry["name"]): entry for entry in remove(doomed, bool(header.get("dry_run")))}
+    for entry in results:
+        if entry["removed"]:
+            entry.update(done[str(entry["name"])])
+    return {"results": results}, b""
+
+
+def job_prune(header: Dict[str, Any], payload: bytes) -> Answer:
+    """Remove (or, dry, list) this project's jobs that ended over older_than seconds ago."""
+    cutoff = time.time() - float(header.get("older_than") or 0)
+    states = States(header)
+    old = []
+    for record in all_records():
+        if not _mine(record, header) or _age_stamp(record) > cutoff:
+            continue
+        state = states.of(record)
+        if state not in ACTIVE:
+            record["state"] = state
+            old.append(record)
+    old.sort(key=_age_stamp)
+    removed = remove(old, bool(header.get("dry_run")))
+    for index, entry in enumerate(removed):
+        entry.update(state=old[index]["state"], ended=old[index].get("ended"))
+    return {"jobs": removed, "bytes": sum(int(entry["bytes"]) for entry in removed)}, b""
+
+
+def disk_use(header: Dict[str, Any], payload: bytes) -> Answer:
+    """Snapshot and log disk use: the host's, and this project's (root) where asked."""
+    top = snapshots_dir()
+    host = _usage([top])
+    count = sum(len(_subdirs(project)) for project in _subdirs(top))
+    answer: Dict[str, Any] = {"path": top, "count": count, **host}
+    answer["logs_bytes"] = _usage([logs_dir()])["bytes"]
+    if header.get("root"):
+        mine_records = [r for r in all_records() if _mine(r, header)]
+        snaps = sorted({s for s in (snapshot_of(r) for r in mine_records) if s})
+        mine = _usage(snaps)
+        answer.update(
+            project_count=len(snaps),
+            project_bytes=mine["bytes"],
+            project_own_bytes=mine["own_bytes"],
+        )
+    return {"snapshots": answer}, b""
+
+
+def _subdirs(path: str) -> List[str]:
+    try:
+        with os.scandir(path) as listing:
+            return [entry.path for entry in listing if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _usage(tops: List[str]) -> Dict[str, int]:
+    """bytes: blocks of every inode once (du); own_bytes: of those not linked elsewhere."""
+    seen: Dict[Inode, List[int]] = {}  # inode -> [links seen, nlink, bytes, is a dir]
+    for top in tops:
+        for _, st in _walk(top):
+            key = (st.st_dev, st.st_ino)
+            if key not in seen:
+                is_dir = int(stat.S_ISDIR(st.st_mode))
+                seen[key] = [0, st.st_nlink, st.st_blocks * 512, is_dir]
+            seen[key][0] += 1
+    total = sum(entry[2] for entry in seen.values())
+    own = sum(entry[2] for entry in seen.values() if entry[3] or entry[0] >= entry[1])
+    return {"bytes": total, "own_bytes": own}
+
+
+def job_show(header: Dict[str, Any], payload: bytes) -> Answer:
+    """One job's whole record (provenance included) with its state now."""
+    name = check_name(header.get("name"))
+    record = read_record(name)
+    if record is None or not _mine(record, header):
+        raise fsops.OpError("nojob", "no job named %r" % name)
+    state = States(header).of(record)
+    if record.get("scheduler") != "slurm":
+        record["state"] = state
+    return {"record": record, "record_file": record_path(name)}, b""
+
+
+def host_busy(header: Dict[str, Any], payload: bytes) -> Answer:
+    """Every project's running or queued jobs and live kernels; with stop, stop them."""
+    states = States(header)
+    jobs = []
+    for record in all_records():
+        state = states.of(record)
+        if state in ACTIVE:
+            keep = ("name", "scheduler", "root")
+            jobs.append(dict({key: record.get(key) for key in keep}, state=state))
+    live = [k for k in kernels.kernel_list({}, b"")[0]["kernels"] if k.get("alive")]
+    found = [{"name": k.get("name"), "pid": k.get("pid"), "root": k.get("root")} for k in live]
+    if header.get("stop"):
+        grace = float(header.get("grace", 1.0))
+        for job in jobs:
+            job["stopped"] = _stop_job(job, grace, header)
+        for kernel in found:
+            with contextlib.suppress(fsops.OpError):
+                kernels.kernel_stop({"name": kernel["name"], "grace": grace}, b"")
+            kernel["stopped"] = True
+    return {"jobs": jobs, "kernels": found, "stop": bool(header.get("stop"))}, b""
+
+
+def _stop_job(job: Dict[str, Any], grace: float, header: Dict[str, Any]) -> Optional[str]:
+    """Kill one job; the outcome in words ('exited 143', 'cancelled'), None if it failed."""
+    try:
+        if job.get("scheduler") == "slurm":
+            answer = slurm.job_kill({"name": job["name"], "wait": 10.0, **_conf(header)}, b"")[0]
+            record = answer["records"][0] if answer.get("records") else {}
+        else:
+            record = job_kill({"name": job["name"], "grace": grace}, b"")[0]["record"]
+    except fsops.OpError:
+        return None
+    if record.get("exit_code") is not None:
+        return "exited %s" % record["exit_code"]
+    return "cancelled" if record.get("ended") is not None else "signalled"
+
+
+def _conf(header: Dict[str, Any]) -> Dict[str, Any]:
+    return {"slurm_conf": header["slurm_conf"]} if header.get("slurm_conf") else {}
+
+
+def register(agent: Any) -> None:
+    """Add the housekeeping ops to the agent."""
+    agent.handlers["job_rm"] = job_rm
+    agent.handlers["job_prune"] = job_prune
+    agent.handlers["disk_use"] = disk_use
+    agent.handlers["job_show"] = job_show
+    agent.handlers["host_busy"] = host_busy
