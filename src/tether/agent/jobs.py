@@ -195,6 +195,19 @@ def take_snapshot(root: str, dest: str, header: Dict[str, Any], payload: bytes) 
 # ---- ops ----------------------------------------------------------------------------
 
 
+def new_session(argv: List[str]) -> subprocess.CompletedProcess[str]:
+    """tmux new-session; again when it met the server just as it was leaving (the last
+    session ended at that moment: tmux exits when empty, and the new client loses)."""
+    for _attempt in range(3):
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+        if done.returncode == 0 or "server exited unexpectedly" not in done.stderr:
+            return done
+        time.sleep(0.05)
+    return done
+
+
 def _tmux_version() -> str:
     if shutil.which("tmux") is None:
         raise fsops.OpError(
@@ -316,9 +329,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     agent_path = os.path.abspath(sys.argv[0])
     command = wrapper_command(sys.executable, agent_path, path)
     argv_tmux = new_session_argv(sock, name, command, tmux_major(version))
-    done = subprocess.run(
-        argv_tmux, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
-    )
+    done = new_session(argv_tmux)
     if done.returncode != 0:
         os.unlink(path)
         if entry:
@@ -393,11 +404,18 @@ def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
         records.append(record if header.get("full") else provenance.light(record))
     cache: Dict[str, Optional[Set[str]]] = {}
     now = time.time()
-    for record in records:
+    for index, record in enumerate(records):
         sock = str(record.get("socket") or DEFAULT_SOCKET)
         if sock not in cache:
             cache[sock] = _sessions(sock)
         alive = session_name(str(record.get("name"))) in (cache[sock] or set())
+        if not alive and record.get("ended") is None:
+            # Read before the sessions were listed: it may have ended in between (its
+            # session then goes), which is not "lost".
+            again = read_record(str(record.get("name")))
+            if again is not None and again.get("ended") is not None:
+                record = again if header.get("full") else provenance.light(again)
+                records[index] = record
         record["alive"] = alive
         record["state"] = derive_state(record, alive, now)
     return {"jobs": records, "tmux": shutil.which("tmux") is not None}, b""
