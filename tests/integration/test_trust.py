@@ -260,17 +260,17 @@ os.setgid(65534); os.setuid(65534)
 conn = socket.socket(socket.AF_UNIX)
 conn.settimeout(20)
 conn.connect(sys.argv[1])
-conn.sendall(json.dumps({"op": sys.argv[2], "args": ["push"], "cwd": "/", "env": {}}).encode()
-             + b"\\n")
 data = b""
 try:
+    conn.sendall(json.dumps({"op": sys.argv[2], "args": ["push"], "cwd": "/", "env": {}})
+                 .encode() + b"\\n")
     while True:
         chunk = conn.recv(65536)
         if not chunk:
             break
         data += chunk
-except ConnectionResetError:
-    pass  # closed without a word
+except (ConnectionResetError, BrokenPipeError):
+    pass  # closed without a word (before or after the request went out)
 sys.stdout.write(data.decode())
 """
 
