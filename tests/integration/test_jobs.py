@@ -148,9 +148,10 @@ def test_jobs_lists_this_project_and_hides_old_finished_jobs_unless_all(
         assert done.returncode == 0, done.stderr
         wait_job(tether_cli, args[-1])
     records = Path(sandbox.home) / ".local" / "share" / "tether" / "jobs"
-    old = json.loads((records / "old.json").read_text())
+    (old_file,) = records.glob("*-old.json")  # the project's tag, then the name
+    old = json.loads(old_file.read_text())
     old["ended"] = old["started"] = time.time() - 8 * 24 * 3600
-    (records / "old.json").write_text(json.dumps(old))
+    old_file.write_text(json.dumps(old))
     other = dict(old, name="other-proj", root=str(remote_project) + "-elsewhere")
     other["ended"] = time.time()
     (records / "other-proj.json").write_text(json.dumps(other))

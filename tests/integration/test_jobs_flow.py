@@ -192,13 +192,14 @@ def test_notify_hook_runs_on_the_remote_with_the_variables(
         assert (job["state"], job["exit_code"], job["reason"]) == ("exited", 0, None)
     logs = Path(sandbox.home) / ".local" / "share" / "tether" / "logs"
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        texts = [(logs / f"{name}.notify.log") for name in ("nf", "nh")]
+    texts: list[Path] = []
+    while time.monotonic() < deadline:  # logs are named by the job's key: <tag>-<name>
+        texts = [next(iter(logs.glob(f"*-{name}.notify.log")), logs / "-") for name in ("nf", "nh")]
         if all(path.exists() for path in texts) and "killed after" in texts[1].read_text():
             break
         time.sleep(0.2)
-    assert "notify exited 5" in (logs / "nf.notify.log").read_text()
-    assert "notify killed after 1 s" in (logs / "nh.notify.log").read_text()
+    assert "notify exited 5" in texts[0].read_text()
+    assert "notify killed after 1 s" in texts[1].read_text()
 
 
 def test_array_starts_numbered_tasks_with_their_index(

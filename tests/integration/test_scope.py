@@ -71,3 +71,22 @@ def test_two_projects_on_one_target_have_their_own_kernels(
     everyone = json.loads(run_cli(first, "kernel", "ls", "--all", "--json").stdout)
     roots = sorted(k["root"].split("/")[-1][:8] for k in everyone if k["state"] == "running")
     assert roots == ["scope-a-", "scope-b-"], everyone
+
+
+def test_two_projects_may_both_run_a_job_named_train(
+    two_projects: tuple[Path, Path], tmux_socket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_TMUX_SOCKET", tmux_socket)
+    first, second = two_projects
+    for root, word in ((first, "first"), (second, "second")):
+        done = run_cli(root, "run", "--name", "train", "--", "python", "-c", f"print('{word}')")
+        assert done.returncode == 0, describe(done)
+    for root, word in ((first, "first"), (second, "second")):
+        waited = run_cli(root, "wait", "train", timeout=120)
+        assert waited.returncode == 0, describe(waited)
+        listed = json.loads(run_cli(root, "jobs", "--json").stdout)
+        assert [job["name"] for job in listed] == ["train"], listed
+        assert run_cli(root, "logs", "train").stdout == f"{word}\n"
+    removed = run_cli(first, "rm", "train")
+    assert removed.returncode == 0, describe(removed)
+    assert run_cli(second, "logs", "train").stdout == "second\n"  # the other one stays

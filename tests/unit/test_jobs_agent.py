@@ -77,7 +77,7 @@ def test_exact_argv_exit_code_log_and_results_link(tmp_path: Path, tmux_socket: 
         done = await wait_end(channel, "j1")
         assert done["state"] == "exited" and done["exit_code"] == 3 and done["reason"] is None
         assert done["argv"] == argv and done["commit"] == "abc"
-        header, data = await channel.request("job_log", name="j1", offset=0)
+        header, data = await channel.request("job_log", root=str(root), name="j1", offset=0)
         assert b"--flag" in data and "naïve ☃".encode() in data
         assert header["state"] == "exited"
 
@@ -108,7 +108,7 @@ def test_a_taken_name_is_refused_and_unknown_names_are_clear(
             await start(channel, root, "j3", [sys.executable, "-c", "pass"], tmux_socket)
         assert caught.value.kind == "exists"
         with pytest.raises(AgentError) as unknown:
-            await channel.request("job_log", name="nope", offset=0)
+            await channel.request("job_log", root=str(root), name="nope", offset=0)
         assert unknown.value.kind == "nojob"
         with pytest.raises(AgentError) as bad:
             await start(channel, root, "../x", [sys.executable], tmux_socket)
@@ -124,7 +124,7 @@ def test_kill_records_reason_and_signal_exit_code(tmp_path: Path, tmux_socket: s
 
     async def body(channel: AgentChannel) -> None:
         await start(channel, root, "j4", argv, tmux_socket)
-        answer, _ = await channel.request("job_kill", name="j4", grace=2.0)
+        answer, _ = await channel.request("job_kill", root=str(root), name="j4", grace=2.0)
         record = answer["record"]
         assert record["ended"] is not None
         assert record["reason"] == "killed by tether kill"
@@ -162,7 +162,7 @@ def test_snapshot_does_not_see_later_changes(tmp_path: Path, tmux_socket: str) -
         temp.write_text("X = 2\n")
         os.replace(temp, root / "pkg" / "mod.py")
         await wait_end(channel, "j6")
-        _, data = await channel.request("job_log", name="j6", offset=0)
+        _, data = await channel.request("job_log", root=str(root), name="j6", offset=0)
         assert b"X = 1" in data and b"X = 2" not in data
 
     with_agent(body)

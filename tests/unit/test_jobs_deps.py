@@ -111,10 +111,10 @@ def test_kill_cancels_a_job_waiting_on_a_dependency(tmp_path: Path, tmux_socket:
         await start(channel, root, "k-a", [PY, "-c", "import time; time.sleep(30)"], tmux_socket)
         await start(channel, root, "k-b", [PY, "-c", "pass"], tmux_socket, after=["k-a"])
         await asyncio.sleep(0.5)
-        answer, _ = await channel.request("job_kill", name="k-b", grace=0.5)
+        answer, _ = await channel.request("job_kill", root=str(root), name="k-b", grace=0.5)
         assert answer["record"]["state"] == "cancelled"
         assert answer["record"]["reason"] == "killed by tether kill"
-        await channel.request("job_kill", name="k-a", grace=0.5)
+        await channel.request("job_kill", root=str(root), name="k-a", grace=0.5)
 
     with_agent(body)
 
@@ -139,17 +139,19 @@ def test_notify_hook_env_failure_and_timeout(tmp_path: Path, tmux_socket: str) -
         tail = env["TETHER_LOG_TAIL"].splitlines()
         assert len(tail) == 20 and tail[-1] == "line 29"
         assert record["exit_code"] == 4
+        notify_logs = {}
         for name, hook in (("n-b", "exit 9"), ("n-c", "sleep 30")):
             await start(channel, root, name, [PY, "-c", "pass"], tmux_socket, notify=hook,
                         notify_timeout=0.5)  # fmt: skip
             job = await ended(channel, name)
             assert (job["state"], job["exit_code"], job["reason"]) == ("exited", 0, None)
-        log = Path(record["log"]).with_name("n-c.notify.log")
+            notify_logs[name] = Path(str(job["log"])[: -len(".log")] + ".notify.log")
+        log = notify_logs["n-c"]
         deadline = time.monotonic() + 10
         while "killed after" not in (log.read_text() if log.exists() else ""):
             assert time.monotonic() < deadline, "the hanging hook was not killed"
             await asyncio.sleep(0.1)
-        assert "notify exited 9" in log.with_name("n-b.notify.log").read_text()
+        assert "notify exited 9" in notify_logs["n-b"].read_text()
 
     with_agent(body)
 
@@ -164,7 +166,7 @@ def test_array_index_and_restart_reuse_the_snapshot(tmp_path: Path, tmux_socket:
                     snapshot_of="r-0")  # fmt: skip
         for index in (0, 1):
             await ended(channel, f"r-{index}")
-            _, data = await channel.request("job_log", name=f"r-{index}", offset=0)
+            _, data = await channel.request("job_log", root=str(root), name=f"r-{index}", offset=0)
             assert data == f"idx {index}\n".encode()
         again, _ = await channel.request(
             "job_start", name="r-0-2", root=str(root), socket=tmux_socket, restart_of="r-0"

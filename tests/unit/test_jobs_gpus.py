@@ -112,12 +112,12 @@ def test_busy_gpu_skipped_too_many_refused_kill_cancels_queued(
         assert second["record"]["reason"] == "waiting for 1 GPU"
         listed = await jobs_by_name(channel)
         assert listed[f"g2-{tag}"]["state"] == "queued"
-        killed, _ = await channel.request("job_kill", name=f"g2-{tag}", grace=1.0)
+        killed, _ = await channel.request("job_kill", root=str(root), name=f"g2-{tag}", grace=1.0)
         assert killed["record"]["state"] == "cancelled"
         assert killed["record"]["exit_code"] is None
         listed = await jobs_by_name(channel)
         assert listed[f"g2-{tag}"]["state"] == "cancelled"
-        await channel.request("job_kill", name=f"g1-{tag}", grace=1.0)
+        await channel.request("job_kill", root=str(root), name=f"g1-{tag}", grace=1.0)
         status, _ = await channel.request("status")
         assert [g["free"] for g in status["gpus"]] == [False, True]
         assert status["nvidia_smi"] is True and len(status["load"]) == 3
@@ -154,7 +154,7 @@ def test_queued_job_starts_when_a_gpu_frees_up(
                 break
             await asyncio.sleep(0.1)
         assert job["state"] == "exited" and job["exit_code"] == 0, job
-        _, log = await channel.request("job_log", name=names[2], offset=0)
+        _, log = await channel.request("job_log", root=str(root), name=names[2], offset=0)
         assert log.decode().split() == [job["gpus"], "PCI_BUS_ID"]
 
     with_agent(body)

@@ -17,7 +17,14 @@ import pytest
 
 from tests.harness.env import make_git_project
 from tether.agent import housekeeping, provenance
-from tether.agent.jobs import logs_dir, read_record, record_path, snapshots_dir, write_json
+from tether.agent.jobs import (
+    job_key,
+    logs_dir,
+    read_record,
+    record_path,
+    snapshots_dir,
+    write_json,
+)
 from tether.cli.render import Column, fit
 from tether.config import SyncRules
 from tether.errors import UsageError
@@ -87,13 +94,14 @@ def test_durations_and_sizes() -> None:
 
 
 def fake_job(name: str, root: str, snap: Path, ended: float, **extra: Any) -> dict[str, Any]:
-    log = Path(logs_dir()) / f"{name}.log"
+    key = job_key(name, root)
+    log = Path(logs_dir()) / f"{key}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"x" * 10_000)
-    record = {"name": name, "root": root, "snapshot": str(snap), "log": str(log),
+    record = {"name": name, "key": key, "root": root, "snapshot": str(snap), "log": str(log),
               "created": ended - 5, "started": ended - 4, "ended": ended, "exit_code": 0,
               "state": "exited", "socket": "tether-unit-none", **extra}  # fmt: skip
-    write_json(record_path(name), record)
+    write_json(record_path(key), record)
     return record
 
 
@@ -113,14 +121,14 @@ def test_rm_counts_only_what_it_frees_and_keeps_a_shared_snapshot(tmp_path: Path
     (snap / "own.bin").write_bytes(os.urandom(300_000))
     first = fake_job(f"a-{tag}", root, snap, time.time() - 100)
     fake_job(f"b-{tag}", root, snap, time.time() - 50)
-    own = blocks(Path(record_path(first["name"])), Path(first["log"]))
+    own = blocks(Path(record_path(first["key"])), Path(first["log"]))
     answer, _ = housekeeping.job_rm({"names": [first["name"]], "root": root}, b"")
     [entry] = answer["results"]
     assert entry["removed"] and entry["bytes"] == own and not entry["snapshot"]
-    assert snap.is_dir() and read_record(first["name"]) is None
-    second = read_record(f"b-{tag}")
+    assert snap.is_dir() and read_record(first["key"]) is None
+    second = read_record(job_key(f"b-{tag}", root))
     assert second is not None
-    expected = blocks(snap, snap / "own.bin", Path(record_path(second["name"])),
+    expected = blocks(snap, snap / "own.bin", Path(record_path(second["key"])),
                       Path(second["log"]))  # fmt: skip
     answer, _ = housekeeping.job_rm({"names": [second["name"]], "root": root}, b"")
     assert answer["results"][0]["bytes"] == expected and answer["results"][0]["snapshot"]
@@ -141,10 +149,10 @@ def test_prune_dry_run_reports_what_prune_frees_and_removes_nothing(tmp_path: Pa
     header = {"root": root, "older_than": 7 * 86400}
     dry, _ = housekeeping.job_prune(dict(header, dry_run=True), b"")
     assert [job["name"] for job in dry["jobs"]] == [made[0]["name"], made[1]["name"]]
-    assert all(read_record(job["name"]) for job in made)
+    assert all(read_record(job["key"]) for job in made)
     real, _ = housekeeping.job_prune(header, b"")
     assert real["bytes"] == dry["bytes"] >= 150_000
-    assert [read_record(job["name"]) is None for job in made] == [True, True, False]
+    assert [read_record(job["key"]) is None for job in made] == [True, True, False]
     housekeeping.job_rm({"names": [made[2]["name"]], "root": root}, b"")
 
 

@@ -183,6 +183,12 @@ def plural(count: int) -> str:
 # ---- the queue ----------------------------------------------------------------------
 
 
+def key_of(record: Dict[str, Any]) -> str:
+    """A job record's identity on the host (its project's tag and its name; older records:
+    the name). Files, tmux sessions and queue entries are named by it."""
+    return str(record.get("key") or record.get("name"))
+
+
 def queue_dir() -> str:
     return os.path.join(data_dir(), "queue", socket.gethostname())
 
@@ -237,7 +243,7 @@ def claim(
     name may start when the queue (without entries of dead or ended jobs, which are
     dropped here) is empty or has name at its head.
     """
-    by_name = {str(record.get("name")): record for record in records}
+    by_name = {key_of(record): record for record in records}
     waiting = []
     for path, entry_name in entries():
         record = by_name.get(entry_name)
@@ -258,6 +264,6 @@ def claim(
     if found is None:
         return None
     gpus, apps = found
-    held = held_by_jobs([r for r in records if r.get("name") != name], now, grace)
+    held = held_by_jobs([r for r in records if key_of(r) != name], now, grace)
     free = [gpu["index"] for gpu in annotate(gpus, apps, held) if gpu["free"]]
     return free[:count] if len(free) >= count else None

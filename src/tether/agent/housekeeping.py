@@ -19,6 +19,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import fsops, kernels, slurm
+from .gpus import key_of
 from .jobs import (
     DEFAULT_SOCKET,
     _sessions,
@@ -26,6 +27,7 @@ from .jobs import (
     check_name,
     data_dir,
     derive_state,
+    job_key,
     job_kill,
     kill_marker,
     logs_dir,
@@ -66,7 +68,7 @@ class States:
         sock = str(record.get("socket") or DEFAULT_SOCKET)
         if sock not in self.sessions:
             self.sessions[sock] = _sessions(sock)
-        alive = session_name(str(record.get("name"))) in (self.sessions[sock] or set())
+        alive = session_name(key_of(record)) in (self.sessions[sock] or set())
         return derive_state(record, alive, self.now)
 
 
@@ -93,8 +95,8 @@ def _inside(path: Any, base: str) -> Optional[str]:
 
 def _own_files(record: Dict[str, Any]) -> List[str]:
     """The record, its log and Slurm output: what removing the job always removes."""
-    name = str(record.get("name"))
-    paths = [record_path(name), kill_marker(name)]
+    key = key_of(record)
+    paths = [record_path(key), kill_marker(key)]
     for key in ("log", "slurm_out"):
         inside = _inside(record.get(key), data_dir())
         if inside:
@@ -173,8 +175,8 @@ def _remove_tree(top: str) -> None:
 
 def remove(records: List[Dict[str, Any]], dry_run: bool) -> List[Dict[str, Any]]:
     """Remove (or, dry, measure) jobs; a snapshot goes with the last job that uses it."""
-    names = {str(record.get("name")) for record in records}
-    in_use = {snapshot_of(r) for r in all_records() if str(r.get("name")) not in names}
+    keys = {key_of(record) for record in records}
+    in_use = {snapshot_of(r) for r in all_records() if key_of(r) not in keys}
     claimed: Set[str] = set()
     ledger = Ledger()
     out = []
@@ -205,7 +207,7 @@ def job_rm(header: Dict[str, Any], payload: bytes) -> Answer:
     results: List[Dict[str, Any]] = []
     doomed: List[Dict[str, Any]] = []
     for name in header.get("names") or []:
-        record = read_record(check_name(name))
+        record = read_record(job_key(name, header.get("root")))
         if record is None or not _mine(record, header):
             results.append({"name": name, "removed": False, "why": "nojob"})
             continue
@@ -286,13 +288,14 @@ def _usage(tops: List[str]) -> Dict[str, int]:
 def job_show(header: Dict[str, Any], payload: bytes) -> Answer:
     """One job's whole record (provenance included) with its state now."""
     name = check_name(header.get("name"))
-    record = read_record(name)
+    key = job_key(name, header.get("root"))
+    record = read_record(key)
     if record is None or not _mine(record, header):
         raise fsops.OpError("nojob", "no job named %r" % name)
     state = States(header).of(record)
     if record.get("scheduler") != "slurm":
         record["state"] = state
-    return {"record": record, "record_file": record_path(name)}, b""
+    return {"record": record, "record_file": record_path(key)}, b""
 
 
 def host_busy(header: Dict[str, Any], payload: bytes) -> Answer:
@@ -302,7 +305,7 @@ def host_busy(header: Dict[str, Any], payload: bytes) -> Answer:
     for record in all_records():
         state = states.of(record)
         if state in ACTIVE:
-            keep = ("name", "scheduler", "root")
+            keep = ("name", "key", "scheduler", "root")
             jobs.append(dict({key: record.get(key) for key in keep}, state=state))
     live = [k for k in kernels.kernel_list({}, b"")[0]["kernels"] if k.get("alive")]
     found = [{"name": k.get("name"), "pid": k.get("pid"), "root": k.get("root")} for k in live]
@@ -321,10 +324,12 @@ def _stop_job(job: Dict[str, Any], grace: float, header: Dict[str, Any]) -> Opti
     """Kill one job; the outcome in words ('exited 143', 'cancelled'), None if it failed."""
     try:
         if job.get("scheduler") == "slurm":
-            answer = slurm.job_kill({"name": job["name"], "wait": 10.0, **_conf(header)}, b"")[0]
+            named = {"name": job["name"], "root": job.get("root") if job.get("key") else None}
+            answer = slurm.job_kill({**named, "wait": 10.0, **_conf(header)}, b"")[0]
             record = answer["records"][0] if answer.get("records") else {}
         else:
-            record = job_kill({"name": job["name"], "grace": grace}, b"")[0]["record"]
+            named = {"name": job["name"], "root": job.get("root") if job.get("key") else None}
+            record = job_kill({**named, "grace": grace}, b"")[0]["record"]
     except fsops.OpError:
         return None
     if record.get("exit_code") is not None:

@@ -9,6 +9,7 @@ Standard library only, Python >= 3.8.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,10 +19,11 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from . import deps, fsops, provenance, snapshot, start
 from . import gpus as gpu_queue
+from .gpus import key_of
 
 DEFAULT_SOCKET = "tether"
 SESSION_PREFIX = "tether-"
@@ -52,6 +54,33 @@ def logs_dir() -> str:
 
 def snapshots_dir() -> str:
     return os.path.expanduser("~/.cache/tether/snapshots")
+
+
+def project_tag(root: str) -> str:
+    """A project's mark on this host: a hash of its resolved remote directory."""
+    real = os.path.realpath(fsops.root_path(root))
+    return hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def job_key(name: Any, root: Optional[str]) -> str:
+    """A job's identity on the host: its project's tag, then its name (job names are per
+    project: two projects may both have `train`). Without a root (an older client), the
+    name itself."""
+    name = check_name(name)
+    return "%s-%s" % (project_tag(root), name) if root else name
+
+
+def shown(key: str) -> str:
+    """The job name in a key."""
+    tag, sep, name = key.partition("-")
+    if sep and len(tag) == 8 and all(ch in "0123456789abcdef" for ch in tag) and name:
+        return name
+    return key
+
+
+def scoped_reader(root: Optional[str]) -> Callable[[str], Optional[Dict[str, Any]]]:
+    """read_record by a job name of the project at root (for --after and restarts)."""
+    return lambda name: read_record(job_key(name, root))
 
 
 def record_path(name: str) -> str:
@@ -237,19 +266,21 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     name = check_name(header.get("name"))
     sock = check_socket(header.get("socket") or DEFAULT_SOCKET)
     header = dict(header)
+    root = fsops.sync_root(header["root"])
+    key = job_key(name, root)
+    read = scoped_reader(root)
     if header.get("restart_of"):
-        deps.from_earlier(header, _need(str(header["restart_of"])))
+        deps.from_earlier(header, _need(job_key(header["restart_of"], root)))
     argv = header.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise fsops.OpError("badargv", "argv must be a non-empty list of strings")
     version = _tmux_version()
-    root = fsops.sync_root(header["root"])
     if not os.path.isdir(root):
         raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
     sessions = _sessions(sock) or set()
-    if read_record(name) is not None or session_name(name) in sessions:
+    if read_record(key) is not None or session_name(key) in sessions:
         raise fsops.OpError("exists", "a job named %r already exists" % name)
-    after = deps.check_after(name, header.get("after"), lambda dep: read_record(check_name(dep)))
+    after = deps.check_after(name, header.get("after"), read)
     project = check_name(header.get("project") or "project")
     count = _gpu_count(header.get("gpu_count"))
     cwd_rel = (
@@ -258,7 +289,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     env = start.check_env(header.get("env"))
     fresh_snapshot = not header.get("snapshot_of")
     if header.get("snapshot_of"):
-        earlier = _need(str(header["snapshot_of"]))
+        earlier = _need(job_key(header["snapshot_of"], root))
         snap, snap_id = str(earlier["snapshot"]), str(earlier.get("snapshot_id") or "")
         if not os.path.isdir(snap):
             raise fsops.OpError("nosnapshot", "the snapshot of %r is gone" % earlier["name"])
@@ -273,6 +304,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     record.update(
         {
             "name": name,
+            "key": key,
             "argv": argv,
             "cwd": cwd,
             "root": root,
@@ -280,12 +312,12 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             "snapshot": snap,
             "snapshot_id": snap_id,
             "socket": sock,
-            "session": session_name(name),
+            "session": session_name(key),
             "gpus": gpus,
             "gpu_count": count,
             "cuda_visible_devices": gpus,
             "remote_host": socket.gethostname(),
-            "log": os.path.join(logs_dir(), name + ".log"),
+            "log": os.path.join(logs_dir(), key + ".log"),
             "created": time.time(),
             "state": "starting",
             "started": None,
@@ -312,8 +344,8 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
                 "nocommand", "cannot start %s on %s: %s" % (argv[0], socket.gethostname(), why)
             )
     record.update(provenance.remote(header))
-    path = record_path(name)
-    pending, failed = deps.verdict(after, read_record, time.time(), START_GRACE_S)
+    path = record_path(key)
+    pending, failed = deps.verdict(after, read, time.time(), START_GRACE_S)
     if failed is not None:
         record.update(state="cancelled", ended=time.time(), reason=failed)
         write_json(path, record)
@@ -328,7 +360,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
         write_json(path, record)
     agent_path = os.path.abspath(sys.argv[0])
     command = wrapper_command(sys.executable, agent_path, path)
-    argv_tmux = new_session_argv(sock, name, command, tmux_major(version))
+    argv_tmux = new_session_argv(sock, key, command, tmux_major(version))
     done = new_session(argv_tmux)
     if done.returncode != 0:
         os.unlink(path)
@@ -377,11 +409,11 @@ def place(path: str, record: Dict[str, Any], count: int) -> str:
     Returns the queue entry's path ("" when the job got its GPUs at once).
     """
     with gpu_queue.locked():
-        got = gpu_queue.claim(record["name"], count, all_records(), time.time(), START_GRACE_S)
+        got = gpu_queue.claim(key_of(record), count, all_records(), time.time(), START_GRACE_S)
         entry = ""
         if got is None:
             record.update(state="queued", reason=gpu_queue.plural(count), queued=time.time())
-            entry = gpu_queue.enqueue(record["name"])
+            entry = gpu_queue.enqueue(key_of(record))
         else:
             picked = ",".join(str(index) for index in got)
             record.update(gpus=picked, cuda_visible_devices=picked)
@@ -408,11 +440,11 @@ def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
         sock = str(record.get("socket") or DEFAULT_SOCKET)
         if sock not in cache:
             cache[sock] = _sessions(sock)
-        alive = session_name(str(record.get("name"))) in (cache[sock] or set())
+        alive = session_name(key_of(record)) in (cache[sock] or set())
         if not alive and record.get("ended") is None:
             # Read before the sessions were listed: it may have ended in between (its
             # session then goes), which is not "lost".
-            again = read_record(str(record.get("name")))
+            again = read_record(key_of(record))
             if again is not None and again.get("ended") is not None:
                 record = again if header.get("full") else provenance.light(again)
                 records[index] = record
@@ -459,19 +491,25 @@ def status(header: Dict[str, Any], payload: bytes) -> Answer:
     }, b""
 
 
-def _need(name: str) -> Dict[str, Any]:
-    record = read_record(check_name(name))
+def _need(key: str) -> Dict[str, Any]:
+    """The record of the job with this key (job_key); `nojob` naming the job otherwise."""
+    record = read_record(key)
     if record is None:
-        raise fsops.OpError("nojob", "no job named %r" % name)
+        raise fsops.OpError("nojob", "no job named %r" % shown(key))
     return record
 
 
+def _key(header: Dict[str, Any]) -> str:
+    """The key of the job a request names (its name, in its root's project)."""
+    return job_key(header.get("name"), header.get("root"))
+
+
 def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
-    record = _need(str(header.get("name") or ""))
+    record = _need(_key(header))
     offset = int(header.get("offset") or 0)
     limit = int(header.get("limit") or (1 << 20))
     sessions = _sessions(str(record.get("socket") or DEFAULT_SOCKET)) or set()
-    alive = session_name(record["name"]) in sessions
+    alive = session_name(key_of(record)) in sessions
     state = derive_state(record, alive, time.time())
     data = b""
     size = 0
@@ -493,7 +531,7 @@ def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
 
 def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
     """SIGINT, then SIGTERM, then SIGKILL to the job's process group; wait for the record."""
-    name = check_name(header.get("name"))
+    name = _key(header)
     record = _need(name)
     grace = float(header.get("grace", 5.0))
     if record.get("state") == "queued" and record.get("ended") is None:
@@ -509,7 +547,7 @@ def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
         return {"record": record, "signalled": False}, b""
     pgid = record.get("pid")
     if not isinstance(pgid, int):
-        raise fsops.OpError("nojob", "job %r has no running process" % name)
+        raise fsops.OpError("nojob", "job %r has no running process" % shown(name))
     with open(kill_marker(name), "w", encoding="utf-8") as handle:
         handle.write("killed by tether kill\n")
     sent = []

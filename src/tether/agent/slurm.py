@@ -16,18 +16,21 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import fsops, provenance, start
+from .gpus import key_of
 from .jobs import (
     WRAP_CODE,
     check_name,
     data_dir,
+    job_key,
     jobs_dir,
     kill_marker,
     logs_dir,
     read_record,
     record_path,
+    scoped_reader,
     snapshots_dir,
     take_snapshot,
     write_json,
@@ -175,15 +178,14 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
         raise fsops.OpError("badargv", "sbatch options must be a list of strings")
     array = header.get("array")
     names = [base] if array is None else ["%s-%d" % (base, i) for i in range(int(array))]
-    for name in names:
-        check_name(name)
-        if read_record(name) is not None:
-            raise fsops.OpError("exists", "a job named %r already exists" % name)
     root = fsops.sync_root(header["root"])
+    for name in names:
+        if read_record(job_key(name, root)) is not None:
+            raise fsops.OpError("exists", "a job named %r already exists" % name)
     if not os.path.isdir(root):
         raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
     after = [check_name(dep) for dep in header.get("after") or []]
-    dep_ids, failed = _dependencies(after)
+    dep_ids, failed = _dependencies(after, scoped_reader(root))
     project = check_name(header.get("project") or "project")
     snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + base
     snap = os.path.join(snapshots_dir(), project, snap_id)
@@ -201,6 +203,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
         record.update(
             {
                 "name": name,
+                "key": job_key(name, root),
                 "scheduler": "slurm",
                 "argv": argv,
                 "cwd": cwd,
@@ -211,8 +214,8 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
                 **taken,
                 "gpus": header.get("gpus"),
                 "gpu_count": header.get("gpu_count"),
-                "log": os.path.join(logs_dir(), name + ".log"),
-                "slurm_out": os.path.join(slurm_dir(), name + ".out"),
+                "log": os.path.join(logs_dir(), job_key(name, root) + ".log"),
+                "slurm_out": os.path.join(slurm_dir(), job_key(name, root) + ".out"),
                 "slurm_after": after,
                 "created": time.time(),
                 "state": "starting",
@@ -232,13 +235,15 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     if failed is not None:
         for record in records:
             record.update(state="cancelled", ended=time.time(), reason=failed)
-            write_json(record_path(record["name"]), record)
+            write_json(record_path(key_of(record)), record)
         return {"records": records}, b""
-    script = os.path.join(slurm_dir(), base + ".sh")
+    base_key = job_key(base, root)  # the array's tasks are base_key-N, as their keys are
+    script = os.path.join(slurm_dir(), base_key + ".sh")
+    agent = os.path.abspath(sys.argv[0])
     with open(script, "w", encoding="utf-8") as handle:
-        handle.write(batch_script(sys.executable, os.path.abspath(sys.argv[0]), jobs_dir(), base))
+        handle.write(batch_script(sys.executable, agent, jobs_dir(), base_key))
     os.chmod(script, 0o700)
-    out = os.path.join(slurm_dir(), base + ("-%a.out" if array is not None else ".out"))
+    out = os.path.join(slurm_dir(), base_key + ("-%a.out" if array is not None else ".out"))
     done = _run(sbatch_argv(list(options), script, out, cwd, dep_ids), env, timeout=60)
     if done.returncode != 0:
         raise fsops.OpError("sbatch", "sbatch refused the job: " + _one_line(done.stderr))
@@ -247,15 +252,17 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
         index = record["array_index"]
         record["slurm_id"] = job_id if index is None else "%s_%d" % (job_id, index)
         record["slurm_job"] = job_id
-        write_json(record_path(record["name"]), record)
+        write_json(record_path(key_of(record)), record)
     return {"records": records, "slurm_id": job_id}, b""
 
 
-def _dependencies(after: List[str]) -> Tuple[List[str], Optional[str]]:
+def _dependencies(
+    after: List[str], read: Callable[[str], Optional[Dict[str, Any]]]
+) -> Tuple[List[str], Optional[str]]:
     """(Slurm ids to wait for, reason the job can never start or None)."""
     ids: List[str] = []
     for dep in after:
-        record = read_record(dep)
+        record = read(dep)
         if record is None:
             raise fsops.OpError("nodep", "no job named %r to run after" % dep)
         if record.get("ended") is not None:
@@ -328,7 +335,7 @@ def annotate(records: List[Dict[str, Any]], env: Dict[str, str]) -> None:
                     info["reason"] = fields.get("Reason") or info["reason"]
                     info["exit"] = fields.get("ExitCode")
         info["oom"] = _oom_in(str(record.get("slurm_out") or ""))
-        info["killed"] = os.path.exists(kill_marker(str(record.get("name"))))
+        info["killed"] = os.path.exists(kill_marker(key_of(record)))
         record["slurm"] = info
 
 
@@ -345,16 +352,17 @@ def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
     return {"jobs": records}, b""
 
 
-def _need(name: str) -> Dict[str, Any]:
-    record = read_record(check_name(name))
+def _need(header: Dict[str, Any]) -> Dict[str, Any]:
+    """The Slurm job a request names (its name, in its root's project)."""
+    record = read_record(job_key(header.get("name"), header.get("root")))
     if record is None or record.get("scheduler") != "slurm":
-        raise fsops.OpError("nojob", "no job named %r" % name)
+        raise fsops.OpError("nojob", "no job named %r" % header.get("name"))
     return record
 
 
 def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
     """Bytes of the job's Slurm output file from offset, with the record and Slurm's view."""
-    record = _need(str(header.get("name") or ""))
+    record = _need(header)
     offset = int(header.get("offset") or 0)
     limit = int(header.get("limit") or (1 << 20))
     data, size = b"", 0
@@ -371,7 +379,7 @@ def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
 
 def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
     """scancel the job (an array task's whole array); wait a while for the end."""
-    record = _need(str(header.get("name") or ""))
+    record = _need(header)
     env = _env(header)
     job = str(record.get("slurm_job") or record.get("slurm_id") or "")
     if record.get("ended") is not None or not job:
@@ -380,14 +388,14 @@ def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
     base = record.get("array_base")
     group = [r for r in _slurm_records(None) if r.get("slurm_job") == job] if base else [record]
     for one in group:
-        with open(kill_marker(str(one["name"])), "w", encoding="utf-8") as handle:
+        with open(kill_marker(key_of(one)), "w", encoding="utf-8") as handle:
             handle.write("killed by tether kill\n")
     done = _run(["scancel", job], env)
     if done.returncode != 0:
         raise fsops.OpError("scancel", "scancel failed: " + _one_line(done.stderr))
     deadline = time.time() + float(header.get("wait", 20.0))
     while time.time() < deadline:
-        group = [read_record(str(one["name"])) or one for one in group]
+        group = [read_record(key_of(one)) or one for one in group]
         annotate(group, env)
         if all(_over(one) for one in group):
             break

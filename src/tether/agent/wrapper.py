@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 
 from . import deps, start
 from . import gpus as gpu_queue
+from .gpus import key_of
 from .jobs import (
     START_GRACE_S,
     all_records,
@@ -26,6 +27,7 @@ from .jobs import (
     kill_marker,
     place,
     read_record,
+    scoped_reader,
     write_json,
 )
 
@@ -37,6 +39,7 @@ def wrap_main(spec_path: str) -> int:
     with open(spec_path, encoding="utf-8") as handle:
         record = json.load(handle)
     name = record["name"]
+    key = key_of(record)
     if record.get("state") == "queued" and record.get("after"):
         ready = wait_deps(spec_path, record)
         if ready is None:
@@ -118,10 +121,10 @@ def wrap_main(spec_path: str) -> int:
         except InterruptedError:
             continue
     exit_code, reason = exit_status(returncode)
-    if os.path.exists(kill_marker(name)):
+    if os.path.exists(kill_marker(key)):
         reason = "killed by tether kill"
         with contextlib.suppress(OSError):
-            os.unlink(kill_marker(name))
+            os.unlink(kill_marker(key))
     record.update(ended=time.time(), exit_code=exit_code, reason=reason, state="exited")
     write_json(spec_path, record)
     log.close()
@@ -141,8 +144,9 @@ def wait_deps(spec_path: str, record: Dict[str, Any]) -> Optional[Dict[str, Any]
     Returns the record (state `starting`) when they did, or None when the job was
     cancelled (a dependency failed, tether kill, or a signal) and recorded so.
     """
-    name = record["name"]
+    name = key_of(record)
     after = [str(dep) for dep in record["after"]]
+    read = scoped_reader(record.get("root")) if record.get("key") else read_record
     record.update(wrapper_pid=os.getpid())
     write_json(spec_path, record)
 
@@ -157,7 +161,7 @@ def wait_deps(spec_path: str, record: Dict[str, Any]) -> Optional[Dict[str, Any]
             if os.path.exists(kill_marker(name)):
                 reason = "killed by tether kill"
                 break
-            pending, reason = deps.verdict(after, read_record, time.time(), START_GRACE_S)
+            pending, reason = deps.verdict(after, read, time.time(), START_GRACE_S)
             if reason is not None:
                 break
             if not pending:
@@ -189,7 +193,7 @@ def wait_turn(spec_path: str, record: Dict[str, Any]) -> Optional[Dict[str, Any]
     Returns the record with its GPUs (state `starting`), or None when the job was cancelled
     (tether kill, or a signal such as tmux kill-session's SIGHUP) and recorded so.
     """
-    name = record["name"]
+    name = key_of(record)
     count = int(record.get("gpu_count") or 1)
     record.update(wrapper_pid=os.getpid())
     write_json(spec_path, record)

@@ -205,7 +205,8 @@ async def job_state(target: Target, name: str) -> JobRecord | None:
 
     channel = await open_channel(target)
     try:
-        return next((job for job in await list_jobs(target, channel) if job.name == name), None)
+        jobs = await list_jobs(target, channel, project_only=True)
+        return next((job for job in jobs if job.name == name), None)
     finally:
         await channel.close()
 
@@ -215,7 +216,8 @@ async def locate(targets: list[Target], name: str) -> Target:
     from tether.sync.targets import each_target
 
     async def has(target: Target, channel: AgentChannel) -> bool:
-        return any(job.name == name for job in await list_jobs(target, channel))
+        jobs = await list_jobs(target, channel, project_only=True)
+        return any(job.name == name for job in jobs)
 
     found = [t for t, ok in zip(targets, await each_target(targets, has), strict=True) if ok]
     if not found:
@@ -244,7 +246,9 @@ async def follow(
     offset = start
     while True:
         try:
-            header, data = await channel.request("job_log", name=name, offset=offset)
+            header, data = await channel.request(
+                "job_log", name=name, root=target.path, offset=offset
+            )
         except AgentError as error:
             _raise_job(error, name, target)
             raise
@@ -265,7 +269,7 @@ async def kill(channel: AgentChannel, target: Target, name: str, grace: float) -
 
         return await slurm.kill(channel, target, name)
     try:
-        answer, _ = await channel.request("job_kill", name=name, grace=grace)
+        answer, _ = await channel.request("job_kill", name=name, root=target.path, grace=grace)
     except AgentError as error:
         _raise_job(error, name, target)
         raise

@@ -263,7 +263,11 @@ async def follow(
     while True:
         try:
             header, data = await channel.request(
-                "slurm_log", name=name, offset=offset, slurm_conf=conf_override()
+                "slurm_log",
+                name=name,
+                root=target.path,
+                offset=offset,
+                slurm_conf=conf_override(),
             )
         except AgentError as error:
             _raise(error, name, target)
@@ -282,7 +286,9 @@ async def follow(
 async def kill(channel: AgentChannel, target: Target, name: str) -> JobRecord:
     """scancel (an array: every task); the job's record once Slurm let it go."""
     try:
-        answer, _ = await channel.request("slurm_kill", name=name, slurm_conf=conf_override())
+        answer, _ = await channel.request(
+            "slurm_kill", name=name, root=target.path, slurm_conf=conf_override()
+        )
     except AgentError as error:
         _raise(error, name, target)
         raise

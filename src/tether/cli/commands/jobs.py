@@ -271,7 +271,7 @@ def restart(
     async def go() -> JobRecord:
         channel = await open_channel(target)
         try:
-            taken = {job.name for job in await client.list_jobs(target, channel)}
+            taken = {job.name for job in await client.list_jobs(target, channel, True)}
             new_name = next_name(name, taken)
             extra: dict[str, Any] = {"restart_of": name, "fresh": fresh or None}
             return await client.start(
