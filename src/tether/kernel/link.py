@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tether.config import Target
+from tether.errors import TetherError, is_transient
 
 CHECK_EVERY_S = 0.5
 HEARTBEAT_GRACE_S = 6.0
@@ -148,6 +149,7 @@ class Link:
         self.up = threading.Event()
         self.up.set()
         self.drops = 0
+        self.failed: BaseException | None = None  # a permanent error ended recovery
         self.thread: threading.Thread | None = None
 
     def start(self) -> Link:
@@ -215,7 +217,13 @@ class Link:
                 try:
                     self._remake()
                     break
-                except Exception:  # any failure: try again
+                except Exception as error:
+                    if not is_transient(error):  # a refused key, host key, interpreter: say so
+                        line = error.line() if isinstance(error, TetherError) else str(error)
+                        self.say(f"tether: error: {line}")
+                        self.failed = error
+                        self.stopping.set()
+                        return
                     self.stopping.wait(delay)
                     delay = min(delay * 2, 5.0)
             if self.stopping.is_set():
