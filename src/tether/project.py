@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tether.config import CONFIG_NAME, parse, parse_toml
 from tether.errors import UsageError
+from tether.targets_edit import key_text
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def _toml_string(value: str) -> str:
@@ -30,7 +31,7 @@ def init_project(
 ) -> Path:
     """Write root/tether.toml with one default target and add .tether/ to .gitignore."""
     name = target or host.split("@")[-1]
-    if not _NAME.match(name):
+    if not NAME_RE.match(name):
         raise UsageError(
             f"bad target name {name!r}", "use letters, digits, '_', '.', '-'", "pass --target NAME"
         )
@@ -41,7 +42,7 @@ def init_project(
     if file.exists() and not force:
         raise UsageError(f"{file} exists", "", "edit it, or pass --force to overwrite")
     text = (
-        f"[targets.{name}]\n"
+        f"[targets.{key_text(name)}]\n"
         f"host = {_toml_string(host)}\n"
         f"path = {_toml_string(path)}\n"
         f"python = {_toml_string(python)}\n"
