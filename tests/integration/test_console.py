@@ -175,6 +175,12 @@ def test_missing_ipykernel_names_install(kproject: Path, sandbox: Any, tether_cl
     assert "/usr/bin/python3" in toml.read_text()
     line = one_error_line(tether_cli("send", input="1"))
     assert "ipykernel" in line and "tether kernel install" in line
+    if not Path("/usr/lib/python3.11/EXTERNALLY-MANAGED").exists():
+        return  # Debian 12's python3 is PEP 668-managed; elsewhere pip may just install
+    installed = tether_cli("kernel", "install", "--yes")
+    assert installed.returncode == 1, installed.stdout + installed.stderr
+    line = one_error_line(installed)
+    assert "PEP 668" in line and "venv" in line, line
 
 
 def test_console_in_tmux_sees_sends_and_keeps_the_kernel(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.env import ssh, tether_argv, write_config
+from tests.harness.env import run_tether, ssh, tether_argv, write_config
 from tests.integration.test_jobs import Cli
 from tests.integration.test_jobs import remote_project as remote_project
 
@@ -135,3 +135,25 @@ def test_shell_command_path_and_missing_directory(
     assert missing.stderr.strip() == (
         "tether: error: no project directory ~/never-pushed on the remote, run `tether push` first"
     )
+
+
+def test_host_check_gives_up_after_ten_seconds_on_a_silent_host(sandbox: Any) -> None:
+    import socket
+
+    from tests.faults.test_bad_inputs import _stanza
+
+    with socket.socket() as silent:  # accepts TCP, never says a word (a wedged sshd)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        alias = _stanza(sandbox, "tt-silent", Port=str(silent.getsockname()[1]))
+        try:
+            started = time.monotonic()
+            done = run_tether("host", "check", alias, timeout=60)
+            took = time.monotonic() - started
+        finally:
+            from tether.hosts import sshconfig
+
+            sshconfig.remove_host(alias)
+    assert done.returncode == 1, done.stderr
+    assert "no answer within 10 s" in done.stderr, done.stderr
+    assert took < 20, took

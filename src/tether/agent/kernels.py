@@ -400,8 +400,15 @@ def kernel_stop(header: Dict[str, Any], payload: bytes) -> Answer:
 
 
 def kernel_install(header: Dict[str, Any], payload: bytes) -> Answer:
-    """`python -m pip install --user ipykernel` (the client asked the user first)."""
+    """`python -m pip install --user ipykernel` (the client asked the user first); refused
+    at once for an interpreter the system manages (PEP 668: pip would refuse anyway)."""
     python = _python(header)
+    if _externally_managed(python):
+        raise fsops.OpError(
+            "pep668",
+            "%s is managed by the system (PEP 668): pip will not install ipykernel into it"
+            % python[0],
+        )
     try:
         done = subprocess.run(
             [*python, "-m", "pip", "install", "--user", "ipykernel"],
@@ -414,6 +421,25 @@ def kernel_install(header: Dict[str, Any], payload: bytes) -> Answer:
         raise fsops.OpError("nopython", "no %s on the remote" % python[0]) from None
     output = (done.stdout + done.stderr)[-8000:]
     return {"returncode": done.returncode, "output": output}, b""
+
+
+_PEP668 = (
+    "import os, sys, sysconfig; venv = sys.prefix != getattr(sys, 'base_prefix', sys.prefix); "
+    "marker = os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED'); "
+    "print('managed' if not venv and os.path.exists(marker) else 'free')"
+)
+
+
+def _externally_managed(python: List[str]) -> bool:
+    """Whether pip refuses to install into this interpreter (PEP 668's marker, no venv)."""
+    try:
+        done = subprocess.run(
+            [*python, "-c", _PEP668], capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.stdout.strip() == "managed"
 
 
 def register(agent: Any) -> None:

@@ -36,6 +36,24 @@ class HostReport:
         }
 
 
+CHECK_TIMEOUT_S = 10.0
+
+
+def target_python(host: str) -> str:
+    """The python of this project's target on host (a trusted config only), else python3."""
+    from tether import config as config_module
+    from tether.errors import TetherError
+
+    try:
+        config = config_module.load()
+    except TetherError:
+        return "python3"
+    for target in config.targets.values():
+        if target.host == host:
+            return target.python
+    return "python3"
+
+
 async def check_host(host: str, python: str = "python3") -> HostReport:
     """Connect (master + agent), time one round trip, and probe the host."""
     transport = SshTransport(host)

@@ -169,7 +169,9 @@ Examples:
 @host_app.command("check", help=CHECK_HELP)
 def check(
     name: str = typer.Argument(..., help="An ssh alias."),
-    python: str = typer.Option("python3", "--python", help="Remote interpreter to probe."),
+    python: str = typer.Option(
+        None, "--python", help="Remote interpreter to probe (default: the target's, else python3)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check a host."""
@@ -177,9 +179,15 @@ def check(
 
     from tether.cli.render import console, print_json, warn
     from tether.errors import HostError
-    from tether.hosts.check import check_host
+    from tether.hosts.check import CHECK_TIMEOUT_S, check_host, target_python
 
-    report = asyncio.run(check_host(name, python))
+    python = python or target_python(name)
+    try:
+        report = asyncio.run(asyncio.wait_for(check_host(name, python), CHECK_TIMEOUT_S))
+    except TimeoutError:
+        raise HostError(
+            name, f"no answer within {CHECK_TIMEOUT_S:.0f} s", "check the network, VPN or HostName"
+        ) from None
     if as_json:
         print_json(report.to_json())
     elif report.reachable:
@@ -201,7 +209,7 @@ def check(
             warn(line)
     if not report.reachable:
         raise HostError(
-            name, report.error or "unreachable", "run `ssh " + name + " true` to see why"
+            name, report.error or "unreachable", "check its stanza with `tether host ls`"
         )
 
 

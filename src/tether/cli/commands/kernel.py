@@ -168,8 +168,9 @@ def kernel_install(
     import sys
 
     from tether import config as config_module
-    from tether.errors import RemoteError
+    from tether.errors import RemoteError, TetherError
     from tether.kernel import remote
+    from tether.transport.channel import AgentError
 
     target = config_module.load().one(on)
     python = remote.python_argv(target)
@@ -177,7 +178,17 @@ def kernel_install(
     if not yes and not typer.confirm(f"Run `{command}` on {target.host}?", default=False):
         sys.stderr.write("tether: nothing installed\n")
         return 1
-    answer = asyncio.run(remote.ask(target, "kernel_install", python=python))
+    try:
+        answer = asyncio.run(remote.ask(target, "kernel_install", python=python))
+    except AgentError as error:
+        if error.kind != "pep668":
+            raise
+        raise TetherError(
+            f"{error.what} on {target.name}",
+            "",
+            "make a venv there (python3 -m venv ~/venvs/proj; ~/venvs/proj/bin/pip install "
+            "ipykernel) and set the target's python to its /full/path/bin/python",
+        ) from None
     if answer["returncode"] != 0:
         raise RemoteError(target.host, "pip install ipykernel", answer["output"])
     typer.echo(f"ipykernel installed for {python[0]} on {target.name}")
