@@ -53,6 +53,7 @@ def run_demo(say: Callable[[str], None]) -> None:
     from tether.hosts import sandbox, sshconfig
 
     name = f"tether-demo-{os.getpid()}"
+    second = f"tether-demo2-{os.getpid()}"
     config_file = sshconfig.config_path()
     before = config_file.read_bytes() if config_file.exists() else None
     side_files = [config_file.parent, *(config_file.with_name(n) for n in _SIDE_FILES)]
@@ -61,6 +62,7 @@ def run_demo(say: Callable[[str], None]) -> None:
     project = workdir / "proj"
     narrator = Narrator(say)
     up = False
+    up_second = False
     from tether.sync import daemon
 
     daemons = set(daemon.running())
@@ -78,8 +80,14 @@ def run_demo(say: Callable[[str], None]) -> None:
         tour.cli("init", "--host", name, "--path", "~/proj", "--target", "demo",
                  "--python", sys.executable)  # fmt: skip
         tour.cli("push", show=True)
+        narrator.step(f"sandbox up {second}: a second remote", lambda: sandbox.up(second))
+        up_second = True
+        tour.cli("target", "add", "gpu2", "--host", second, "--path", "~/proj",
+                 "--python", sys.executable)  # fmt: skip
+        tour.cli("push", show=True)
         tour.watch_edit()
-        tour.cli("run", "--name", "train", "--no-push", "--", "python3", "train.py", "0.5")
+        tour.cli("run", "--on", "demo", "--name", "train", "--no-push", "--",
+                 "python", "train.py", "0.5")  # fmt: skip
         tour.cli("wait", "train", show=True)
         tour.cli("logs", "train", show=True)
         tour.cli("jobs", show=True)
@@ -90,6 +98,8 @@ def run_demo(say: Callable[[str], None]) -> None:
         tour.cli("status", show=True)
     finally:
         daemon.stop_all(keep=daemons)  # the sync daemon our pushes started (none is left)
+        if up_second:
+            narrator.step(f"sandbox down {second}", lambda: sandbox.down(second))
         if up:
             narrator.step(f"sandbox down {name}", lambda: sandbox.down(name))
         shutil.rmtree(workdir, ignore_errors=True)

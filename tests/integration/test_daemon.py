@@ -244,3 +244,18 @@ def test_a_busy_daemon_lets_the_next_command_run_on_its_own(
         out, err = process.communicate(timeout=120)
     assert process.returncode == 0, f"{out} {err}"
     assert (slow.remote / "train.py").read_text() == "print('slow')\n"
+
+
+def test_two_targets_after_an_ssh_config_change(synced: SyncProject, sandbox2: Any) -> None:
+    # Both targets' kept channels turn stale at once; the daemon serves the two concurrently
+    # and each drops the stale ones (it raised KeyError when both dropped the same key).
+    config = synced.root / "tether.toml"
+    spec = f"~/two-{os.getpid()}-{time.time_ns() % 10**6}"
+    two = f'\n[targets.two]\nhost = "{sandbox2.name}"\npath = "{spec}"\ndefault = true\n'
+    harness.write_config(config, config.read_text() + two)
+    synced.push_ok()
+    for _ in range(2):
+        ssh_config = Path(os.environ["HOME"]) / ".ssh" / "config"
+        os.utime(ssh_config, ns=(time.time_ns(), time.time_ns()))
+        write(synced.root / "pkg" / "model.py", f"X = {time.time_ns()}\n")
+        synced.push_ok()

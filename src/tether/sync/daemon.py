@@ -147,9 +147,11 @@ class Pool:
             stale = keep is not None and key[:2] == keep[:2] and key != keep
             for channel in list(channels):
                 if stale or not channel.alive:
-                    channels.remove(channel)
+                    # Targets are served concurrently: another reap may have taken it.
+                    with contextlib.suppress(ValueError):
+                        channels.remove(channel)
                     await channel.close()
-            if not channels:
+            if not channels and self.idle.get(key) is channels:
                 del self.idle[key]
 
     async def close_all(self) -> None:
