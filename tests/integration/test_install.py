@@ -83,3 +83,23 @@ def test_a_plain_install_runs_send_and_says_its_version(
                           check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "42", done.stdout
+
+
+def test_the_oldest_typer_we_allow_runs_the_cli(tmp_path: Path) -> None:
+    # pyproject says typer>=0.16: that typer still depends on the click package (newer
+    # ones vendor it as typer._click, which the CLI used to import unconditionally).
+    venv = tmp_path / "old-typer"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(harness.REPO), "typer==0.16.0"],
+        capture_output=True, text=True, timeout=900, check=False, env=_clean_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    tether = str(venv / "bin" / "tether")
+    usage = subprocess.run([tether, "push", "--no-such-flag"], capture_output=True, text=True,
+                           timeout=60, check=False, env=_clean_env(), cwd=tmp_path)  # fmt: skip
+    assert usage.returncode == 2, usage.stderr
+    assert "No such option" in usage.stderr and "Traceback" not in usage.stderr
+    helped = subprocess.run([tether, "--help"], capture_output=True, text=True, timeout=60,
+                            check=False, env=_clean_env())  # fmt: skip
+    assert helped.returncode == 0 and "tether" in helped.stdout, helped.stderr

@@ -98,20 +98,30 @@ def _command() -> Any:
     return _COMMAND[0]
 
 
+def _click_exception() -> Any:
+    """ClickException of the click the installed typer runs on: newer typers vendor it as
+    `typer._click`, older ones (0.12 on) depend on the `click` package."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # an older typer
+        from click.exceptions import ClickException  # type: ignore[import-not-found,no-redef]
+    return ClickException
+
+
 def _run(args: list[str]) -> int:
     if args[:1] == ["send"]:  # on a keypress: skip the CLI framework's import
         from tether.kernel.send import fast_main
 
         return fast_main(args[1:])
-    from typer._click.exceptions import ClickException
-    from typer.exceptions import Abort
+    from typer import Abort  # public in every typer we allow
 
+    click_exception = _click_exception()
     command = _command()
     try:
         result = command.main(args=args, prog_name="tether", standalone_mode=False)
-    except ClickException as error:
+    except click_exception as error:
         error.show()
-        return error.exit_code
+        return int(error.exit_code)
     except Abort:
         sys.stderr.write("tether: aborted\n")
         return 1
