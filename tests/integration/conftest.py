@@ -202,3 +202,31 @@ def make_synced(sandbox: Any, tmp_path: Path) -> Callable[..., SyncProject]:
 def synced(make_synced: Callable[..., SyncProject], project: Path) -> SyncProject:
     """The harness's `project` repository configured against tt-box1 (unique remote dir)."""
     return make_synced(root=project)
+
+
+def masters_in(runtime: Path) -> list[int]:
+    """Pids of live ssh masters (-N) whose control socket lies in runtime (a test's own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if (
+            argv[0].endswith(b"ssh")
+            and b"-N" in argv
+            and state != "Z"
+            and any(arg.startswith(f"ControlPath={runtime}/".encode()) for arg in argv)
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def end_masters(runtime: Path) -> None:
+    """End the ssh masters a test started with a runtime dir of its own (by pid)."""
+    from tether.hosts.processes import terminate
+
+    terminate(masters_in(runtime))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import env as harness
-from tests.integration.conftest import SyncProject
+from tests.integration.conftest import SyncProject, masters_in
 
 pytestmark = pytest.mark.integration
 
@@ -29,32 +29,13 @@ def runtime() -> Iterator[Path]:
     try:
         yield path
     finally:
-        for pid in masters(path):
+        for pid in masters_in(path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         for pid_file in path.glob("sync-*.pid"):
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
         shutil.rmtree(path, ignore_errors=True)
-
-
-def masters(runtime: Path) -> list[int]:
-    """Pids of ssh processes started as masters (-N) on control sockets in runtime."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if (
-                argv[0].endswith(b"ssh")
-                and b"-N" in argv
-                and any(arg.startswith(f"ControlPath={runtime}/".encode()) for arg in argv)
-            ):
-                state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-                if state != "Z":
-                    found.append(int(entry.name))
-    return found
 
 
 def pushes(synced: SyncProject, runtime: Path, count: int) -> list[subprocess.Popen[str]]:
@@ -77,4 +58,4 @@ def test_racing_first_commands_start_one_master(synced: SyncProject, runtime: Pa
     for process in started:
         _, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
-    assert len(masters(runtime)) == 1, masters(runtime)
+    assert len(masters_in(runtime)) == 1, masters_in(runtime)

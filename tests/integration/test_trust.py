@@ -24,7 +24,13 @@ from typing import Any
 import pytest
 
 from tests.harness import env as harness
-from tests.integration.conftest import describe, one_error_line, run_cli, unique_remote
+from tests.integration.conftest import (
+    describe,
+    end_masters,
+    one_error_line,
+    run_cli,
+    unique_remote,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -203,8 +209,12 @@ def test_the_agent_refuses_the_remote_home_as_a_project(sandbox: Any, tmp_path: 
 @pytest.fixture
 def runtime_parent() -> Iterator[Path]:
     parent = Path(tempfile.mkdtemp(prefix="trt", dir="/tmp"))
-    yield parent
-    shutil.rmtree(parent, ignore_errors=True)
+    try:
+        yield parent
+    finally:
+        for runtime in parent.iterdir():
+            end_masters(runtime)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def _push_with_runtime(sandbox: Any, tmp_path: Path, runtime: Path) -> Any:
