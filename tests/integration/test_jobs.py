@@ -158,9 +158,13 @@ def test_jobs_lists_this_project_and_hides_old_finished_jobs_unless_all(
     try:
         names = {job["name"] for job in jobs_json(tether_cli)}
         assert "mine" in names and "old" not in names and "other-proj" not in names
-        done = tether_cli("jobs", "--all", "--json")
-        names = {job["name"] for job in json.loads(done.stdout)}
-        assert {"mine", "old"} <= names and "other-proj" not in names
+        done = tether_cli("jobs", "--all", "--json")  # every project's, of any age
+        listed = {job["name"]: job for job in json.loads(done.stdout)}
+        assert {"mine", "old", "other-proj"} <= set(listed)
+        assert listed["other-proj"]["root"] == str(remote_project) + "-elsewhere"
+        assert listed["mine"]["root"] == str(remote_project)
+        table = tether_cli("jobs", "--all").stdout
+        assert "other-proj" in table and "project" in table
     finally:
         (records / "other-proj.json").unlink()
 

@@ -76,6 +76,7 @@ class JobRecord:
     log: str | None = None
     socket: str | None = None
     created: float | None = None
+    root: str | None = None  # the project's remote directory
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -97,6 +98,7 @@ class JobRecord:
             log=data.get("log"),
             socket=data.get("socket"),
             created=data.get("created"),
+            root=data.get("root"),
             raw=data,
         )
 
@@ -115,6 +117,7 @@ class JobRecord:
             "commit": self.commit,
             "argv": self.argv,
             "snapshot": self.snapshot,
+            "root": self.root,
         }
 
     def state_text(self) -> str:

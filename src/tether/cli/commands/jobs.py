@@ -53,11 +53,14 @@ RESTART_HELP = """Start NAME again as NAME-2 (then -3, ...): same argv, GPUs and
 
 JOBS_HELP = """List this project's jobs on its default targets (asked in parallel), newest first.
 
-Jobs that ended over a week ago are hidden unless --all.
+Jobs that ended over a week ago are hidden; --all shows every job on the targets' hosts,
+of every project (with its remote directory) and of any age.
 
 Examples:
 
   tether jobs
+
+  tether jobs --all
 
   tether jobs --on gpu --json
 """
@@ -294,7 +297,9 @@ def next_name(name: str, taken: set[str]) -> str:
 
 def jobs(
     on: list[str] = typer.Option(None, "--on", help="These targets (default: the defaults)."),
-    show_all: bool = typer.Option(False, "--all", help="Also jobs that ended over a week ago."),
+    show_all: bool = typer.Option(
+        False, "--all", help="Every job on the hosts: other projects', and older ones."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List jobs."""
@@ -307,7 +312,9 @@ def jobs(
     targets = config.pick(on or [])
 
     async def ask(target: Target, channel: AgentChannel) -> list[JobRecord]:
-        return await client.list_jobs(target, channel, project_only=True, show_all=show_all)
+        return await client.list_jobs(
+            target, channel, project_only=not show_all, show_all=show_all
+        )
 
     nested = run(each_target(targets, ask))
     records = [job for batch in nested for job in batch]
@@ -315,10 +322,10 @@ def jobs(
     if as_json:
         print_json([job.to_json() for job in records])
         return
-    _jobs_table(records, len(targets))
+    _jobs_table(records, len(targets), projects=show_all)
 
 
-def _jobs_table(records: list[JobRecord], target_count: int) -> None:
+def _jobs_table(records: list[JobRecord], target_count: int, projects: bool = False) -> None:
     """Name, target, state, command, GPUs, start, duration, commit: columns are dropped
     (commit first) to fit the terminal, never the name, which is never cut."""
     import time
@@ -358,6 +365,9 @@ def _jobs_table(records: list[JobRecord], target_count: int) -> None:
     if not gpus:  # an empty column says nothing
         columns.pop(4)
         rows = [row[:4] + row[5:] for row in rows]
+    if projects:  # --all: whose job it is (the project's remote directory), after the name
+        rows = [(row[0], records[i].root or "", *row[1:]) for i, row in enumerate(rows)]
+        columns.insert(1, Column("project", drop=5, shrink=12))
     fitted_table(columns, rows, shrink_from=4)
 
 
