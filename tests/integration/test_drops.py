@@ -1,0 +1,74 @@
+"""Twenty link drops with watch, the send helper's link and the sync daemon all using one
+host (issue #22, item 3): afterwards there is one ssh master for it, not one per process
+per drop (each used to start its own, and the losers lived on as stray connections)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import env as harness
+from tests.integration.test_console_link import pproject
+
+pytestmark = pytest.mark.integration
+__all__ = ["pproject"]  # a fixture, used by name
+
+DROPS = 20
+
+
+def masters_of(alias: str) -> list[int]:
+    """Live ssh masters (-N) for alias (the proxy alias is unique to the test)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+            master = argv[0].endswith(b"ssh") and b"-N" in argv and alias.encode() in argv
+            if master and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def until_ok(action: Any, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        done = action()
+        if done.returncode == 0:
+            return
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(0.3)
+
+
+def test_twenty_drops_leave_one_master(
+    pproject: Path, proxy: Any, proxy_alias: str, tether_cli: Any
+) -> None:
+    assert tether_cli("push").returncode == 0
+    assert tether_cli("send", input="n = 0").returncode == 0
+    watch = subprocess.Popen(
+        harness.tether_argv("watch"), cwd=pproject, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        time.sleep(1.0)
+        for drop in range(DROPS):
+            proxy.cut()
+            (pproject / "drop.txt").write_text(f"{drop}\n")
+            until_ok(lambda: tether_cli("push"))
+            until_ok(lambda: tether_cli("send", input="n += 1"))
+        counted = tether_cli("send", input="print(n)")
+        assert counted.stdout.strip() == str(DROPS), counted.stdout + counted.stderr
+        assert len(masters_of(proxy_alias)) <= 1, masters_of(proxy_alias)
+    finally:
+        watch.send_signal(signal.SIGINT)
+        try:
+            watch.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            watch.wait()
