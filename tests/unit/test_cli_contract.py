@@ -132,3 +132,24 @@ def test_core_and_agent_import_only_the_standard_library(package: str) -> None:
                 top = name.split(".")[0]
                 allowed = top in STDLIB or (package == "core" and name.startswith("tether.core"))
                 assert allowed, f"{source.name} imports {name}"
+
+
+def test_a_closed_loops_transport_noise_is_not_printed_after_the_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a cut link can leave behind: a subprocess transport collected after asyncio.run
+    # closed its loop (seen once in the fault suite as 15 lines after the one error line).
+    from tether.cli.app import _quiet_unraisable
+
+    class Dying:
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def __del__(self) -> None:
+            raise self.error
+
+    monkeypatch.setattr(sys, "unraisablehook", _quiet_unraisable)
+    Dying(RuntimeError("Event loop is closed"))  # collected at once: __del__ raises
+    assert capsys.readouterr().err == ""
+    Dying(ValueError("a real bug"))
+    assert "a real bug" in capsys.readouterr().err

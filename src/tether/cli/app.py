@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run tether with argv (default sys.argv[1:]) and return the process exit code."""
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     debug = debug or bool(os.environ.get("TETHER_DEBUG"))
+    if not debug:
+        sys.unraisablehook = _quiet_unraisable
     if args in (["--version"], ["-V"]):
         from tether import __version__
 
@@ -41,6 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code is not None:
             return code
     return run_mapped(args, debug)
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    """A subprocess transport of a dropped link collected after asyncio.run closed its loop
+    says "Event loop is closed" from __del__: noise after the one error line (the process
+    was already ended); anything else is reported as Python would."""
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def run_mapped(args: list[str], debug: bool) -> int:
