@@ -33,7 +33,7 @@ from typing import Any
 
 from tether import paths
 from tether.errors import TetherError
-from tether.hosts import footprint
+from tether.hosts import footprint, sandbox_nss
 from tether.hosts.processes import alive, marked_processes, run_quiet, terminate
 from tether.transport.ssh import control_path
 
@@ -235,6 +235,7 @@ def _create(name: str, directory: Path) -> Sandbox:
         nss = find_nss_wrapper()
         if nss is not None:
             _write_passwd(directory / "passwd", os.getuid(), user, home)
+            sandbox_nss.write_group(directory / "group")
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
 
@@ -362,7 +363,7 @@ def _session_env(
     if nss is not None:
         env["LD_PRELOAD"] = nss
         env["NSS_WRAPPER_PASSWD"] = str(directory / "passwd")
-        env["NSS_WRAPPER_GROUP"] = "/etc/group"
+        env["NSS_WRAPPER_GROUP"] = str(directory / "group")  # no `tty`: see sandbox_nss
     return env
 
 
