@@ -3,7 +3,9 @@
 `up(NAME)` starts OpenSSH's own `sshd` on 127.0.0.1 (free port, own host key and user
 key) with a home directory of its own, and adds `Host NAME` to ~/.ssh/config. The
 remote side sees that home everywhere: `$HOME`, the session's working directory and
-`getpwuid()` all point at it, thanks to nss_wrapper given to sshd and to its sessions.
+`getpwuid()` all point at it, thanks to nss_wrapper given to sshd and to its sessions
+(its group file has no `tty` group, so a sandbox a normal user starts gives ptys too:
+sandbox_nss).
 Each sandbox also gets its own `TMPDIR`/`TMUX_TMPDIR`, so the tmux servers of two
 sandboxes stay apart as on two machines. `down(NAME)` leaves nothing behind: no process,
 no listening port, and ~/.ssh/config byte-identical to what it was before `up`.
