@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := openssh-server openssh-client tmux rsync git libnss-wrapper slurm-wlm munge
+SYSTEM_PACKAGES := openssh-server openssh-client tmux rsync git libnss-wrapper slurm-wlm munge python3-venv
 
 .PHONY: demo test lint bench system venv clean
 

@@ -12,6 +12,9 @@ Fixtures:
   project         function: a small git repository (Path) with a few committed files
   tether_cli      function: run(*args) -> CompletedProcess, the CLI as a subprocess
   test_env        session: the TestEnv (fake home, runtime dir, passwd copy)
+  nonroot_user    session: a throwaway normal user running this checkout's tether
+                  (tests/harness/nonroot.py); skipped, with the reason, where the suite
+                  does not run as root
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from tests.harness import env as harness
 
 if TYPE_CHECKING:
+    from tests.harness.nonroot import NonRootUser
     from tests.harness.proxy import Proxy
     from tether.hosts.sandbox import Sandbox
 
@@ -107,6 +111,24 @@ def test_env() -> harness.TestEnv:
     """The session's isolated environment."""
     assert _ENV is not None
     return _ENV
+
+
+@pytest.fixture(scope="session")
+def nonroot_user() -> Iterator[NonRootUser]:
+    """A throwaway normal user with tether installed, removed (with all its processes) at
+    the end of the session; anything of it still running then fails the session."""
+    from tests.harness import nonroot
+
+    try:
+        user = nonroot.create()
+    except nonroot.NonRootUnavailable as why:
+        pytest.skip(f"needs a throwaway non-root user: {why}")
+    try:
+        yield user
+    finally:
+        left = nonroot.destroy(user)
+    if left:
+        pytest.fail(f"processes of {user.name} were still running at the end: {left}")
 
 
 @pytest.fixture(scope="session")

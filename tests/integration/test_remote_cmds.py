@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import ptys
 from tests.harness.env import run_tether, ssh, tether_argv, write_config
 from tests.integration.test_jobs import Cli
 from tests.integration.test_jobs import remote_project as remote_project
@@ -119,6 +121,23 @@ def test_shell_under_a_pty_lands_in_the_project_dir(remote_project: Path, tether
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 7, seen
     assert f"WHERE={remote_project}".encode() in seen, seen
+
+
+def test_attach_under_a_pty_shows_the_job_and_detaches(
+    remote_project: Path, tether_cli: Cli
+) -> None:
+    job = "import time\nprint('JOB-SAYS-' + str(6 * 7), flush=True)\ntime.sleep(600)\n"
+    started = tether_cli("run", "--name", "talk", "--", "python3", "-c", job)
+    assert started.returncode == 0, started.stderr
+    attached = ptys.spawn(tether_argv("attach", "talk"))
+    try:
+        attached.expect(b"JOB-SAYS-42")  # tmux's screen of the job's session
+        ptys.tmux_detach(attached)
+        assert attached.wait() == 0, attached.text()
+    finally:
+        attached.close()
+    listed = json.loads(tether_cli("jobs", "--json").stdout)
+    assert [j["state"] for j in listed if j["name"] == "talk"] == ["running"], listed
 
 
 def test_shell_command_path_and_missing_directory(

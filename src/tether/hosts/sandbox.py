@@ -3,7 +3,9 @@
 `up(NAME)` starts OpenSSH's own `sshd` on 127.0.0.1 (free port, own host key and user
 key) with a home directory of its own, and adds `Host NAME` to ~/.ssh/config. The
 remote side sees that home everywhere: `$HOME`, the session's working directory and
-`getpwuid()` all point at it, thanks to nss_wrapper given to sshd and to its sessions.
+`getpwuid()` all point at it, thanks to nss_wrapper given to sshd and to its sessions
+(its group file has no `tty` group, so a sandbox a normal user starts gives ptys too:
+sandbox_nss).
 Each sandbox also gets its own `TMPDIR`/`TMUX_TMPDIR`, so the tmux servers of two
 sandboxes stay apart as on two machines. `down(NAME)` leaves nothing behind: no process,
 no listening port, and ~/.ssh/config byte-identical to what it was before `up`.
@@ -33,7 +35,7 @@ from typing import Any
 
 from tether import paths
 from tether.errors import TetherError
-from tether.hosts import footprint
+from tether.hosts import footprint, sandbox_nss
 from tether.hosts.processes import alive, marked_processes, run_quiet, terminate
 from tether.transport.ssh import control_path
 
@@ -235,6 +237,7 @@ def _create(name: str, directory: Path) -> Sandbox:
         nss = find_nss_wrapper()
         if nss is not None:
             _write_passwd(directory / "passwd", os.getuid(), user, home)
+            sandbox_nss.write_group(directory / "group")
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
 
@@ -362,7 +365,7 @@ def _session_env(
     if nss is not None:
         env["LD_PRELOAD"] = nss
         env["NSS_WRAPPER_PASSWD"] = str(directory / "passwd")
-        env["NSS_WRAPPER_GROUP"] = "/etc/group"
+        env["NSS_WRAPPER_GROUP"] = str(directory / "group")  # no `tty`: see sandbox_nss
     return env
 
 

@@ -12,9 +12,10 @@ def socket_name() -> str:
     return os.environ.get("TETHER_TMUX_SOCKET") or DEFAULT_SOCKET
 
 
-def attach_argv(name: str, sock: str | None = None) -> list[str]:
-    """`tmux -L SOCKET attach -t tether-NAME`, run on the remote through ssh -t."""
-    return ["tmux", "-L", sock or socket_name(), "attach-session", "-t", SESSION_PREFIX + name]
+def attach_argv(key: str, sock: str | None = None) -> list[str]:
+    """`tmux -L SOCKET attach -t tether-KEY`, run on the remote through ssh -t (KEY: the
+    job's key on the host, its project's tag and its name, as its record says)."""
+    return ["tmux", "-L", sock or socket_name(), "attach-session", "-t", SESSION_PREFIX + key]
 
 
 def valid_name(name: str) -> bool:

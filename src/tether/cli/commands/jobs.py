@@ -409,7 +409,9 @@ def attach(
     job = asyncio.run(client.job_state(target, name))
     if job is not None and job.state not in ("running", "queued"):
         _say_ended(target, job)
-    argv = interactive_argv(target.host, attach_argv(name))
+    # Its tmux session is named by the job's key on the host (project tag and name).
+    key, sock = (str(job.raw.get("key") or name), job.socket) if job else (name, None)
+    argv = interactive_argv(target.host, attach_argv(key, sock))
     os.execvp(argv[0], argv)  # noqa: S606 - argv list, no shell
 
 
