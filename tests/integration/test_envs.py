@@ -99,9 +99,13 @@ def test_env_sync_then_a_job_and_the_console_import_the_package(
     assert wait_job(tether_cli, "imp")["exit_code"] == 0, log_of(tether_cli, "imp")
     env_dir = home / ".cache" / "tether" / "envs" / digest
     assert log_of(tether_cli, "imp").split() == [OLD, str(env_dir)]
-    record = record_of(home, "imp")
-    assert record["env_digest"] == digest
+    shown = tether_cli("show", "imp", "--json")
+    assert shown.returncode == 0, describe(shown)
+    record = json.loads(shown.stdout)
+    assert (record["env_digest"], record["python_path"]) == (digest, f"{env_dir}/bin/python")
     assert f"{PACKAGE}=={OLD}" in record["packages"]
+    text = tether_cli("show", "imp").stdout
+    assert f"{digest} ({env_dir})" in text
     try:
         sent = tether_cli("send", input=f"import {PACKAGE}\nprint({PACKAGE}.__version__)\n")
         assert sent.returncode == 0, describe(sent)
