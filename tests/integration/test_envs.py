@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 
 from tests.harness import env as harness
 from tests.harness.env import write_config
@@ -238,3 +240,35 @@ def test_a_build_cut_through_the_proxy_leaves_no_env_and_the_next_sync_builds_it
     again = tether_cli("env", "sync", timeout=600)
     assert again.returncode == 0, describe(again)
     assert [m for m in envs_of(home).values() if "iniconfig==2.0.0" in m["packages"]]
+
+
+def test_pyproject_dependencies_then_a_uv_lock_make_the_env(
+    env_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    home = env_project
+    (project / "requirements.txt").unlink()
+    pyproject = '[project]\nname = "proj"\nversion = "0.1"\nrequires-python = ">=3.11"\n'
+    (project / "pyproject.toml").write_text(pyproject + 'dependencies = ["tabulate<0.9"]\n')
+    done = tether_cli("env", "sync", timeout=600)
+    assert done.returncode == 0, describe(done)
+    assert "for pyproject.toml" in done.stdout and f"{PACKAGE}=={NEW}" in done.stdout, describe(
+        done
+    )
+    # The same project locked by uv (tether's own, from the sandbox) at another version.
+    (project / "pyproject.toml").write_text(pyproject + 'dependencies = ["tabulate"]\n')
+    (uv,) = (home / ".cache" / "tether" / "uv").glob("*/uv")
+    env = {**os.environ, "UV_SYSTEM_CERTS": "1", "UV_NATIVE_TLS": "1"}
+    env["UV_CACHE_DIR"] = str(home / ".cache" / "tether" / "uv-cache")
+    locked = subprocess.run([uv, "lock", "--quiet"], cwd=project, env=env, capture_output=True)
+    assert locked.returncode == 0, locked.stderr
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    (pinned,) = [p["version"] for p in lock["package"] if p["name"] == PACKAGE]
+    assert pinned != NEW
+    started = tether_cli(
+        "run", "--name", "locked", "--", "python", "-c", PRINT_VERSION, timeout=600
+    )
+    assert started.returncode == 0, describe(started)
+    assert wait_job(tether_cli, "locked")["exit_code"] == 0, log_of(tether_cli, "locked")
+    assert log_of(tether_cli, "locked").split()[0] == pinned
+    digest = record_of(home, "locked")["env_digest"]
+    assert envs_of(home)[digest]["kind"] == "uv.lock"

@@ -74,7 +74,9 @@ def summary(target: Target, answer: dict[str, Any], spec: EnvSpec) -> str:
     if not answer.get("built"):
         return f"{head} is up to date (python {meta.get('python_version')})"
     packages = answer.get("packages") or []
-    named = [p for p in packages if p.partition("==")[0].lower() in _named(spec)]
+    from tether.envs.spec import normalize
+
+    named = [p for p in packages if normalize(p.partition("==")[0]) in _named(spec)]
     shown = ", ".join(named[:8]) + (
         f" and {len(packages) - len(named[:8])} more" if packages else ""
     )
@@ -86,9 +88,7 @@ def summary(target: Target, answer: dict[str, Any], spec: EnvSpec) -> str:
 
 
 def _named(spec: EnvSpec) -> set[str]:
-    from tether.envs.spec import normalize
-
-    return {normalize(name) for name in spec.pins} | {"ipykernel"}
+    return set(spec.named) | {"ipykernel"}
 
 
 def _human(size: float) -> str:

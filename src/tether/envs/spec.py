@@ -28,6 +28,7 @@ else:  # pragma: no cover
 FORMAT = 1
 DERIVED = "pyproject-dependencies.txt"
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)")
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:$|[\[<>=!~;@ ])")
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#,]+)")
 
 
@@ -50,6 +51,7 @@ class EnvSpec:
     python: str = ""
     index_url: str = ""
     pins: dict[str, str] = field(default_factory=dict)
+    named: frozenset[str] = frozenset()  # the distributions the spec asks for by name
 
     @property
     def digest(self) -> str:
@@ -93,6 +95,16 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def names_of(lines: list[str]) -> frozenset[str]:
+    """The distribution names requirement lines ask for (options and paths left out)."""
+    found = set()
+    for line in lines:
+        match = _NAME.match(line.split("#", 1)[0])
+        if match:
+            found.add(normalize(match.group(1)))
+    return frozenset(found)
+
+
 def pins_of(lines: list[str]) -> dict[str, str]:
     """name -> version of every `name==version` requirement line."""
     pins: dict[str, str] = {}
@@ -122,6 +134,7 @@ def find(config: Config) -> EnvSpec | None:
             (),
             extras,
             pins=_lock_pins(lock),
+            named=frozenset(_lock_pins(lock)),
             python=options.python,
             index_url=options.index_url,
         )
@@ -138,6 +151,7 @@ def find(config: Config) -> EnvSpec | None:
                 (DERIVED,),
                 extras,
                 pins=pins,
+                named=names_of(lines),
                 **options._asdict(),
             )
     if (root / "requirements.txt").is_file():
@@ -187,6 +201,7 @@ def _requirements(config: Config, names: list[str], options: Options) -> EnvSpec
         files,
         tuple(names),
         pins=pins_of(lines),
+        named=names_of(lines),
         **options._asdict(),
     )
 
