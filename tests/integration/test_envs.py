@@ -95,6 +95,10 @@ def test_env_sync_then_a_job_and_the_console_import_the_package(
     (digest,) = [d for d, meta in envs_of(home).items() if f"{PACKAGE}=={OLD}" in meta["packages"]]
     again = tether_cli("env", "sync")
     assert again.returncode == 0 and "up to date" in again.stdout, describe(again)
+    status = tether_cli("status", "--json")
+    assert status.returncode == 0, describe(status)
+    shown_env = {"spec": "requirements.txt", "digest": digest, "built": True}
+    assert json.loads(status.stdout)[0]["env"] == shown_env
     started = tether_cli("run", "--name", "imp", "--", "python", "-c", PRINT_VERSION)
     assert started.returncode == 0, describe(started)
     assert "building" not in started.stderr, "run rebuilt an env that was there"
@@ -138,6 +142,11 @@ def test_a_changed_spec_builds_a_new_env_and_an_earlier_job_keeps_its_own(
     assert log_of(tether_cli, "early").split()[0] == OLD
     early, late = record_of(home, "early")["env_digest"], record_of(home, "late")["env_digest"]
     assert early != late and {early, late} <= set(envs_of(home))
+    again = tether_cli("restart", "early")  # same code, same env
+    assert again.returncode == 0, describe(again)
+    assert wait_job(tether_cli, "early-2")["exit_code"] == 0, log_of(tether_cli, "early-2")
+    assert log_of(tether_cli, "early-2").split()[0] == OLD
+    assert record_of(home, "early-2")["env_digest"] == early
     pruned = tether_cli("env", "prune")
     assert pruned.returncode == 0, describe(pruned)
     assert {early, late} <= set(envs_of(home)), "prune removed an env a job record names"

@@ -270,8 +270,11 @@ def restart(
 ) -> None:
     """Start a job again under a new name."""
     import asyncio
+    from functools import partial
 
     from tether import config as config_module
+    from tether.envs.client import in_env
+    from tether.envs.spec import find
     from tether.jobs import client
     from tether.sync.targets import open_channel
 
@@ -287,9 +290,10 @@ def restart(
             taken = {job.name for job in await client.list_jobs(target, channel, True)}
             new_name = next_name(name, taken)
             extra: dict[str, Any] = {"restart_of": name, "fresh": fresh or None}
-            return await client.start(
-                channel, config, target, new_name, ["restart"], "", None, info, 0, extra
-            )
+            spec = find(config) if fresh else None  # else the earlier job's env, as its code
+            extra["env_spec"] = spec.wire(False) if spec is not None else None
+            begin = partial(client.start, channel, config, target, new_name, ["restart"], "")
+            return await in_env(channel, target, spec, True, partial(begin, None, info, 0, extra))
         finally:
             await channel.close()
 
