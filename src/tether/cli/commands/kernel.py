@@ -190,8 +190,8 @@ def kernel_install(
         raise TetherError(
             f"{error.what} on {target.name}",
             "",
-            "make a venv there (python3 -m venv ~/venvs/proj; ~/venvs/proj/bin/pip install "
-            "ipykernel) and set the target's python to its /full/path/bin/python",
+            "let tether build a venv with ipykernel: add a requirements.txt or an [env] "
+            "table to the project and run `tether env sync` (the console then runs in it)",
         ) from None
     if answer["returncode"] != 0:
         raise RemoteError(target.host, "pip install ipykernel", answer["output"])
