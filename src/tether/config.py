@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,12 +18,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_NAME = "tether.toml"
+_VERSION = re.compile(r"3(\.\d{1,2}){0,2}")
 TARGET_KEYS = {"host", "path", "python", "default", "primary", "mappings", "scheduler", "slurm"}
 MAPPING_KEYS = {"local", "remote"}
 SYNC_KEYS = {"exclude", "include", "results"}
 JOBS_KEYS = {"notify"}
 SLURM_KEYS = {"partition", "gres", "time", "cpus", "mem", "account", "qos", "extra"}
-TOP_KEYS = {"targets", "sync", "jobs"}
+ENV_KEYS = {"python", "requirements", "extras", "index_url"}
+TOP_KEYS = {"targets", "sync", "jobs", "env"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,18 @@ class SyncRules:
 
 
 @dataclass(frozen=True)
+class EnvConfig:
+    """The [env] table: what the remote Python environment is built from (section 13).
+
+    Empty strings and None mean "not set": the spec is then found in the project."""
+
+    python: str = ""
+    requirements: tuple[str, ...] | None = None
+    extras: tuple[str, ...] = ()
+    index_url: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole project configuration."""
 
@@ -71,6 +86,7 @@ class Config:
     targets: dict[str, Target]
     sync: SyncRules = SyncRules()
     notify: str | None = None
+    env: EnvConfig | None = None
 
     def pick(self, names: Sequence[str] = ()) -> list[Target]:
         """The targets named (in order), or every default target when none is named."""
@@ -216,6 +232,7 @@ def parse(data: dict[str, Any], file: Path, prefix: str = "") -> Config:
     jobs = check.table(data, "jobs")
     check.keys(jobs, JOBS_KEYS, "jobs")
     notify = check.string(jobs, "notify", "jobs", default="") or None
+    env = _env(check, data)
     return Config(
         root=root,
         file=file,
@@ -226,7 +243,46 @@ def parse(data: dict[str, Any], file: Path, prefix: str = "") -> Config:
             results=check.strings(sync, "results", "sync"),
         ),
         notify=notify,
+        env=env,
     )
+
+
+def _env(check: _Checker, data: dict[str, Any]) -> EnvConfig | None:
+    """The [env] table, strictly checked; None when the config has none."""
+    if "env" not in data:
+        return None
+    table = check.table(data, "env")
+    check.keys(table, ENV_KEYS, "env")
+    python = check.string(table, "python", "env")
+    if python and ("/" in python or python.startswith("python")):
+        try:
+            python_argv(python)
+        except ValueError as error:
+            check.fail("env.python", str(error), 'e.g. python = "3.11" or "/usr/bin/python3.11"')
+    elif python and not _VERSION.fullmatch(python):
+        check.fail("env.python", f"{python!r} is neither a version nor an interpreter",
+                   'e.g. python = "3.11" or "/usr/bin/python3.11"')  # fmt: skip
+    requirements = check.strings(table, "requirements", "env") if "requirements" in table else None
+    for name in requirements or ():
+        check.value(_relative_problem(name), "env.requirements", "name files in the project")
+    index_url = check.string(table, "index_url", "env")
+    if index_url and not index_url.startswith(("https://", "http://", "file://")):
+        check.fail("env.index_url", f"{index_url!r} is not an http(s) or file URL",
+                   'e.g. index_url = "https://pypi.org/simple"')  # fmt: skip
+    return EnvConfig(
+        python=python,
+        requirements=requirements,
+        extras=check.strings(table, "extras", "env"),
+        index_url=index_url,
+    )
+
+
+def _relative_problem(name: str) -> str | None:
+    """Why a requirements file name cannot be read from the project, or None."""
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        return f"{name!r} is not a path inside the project"
+    return None
 
 
 def _mappings(check: _Checker, raw: dict[str, Any], key: str, root: Path) -> tuple[Mapping, ...]:

@@ -49,6 +49,16 @@ def decisive(config: Config) -> dict[str, str]:
         values["sync.include"] = ", ".join(config.sync.include)
     if config.notify:
         values["jobs.notify"] = config.notify
+    if config.env is not None:  # what the remote env is built from, and from where
+        env = config.env
+        if env.python:
+            values["env.python"] = env.python
+        if env.requirements is not None:
+            values["env.requirements"] = ", ".join(env.requirements)
+        if env.extras:
+            values["env.extras"] = ", ".join(env.extras)
+        if env.index_url:
+            values["env.index_url"] = env.index_url
     return values
 
 
@@ -78,7 +88,23 @@ def summary(config: Config) -> list[str]:
         )
     if config.notify:
         lines.append(f"run on the remote's shell when a job ends: {config.notify}")
+    if config.env is not None:
+        lines.append("build a Python env on each target: " + _env_clause(config))
     return lines
+
+
+def _env_clause(config: Config) -> str:
+    env = config.env
+    assert env is not None
+    parts = []
+    if env.requirements is not None:
+        parts.append("from " + (", ".join(env.requirements) or "no requirements files"))
+    if env.extras:
+        parts.append("with extras " + ", ".join(env.extras))
+    if env.python:
+        parts.append(f"for python {env.python}")
+    parts.append(f"from the index {env.index_url}" if env.index_url else "from the remote's index")
+    return " ".join(parts)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -180,6 +206,8 @@ def _brief(config: Config) -> str:
         parts.append("push ignored files " + ", ".join(config.sync.include))
     if config.notify:
         parts.append(f"run `{config.notify}` when a job ends")
+    if config.env is not None:
+        parts.append("build an env " + _env_clause(config))
     return "; ".join(parts)
 
 

@@ -373,3 +373,34 @@ def test_no_config_anywhere_is_none_and_load_says_what_to_run(tmp_path: Path) ->
     assert find_config(empty) is None
     with pytest.raises(ConfigError, match=r"tether init"):
         load(empty)
+
+
+ENV_BASE = '[targets.a]\nhost = "h"\npath = "~/p"\n'
+
+
+def test_the_env_table_is_parsed_strictly(tmp_path: Path) -> None:
+    text = ENV_BASE + '[env]\npython = "3.11"\nrequirements = ["requirements/base.txt"]\n'
+    text += 'extras = ["gpu"]\nindex_url = "https://example.org/simple"\n'
+    env = parse_file(write(tmp_path, text)).env
+    assert env is not None
+    assert (env.python, env.extras) == ("3.11", ("gpu",))
+    assert env.requirements == ("requirements/base.txt",)
+    assert env.index_url == "https://example.org/simple"
+    assert parse_file(write(tmp_path, ENV_BASE)).env is None
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ('lock = "uv.lock"', "env.lock"),
+        ('python = "three"', "env.python"),
+        ('python = "python3; rm -rf ~"', "env.python"),
+        ('requirements = "requirements.txt"', "env.requirements"),
+        ('requirements = ["../outside.txt"]', "env.requirements"),
+        ('index_url = "ftp://x"', "env.index_url"),
+    ],
+)
+def test_a_bad_env_key_names_it(tmp_path: Path, table: str, key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_file(write(tmp_path, ENV_BASE + "[env]\n" + table + "\n"))
+    assert raised.value.key == key

@@ -68,3 +68,18 @@ def test_trust_is_per_config_file(tmp_path: Path) -> None:
     (other / "tether.toml").write_text(BASE)
     with pytest.raises(trust.UntrustedError):
         trust.require(config_module.load(other, trusted=False))
+
+
+def test_the_env_spec_values_decide_and_a_changed_index_asks_again(tmp_path: Path) -> None:
+    text = BASE + '[env]\npython = "3.11"\nrequirements = ["req/base.txt"]\n'
+    text += 'extras = ["gpu"]\nindex_url = "https://pypi.org/simple"\n'
+    config = project(tmp_path, text)
+    values = trust.decisive(config)
+    assert values["env.requirements"] == "req/base.txt"
+    assert (values["env.python"], values["env.extras"]) == ("3.11", "gpu")
+    assert any("req/base.txt" in line for line in trust.summary(config))
+    trust.record(config)
+    changed = project(tmp_path, text.replace("pypi.org", "evil.example"))
+    with pytest.raises(trust.UntrustedError) as raised:
+        trust.require(changed)
+    assert "env.index_url is now 'https://evil.example/simple'" in raised.value.line()

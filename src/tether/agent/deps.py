@@ -78,8 +78,9 @@ def from_earlier(header: Dict[str, Any], earlier: Dict[str, Any]) -> None:
     snap = str(earlier.get("snapshot") or "")
     cwd = str(earlier.get("cwd") or snap)
     header["cwd"] = os.path.relpath(cwd, snap) if snap else ""
-    if not header.get("fresh"):
+    if not header.get("fresh"):  # the same code in the same env
         header["snapshot_of"] = earlier["name"]
+        header.setdefault("env_digest", earlier.get("env_digest"))
     if not header.get("provenance"):
         header["provenance"] = {key: earlier.get(key) for key in PROVENANCE_KEYS}
 

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from . import deps, fsops, provenance, snapshot, start
+from . import deps, envs, fsops, provenance, snapshot, start
 from . import gpus as gpu_queue
 from .gpus import key_of
 
@@ -287,6 +287,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
         fsops.check_rel(header.get("cwd") or "") if header.get("cwd") not in (None, "", ".") else ""
     )
     env = start.check_env(header.get("env"))
+    in_env = envs.for_job(header)  # before the snapshot: "noenv" makes the client build it
     fresh_snapshot = not header.get("snapshot_of")
     if header.get("snapshot_of"):
         earlier = _need(job_key(header["snapshot_of"], root))
@@ -335,6 +336,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     )
     record.update(taken)
     record.update(start.interpreter_fields(), env=env)
+    record.update(in_env)
     if not after:  # a dependency may still make it; otherwise it must start now
         why = start.why_not_startable(argv[0], cwd, record)
         if why is not None:
@@ -343,7 +345,8 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             raise fsops.OpError(
                 "nocommand", "cannot start %s on %s: %s" % (argv[0], socket.gethostname(), why)
             )
-    record.update(provenance.remote(header))
+    if not in_env:
+        record.update(provenance.remote(header))
     path = record_path(key)
     pending, failed = deps.verdict(after, read, time.time(), START_GRACE_S)
     if failed is not None:

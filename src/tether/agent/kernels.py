@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import fsops
+from . import envs, fsops, start
 from .jobs import check_name, data_dir, write_json
 
 Answer = Tuple[Dict[str, Any], bytes]
@@ -219,7 +219,8 @@ def kernel_start(header: Dict[str, Any], payload: bytes) -> Answer:
     record = _record(name)
     if record is not None and record["alive"]:
         return {"record": record, "connection": _connection(record), "started": False}, b""
-    python = _python(header)
+    in_env = envs.for_job(header)
+    python = [in_env["python_executable"]] if in_env else _python(header)
     _check_ipykernel(python)
     root = fsops.sync_root(header["root"]) if header.get("root") else fsops.root_path("~")
     os.makedirs(root, exist_ok=True)
@@ -232,7 +233,7 @@ def kernel_start(header: Dict[str, Any], payload: bytes) -> Answer:
     connection_file = os.path.join(directory, "kernel.json")
     _write_private(connection_file, info)
     log = os.path.join(directory, "kernel.log")
-    env = dict(os.environ)
+    env = start.job_env(in_env, dict(os.environ))  # the env's bin first on PATH
     for variable in ("JPY_PARENT_PID", "PYTHONPATH", "PYTHONHOME"):
         env.pop(variable, None)
     with open(log, "ab") as output:
@@ -250,6 +251,7 @@ def kernel_start(header: Dict[str, Any], payload: bytes) -> Answer:
         "pid": process.pid,
         "root": root,
         "python": python,
+        "env_digest": in_env.get("env_digest"),
         "started": time.time(),
         "transport": info["transport"],
         "connection_file": connection_file,

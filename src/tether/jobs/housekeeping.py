@@ -145,6 +145,10 @@ def show_lines(info: dict[str, Any]) -> list[str]:
         ("log", info.get("log") or "-"),
         ("commit", commit),
         ("python", python),
+        (
+            "env",
+            f"{info['env_digest']} ({info.get('env_path')})" if info.get("env_digest") else "none",
+        ),
         ("GPUs", f"CUDA_VISIBLE_DEVICES={gpus}" if gpus else "none"),
     ]
     if info.get("restart_of"):

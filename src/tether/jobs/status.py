@@ -7,12 +7,14 @@ import time
 from typing import Any
 
 from tether.config import Target
+from tether.envs.spec import EnvSpec
 from tether.errors import TetherError
 from tether.sync.targets import open_channel
 
 
-async def target_status(target: Target) -> dict[str, Any]:
-    """What the target's agent says (load, disk, GPUs, jobs), or why it is unreachable."""
+async def target_status(target: Target, spec: EnvSpec | None = None) -> dict[str, Any]:
+    """What the target's agent says (load, disk, GPUs, jobs, the spec's env), or why it is
+    unreachable."""
     entry: dict[str, Any] = {"target": target.name, "host": target.host, "path": target.path}
     started = time.monotonic()
     try:
@@ -21,11 +23,17 @@ async def target_status(target: Target) -> dict[str, Any]:
         entry.update(reachable=False, error=_line(error))
         return entry
     try:
-        (answer, _), (disk, _) = await asyncio.gather(
+        asks = [
             channel.request("status", root=target.path),
             channel.request("disk_use", root=target.path),
-        )
+        ]
+        if spec is not None:  # in the same round trip as the others
+            asks.append(channel.request("env_status", env_spec=spec.wire(False)))
+        (answer, _), (disk, _), *env = await asyncio.gather(*asks)
         answer["snapshots"] = disk["snapshots"]
+        if spec is not None:
+            built = env[0][0]["state"] == "ready"
+            answer["env"] = {"spec": spec.source, "digest": env[0][0]["digest"], "built": built}
         if target.scheduler == "slurm":
             from tether.jobs.slurm import partitions
 
@@ -44,9 +52,9 @@ def _line(error: BaseException) -> str:
     return error.line() if isinstance(error, TetherError) else str(error)
 
 
-async def gather(targets: list[Target]) -> list[dict[str, Any]]:
+async def gather(targets: list[Target], spec: EnvSpec | None = None) -> list[dict[str, Any]]:
     """target_status for every target at once, in the targets' order."""
-    return list(await asyncio.gather(*(target_status(target) for target in targets)))
+    return list(await asyncio.gather(*(target_status(target, spec) for target in targets)))
 
 
 def gpu_text(entry: dict[str, Any]) -> str:
@@ -117,6 +125,10 @@ def lines(entries: list[dict[str, Any]]) -> list[str]:
         project = jobs_text(entry.get("project_jobs") or {})
         host = jobs_text(entry.get("jobs") or {})
         out.append(f"  jobs: this project {project}; everyone's on the host {host}")
+        env = entry.get("env")
+        if env:
+            built = "built" if env["built"] else "not built (`tether env sync`)"
+            out.append(f"  env for {env['spec']}: {env['digest']} {built}")
     return out
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.config import Target
+from tether.envs.spec import EnvSpec
 from tether.errors import HostError, UsageError
 from tether.kernel.names import kernel_name as kernel_name
 from tether.kernel.names import kernels_dir, socket_prefix
@@ -40,19 +41,27 @@ def python_argv(target: Target) -> list[str]:
     return target.python_argv
 
 
-async def ensure(target: Target, name: str, restart: bool = False) -> dict[str, Any]:
-    """Start the kernel unless it runs; the agent's answer (record, connection, started)."""
+async def ensure(
+    target: Target, name: str, restart: bool = False, spec: EnvSpec | None = None
+) -> dict[str, Any]:
+    """Start the kernel unless it runs; the agent's answer (record, connection, started).
+
+    With the project's env spec the kernel runs in its env (built first where missing)."""
+    from tether.envs.client import in_env
     from tether.sync.targets import open_channel
 
+    fields: dict[str, Any] = {"name": name, "root": target.path, "restart": restart}
+    fields["python"] = python_argv(target)
+    if spec is not None:
+        fields["env_spec"] = spec.wire(False)
     channel = await open_channel(target)
     try:
-        answer, _ = await channel.request(
-            "kernel_start",
-            RECORDER.read_bytes(),
-            name=name,
-            root=target.path,
-            python=python_argv(target),
-            restart=restart,
+        answer, _ = await in_env(
+            channel,
+            target,
+            spec,
+            True,
+            lambda: channel.request("kernel_start", RECORDER.read_bytes(), **fields),
         )
     finally:
         await channel.close()

@@ -106,9 +106,10 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
         return done
     import asyncio
 
+    from tether.envs.spec import find
     from tether.kernel import helper, remote
 
-    answer = asyncio.run(remote.ensure(target, kernel))
+    answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
     if not os.environ.get("TETHER_SEND_DIRECT"):
         helper.spawn(target, kernel, answer["connection"])  # replaces a stale helper itself
         if wait_for_socket(sock_path, 60.0):

@@ -20,7 +20,7 @@ Examples:
 
 MODULES = (
     "hosts", "sandbox", "project", "sync", "watch", "jobs", "housekeeping", "remote", "kernel",
-    "misc",
+    "env", "misc",
 )  # fmt: skip
 
 

@@ -95,13 +95,19 @@ def run(
         None, "--env", help="NAME=VALUE in the job's environment (repeatable)."
     ),
     no_push: bool = typer.Option(False, "--no-push", help="Do not push first."),
+    no_env_sync: bool = typer.Option(
+        False, "--no-env-sync", help="Refuse, rather than build, an env the spec lacks."
+    ),
     follow_log: bool = typer.Option(False, "--follow", help="Stream the log until it ends."),
 ) -> None:
     """Start a job."""
     import asyncio
     import sys
+    from functools import partial
 
     from tether import config as config_module
+    from tether.envs import spec as env_spec
+    from tether.envs.client import in_env
     from tether.errors import JobError, UsageError
     from tether.jobs import client
     from tether.jobs.model import generate_name, parse_gpus
@@ -135,6 +141,8 @@ def run(
     extra["notify"] = notify or config.notify
     extra["notify_timeout"] = _notify_timeout()
     extra["env"] = job_env or None
+    spec = env_spec.find(config)  # the job runs in the env of the project's spec, if any
+    extra["env_spec"] = spec.wire(False) if spec is not None else None
 
     async def start(target: Target, channel: AgentChannel) -> list[JobRecord]:
         if target.scheduler == "slurm":
@@ -149,9 +157,14 @@ def run(
             more = dict(extra)
             if array is not None:
                 more.update(array_index=index, snapshot_of=names[0] if index else None)
+            begin = partial(client.start, channel, config, target, task, command, cwd)
             records.append(
-                await client.start(
-                    channel, config, target, task, command, cwd, pinned, info, count, more
+                await in_env(
+                    channel,
+                    target,
+                    spec,
+                    not no_env_sync,
+                    partial(begin, pinned, info, count, more),
                 )
             )
         return records
@@ -260,8 +273,11 @@ def restart(
 ) -> None:
     """Start a job again under a new name."""
     import asyncio
+    from functools import partial
 
     from tether import config as config_module
+    from tether.envs.client import in_env
+    from tether.envs.spec import find
     from tether.jobs import client
     from tether.sync.targets import open_channel
 
@@ -277,9 +293,10 @@ def restart(
             taken = {job.name for job in await client.list_jobs(target, channel, True)}
             new_name = next_name(name, taken)
             extra: dict[str, Any] = {"restart_of": name, "fresh": fresh or None}
-            return await client.start(
-                channel, config, target, new_name, ["restart"], "", None, info, 0, extra
-            )
+            spec = find(config) if fresh else None  # else the earlier job's env, as its code
+            extra["env_spec"] = spec.wire(False) if spec is not None else None
+            begin = partial(client.start, channel, config, target, new_name, ["restart"], "")
+            return await in_env(channel, target, spec, True, partial(begin, None, info, 0, extra))
         finally:
             await channel.close()
 

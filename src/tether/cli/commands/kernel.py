@@ -54,12 +54,14 @@ def console(
     import asyncio
 
     from tether import config as config_module
+    from tether.envs.spec import find
     from tether.kernel import console as console_module
     from tether.kernel import remote
 
-    target = config_module.load().one(on)
+    config = config_module.load()
+    target = config.one(on)
     kernel = remote.kernel_name(target, name)
-    answer = asyncio.run(remote.ensure(target, kernel))
+    answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
     return console_module.run(path, target, kernel, answer["connection"])
 
@@ -149,13 +151,15 @@ def kernel_restart(
     import asyncio
 
     from tether import config as config_module
+    from tether.envs.spec import find
     from tether.kernel import helper, remote
 
-    target = config_module.load().one(on)
+    config = config_module.load()
+    target = config.one(on)
     kernel = remote.kernel_name(target, name)
     helper.stop(target, kernel)
     remote.disconnect(target, kernel)
-    answer = asyncio.run(remote.ensure(target, kernel, restart=True))
+    answer = asyncio.run(remote.ensure(target, kernel, restart=True, spec=find(config)))
     typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
 
 
@@ -186,8 +190,8 @@ def kernel_install(
         raise TetherError(
             f"{error.what} on {target.name}",
             "",
-            "make a venv there (python3 -m venv ~/venvs/proj; ~/venvs/proj/bin/pip install "
-            "ipykernel) and set the target's python to its /full/path/bin/python",
+            "let tether build a venv with ipykernel: add a requirements.txt or an [env] "
+            "table to the project and run `tether env sync` (the console then runs in it)",
         ) from None
     if answer["returncode"] != 0:
         raise RemoteError(target.host, "pip install ipykernel", answer["output"])

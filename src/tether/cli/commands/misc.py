@@ -42,10 +42,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
     from tether import config as config_module
     from tether.cli.render import print_json
+    from tether.envs.spec import find
     from tether.jobs import status as status_module
 
     config = config_module.load()
-    entries = asyncio.run(status_module.gather(list(config.targets.values())))
+    entries = asyncio.run(status_module.gather(list(config.targets.values()), find(config)))
     if as_json:
         print_json(entries)
         return

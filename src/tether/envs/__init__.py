@@ -1,0 +1,1 @@
+"""Remote Python environments (section 13): the spec found in the project, and the client."""

@@ -1,0 +1,152 @@
+"""The client side of remote envs: make sure a target has the env of the spec, report it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from tether.config import Target
+from tether.envs.spec import EnvSpec
+from tether.errors import TetherError
+from tether.transport.channel import AgentChannel, AgentError
+
+Say = Callable[[str], None]
+T = TypeVar("T")
+
+
+class EnvError(TetherError):
+    """An env could not be had on a target (a failed build, or --no-env-sync)."""
+
+
+def builder() -> str:
+    """uv (else pip) by default; TETHER_ENV_BUILDER=pip|uv forces one (bench, tests)."""
+    value = os.environ.get("TETHER_ENV_BUILDER", "auto")
+    return value if value in ("auto", "uv", "pip") else "auto"
+
+
+async def ensure(
+    channel: AgentChannel, target: Target, spec: EnvSpec, say: Say, build: bool = True
+) -> dict[str, Any]:
+    """The agent's answer for the spec's env on target, built first where it is missing
+    (installer lines go to say). One round trip when it is there already."""
+    fields: dict[str, Any] = {"root": target.path, "builder": builder()}
+    answer, _ = await channel.request("env_sync", env_spec=spec.wire(False), **fields)
+    if answer["state"] == "ready":
+        return answer
+    if not build:
+        raise EnvError(
+            f"the env for {spec.source} is not built on {target.name}",
+            "--no-env-sync was given",
+            "run `tether env sync` (or leave out --no-env-sync)",
+        )
+    say(f"{target.name}: building the env for {spec.source} (digest {answer['digest']})")
+    try:
+        async for header, _ in channel.stream(
+            "env_sync", env_spec=spec.wire(True), build=True, **fields
+        ):
+            if header.get("more"):
+                say(f"{target.name}: {header.get('line', '')}")
+                continue
+            return header
+    except AgentError as error:
+        raise _env_error(error, target, spec) from None
+    raise EnvError(f"no answer from the env build on {target.name}")
+
+
+def _env_error(error: AgentError, target: Target, spec: EnvSpec) -> TetherError:
+    if error.kind == "envbuild":
+        return EnvError(
+            f"building the env on {target.name} failed: {error.what}",
+            "",
+            f"fix {spec.source} and run `tether env sync` again (jobs keep the env they had)",
+        )
+    if error.kind == "nopython":
+        return EnvError(f"{target.name}: {error.what}", "", "fix [env] python in the config")
+    return error
+
+
+def summary(target: Target, answer: dict[str, Any], spec: EnvSpec) -> str:
+    """One line: the env is ready (and what a build installed, how long it took)."""
+    meta = answer.get("meta") or {}
+    head = f"{target.name}: env {answer['digest']} for {spec.source}"
+    if not answer.get("built"):
+        return f"{head} is up to date (python {meta.get('python_version')})"
+    packages = answer.get("packages") or []
+    from tether.envs.spec import normalize
+
+    named = [p for p in packages if normalize(p.partition("==")[0]) in _named(spec)]
+    shown = ", ".join(named[:8]) + (
+        f" and {len(packages) - len(named[:8])} more" if packages else ""
+    )
+    how = f"{meta.get('builder')} {meta.get('builder_version') or ''}".strip()
+    return (
+        f"{head} built in {meta.get('seconds')} s with {how}: python "
+        f"{meta.get('python_version')}, {len(packages)} packages ({shown})"
+    )
+
+
+def _named(spec: EnvSpec) -> set[str]:
+    return set(spec.named) | {"ipykernel"}
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def status_lines(target: Target, spec: EnvSpec, answer: dict[str, Any]) -> list[str]:
+    """What `env status` prints for one target."""
+    from tether.envs.spec import differences
+
+    meta = answer.get("meta")
+    lines = [f"{target.name}: spec {spec.source} (digest {spec.digest[:12]})"]
+    if meta:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(meta.get("created") or 0)))
+        lines.append(
+            f"  env {answer['digest']}: built {when}, {_human(float(meta.get('size') or 0))}, "
+            f"python {meta.get('python_version')}, {len(meta.get('packages') or [])} packages"
+        )
+        diff = differences(spec.pins, meta.get("packages"))
+        lines += [f"  differs from the spec: {line}" for line in diff]
+    else:
+        lines.append(
+            f"  env {answer['digest']}: not built (`tether env sync` or `tether run` builds it)"
+        )
+        previous = answer.get("previous")
+        if previous:
+            lines.append(f"  the env in use until now: {previous.get('digest')}")
+            diff = differences(spec.pins, previous.get("packages"))
+            lines += [f"  would change: {line}" for line in diff]
+    return lines
+
+
+def say_stderr(line: str) -> None:
+    """Installer progress for commands whose stdout is their result (run, send)."""
+    import sys
+
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+async def in_env(
+    channel: AgentChannel,
+    target: Target,
+    spec: EnvSpec | None,
+    build: bool,
+    start: Callable[[], Awaitable[T]],
+) -> T:
+    """start() (a job_start or kernel_start naming the spec); where the agent says the env is
+    not built, build it (unless not build: then EnvError) and start again. A warm start
+    costs no round trip more than start itself."""
+    try:
+        return await start()
+    except AgentError as error:
+        if error.kind != "noenv" or spec is None:
+            raise
+    await ensure(channel, target, spec, say_stderr, build)
+    return await start()
