@@ -329,9 +329,7 @@ def jobs(
     targets = config.pick(on or [])
 
     async def ask(target: Target, channel: AgentChannel) -> list[JobRecord]:
-        return await client.list_jobs(
-            target, channel, project_only=not show_all, show_all=show_all
-        )
+        return await client.list_jobs(target, channel, project_only=not show_all, show_all=show_all)
 
     nested = run(each_target(targets, ask))
     records = [job for batch in nested for job in batch]
