@@ -255,7 +255,7 @@ def test_cuts_during_job_start(
     # job or made one that ran to its end (never half-started: lost or running forever).
     deadline = time.monotonic() + 30
     while True:
-        listed = synced.run("jobs", "--all", "--json")
+        listed = synced.run("jobs", "--json")  # this project's (--all: every project's)
         assert listed.returncode == 0, describe(listed)
         jobs = {job["name"]: job for job in json.loads(listed.stdout)}
         busy = [n for n, job in jobs.items() if job["state"] in ("running", "queued")]
