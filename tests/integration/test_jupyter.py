@@ -276,3 +276,40 @@ def test_kernel_ls_shows_a_connection_file_any_client_can_use(
         assert "".join(seen).strip() == "from send"
     finally:
         client.stop_channels()
+
+
+def test_ctrl_c_in_the_console_interrupts_the_remote_cell(kproject: Path, tmux_socket: str) -> None:
+    from tests.harness import env as harness
+
+    def tmux(*args: str) -> str:
+        done = subprocess.run(["tmux", "-L", tmux_socket, *args], capture_output=True, text=True)
+        return done.stdout
+
+    def wait_for(text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = tmux("capture-pane", "-p", "-S", "-200", "-t", "c")
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never showed; screen:\n{screen}")
+
+    subprocess.run(
+        ["tmux", "-L", tmux_socket, "new-session", "-d", "-s", "c", "-x", "160", "-y", "50",
+         "-c", str(kproject), "--", *harness.tether_argv("console")],
+        check=True,
+    )  # fmt: skip
+    wait_for("In [")
+    tmux("send-keys", "-t", "c", "import time; print('sleeping'); time.sleep(30)", "Enter")
+    wait_for("sleeping")
+    time.sleep(0.5)
+    started = time.monotonic()
+    tmux("send-keys", "-t", "c", "C-c")
+    screen = wait_for("KeyboardInterrupt", 10)
+    assert "Cannot interrupt" not in screen, screen
+    wait_for("In [2]", 10)
+    assert time.monotonic() - started < 5
+    tmux("send-keys", "-t", "c", "print('after', 6 * 7)", "Enter")
+    wait_for("after 42", 10)
+    tmux("send-keys", "-t", "c", "exit", "Enter")
