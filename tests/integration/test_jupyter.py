@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration.test_console import kproject as kproject
 from tests.integration.test_console import pid_alive
+from tests.integration.test_console_link import pproject as pproject
 
 pytestmark = pytest.mark.integration
 
@@ -313,3 +314,51 @@ def test_ctrl_c_in_the_console_interrupts_the_remote_cell(kproject: Path, tmux_s
     tmux("send-keys", "-t", "c", "print('after', 6 * 7)", "Enter")
     wait_for("after 42", 10)
     tmux("send-keys", "-t", "c", "exit", "Enter")
+
+
+TICKS = """\
+import pathlib, time
+pathlib.Path('started').write_text('yes')
+for i in range(25):
+    print('tick', i, flush=True)
+    time.sleep(0.2)
+"""
+
+
+def test_a_notebook_cell_survives_a_cut_with_every_line_once(
+    pproject: Path, sandbox: Any, proxy: Any, tether_cli: Cli, jupyter_dir: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    from tether import config
+
+    target = config.load().one(None)
+    assert tether_cli("kernel", "spec", "install").returncode == 0
+    started = Path(sandbox.home) / target.path.removeprefix("~/") / "started"
+    book = notebook(tmp_path / "ticks.ipynb", TICKS, "print('after', 6 * 7)")
+    result: list[subprocess.CompletedProcess[str]] = []
+
+    def execute() -> None:
+        kernel = f"--ExecutePreprocessor.kernel_name=tether-{target.name}"
+        result.append(jupyter("nbconvert", "--to", "notebook", "--execute", "--inplace",
+                              kernel, str(book)))  # fmt: skip
+
+    runner = threading.Thread(target=execute)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not started.exists():
+            assert time.monotonic() < deadline, "the cell never started"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        proxy.refuse(True)
+        proxy.cut()
+        time.sleep(2.0)
+        proxy.refuse(False)
+    finally:
+        runner.join(180)
+    assert result and result[0].returncode == 0, result and result[0].stderr[-3000:]
+    printed = outputs(book)
+    assert printed[0].splitlines() == [f"tick {i}" for i in range(25)], printed[0]  # each once
+    assert printed[1] == "after 42\n"
+    assert "lost the link" in result[0].stderr and "reconnected" in result[0].stderr
