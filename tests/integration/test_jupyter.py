@@ -362,3 +362,26 @@ def test_a_notebook_cell_survives_a_cut_with_every_line_once(
     assert printed[0].splitlines() == [f"tick {i}" for i in range(25)], printed[0]  # each once
     assert printed[1] == "after 42\n"
     assert "lost the link" in result[0].stderr and "reconnected" in result[0].stderr
+
+
+def test_kernel_restart_rewrites_the_connection_file_at_once(
+    kproject: Path, tether_cli: Cli
+) -> None:
+    from jupyter_client.blocking.client import BlockingKernelClient
+
+    assert tether_cli("send", input="print('up')").returncode == 0
+    old = json.loads(Path(my_kernel(tether_cli)["local_connection_file"]).read_text())
+    restarted = tether_cli("kernel", "restart")
+    assert restarted.returncode == 0, restarted.stderr
+    path = Path(my_kernel(tether_cli)["local_connection_file"] or "")
+    assert path.is_file()  # written by the restart, before any send
+    assert json.loads(path.read_text())["key"] != old["key"]
+    client = BlockingKernelClient(connection_file=str(path))
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        reply = client.execute_interactive("fresh = 1", timeout=60)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        client.stop_channels()

@@ -187,7 +187,9 @@ def kernel_restart(
     helper.stop(target, kernel)
     remote.disconnect(target, kernel)
     answer = asyncio.run(remote.ensure(target, kernel, restart=True))
+    path = asyncio.run(remote.connect(target, kernel, answer["connection"]))  # for clients
     typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
+    typer.echo(f"connection file: {path}")
 
 
 def kernel_interrupt(
