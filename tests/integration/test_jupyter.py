@@ -385,3 +385,43 @@ def test_kernel_restart_rewrites_the_connection_file_at_once(
         assert reply["content"]["status"] == "ok"
     finally:
         client.stop_channels()
+
+
+def test_a_figure_shown_in_the_console_is_saved(kproject: Path, tmux_socket: str) -> None:
+    from tests.harness import env as harness
+    from tests.integration.test_console import PNG_1X1
+
+    def screen() -> str:
+        done = subprocess.run(
+            ["tmux", "-L", tmux_socket, "capture-pane", "-p", "-S", "-200", "-t", "c"],
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout
+
+    def wait_for(text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in screen():
+            assert time.monotonic() < deadline, f"{text!r} never showed; screen:\n{screen()}"
+            time.sleep(0.1)
+        return screen()
+
+    subprocess.run(
+        ["tmux", "-L", tmux_socket, "new-session", "-d", "-s", "c", "-x", "200", "-y", "50",
+         "-c", str(kproject), "--", *harness.tether_argv("console")],
+        check=True,
+    )  # fmt: skip
+    wait_for("In [")
+    line = (
+        "import base64; from IPython.display import Image, display; "
+        f"display(Image(data=base64.b64decode('{PNG_1X1}')))"
+    )
+    subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", "c", line, "Enter"], check=True)
+    shown = wait_for("figure saved: ", 30)
+    saved = [p for p in (kproject / ".tether" / "figures").glob("*.png")]
+    assert len(saved) == 1, shown
+    assert str(saved[0]) in shown.replace("\n", "") or saved[0].name in shown
+    import base64
+
+    assert saved[0].read_bytes() == base64.b64decode(PNG_1X1)
+    subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", "c", "exit", "Enter"], check=True)

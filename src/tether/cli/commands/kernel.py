@@ -77,11 +77,12 @@ def console(
     from tether.kernel import console as console_module
     from tether.kernel import remote
 
-    target = config_module.load().one(on)
+    config = config_module.load()
+    target = config.one(on)
     kernel = remote.kernel_name(target, name)
     answer = asyncio.run(remote.ensure(target, kernel))
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
-    return console_module.run(path, target, kernel, answer["connection"])
+    return console_module.run(path, target, kernel, answer["connection"], config.root)
 
 
 def send(
