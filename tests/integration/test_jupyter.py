@@ -340,8 +340,12 @@ def test_a_notebook_cell_survives_a_cut_with_every_line_once(
 
     def execute() -> None:
         kernel = f"--ExecutePreprocessor.kernel_name=tether-{target.name}"
-        result.append(jupyter("nbconvert", "--to", "notebook", "--execute", "--inplace",
-                              kernel, str(book)))  # fmt: skip
+        try:
+            result.append(jupyter("nbconvert", "--to", "notebook", "--execute", "--inplace",
+                                  kernel, str(book), timeout=120))  # fmt: skip
+        except subprocess.TimeoutExpired as error:
+            stderr = error.stderr.decode() if isinstance(error.stderr, bytes) else error.stderr
+            result.append(subprocess.CompletedProcess(error.cmd, -1, "", f"timeout: {stderr}"))
 
     runner = threading.Thread(target=execute)
     runner.start()

@@ -22,6 +22,10 @@ before the live ones, each once. On the control channel:
   frontend kills a kernel process that takes more than a few seconds to go);
 - interrupt_request (and SIGINT to this process): SIGINT to the remote kernel through
   the agent.
+An execute_reply the kernel sent while the link was down is lost (its ROUTER drops what
+it cannot route); once the request's idle status has come (live or caught up) and no reply
+followed within REPLY_GRACE_S, the proxy answers it from what iopub showed (status,
+execution count, the error), so a notebook never waits for it forever.
 The proxy also leaves when its parent (the frontend) dies, or on SIGTERM.
 """
 
@@ -46,6 +50,7 @@ DELIM = b"<IDS|MSG>"
 READY_WAIT_S = 90.0
 RESTART_NOTE_S = 120.0
 POLL_MS = 50
+REPLY_GRACE_S = 1.0
 
 Frames = list[bytes]
 
@@ -95,12 +100,28 @@ def resign(frames: Frames, source: Signer, dest: Signer) -> Frames | None:
 
 
 def header_of(frames: Frames) -> dict[str, Any]:
+    return part_of(frames, 1)
+
+
+def part_of(frames: Frames, index: int) -> dict[str, Any]:
+    """One JSON part of a message (1 header, 2 parent, 3 metadata, 4 content), or {}."""
     parts = split(frames)
     try:
-        header = json.loads(parts[1][1]) if parts else {}
+        value = json.loads(parts[1][index]) if parts else {}
     except ValueError:
         return {}
-    return header if isinstance(header, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+class Waiting:
+    """An execute request relayed to the kernel, and what iopub said of it so far."""
+
+    def __init__(self, idents: Frames, header: dict[str, Any]) -> None:
+        self.idents = idents
+        self.header = header
+        self.count: Any = None
+        self.error: dict[str, Any] | None = None
+        self.idle_at: float | None = None
 
 
 def restart_note(connection_file: str) -> Path:
@@ -166,6 +187,8 @@ class Proxy:
             sock.connect(address(self.local_info, channel))
         self.leaving = False
         self.interrupts = 0
+        self.waiting: dict[str, Waiting] = {}  # execute requests without a reply yet
+        self.answered: set[str] = set()  # ... and those the proxy answered itself
         self.parent = os.getppid()
 
     def _socket(self, kind: int, identity: bytes | None = None) -> Any:
@@ -253,6 +276,8 @@ class Proxy:
                     self._publish(feed.get_msg(timeout=0))
                 if feed.holding.is_set():
                     time.sleep(POLL_MS / 1000)  # the link is being re-made: iopub waits
+                elif self.waiting:
+                    self._answer_lost_replies()
         finally:
             link.stop()
             for sock in self.sockets:
@@ -264,16 +289,20 @@ class Proxy:
         if kind == "reply":
             signed = resign(frames, self.back, self.front)
             if signed is not None and signed[0] != DELIM:  # no client: our own probe's
-                dest.send_multipart(signed)
+                parent_id = str(part_of(frames, 2).get("msg_id"))
+                self.waiting.pop(parent_id, None)
+                if parent_id not in self.answered:  # else answered here already: once
+                    dest.send_multipart(signed)
             return
         signed = resign(frames, self.front, self.back)
         if signed is None:
             return  # not signed with the frontend's key: not from the frontend
-        if kind == "control":
-            header = header_of(frames)
-            handled = self._control(header, frames)
-            if handled:
-                return
+        header = header_of(frames)
+        if kind == "shell" and header.get("msg_type") == "execute_request":
+            idents = (split(frames) or ([], []))[0]
+            self.waiting[str(header.get("msg_id"))] = Waiting(idents, header)
+        if kind == "control" and self._control(header, frames):
+            return
         dest.send_multipart(signed)
 
     def _control(self, header: dict[str, Any], frames: Frames) -> bool:
@@ -318,8 +347,41 @@ class Proxy:
             signed = resign(frames, self.back, self.front)
             if signed is not None:
                 self.front_iopub.send_multipart(signed)
+                parent, content = part_of(frames, 2), part_of(frames, 4)
+                self._saw(str(message["header"].get("msg_type")), parent, content)
             return
         self.front_session.send(self.front_iopub, message)  # caught up from the recorder
+        kind = str(message.get("header", {}).get("msg_type"))
+        self._saw(kind, message.get("parent_header") or {}, message.get("content") or {})
+
+    def _saw(self, kind: str, parent: dict[str, Any], content: dict[str, Any]) -> None:
+        """Note what iopub says of a waiting execute request."""
+        waiting = self.waiting.get(str(parent.get("msg_id")))
+        if waiting is None:
+            return
+        if kind == "execute_input":
+            waiting.count = content.get("execution_count", waiting.count)
+        elif kind == "error":
+            waiting.error = content
+        elif kind == "status" and content.get("execution_state") == "idle":
+            waiting.idle_at = time.monotonic()
+
+    def _answer_lost_replies(self) -> None:
+        """Reply to execute requests whose reply the link lost (idle came, no reply)."""
+        now = time.monotonic()
+        for msg_id, waiting in list(self.waiting.items()):
+            if waiting.idle_at is None or now - waiting.idle_at < REPLY_GRACE_S:
+                continue
+            del self.waiting[msg_id]
+            self.answered.add(msg_id)
+            content: dict[str, Any] = {"status": "ok", "execution_count": waiting.count}
+            if waiting.error is not None:
+                content.update(waiting.error, status="error")
+            else:
+                content.update(payload=[], user_expressions={})
+            parent = {"header": waiting.header}
+            reply = "execute_reply"
+            self.front_session.send(self.front_shell, reply, content, parent, ident=waiting.idents)
 
     def _on_sigint(self, *_: Any) -> None:
         self.interrupts += 1
