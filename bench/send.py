@@ -7,6 +7,9 @@ this interpreter (it has ipykernel), at 0 ms added RTT (direct) and at 50 ms RTT
 already started (median of 10). Beside it, `ssh ALIAS python3 -c 'print(1)'` over the
 same warm ControlMaster. Also the cold first send (kernel start, forwards, helper).
 The goal (DESIGN 9): one round trip + 60 ms. PASS/MISS is printed, never asserted.
+A second table: the execute round trip of `print(1)` from a Jupyter client on the
+kernel's local connection file (as a notebook's), with `%autoreload 2` on and off, after
+LOADED_TARGET modules were imported in the kernel (#25: <= 2 ms of autoreload per execute).
 
     .venv/bin/python bench/send.py [--small] [--runs N] [--results bench/RESULTS.md]
 """
@@ -31,6 +34,20 @@ RUNS = 10
 SANDBOX = "bench-send"
 GOAL_EXTRA_MS = 60
 CODE = "print(1)\n"
+LOADED_TARGET = 1000
+LOAD_MODULES = f"""\
+import importlib, pkgutil, sys
+import pygments.lexers, pygments.styles
+for package in (pygments.lexers, pygments.styles):
+    for found in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if len(sys.modules) >= {LOADED_TARGET}:
+            break
+        try:
+            importlib.import_module(found.name)
+        except Exception:
+            pass
+print(len(sys.modules))
+"""
 
 
 def send(root: Path) -> None:
@@ -93,6 +110,57 @@ def bench_rtt(box: Sandbox, rtt_ms: int, runs: int) -> tuple[list[str], float]:
     return row, cold
 
 
+def bench_autoreload(box: Sandbox, runs: int) -> list[list[str]]:
+    """Rows: a client's execute round trip with autoreload on and off (0 ms RTT)."""
+    from jupyter_client.blocking.client import BlockingKernelClient
+
+    from tether import config
+    from tether.kernel import names
+
+    root = Path(box.home).parent / "send-autoreload"
+    common.remove(root)
+    project(root, box.name, "~/send-autoreload")
+    common.start_master(box.name)
+    try:
+        send(root)
+        target = config.load(root).one(None)
+        path = names.local_file(target, names.kernel_name(target, None))
+        client = BlockingKernelClient(connection_file=str(path))
+        client.load_connection_file()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=60)
+            loaded: list[str] = []
+
+            def keep(message: dict[str, object]) -> None:
+                if message.get("msg_type") == "stream":
+                    loaded.append(str(message["content"]["text"]).strip())  # type: ignore[index]
+
+            client.execute_interactive(LOAD_MODULES, output_hook=keep, timeout=600)
+
+            def execute() -> None:
+                client.execute_interactive(CODE, output_hook=lambda m: None, timeout=60)
+
+            rows = []
+            for mode in ("2", "0"):
+                client.execute_interactive(f"%autoreload {mode}", timeout=60)
+                timing = common.side_by_side(runs, {"execute": execute})["execute"]
+                rows.append(
+                    [
+                        "on (%autoreload 2)" if mode == "2" else "off (%autoreload 0)",
+                        "".join(loaded[-1:]),
+                        f"{timing.median * 1000:.1f}",
+                        timing.spread(),
+                    ]
+                )
+            client.execute_interactive("%autoreload 2", timeout=60)
+        finally:
+            client.stop_channels()
+    finally:
+        common.run([common.tether_bin(), "kernel", "stop"], cwd=root)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = common.arguments(__doc__ or "", argv)
     runs = args.runs or (5 if args.small else RUNS)
@@ -121,7 +189,17 @@ def main(argv: list[str] | None = None) -> int:
         "'print(1)'` over tether's warm ControlMaster; cold = first send (kernel start, "
         "forwards, helper)",
     ]
-    common.report([table], args.results, "bench/send.py")
+    reload_table = common.Table(
+        "execute round trip of print(1) from a Jupyter client: autoreload on and off",
+        ["autoreload", "modules loaded", "execute ms", "spread s"],
+    )
+    with common.isolated(), common.sandbox(SANDBOX) as box:
+        reload_table.rows += bench_autoreload(box, runs * 3)
+    reload_table.notes += [
+        f"median of {runs * 3}; the client reads the kernel's local connection file (ipc "
+        "over tether's forwards, 0 ms added RTT), as a notebook's kernel proxy does",
+    ]
+    common.report([table, reload_table], args.results, "bench/send.py")
     return 0
 
 

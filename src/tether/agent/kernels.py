@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import envs, fsops, start
+from . import envs, fsops, kernel_shim, start
 from .jobs import check_name, data_dir, write_json
 
 Answer = Tuple[Dict[str, Any], bytes]
@@ -36,7 +36,7 @@ KEEP_ON_EXIT = (
     "__import__('IPython.core.autocall', fromlist=['_'])"
     ".ZMQExitAutocall.__call__.__defaults__ = (True,)"
 )
-EXEC_LINES = ("%load_ext autoreload", "%autoreload 2", KEEP_ON_EXIT)
+EXEC_LINES = ("%load_ext autoreload", "%autoreload 2", KEEP_ON_EXIT, kernel_shim.exec_line())
 CATCHUP_MAX = 5000
 RECORDER_LOG = "iopub.jsonl"
 RECORDER_OLD = "iopub.1.jsonl"
@@ -401,6 +401,19 @@ def kernel_stop(header: Dict[str, Any], payload: bytes) -> Answer:
     return {"record": record, "was_alive": record["alive"]}, b""
 
 
+def kernel_interrupt(header: Dict[str, Any], payload: bytes) -> Answer:
+    """SIGINT to the kernel (what Ctrl-C in a local IPython does): the running cell ends
+    with KeyboardInterrupt, the kernel and its state stay."""
+    name = check_name(header.get("name") or "default")
+    record = _record(name)
+    if record is None:
+        raise fsops.OpError("nokernel", "no kernel named %r" % name)
+    if not record["alive"]:
+        raise fsops.OpError("kernel", "the kernel %s is dead" % name)
+    os.kill(int(record["pid"]), signal.SIGINT)
+    return {"record": record}, b""
+
+
 def kernel_install(header: Dict[str, Any], payload: bytes) -> Answer:
     """`python -m pip install --user ipykernel` (the client asked the user first); refused
     at once for an interpreter the system manages (PEP 668: pip would refuse anyway)."""
@@ -450,5 +463,6 @@ def register(agent: Any) -> None:
     agent.handlers["kernel_info"] = kernel_info
     agent.handlers["kernel_list"] = kernel_list
     agent.handlers["kernel_stop"] = kernel_stop
+    agent.handlers["kernel_interrupt"] = kernel_interrupt
     agent.handlers["kernel_install"] = kernel_install
     agent.handlers["kernel_catchup"] = kernel_catchup

@@ -158,11 +158,50 @@ def keep_through_drops(app: Any, target: Target, name: str, remote: dict[str, An
     return Link(target, name, remote, feed, say, beating=client.hb_channel.is_beating).start()
 
 
+def save_figures(shell: Any, root: Path) -> None:
+    """PNG output (plt.show(), display(Image)) is saved under .tether/figures/ and its path
+    printed, as `send` does; other images are left to the console."""
+    from tether.kernel.send import save_figure
+
+    def save(data: dict[str, Any]) -> bool:
+        if "image/png" not in data:
+            return False
+        print(f"figure saved: {save_figure(root, data['image/png'])}")
+        return True
+
+    shell.image_handler = "callable"
+    shell.callable_image_handler = save
+
+
+def interrupt_on_ctrl_c(app: Any, target: Target, name: str) -> None:
+    """Ctrl-C while a cell runs interrupts it on the remote (through the agent: the
+    console did not start the kernel, so jupyter_console cannot); at the prompt it
+    clears the line as before."""
+    import signal
+    import threading
+
+    from tether.kernel.send import interrupt_kernel
+
+    def interrupt() -> None:  # a thread: the console's own event loop runs here
+        try:
+            interrupt_kernel(target, name)
+        except Exception as error:  # the link is down, ...: the cell runs on; say why
+            print(f"tether: could not interrupt the kernel: {error}")
+
+    def on_sigint(*args: Any) -> None:
+        if not app.shell._executing:
+            raise KeyboardInterrupt
+        threading.Thread(target=interrupt, name="tether-interrupt", daemon=True).start()
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
 def run(
     connection_file: Path,
     target: Target | None = None,
     name: str = "",
     remote: dict[str, Any] | None = None,
+    root: Path | None = None,
 ) -> int:
     """Run the console in this process until the user leaves; the kernel goes on."""
     from jupyter_console.app import ZMQTerminalIPythonApp
@@ -179,6 +218,10 @@ def run(
 
     app.shell.client.shutdown = keep
     app.shell.own_kernel = False
+    if target is not None:
+        interrupt_on_ctrl_c(app, target, name)
+    if root is not None:
+        save_figures(app.shell, root)
     try:
         app.start()
     finally:

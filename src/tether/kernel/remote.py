@@ -80,6 +80,11 @@ async def ask(target: Target, op: str, **fields: Any) -> dict[str, Any]:
     return answer
 
 
+async def interrupt(target: Target, name: str) -> dict[str, Any]:
+    """SIGINT to the remote kernel through the agent: its running cell stops."""
+    return await ask(target, "kernel_interrupt", name=name)
+
+
 def remote_end(remote: dict[str, Any], channel: str) -> str:
     """Where a channel's forward leads on the remote: its unix socket or loopback port."""
     if remote.get("transport") == "ipc":

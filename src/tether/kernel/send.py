@@ -8,8 +8,11 @@ use), and its stdout, stderr, results and traceback printed; exit 1 on an except
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+MARK_PREFIX = "# tether: "  # tether.agent.kernel_shim.MARK_PREFIX (not imported: fast path)
 
 USAGE = """usage: tether send [FILE[:START[-END]]] [--on TARGET] [--name KERNEL]
 
@@ -68,9 +71,18 @@ def read_code(spec: str | None, stdin: Any = None) -> str:
             raise UsageError(f"no such file: {file}") from None
         except UnicodeDecodeError:
             raise UsageError(f"{file} is not UTF-8 text") from None
-        return smart_dedent(select_lines(text, start, end, file))
+        code = smart_dedent(select_lines(text, start, end, file))
     except RangeError as error:
         raise UsageError(str(error)) from None
+    return marked(code, file, start or 1)
+
+
+def marked(code: str, file: str, first: int) -> str:
+    """code under the mark that makes the kernel compile it as FILE from line `first` on
+    (tether.agent.kernel_shim): its tracebacks then name FILE and the file's lines."""
+    if not code.strip() or not file.isprintable():
+        return code
+    return f"{MARK_PREFIX}{file}:{first}\n{code}"
 
 
 def fast_main(args: list[str]) -> int:
@@ -101,7 +113,11 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
     target = config.one(on)
     kernel = names.kernel_name(target, name)
     sock_path, _ = names.helper_paths(target, kernel)
-    done = via_helper(sock_path, code, config.root)
+
+    def interrupt() -> None:
+        interrupt_kernel(target, kernel)
+
+    done = via_helper(sock_path, code, config.root, interrupt)
     if done is not None:
         return done
     import asyncio
@@ -113,11 +129,26 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
     if not os.environ.get("TETHER_SEND_DIRECT"):
         helper.spawn(target, kernel, answer["connection"])  # replaces a stale helper itself
         if wait_for_socket(sock_path, 60.0):
-            done = via_helper(sock_path, code, config.root)
+            done = via_helper(sock_path, code, config.root, interrupt)
             if done is not None:
                 return done
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
-    return execute(path, code, config.root)
+    try:
+        return execute(path, code, config.root)
+    except KeyboardInterrupt:
+        interrupt()
+        raise
+
+
+def interrupt_kernel(target: Any, kernel: str) -> None:
+    """Interrupt the running cell of the remote kernel (Ctrl-C during a send)."""
+    import asyncio
+
+    from tether.kernel import remote
+
+    sys.stderr.write("tether: interrupting the kernel\n")
+    sys.stderr.flush()
+    asyncio.run(remote.interrupt(target, kernel))
 
 
 def wait_for_socket(path: Path, timeout: float) -> bool:
@@ -131,8 +162,14 @@ def wait_for_socket(path: Path, timeout: float) -> bool:
     return False
 
 
-def via_helper(sock_path: Path, code: str, root: Path) -> int | None:
-    """Run code through the helper's socket: 0/1, or None if no helper took it."""
+def via_helper(
+    sock_path: Path, code: str, root: Path, interrupt: Callable[[], None] | None = None
+) -> int | None:
+    """Run code through the helper's socket: 0/1, or None if no helper took it.
+
+    Ctrl-C interrupts the cell on the remote (interrupt()) and shows what it printed up to
+    there, then 130; a second Ctrl-C leaves at once.
+    """
     import json
     import socket
 
@@ -145,9 +182,19 @@ def via_helper(sock_path: Path, code: str, root: Path) -> int | None:
     except OSError:
         conn.close()
         return None
-    failed = False
+    failed = interrupted = False
     with conn, conn.makefile("rb") as lines:
-        for line in lines:
+        while True:
+            try:
+                line = lines.readline()
+            except KeyboardInterrupt:
+                if interrupted or interrupt is None:
+                    raise
+                interrupted = True
+                interrupt()
+                continue
+            if not line:
+                break
             answer = json.loads(line)
             if "msg" in answer:
                 failed = render(answer["msg"], root) or failed
@@ -157,6 +204,8 @@ def via_helper(sock_path: Path, code: str, root: Path) -> int | None:
             elif answer.get("stale"):
                 return None
             elif "status" in answer:
+                if interrupted:
+                    return 130
                 return 1 if failed or answer["status"] == "error" else 0
     raise TetherError("the send helper went away during the run", "", "run it again")
 
@@ -210,10 +259,28 @@ def render(message: dict[str, Any], root: Path) -> bool:
             sys.stdout.write(data["text/plain"] + "\n")
         sys.stdout.flush()
     elif kind == "error":
-        sys.stderr.write("\n".join(content.get("traceback", [])) + "\n")
+        text = "\n".join(content.get("traceback", [])) + "\n"
+        sys.stderr.write(text if coloured(sys.stderr) else strip_ansi(text))
         sys.stderr.flush()
         return True
     return False
+
+
+def coloured(stream: Any) -> bool:
+    """Whether colour may go to stream: a terminal, NO_COLOR unset, TERM not dumb."""
+    import os
+
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+def strip_ansi(text: str) -> str:
+    """text without ANSI escape sequences (CSI and OSC)."""
+    import re
+
+    return re.sub(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])", "", text)
 
 
 def save_figure(root: Path, encoded: str) -> Path:

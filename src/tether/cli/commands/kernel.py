@@ -28,9 +28,24 @@ Examples:
   pbpaste | tether send
 """
 
+SPEC_INSTALL_HELP = """Install a Jupyter kernelspec "tether-TARGET" for this project's kernel.
+
+JupyterLab, VS Code, PyCharm, nbconvert and papermill can then pick the persistent remote
+kernel that `tether console` and `tether send` use. A frontend's shutdown leaves it
+running; its restart and interrupt act on it.
+
+Examples:
+
+  tether kernel spec install
+
+  jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=tether-gpu a.ipynb
+"""
+
 kernel_app = typer.Typer(
-    help="Remote IPython kernels: ls, stop, restart, install.", no_args_is_help=True
+    help="Remote IPython kernels: ls, stop, restart, interrupt, install, spec install.",
+    no_args_is_help=True,
 )
+spec_app = typer.Typer(help="Jupyter kernelspecs for other frontends.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,9 +55,14 @@ def register(app: typer.Typer) -> None:
     kernel_app.command("ls", help="List kernels on the targets.")(kernel_ls)
     kernel_app.command("stop", help="Stop a kernel (default: the target's).")(kernel_stop)
     kernel_app.command("restart", help="Restart a kernel with a fresh state.")(kernel_restart)
+    kernel_app.command("interrupt", help="Interrupt the running cell of a kernel.")(
+        kernel_interrupt
+    )
     kernel_app.command("install", help="Install ipykernel into the target's python.")(
         kernel_install
     )
+    spec_app.command("install", help=SPEC_INSTALL_HELP)(kernel_spec_install)
+    kernel_app.add_typer(spec_app, name="spec")
     app.add_typer(kernel_app, name="kernel")
 
 
@@ -63,7 +83,7 @@ def console(
     kernel = remote.kernel_name(target, name)
     answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
-    return console_module.run(path, target, kernel, answer["connection"])
+    return console_module.run(path, target, kernel, answer["connection"], config.root)
 
 
 def send(
@@ -99,7 +119,13 @@ def kernel_ls(
         for target, answer in zip(targets, answers, strict=True):
             for kernel in answer["kernels"]:
                 name, mine = names.shown_name(target, str(kernel["name"]))
-                shown = {**kernel, "name": name, "remote_name": kernel["name"]}
+                local = names.local_file(target, str(kernel["name"]))
+                shown = {
+                    **kernel,
+                    "name": name,
+                    "remote_name": kernel["name"],
+                    "local_connection_file": str(local) if local.exists() else None,
+                }
                 if mine or show_all:
                     rows.append({**shown, "target": target.name, "this_project": mine})
         return rows
@@ -123,6 +149,11 @@ def kernel_ls(
             )
         )
     table(None, ["name", "target", "state", "pid", "started", "dir"], rows)
+    for kernel in kernels:
+        if kernel.get("local_connection_file"):  # printed whole: a table would wrap it
+            typer.echo(f"{kernel['name']} ({kernel['target']}): {kernel['local_connection_file']}")
+    if any(kernel.get("local_connection_file") for kernel in kernels):
+        typer.echo("(connection files: for any Jupyter client while tether keeps the link)")
 
 
 def kernel_stop(
@@ -160,7 +191,41 @@ def kernel_restart(
     helper.stop(target, kernel)
     remote.disconnect(target, kernel)
     answer = asyncio.run(remote.ensure(target, kernel, restart=True, spec=find(config)))
+    path = asyncio.run(remote.connect(target, kernel, answer["connection"]))  # for clients
     typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
+    typer.echo(f"connection file: {path}")
+
+
+def kernel_interrupt(
+    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
+    on: str = typer.Option(None, "--on", help="Target."),
+) -> None:
+    """Interrupt a kernel's running cell (SIGINT on the remote); the kernel stays."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.kernel import remote
+
+    target = config_module.load().one(on)
+    kernel = remote.kernel_name(target, name)
+    asyncio.run(remote.interrupt(target, kernel))
+    typer.echo(f"interrupted kernel {kernel} on {target.name}")
+
+
+def kernel_spec_install(
+    on: str = typer.Option(None, "--on", help="Target."),
+    name: str = typer.Option(None, "--name", help="Kernel name (default: the target's)."),
+) -> None:
+    """Write the kernelspec into the user's Jupyter data dir."""
+    from tether import config as config_module
+    from tether.kernel import spec
+
+    config = config_module.load()
+    target = config.one(on)
+    installed = spec.install(config.root, target, name)
+    typer.echo(
+        f"installed kernelspec {installed.name} ({installed.display_name}) in {installed.path}"
+    )
 
 
 def kernel_install(
