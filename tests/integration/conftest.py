@@ -206,6 +206,11 @@ def synced(make_synced: Callable[..., SyncProject], project: Path) -> SyncProjec
 
 def masters_in(runtime: Path) -> list[int]:
     """Pids of live ssh masters (-N) whose control socket lies in runtime (a test's own)."""
+    return ssh_masters(f"ControlPath={runtime}/")
+
+
+def ssh_masters(word: str) -> list[int]:
+    """Pids of live ssh masters (-N) with an argument that starts with or equals word."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -219,7 +224,7 @@ def masters_in(runtime: Path) -> list[int]:
             argv[0].endswith(b"ssh")
             and b"-N" in argv
             and state != "Z"
-            and any(arg.startswith(f"ControlPath={runtime}/".encode()) for arg in argv)
+            and any(arg.startswith(word.encode()) for arg in argv)
         ):
             found.append(int(entry.name))
     return found

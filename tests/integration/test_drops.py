@@ -4,7 +4,6 @@ per drop (each used to start its own, and the losers lived on as stray connectio
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import time
@@ -14,27 +13,13 @@ from typing import Any
 import pytest
 
 from tests.harness import env as harness
+from tests.integration.conftest import ssh_masters
 from tests.integration.test_console_link import pproject
 
 pytestmark = pytest.mark.integration
 __all__ = ["pproject"]  # a fixture, used by name
 
 DROPS = 20
-
-
-def masters_of(alias: str) -> list[int]:
-    """Live ssh masters (-N) for alias (the proxy alias is unique to the test)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-            master = argv[0].endswith(b"ssh") and b"-N" in argv and alias.encode() in argv
-            if master and state != "Z":
-                found.append(int(entry.name))
-    return found
 
 
 def until_ok(action: Any, seconds: float = 60) -> None:
@@ -64,7 +49,7 @@ def test_twenty_drops_leave_one_master(
             until_ok(lambda: tether_cli("send", input="n += 1"))
         counted = tether_cli("send", input="print(n)")
         assert counted.stdout.strip() == str(DROPS), counted.stdout + counted.stderr
-        assert len(masters_of(proxy_alias)) <= 1, masters_of(proxy_alias)
+        assert len(ssh_masters(proxy_alias)) <= 1, ssh_masters(proxy_alias)
     finally:
         watch.send_signal(signal.SIGINT)
         try:

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import envbuild
-from .fsops import OpError, check_rel
+from .fsops import OpError, check_rel, read_json
 
 FORMAT = 1
 META = "tether-env.json"
@@ -354,18 +354,9 @@ def _pointer(root: Any) -> Optional[str]:
         return None
     from .jobs import project_tag
 
-    data = _read_json(os.path.join(projects_dir(), project_tag(root) + ".json"))
+    data = read_json(os.path.join(projects_dir(), project_tag(root) + ".json"))
     digest = data.get("digest") if data else None
     return digest if isinstance(digest, str) and DIGEST_RE.match(digest) else None
-
-
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def in_use() -> Dict[str, str]:
@@ -379,12 +370,12 @@ def in_use() -> Dict[str, str]:
             used.setdefault(record["env_digest"], "job %s" % record.get("name"))
     with contextlib.suppress(OSError):
         for name in os.listdir(kernels_dir()):
-            record = _read_json(os.path.join(kernels_dir(), name, "record.json")) or {}
+            record = read_json(os.path.join(kernels_dir(), name, "record.json")) or {}
             if isinstance(record.get("env_digest"), str):
                 used.setdefault(record["env_digest"], "kernel %s" % name)
     with contextlib.suppress(OSError):
         for name in os.listdir(projects_dir()):
-            data = _read_json(os.path.join(projects_dir(), name)) or {}
+            data = read_json(os.path.join(projects_dir(), name)) or {}
             if isinstance(data.get("digest"), str):
                 used.setdefault(data["digest"], "the spec of %s" % data.get("root"))
     return used

@@ -42,6 +42,16 @@ def check_rel(path: str) -> str:
     return path
 
 
+def read_json(path: str) -> Optional[Dict[str, Any]]:
+    """The JSON object in the file at path, or None (missing, unreadable, not an object)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def root_path(root: str) -> str:
     """Expand '~' in a root the way the user's shell would."""
     return os.path.abspath(os.path.expanduser(root))

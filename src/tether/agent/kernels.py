@@ -121,15 +121,6 @@ def _write_private(path: str, data: Dict[str, Any]) -> None:
     os.replace(temp, path)
 
 
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _alive(record: Dict[str, Any]) -> bool:
     """The kernel's process runs (and is still ours: its argv names our connection file)."""
     pid = record.get("pid")
@@ -147,7 +138,7 @@ def _alive(record: Dict[str, Any]) -> bool:
 
 
 def _record(name: str) -> Optional[Dict[str, Any]]:
-    record = _read_json(os.path.join(kernel_dir(name), "record.json"))
+    record = fsops.read_json(os.path.join(kernel_dir(name), "record.json"))
     if record is None:
         return None
     record["alive"] = _alive(record)
@@ -327,7 +318,7 @@ def kernel_catchup(header: Dict[str, Any], payload: bytes) -> Answer:
 
 
 def _connection(record: Dict[str, Any]) -> Dict[str, Any]:
-    info = _read_json(str(record.get("connection_file")))
+    info = fsops.read_json(str(record.get("connection_file")))
     if info is None:
         raise fsops.OpError("nokernel", "kernel %r has no connection file" % record.get("name"))
     return info

@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from .fsops import read_json
+
 # Heavy fields of a record: `job_list` leaves them out (tether show asks for them).
 HEAVY = ("dirty_diff", "untracked", "packages")
 SITE_NAMES = ("site-packages", "dist-packages")
@@ -87,15 +89,6 @@ def _here_names(dirs: List[str]) -> Optional[List[Any]]:
     return names
 
 
-def _load(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _settled(data: Dict[str, Any]) -> bool:
     """No directory of the stamp changed within RACY_S: a change in the same timestamp
     tick as our listing could otherwise go unseen by the next stamp."""
@@ -135,7 +128,7 @@ def interpreter(python: Optional[str] = None) -> Dict[str, Any]:
     path = sys.executable if here or not python else python
     key = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     cache_file = os.path.join(cache_dir(), key + ".json")
-    cached = _load(cache_file) or {}
+    cached = read_json(cache_file) or {}
     if here:
         return _this_one(path, cache_file, cached)
     return _another(path, cache_file, cached)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import queue
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -163,27 +162,9 @@ class Link:
             self.thread.join(timeout=5)
 
     def master_alive(self) -> bool:
-        from tether.transport.ssh import checked_host, control_path
+        from tether.transport.ssh import master_alive
 
-        try:
-            done = subprocess.run(
-                [
-                    "ssh",
-                    "-o",
-                    f"ControlPath={control_path()}",
-                    "-O",
-                    "check",
-                    "--",
-                    checked_host(self.target.host),
-                ],
-                capture_output=True,
-                timeout=10,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return False
-        return done.returncode == 0
+        return master_alive(self.target.host)
 
     def _exit_master(self) -> None:
         from tether.transport.ssh import SshTransport

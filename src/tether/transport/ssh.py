@@ -128,6 +128,22 @@ def checked_host(host: str) -> str:
     return host
 
 
+def check_argv(host: str) -> list[str]:
+    """`ssh -O check` on tether's master for host."""
+    return ["ssh", "-o", f"ControlPath={control_path()}", "-O", "check", "--", checked_host(host)]
+
+
+def master_alive(host: str, timeout: float = 10) -> bool:
+    """Whether tether's master for host answers (blocking; threads that keep a link)."""
+    try:
+        done = subprocess.run(
+            check_argv(host), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
 class SshTransport:
     """Reach one host through OpenSSH with a shared ControlMaster.
 
@@ -156,13 +172,7 @@ class SshTransport:
 
     async def _master_alive(self) -> bool:
         check = await asyncio.create_subprocess_exec(
-            "ssh",
-            "-o",
-            f"ControlPath={control_path()}",
-            "-O",
-            "check",
-            "--",
-            self.host,
+            *check_argv(self.host),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
