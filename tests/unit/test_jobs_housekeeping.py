@@ -17,7 +17,7 @@ import pytest
 
 from tests.harness.env import make_git_project
 from tether.agent import housekeeping, provenance
-from tether.agent.jobs import (
+from tether.agent.jobstore import (
     job_key,
     logs_dir,
     read_record,

@@ -293,7 +293,7 @@ def remember(root: Any, digest: str) -> None:
     """Note the env a project's spec maps to now (for status and prune)."""
     if not isinstance(root, str) or not root:
         return
-    from .jobs import project_tag, write_json
+    from .jobstore import project_tag, write_json
 
     with contextlib.suppress(OSError):
         write_json(os.path.join(projects_dir(), project_tag(root) + ".json"),
@@ -352,7 +352,7 @@ def env_status(header: Dict[str, Any], payload: bytes) -> Answer:
 def _pointer(root: Any) -> Optional[str]:
     if not isinstance(root, str) or not root:
         return None
-    from .jobs import project_tag
+    from .jobstore import project_tag
 
     data = read_json(os.path.join(projects_dir(), project_tag(root) + ".json"))
     digest = data.get("digest") if data else None
@@ -361,7 +361,7 @@ def _pointer(root: Any) -> Optional[str]:
 
 def in_use() -> Dict[str, str]:
     """Env digests something still uses -> why: a job record, a kernel, a project's spec."""
-    from .jobs import all_records
+    from .jobstore import all_records
     from .kernels import kernels_dir
 
     used: Dict[str, str] = {}

@@ -20,15 +20,14 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import fsops, kernels, slurm
 from .gpus import key_of
-from .jobs import (
+from .jobs import _sessions, job_kill
+from .jobstore import (
     DEFAULT_SOCKET,
-    _sessions,
     all_records,
     check_name,
     data_dir,
     derive_state,
     job_key,
-    job_kill,
     kill_marker,
     logs_dir,
     read_record,

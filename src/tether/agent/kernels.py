@@ -25,7 +25,7 @@ import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import envs, fsops, kernel_shim, start
-from .jobs import check_name, data_dir, write_json
+from .jobstore import check_name, data_dir, write_json
 
 Answer = Tuple[Dict[str, Any], bytes]
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")

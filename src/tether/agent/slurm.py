@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import fsops, provenance, start
 from .gpus import key_of
-from .jobs import (
+from .jobs import take_snapshot
+from .jobstore import (
     WRAP_CODE,
     check_name,
     data_dir,
@@ -32,7 +33,6 @@ from .jobs import (
     record_path,
     scoped_reader,
     snapshots_dir,
-    take_snapshot,
     write_json,
 )
 

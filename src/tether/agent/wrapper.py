@@ -20,12 +20,12 @@ from typing import Any, Dict, Optional
 from . import deps, start
 from . import gpus as gpu_queue
 from .gpus import key_of
-from .jobs import (
+from .jobs import place
+from .jobstore import (
     START_GRACE_S,
     all_records,
     exit_status,
     kill_marker,
-    place,
     read_record,
     scoped_reader,
     write_json,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tether.agent.jobs import DEFAULT_SOCKET, SESSION_PREFIX, check_name
+from tether.agent.jobstore import DEFAULT_SOCKET, SESSION_PREFIX, check_name
 
 
 def socket_name() -> str:
