@@ -19,7 +19,9 @@ else:  # pragma: no cover
 
 CONFIG_NAME = "tether.toml"
 _VERSION = re.compile(r"3(\.\d{1,2}){0,2}")
-TARGET_KEYS = {"host", "path", "python", "default", "primary", "mappings", "scheduler", "slurm"}
+TARGET_KEYS = {
+    "host", "path", "python", "default", "primary", "autoreload", "mappings", "scheduler", "slurm"
+}  # fmt: skip
 MAPPING_KEYS = {"local", "remote"}
 SYNC_KEYS = {"exclude", "include", "results"}
 JOBS_KEYS = {"notify"}
@@ -46,6 +48,7 @@ class Target:
     python: str = "python3"
     default: bool = False
     primary: bool = False
+    autoreload: bool = True  # %autoreload 2 in the console's kernel (~3 ms per execute)
     scheduler: str = "tmux"
     slurm: dict[str, Any] = field(default_factory=dict)
     mappings: tuple[Mapping, ...] = ()
@@ -216,6 +219,7 @@ def parse(data: dict[str, Any], file: Path, prefix: str = "") -> Config:
             python=python,
             default=check.boolean(raw, "default", key),
             primary=check.boolean(raw, "primary", key),
+            autoreload=check.boolean(raw, "autoreload", key, default=True),
             scheduler=scheduler,
             slurm=slurm,
             mappings=_mappings(check, raw, key, root),
@@ -381,8 +385,8 @@ class _Checker:
             self.fail(full, "must not be empty")
         return value
 
-    def boolean(self, data: dict[str, Any], key: str, where: str) -> bool:
-        value = data.get(key, False)
+    def boolean(self, data: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+        value = data.get(key, default)
         if not isinstance(value, bool):
             self.fail(f"{where}.{key}", f"must be true or false, not {_kind(value)} {value!r}")
         return value

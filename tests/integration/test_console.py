@@ -253,3 +253,15 @@ def test_a_figure_is_saved_under_tether_figures(kproject: Path, tether_cli: Cli)
     import base64
 
     assert saved.read_bytes() == base64.b64decode(PNG_1X1)
+
+
+def test_autoreload_is_on_unless_the_target_turns_it_off(kproject: Path, tether_cli: Cli) -> None:
+    probe = "print(any('autoreload' in name for name in get_ipython().extension_manager.loaded))"
+    assert tether_cli("send", input=probe).stdout.strip() == "True"
+    toml = kproject / "tether.toml"
+    write_config(
+        toml, toml.read_text().replace("default = true", "default = true\nautoreload = false")
+    )
+    assert tether_cli("kernel", "restart").returncode == 0
+    done = tether_cli("send", input=probe)
+    assert done.stdout.strip() == "False", done.stdout + done.stderr

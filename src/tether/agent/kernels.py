@@ -106,9 +106,14 @@ def _free_ports(count: int) -> List[int]:
             sock.close()
 
 
-def launch_argv(python: List[str], connection_file: str) -> List[str]:
-    """The kernel's argv: values travel as argv words, never through a shell."""
-    lines = ["--IPKernelApp.exec_lines=%s" % line for line in EXEC_LINES]
+AUTORELOAD_LINES = EXEC_LINES[:2]
+
+
+def launch_argv(python: List[str], connection_file: str, autoreload: bool = True) -> List[str]:
+    """The kernel's argv: values travel as argv words, never through a shell. Without
+    autoreload (`autoreload = false` in the target) each execute skips its module scan."""
+    chosen = [line for line in EXEC_LINES if autoreload or line not in AUTORELOAD_LINES]
+    lines = ["--IPKernelApp.exec_lines=%s" % line for line in chosen]
     return [*python, "-m", "ipykernel_launcher", "-f", connection_file, *lines]
 
 
@@ -229,7 +234,7 @@ def kernel_start(header: Dict[str, Any], payload: bytes) -> Answer:
         env.pop(variable, None)
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            launch_argv(python, connection_file),
+            launch_argv(python, connection_file, header.get("autoreload", True) is not False),
             cwd=root,
             stdin=subprocess.DEVNULL,
             stdout=output,

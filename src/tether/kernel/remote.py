@@ -51,6 +51,7 @@ async def ensure(
     from tether.sync.targets import open_channel
 
     fields: dict[str, Any] = {"name": name, "root": target.path, "restart": restart}
+    fields["autoreload"] = target.autoreload
     fields["python"] = python_argv(target)
     if spec is not None:
         fields["env_spec"] = spec.wire(False)
