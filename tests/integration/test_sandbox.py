@@ -368,7 +368,22 @@ def bare_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         with contextlib.suppress(Exception):  # whatever is still up goes down
             subprocess.run(harness.tether_argv("sandbox", "down", "tb-a", "tb-b"), env=env,
                            capture_output=True, timeout=120, check=False)  # fmt: skip
+        _end_processes_under(home)  # even when `down` itself failed
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _end_processes_under(home: Path) -> None:
+    """End (by pid) every process whose command line names a path under home."""
+    from tether.hosts.processes import terminate
+
+    mark = str(home).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if mark in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    terminate(pids)
 
 
 @pytest.mark.parametrize("order", [("tb-a", "tb-b"), ("tb-b", "tb-a"), ("tb-a tb-b",)])
