@@ -79,7 +79,7 @@ def isolated() -> Iterator[Isolation]:
         yield isolation
     finally:
         with contextlib.suppress(Exception):
-            from tether.sync import daemon
+            from tether.cli import daemon
 
             daemon.stop_all()  # the sync daemon the bench's tether commands started
         with contextlib.suppress(Exception):

@@ -75,7 +75,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     except Exception as error:
         problems.append(f"could not list sandboxes: {error}")
     try:  # the sync daemon `tether push` starts lives on after the command (by design)
-        from tether.sync import daemon
+        from tether.cli import daemon
 
         daemon.stop_all()
     except Exception as error:

@@ -1,7 +1,7 @@
 """tether push killed with SIGKILL at random points: the next push converges and no
 temporary file is left on either side (DESIGN.md 5.4).
 
-A push runs in the sync daemon (tether.sync.daemon): killing the `tether push` process
+A push runs in the sync daemon (tether.cli.daemon): killing the `tether push` process
 cancels it there, and every other round kills the daemon itself in the middle of the
 push (the process that writes), which the next push replaces."""
 
@@ -81,7 +81,7 @@ def test_sigkill_mid_push(make_synced: Callable[..., SyncProject], seed_rng: ran
 
 def _daemon_pid() -> int | None:
     """The pid of the sync daemon the pushes use (None when it does not run)."""
-    from tether.sync import daemon
+    from tether.cli import daemon
 
     pids = list(daemon.running())
     return pids[0] if len(pids) == 1 else None

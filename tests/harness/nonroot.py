@@ -191,7 +191,7 @@ def destroy(user: NonRootUser) -> list[str]:
     (if we made it) and the session directory. Returns what was still running."""
     with contextlib.suppress(Exception):  # `tether push` leaves its daemon (by design)
         user.run([str(user.venv / "bin" / "python"), "-c",
-                  "from tether.sync import daemon; daemon.stop_all()"], timeout=30)  # fmt: skip
+                  "from tether.cli import daemon; daemon.stop_all()"], timeout=30)  # fmt: skip
     left = user.processes()
     terminate([pid for pid, _ in left])
     shutil.rmtree(user.runtime_dir, ignore_errors=True)

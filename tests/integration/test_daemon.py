@@ -1,4 +1,4 @@
-"""The sync daemon behind `tether push` / `pull` (tether.sync.daemon), end to end.
+"""The sync daemon behind `tether push` / `pull` (tether.cli.daemon), end to end.
 
 Real CLI processes, a real daemon, real ssh to the sandbox: the daemon keeps one agent per
 host between commands, runs each command with the client's cwd, environment and exit
@@ -42,8 +42,8 @@ def short_runtime() -> Iterator[Path]:
 
 def _daemon() -> tuple[int, dict[str, object]]:
     """(pid, ping answer) of the one sync daemon of the session's runtime dir."""
+    from tether.cli import daemon
     from tether.cli.fastpath import socket_path
-    from tether.sync import daemon
 
     answer = daemon.ping(socket_path())
     assert answer is not None, "no sync daemon answers"
@@ -136,8 +136,8 @@ def test_ctrl_c_cancels_the_push_in_the_daemon(synced: SyncProject) -> None:
     assert err.strip().endswith("tether: interrupted")
     # The daemon stopped that push: once it is idle again, less than all of it landed,
     # nothing half-written (a temporary cut short is removed by the next push's scan).
+    from tether.cli import daemon
     from tether.cli.fastpath import socket_path
-    from tether.sync import daemon
 
     deadline = time.monotonic() + 60
     while (daemon.ping(socket_path()) or {}).get("busy") and time.monotonic() < deadline:
@@ -152,7 +152,7 @@ def test_ctrl_c_cancels_the_push_in_the_daemon(synced: SyncProject) -> None:
 
 
 def test_no_daemon_runs_with_tether_no_daemon(synced: SyncProject, short_runtime: Path) -> None:
-    from tether.sync import daemon
+    from tether.cli import daemon
 
     runtime = short_runtime
     env = dict(os.environ, TETHER_NO_DAEMON="1", TETHER_RUNTIME_DIR=str(runtime))
@@ -188,14 +188,14 @@ def test_no_daemon_runs_with_tether_no_daemon(synced: SyncProject, short_runtime
 
 def test_an_outdated_daemon_leaves_by_itself(short_runtime: Path) -> None:
     """A daemon whose socket name carries another source fingerprint exits on its own."""
-    from tether.sync import daemon
+    from tether.cli import daemon
 
     runtime = short_runtime
     path = runtime / "sync-00000000deadbeef.sock"
     lock = os.open(runtime / "sync-00000000deadbeef.lock", os.O_RDWR | os.O_CREAT, 0o600)
     env = dict(os.environ, TETHER_RUNTIME_DIR=str(runtime))
     process = subprocess.Popen(
-        [*harness.tether_argv()[:-2], "-m", "tether.sync.daemon", str(path), str(lock)],
+        [*harness.tether_argv()[:-2], "-m", "tether.cli.daemon", str(path), str(lock)],
         pass_fds=(lock,),
         env=env,
         stdout=subprocess.DEVNULL,
@@ -216,8 +216,8 @@ def test_a_busy_daemon_lets_the_next_command_run_on_its_own(
     make_synced: Any, proxy: Any, proxy_alias: str
 ) -> None:
     """While the daemon runs a slow push (1 s RTT), another push runs in its own process."""
+    from tether.cli import daemon
     from tether.cli.fastpath import socket_path
-    from tether.sync import daemon
 
     slow = make_synced(host=proxy_alias)
     quick = make_synced()

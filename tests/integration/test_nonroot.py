@@ -118,5 +118,5 @@ def test_a_normal_users_sandbox_gives_shell_and_attach_a_pty(nonroot_user: NonRo
             process.close()
         down = user.tether("sandbox", "down", box)
     ok(down)
-    left = [cmd for _, cmd in user.processes() if "tether.sync.daemon" not in cmd]
+    left = [cmd for _, cmd in user.processes() if "tether.cli.daemon" not in cmd]
     assert left == [], left  # the sync daemon is the user's, not the sandbox's

@@ -153,3 +153,17 @@ def test_a_closed_loops_transport_noise_is_not_printed_after_the_error_line(
     assert capsys.readouterr().err == ""
     Dying(ValueError("a real bug"))
     assert "a real bug" in capsys.readouterr().err
+
+
+def test_nothing_below_the_cli_imports_the_cli() -> None:
+    # Features return results and the CLI renders them; entry points (the fast-path
+    # client, the sync daemon, the demo) live in tether.cli.
+    for source in SRC.rglob("*.py"):
+        if "cli" in source.relative_to(SRC).parts or source.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("tether.cli"), f"{source} imports {node.module}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("tether.cli"), f"{source} imports it"

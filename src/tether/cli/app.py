@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 EPILOG = "Docs: README.md. Add --debug to any command for a traceback on errors."
-# Commands served by the long-lived local sync daemon (tether.sync.daemon), which keeps an
+# Commands served by the long-lived local sync daemon (tether.cli.daemon), which keeps an
 # agent channel per target open: a push costs one round trip instead of an ssh session,
 # an agent start and the CLI framework's import. Short commands only: the daemon runs one
 # command at a time.

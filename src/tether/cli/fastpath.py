@@ -2,7 +2,7 @@
 
 Standard library only, imported before anything heavy: it hands the command line, the
 working directory, the environment and the terminal's shape to the user's sync daemon
-(tether.sync.daemon, started here on first use) over a 0600 unix socket in tether's 0700
+(tether.cli.daemon, started here on first use) over a 0600 unix socket in tether's 0700
 runtime dir, then relays what comes back — stdout, stderr (progress bars included) and
 the exit code — as JSON lines. Ctrl-C (or this process dying) closes the socket, which
 cancels the command in the daemon like a cut link would.
@@ -152,7 +152,7 @@ def start(path: str) -> socket.socket | None:
         log = os.path.join(os.path.dirname(path), "sync-daemon.log")
         with open(log, "ab") as output:
             subprocess.Popen(
-                [sys.executable, "-m", "tether.sync.daemon", path, str(lock)],
+                [sys.executable, "-m", "tether.cli.daemon", path, str(lock)],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from tether.config import Target
@@ -230,14 +231,16 @@ def stopped_lines(answer: dict[str, Any]) -> list[str]:
     return out
 
 
-def host_busy(host: str, python: str, stop: bool, force: bool) -> dict[str, Any] | None:
+def host_busy(
+    host: str, python: str, stop: bool, force: bool, warn: Callable[[str], None]
+) -> dict[str, Any] | None:
     """What runs on host (every project's jobs, live kernels); with stop, stopped first.
 
-    None where the agent cannot start and force says to go ahead regardless.
+    None where the agent cannot start and force says to go ahead regardless (the caller's
+    warn() says so).
     """
     import asyncio
 
-    from tether.cli.render import warn
     from tether.errors import HostError, RemoteError
     from tether.jobs.slurm import conf_override
     from tether.transport.ssh import SshTransport

@@ -21,7 +21,7 @@ class ChannelPool(Protocol):
     ) -> T: ...
 
 
-# Set by the sync daemon (tether.sync.daemon): its channel pool, and how a command's
+# Set by the sync daemon (tether.cli.daemon): its channel pool, and how a command's
 # coroutine runs on the daemon's event loop. None: a fresh channel, asyncio.run.
 POOL: ChannelPool | None = None
 RUN: Callable[[Coroutine[Any, Any, Any]], Any] | None = None

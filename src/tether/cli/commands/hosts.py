@@ -237,11 +237,11 @@ def clean(
     """Remove tether's remote state."""
     import asyncio
 
-    from tether.cli.render import console
+    from tether.cli.render import console, warn
     from tether.jobs.housekeeping import busy_line, host_busy, stopped_lines
     from tether.transport.ssh import SshTransport
 
-    answer = host_busy(name, python, stop=False, force=force)
+    answer = host_busy(name, python, stop=False, force=force, warn=warn)
     busy = busy_line(name, answer) if answer is not None else None
     if busy and not force:
         from tether.errors import JobError
@@ -258,7 +258,7 @@ def clean(
         raise typer.Abort()
     out = console()
     if busy:
-        stopped = host_busy(name, python, stop=True, force=force) or {}
+        stopped = host_busy(name, python, stop=True, force=force, warn=warn) or {}
         for line in stopped_lines(stopped):
             out.print(f"{name}: {line}")
     script = 'rm -rf -- "$HOME/.cache/tether" "$HOME/.local/share/tether"'

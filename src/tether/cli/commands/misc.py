@@ -55,8 +55,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
 def demo() -> None:
     """Run the tour."""
+    from tether.cli.demo import run_demo
     from tether.cli.render import console
-    from tether.demo import run_demo
 
     out = console()
     out.print("[bold]tether demo[/bold]: hosts, sync and results on a local sandbox")

@@ -1,6 +1,6 @@
 """The sync daemon: a long-lived local process that runs `tether push` and `pull`.
 
-    python -m tether.sync.daemon SOCKET LOCK_FD      (started by tether.cli.fastpath)
+    python -m tether.cli.daemon SOCKET LOCK_FD      (started by tether.cli.fastpath)
 
 Most of a push's time used to go on things that do not depend on the push: importing the
 CLI framework, opening an ssh session and starting the remote agent. The daemon pays for
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 IDLE_EXIT_S = 600.0
 WATCH_S = 2.0
-MODULE = "tether.sync.daemon"
+MODULE = "tether.cli.daemon"
 LOG_LIMIT = 1 << 20
 
 

@@ -63,7 +63,7 @@ def run_demo(say: Callable[[str], None]) -> None:
     narrator = Narrator(say)
     up = False
     up_second = False
-    from tether.sync import daemon
+    from tether.cli import daemon
 
     daemons = set(daemon.running())
     try:
