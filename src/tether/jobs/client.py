@@ -199,34 +199,25 @@ async def list_jobs(
     return jobs
 
 
-async def job_state(target: Target, name: str) -> JobRecord | None:
-    """The job called name on target as `jobs` shows it, or None."""
-    from tether.sync.targets import open_channel
-
-    channel = await open_channel(target)
-    try:
-        jobs = await list_jobs(target, channel, project_only=True)
-        return next((job for job in jobs if job.name == name), None)
-    finally:
-        await channel.close()
-
-
-async def locate(targets: list[Target], name: str) -> Target:
-    """The one target (of targets) where a job called name exists; clear errors otherwise."""
+async def locate(targets: list[Target], name: str) -> tuple[Target, JobRecord]:
+    """The one target (of targets) where this project's job called name exists, and the
+    job as `jobs` shows it (one listing per target); clear errors otherwise."""
     from tether.sync.targets import each_target
 
-    async def has(target: Target, channel: AgentChannel) -> bool:
+    async def find(target: Target, channel: AgentChannel) -> JobRecord | None:
         jobs = await list_jobs(target, channel, project_only=True)
-        return any(job.name == name for job in jobs)
+        return next((job for job in jobs if job.name == name), None)
 
-    found = [t for t, ok in zip(targets, await each_target(targets, has), strict=True) if ok]
+    jobs = await each_target(targets, find)
+    hits = [(t, job) for t, job in zip(targets, jobs, strict=True) if job is not None]
+    found = [t for t, _ in hits]
     if not found:
         where = ", ".join(target.name for target in targets)
         raise JobError(f"no job named {name!r}", f"looked on {where}", "see `tether jobs`")
     if len(found) > 1:
         where = ", ".join(target.name for target in found)
         raise UsageError(f"job {name!r} runs on several targets ({where})", "", "pass --on TARGET")
-    return found[0]
+    return hits[0]
 
 
 async def follow(

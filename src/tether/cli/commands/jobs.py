@@ -413,19 +413,16 @@ def attach(
     on: str = typer.Option(None, "--on", help="Target where the job runs."),
 ) -> None:
     """Attach to the job's tmux session."""
-    import asyncio
     import os
 
-    from tether.jobs import client
     from tether.jobs.tmux import attach_argv
     from tether.transport.ssh import interactive_argv
 
-    target = _where(name, on)
-    job = asyncio.run(client.job_state(target, name))
-    if job is not None and job.state not in ("running", "queued"):
+    target, job = _locate(name, on)
+    if job.state not in ("running", "queued"):
         _say_ended(target, job)
     # Its tmux session is named by the job's key on the host (project tag and name).
-    key, sock = (str(job.raw.get("key") or name), job.socket) if job else (name, None)
+    key, sock = str(job.raw.get("key") or name), job.socket
     argv = interactive_argv(target.host, attach_argv(key, sock))
     os.execvp(argv[0], argv)  # noqa: S606 - argv list, no shell
 
@@ -478,6 +475,11 @@ def kill(
 
 def _where(name: str, on: str | None) -> Target:
     """The target where job `name` runs (asks every target unless --on)."""
+    return _locate(name, on)[0]
+
+
+def _locate(name: str, on: str | None) -> tuple[Target, JobRecord]:
+    """(target, job) of this project's job `name` (asks every target unless --on)."""
     import asyncio
 
     from tether import config as config_module
