@@ -17,16 +17,12 @@ from tether.errors import HostError, TetherError, UsageError
 from tether.hosts import sshconfig
 from tether.hosts.sshconfig import (
     add_host,
-    add_stanza,
     config_path,
     conflict_warnings,
-    format_stanza,
     list_hosts,
-    parse_line,
-    parse_ssh_g,
     remove_host,
-    remove_stanza,
 )
+from tether.hosts.sshtext import add_stanza, format_stanza, parse_line, parse_ssh_g, remove_stanza
 
 MESSY = (
     "# ~/.ssh/config of a messy user\n"

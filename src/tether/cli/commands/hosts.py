@@ -63,7 +63,7 @@ def add(
     import sys
 
     from tether.cli import render
-    from tether.hosts import sshconfig
+    from tether.hosts import sshconfig, sshtext
 
     options: list[tuple[str, str]] = [("HostName", hostname)]
     if user is not None:
@@ -77,7 +77,7 @@ def add(
         options.append(("IdentityFile", key))
     warnings = sshconfig.add_host(name, options, force=force)
     path = sshconfig.config_path()
-    sys.stdout.write(f"added to {path}:\n{sshconfig.format_stanza(name, options)}")
+    sys.stdout.write(f"added to {path}:\n{sshtext.format_stanza(name, options)}")
     if identity_file is not None and not os.path.exists(os.path.expanduser(options[-1][1])):
         render.warn(f"identity file {options[-1][1]} does not exist (yet)")
     for line in warnings:
