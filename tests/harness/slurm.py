@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.hosts.sshd import free_port
+
 MUNGE_KEY = Path("/etc/munge/munge.key")
 
 
@@ -44,12 +46,6 @@ class Cluster:
         return subprocess.run(
             list(argv), capture_output=True, text=True, timeout=timeout, env=self.env()
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def conf_text(directory: Path, host: str, ctld_port: int, d_port: int) -> str:
@@ -102,7 +98,7 @@ def start(base: Path) -> Cluster:
         (directory / sub).mkdir(mode=0o700)
     host = socket.gethostname().split(".")[0]
     conf = directory / "slurm.conf"
-    conf.write_text(conf_text(directory, host, _free_port(), _free_port()))
+    conf.write_text(conf_text(directory, host, free_port(), free_port()))
     cluster = Cluster(directory, conf)
     m = directory / "munge"
     munged = [

@@ -21,15 +21,9 @@ from tests.harness import ptys
 from tests.harness.env import run_tether, ssh, tether_argv, write_config
 from tests.integration.test_jobs import Cli
 from tests.integration.test_jobs import remote_project as remote_project
+from tether.hosts.sshd import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture

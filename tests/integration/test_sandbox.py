@@ -320,8 +320,9 @@ def test_without_nss_wrapper_home_still_set(fresh_sandbox, monkeypatch) -> None:
 def test_missing_sshd_says_how_to_install(monkeypatch) -> None:
     from tether.errors import TetherError
     from tether.hosts import sandbox as sandbox_module
+    from tether.hosts import sshd
 
-    monkeypatch.setattr(sandbox_module, "SSHD", "/nonexistent/sshd")
+    monkeypatch.setattr(sshd, "SSHD", "/nonexistent/sshd")
     with pytest.raises(TetherError, match="apt-get install openssh-server"):
         sandbox_module.up("tt-nosshd")
     assert not sandbox_module.sandbox_dir("tt-nosshd").exists()
@@ -330,6 +331,7 @@ def test_missing_sshd_says_how_to_install(monkeypatch) -> None:
 def test_port_taken_shows_the_sshd_log_line(monkeypatch, test_env) -> None:
     from tether.errors import TetherError
     from tether.hosts import sandbox as sandbox_module
+    from tether.hosts import sshd
 
     config = test_env.ssh_config
     before = config.read_bytes() if config.exists() else None
@@ -337,7 +339,7 @@ def test_port_taken_shows_the_sshd_log_line(monkeypatch, test_env) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        monkeypatch.setattr(sandbox_module, "_free_port", lambda: port)
+        monkeypatch.setattr(sshd, "free_port", lambda: port)
         with pytest.raises(TetherError, match="Address already in use") as caught:
             sandbox_module.up("tt-taken")
     assert "sshd failed to start" in str(caught.value)

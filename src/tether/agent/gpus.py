@@ -25,6 +25,8 @@ import subprocess
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from .fsops import pid_alive
+
 GPU_FIELDS = ("index", "uuid", "name", "memory.used", "memory.total", "utilization.gpu")
 APP_FIELDS = ("gpu_uuid", "pid", "used_memory")
 BUSY_MEMORY_MIB = 1024
@@ -164,16 +166,6 @@ def owner_alive(record: Dict[str, Any], now: float, grace: float) -> bool:
     if isinstance(pid, int):
         return pid_alive(pid)
     return now - float(record.get("created") or 0) < grace
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def plural(count: int) -> str:

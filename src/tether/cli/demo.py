@@ -116,13 +116,12 @@ def _left_behind(pid: int, port: int) -> bool:
     """Whether the sandbox's sshd still runs or its port still accepts connections."""
     import socket
 
-    from tether.agent.fsops import pid_alive
+    from tether.hosts.processes import alive
 
     with socket.socket() as probe:
         probe.settimeout(1)
         listening = probe.connect_ex(("127.0.0.1", port)) == 0
-    zombie = Path(f"/proc/{pid}/stat").exists() and b") Z" in Path(f"/proc/{pid}/stat").read_bytes()
-    return listening or (pid_alive(pid) and not zombie)
+    return listening or alive(pid)
 
 
 class _Tour:

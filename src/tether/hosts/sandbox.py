@@ -24,7 +24,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,11 +34,10 @@ from typing import Any
 
 from tether import paths
 from tether.errors import TetherError
-from tether.hosts import footprint, sandbox_nss
-from tether.hosts.processes import alive, marked_processes, run_quiet, terminate
+from tether.hosts import footprint, sandbox_nss, sshd
+from tether.hosts.processes import marked_processes, run_quiet, terminate
 from tether.transport.ssh import control_path
 
-SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT_S = 10.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 NSS_WRAPPER_CANDIDATES = (
@@ -53,9 +51,6 @@ _SOCKET_SLACK = 56
 _UNIX_PATH_MAX = 104
 
 _SSH_PROBE = ("ssh", "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ConnectTimeout=5")
-
-# Popen objects of the sshd processes this process started, so they get reaped.
-_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class SandboxError(TetherError):
@@ -120,17 +115,17 @@ def up(name: str) -> Sandbox:
     from tether.hosts import sshconfig
 
     _check_name(name)
-    if not os.access(SSHD, os.X_OK):
+    if not os.access(sshd.SSHD, os.X_OK):
         raise SandboxError(
             name,
-            f"{SSHD} is not installed",
+            f"{sshd.SSHD} is not installed",
             "install OpenSSH's server: `apt-get install openssh-server`",
         )
     with _lock():
         directory = sandbox_dir(name)
         if directory.exists():
             meta = _read_meta(directory)
-            if meta is not None and _is_our_sshd(_int(meta, "pid"), directory):
+            if meta is not None and sshd.is_our_sshd(_int(meta, "pid"), directory):
                 raise SandboxError(
                     name, "is already up", f"use it, or run `tether sandbox down {name}` first"
                 )
@@ -179,7 +174,7 @@ def ls() -> list[SandboxInfo]:
                 name=directory.name,
                 port=_int(meta, "port"),
                 pid=pid,
-                state="up" if _is_our_sshd(pid, directory) else "dead",
+                state="up" if sshd.is_our_sshd(pid, directory) else "dead",
                 home=str(meta.get("home", directory / "home")),
                 nss_wrapper=bool(meta.get("nss_wrapper", False)),
             )
@@ -236,21 +231,21 @@ def _create(name: str, directory: Path) -> Sandbox:
         host_key_pub = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
         nss = find_nss_wrapper()
         if nss is not None:
-            _write_passwd(directory / "passwd", os.getuid(), user, home)
+            sshd.write_passwd(directory / "passwd", os.getuid(), user, home)
             sandbox_nss.write_group(directory / "group")
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
 
         logged: list[str] = []
         for _attempt in range(4):
-            port = _free_port()
+            port = sshd.free_port()
             config = directory / "sshd_config"
             config.write_text(
-                _sshd_config(directory, port, home, tmpdir / "t", tmux_tmpdir, nss), "utf-8"
+                sshd.sshd_config(directory, port, home, tmpdir / "t", tmux_tmpdir, nss), "utf-8"
             )
             (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key_pub}\n")
-            env = _session_env(directory, home, tmpdir / "t", tmux_tmpdir, nss)
-            pid, logged = _start_sshd(directory, config, port, env)
+            env = sshd.session_env(directory, home, tmpdir / "t", tmux_tmpdir, nss)
+            pid, logged = sshd.start_sshd(directory, config, port, env)
             if pid:
                 sandbox = Sandbox(
                     name=name,
@@ -298,122 +293,15 @@ def _keygen(name: str, path: Path, comment: str) -> None:
         raise SandboxError(name, why, "`apt-get install openssh-client`")
 
 
-def _write_passwd(path: Path, uid: int, user: str, home: Path) -> None:
-    """A copy of /etc/passwd in which the current user's home is the sandbox home."""
-    try:
-        lines = Path("/etc/passwd").read_text().splitlines()
-    except OSError:
-        lines = []
-    out, found = [], False
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) == 7 and fields[2] == str(uid) and not found:
-            fields[5] = str(home)
-            if not os.access(fields[6], os.X_OK) or fields[6].endswith(("nologin", "false")):
-                fields[6] = "/bin/sh"  # service accounts: the sandbox still needs a shell
-            found = True
-            line = ":".join(fields)
-        out.append(line)
-    if not found:
-        shell = os.environ.get("SHELL") or "/bin/sh"
-        out.append(f"{user}:x:{uid}:{os.getgid()}::{home}:{shell}")
-    path.write_text("\n".join(out) + "\n")
-
-
-def _sshd_config(
-    directory: Path, port: int, home: Path, tmpdir: Path, tmux_tmpdir: Path, nss: str | None
-) -> str:
-    env = _session_env(directory, home, tmpdir, tmux_tmpdir, nss)
-    lines = [
-        "# written by tether sandbox",
-        "ListenAddress 127.0.0.1",
-        f"Port {port}",
-        f"HostKey {_q(directory / 'host_ed25519')}",
-        "PidFile none",
-        f"AuthorizedKeysFile {_q(directory / 'authorized_keys')}",
-        "StrictModes no",
-        "UsePAM no",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PermitRootLogin prohibit-password" if os.geteuid() == 0 else "PermitRootLogin no",
-        "PrintMotd no",
-        "PrintLastLog no",
-        "UseDNS no",
-        "X11Forwarding no",
-        "AllowTcpForwarding yes",
-        "AllowStreamLocalForwarding yes",
-        "MaxSessions 64",
-        "MaxStartups 64:30:128",
-        "LoginGraceTime 30",
-        "Subsystem sftp internal-sftp",
-        "SetEnv " + " ".join(_q(f"{key}={value}") for key, value in env.items()),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _session_env(
-    directory: Path, home: Path, tmpdir: Path, tmux_tmpdir: Path, nss: str | None
-) -> dict[str, str]:
-    """Variables every session (and sshd itself) gets: home, temp dirs, nss_wrapper."""
-    env = {
-        "HOME": str(home),
-        "TMPDIR": str(tmpdir),
-        "TMUX_TMPDIR": str(tmux_tmpdir),
-        "TETHER_SANDBOX_DIR": str(directory),
-    }
-    if nss is not None:
-        env["LD_PRELOAD"] = nss
-        env["NSS_WRAPPER_PASSWD"] = str(directory / "passwd")
-        env["NSS_WRAPPER_GROUP"] = str(directory / "group")  # no `tty`: see sandbox_nss
-    return env
-
-
-def _start_sshd(
-    directory: Path, config: Path, port: int, session_env: dict[str, str]
-) -> tuple[int, list[str]]:
-    """Start sshd detached; return (pid, []) once it listens, or (0, what it logged)."""
-    log = directory / "sshd.log"
-    offset = log.stat().st_size if log.exists() else 0
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("NSS_WRAPPER_") and key != "LD_PRELOAD"
-    }
-    env.update(session_env)
-    process = subprocess.Popen(
-        [SSHD, "-D", "-f", str(config), "-E", str(log)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-        close_fds=True,
-    )
-    _children[process.pid] = process
-    (directory / "sshd.pid").write_text(f"{process.pid}\n")
-    listening = f"Server listening on 127.0.0.1 port {port}"
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            _children.pop(process.pid, None)
-            return 0, _log_lines(log, offset)
-        if any(listening in line for line in _log_lines(log, offset)) and _port_open(port):
-            return process.pid, []
-        time.sleep(0.02)
-    terminate([process.pid], grace_s=5.0, reap=_reap)
-    return 0, [*_log_lines(log, offset), "sshd did not start listening within 5 s"]
-
-
 def _wait_ready(sandbox: Sandbox) -> None:
     """Until `ssh NAME true` succeeds, bounded by READY_TIMEOUT_S."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     stderr = ""
     while True:
-        if not _is_our_sshd(sandbox.pid, sandbox.dir):
+        if not sshd.is_our_sshd(sandbox.pid, sandbox.dir):
             raise SandboxError(
                 sandbox.name,
-                f"sshd exited: {_last_log_line(sandbox.log) or 'no message in its log'}",
+                f"sshd exited: {sshd.last_log_line(sandbox.log) or 'no message in its log'}",
                 f"see {sandbox.log}",
             )
         remaining = deadline - time.monotonic()
@@ -433,7 +321,7 @@ def _wait_ready(sandbox: Sandbox) -> None:
         if result is not None:
             stderr = (result.stderr.strip().splitlines() or [""])[-1]
         if time.monotonic() >= deadline:
-            log = _last_log_line(sandbox.log)
+            log = sshd.last_log_line(sandbox.log)
             why = f"`ssh {sandbox.name} true` still fails after {READY_TIMEOUT_S:.0f} s"
             detail = "; ".join(part for part in (stderr, f"sshd log: {log}" if log else "") if part)
             raise SandboxError(sandbox.name, f"{why}: {detail}" if detail else why)
@@ -482,9 +370,9 @@ def _stop_processes(directory: Path, pid: int, tmux_tmpdir: Path | None) -> None
         for socket_path in sorted(tmux_tmpdir.glob("tmux-*/*")):
             if socket_path.is_socket():
                 run_quiet(["tmux", "-S", str(socket_path), "kill-server"])
-    if pid and _is_our_sshd(pid, directory):
-        terminate([pid], grace_s=5.0, reap=_reap)
-    terminate(list(marked_processes(directory)), reap=_reap)
+    if pid and sshd.is_our_sshd(pid, directory):
+        terminate([pid], grace_s=5.0, reap=sshd.reap)
+    terminate(list(marked_processes(directory)), reap=sshd.reap)
 
 
 def _kill_listed_pids(home: Path) -> None:
@@ -494,44 +382,13 @@ def _kill_listed_pids(home: Path) -> None:
         with contextlib.suppress(OSError):
             words = path.read_text().split()
             pids += [int(word) for word in words if word.isdigit() and int(word) > 1]
-    terminate(pids, reap=_reap)
-
-
-def _reap() -> None:
-    for pid, process in list(_children.items()):
-        if process.poll() is not None:
-            _children.pop(pid, None)
+    terminate(pids, reap=sshd.reap)
 
 
 def _remove_dirs(directory: Path, tmpdir: Path | None) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     if tmpdir is not None and not tmpdir.is_relative_to(directory):
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def _is_our_sshd(pid: int, directory: Path) -> bool:
-    """True if PID is alive and is the sshd started with this sandbox's config."""
-    if pid <= 1 or not alive(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read()
-    except OSError:
-        return False
-    # sshd rewrites its title ("sshd: /usr/sbin/sshd -D -f CONFIG ... [listener] ...").
-    return b"sshd" in cmdline and str(directory / "sshd_config").encode() in cmdline
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _short_dir(directory: Path) -> Path:
@@ -541,30 +398,6 @@ def _short_dir(directory: Path) -> Path:
         return inside
     digest = hashlib.sha256(str(directory).encode()).hexdigest()[:10]
     return paths.runtime_dir() / f"sb-{digest}"
-
-
-def _q(value: object) -> str:
-    """Quote a value for sshd_config if it has spaces."""
-    text = str(value)
-    if any(char in text for char in '"\\\n'):
-        raise TetherError(f"cannot use the path {text!r} in sshd_config", "it has quotes")
-    return f'"{text}"' if any(char.isspace() for char in text) else text
-
-
-def _log_lines(log: Path, offset: int = 0) -> list[str]:
-    """Non-empty lines of the sshd log from byte OFFSET on."""
-    try:
-        with open(log, "rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return []
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _last_log_line(log: Path) -> str:
-    lines = _log_lines(log)
-    return lines[-1] if lines else ""
 
 
 def _check_name(name: str) -> None:
