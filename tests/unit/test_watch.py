@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.sync import watch
+from tether.sync import events, watch
 from tether.sync.local import Scope, scan_local
 from tether.sync.session import Pair
 
@@ -34,10 +34,10 @@ def git_init(root: Path) -> None:
 def test_relative_and_route(tmp_path: Path) -> None:
     main, mapped = tmp_path / "proj", tmp_path / "lib"
     pairs = [pair(main), Pair("box", mapped, "~/lib", Scope.of((), (), ()))]
-    assert watch.relative(main, str(main / "a" / "b.py")) == "a/b.py"
-    assert watch.relative(main, str(main)) is None
-    assert watch.relative(main, str(tmp_path / "proj2" / "x")) is None
-    routed = watch.route(
+    assert events.relative(main, str(main / "a" / "b.py")) == "a/b.py"
+    assert events.relative(main, str(main)) is None
+    assert events.relative(main, str(tmp_path / "proj2" / "x")) is None
+    routed = events.route(
         [
             str(main / "a.py"),
             str(main / ".git" / "index"),
@@ -53,7 +53,7 @@ def test_relative_and_route(tmp_path: Path) -> None:
 
 
 def test_minimal_drops_paths_beneath_others() -> None:
-    assert watch.minimal(["a/b", "a", "ab", "c/d/e", "c/d", "a/b/c"]) == ["a", "ab", "c/d"]
+    assert events.minimal(["a/b", "a", "ab", "c/d/e", "c/d", "a/b/c"]) == ["a", "ab", "c/d"]
 
 
 def test_pending_coalesces_and_keeps_the_first_time() -> None:
@@ -75,9 +75,9 @@ def test_split_and_walk(tmp_path: Path) -> None:
     write(tmp_path, "a.py", "new/x.py", "new/sub/y.py", "new/data/z.bin", "new/w.ckpt")
     os.symlink("a.py", tmp_path / "link")
     os.symlink("new", tmp_path / "new" / "dirlink")
-    present, dirs, gone = watch.split(tmp_path, ["a.py", "link", "new", "gone.py"])
+    present, dirs, gone = events.split(tmp_path, ["a.py", "link", "new", "gone.py"])
     assert (present, dirs, gone) == (["a.py", "link"], ["new"], ["gone.py"])
-    walked = sorted(watch.walk(tmp_path, "new", SCOPE))
+    walked = sorted(events.walk(tmp_path, "new", SCOPE))
     assert walked == ["new/dirlink", "new/sub/y.py", "new/x.py"]
 
 
@@ -105,10 +105,10 @@ def test_filter_agrees_with_a_full_scan(tmp_path: Path, use_git: bool) -> None:
     ]
     write(root, *rels)
     full = {path for path in scan_local(root, SCOPE) if (root / path).is_file()}
-    selected = watch.EventFilter(pair(root)).select([*rels, ".gitignore", "sub/.gitignore"])
+    selected = events.EventFilter(pair(root)).select([*rels, ".gitignore", "sub/.gitignore"])
     assert set(selected) == full
     # New directories named by one event are walked with the same rules.
-    assert set(watch.EventFilter(pair(root)).select(["sub", "build", "pkg"])) == {
+    assert set(events.EventFilter(pair(root)).select(["sub", "build", "pkg"])) == {
         p for p in full if p.startswith(("sub/", "pkg/"))
     }
 
@@ -120,7 +120,7 @@ def test_filter_keeps_vanished_paths_and_the_saved_file(tmp_path: Path) -> None:
     (root / ".gitignore").write_text("*.log\n")
     write(root, "pkg/model.py")
     # An editor's save: temp written, renamed over, backup removed; all in one batch.
-    selected = watch.EventFilter(pair(root)).select(
+    selected = events.EventFilter(pair(root)).select(
         ["pkg/.model.py.swp", "pkg/model.py", "pkg/model.py~", "gone.log", "data/x"]
     )
     # The editor's temp and backup are never pushed (so never need deleting either).
@@ -146,7 +146,7 @@ def test_git_include_reaches_ignored_paths(tmp_path: Path) -> None:
     (root / ".gitignore").write_text("data/\n")
     scope = Scope.of((), ["data/keep.txt"], ())
     write(root, "data/keep.txt", "data/other.txt")
-    assert watch.EventFilter(pair(root, scope)).select(["data"]) == ["data/keep.txt"]
+    assert events.EventFilter(pair(root, scope)).select(["data"]) == ["data/keep.txt"]
 
 
 def test_status_line_shows_the_state() -> None:

@@ -117,43 +117,67 @@ def _git_paths(root: Path, scope: Scope) -> list[str] | None:
     return paths
 
 
-def _walk_paths(root: Path) -> list[str]:
-    """Every path under root honouring .gitignore files (root and nested), like git would."""
-    found: list[str] = []
-    rules: list[PatternSet] = []
+class GitignoreRules:
+    """git's verdict for paths of a tree that is not a git repository (.gitignore files)."""
 
-    def ignored(rel: str, is_dir: bool) -> bool:
-        verdict = None
-        for patterns in rules:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._sets: dict[str, PatternSet | None] = {}
+
+    def _set(self, rel_dir: str) -> PatternSet | None:
+        if rel_dir not in self._sets:
+            file = self.root / rel_dir / ".gitignore"
+            try:
+                lines = file.read_text(errors="replace").splitlines()
+                self._sets[rel_dir] = PatternSet(lines, base=rel_dir)
+            except OSError:
+                self._sets[rel_dir] = None
+        return self._sets[rel_dir]
+
+    def verdict(self, rel: str, is_dir: bool) -> bool:
+        """Whether the .gitignore files of rel's directories ignore rel itself."""
+        parts = rel.split("/")
+        verdict: bool | None = None
+        for depth in range(len(parts)):
+            patterns = self._set("/".join(parts[:depth]))
+            if patterns is None:
+                continue
             answer = patterns.match(rel, is_dir)
             if answer is not None:
                 verdict = answer
         return bool(verdict)
 
+    def ignored(self, rel: str, is_dir: bool = False) -> bool:
+        """As the walker of scan_local decides: an ignored parent directory hides it all."""
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            if self.verdict("/".join(parts[:depth]), True):
+                return True
+        return self.verdict(rel, is_dir)
+
+
+def _walk_paths(root: Path) -> list[str]:
+    """Every path under root honouring .gitignore files (root and nested), like git would."""
+    found: list[str] = []
+    rules = GitignoreRules(root)
     for directory, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(directory, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-        if ".gitignore" in filenames:
-            try:
-                lines = (Path(directory) / ".gitignore").read_text(errors="replace").splitlines()
-                rules.append(PatternSet(lines, base=rel_dir))
-            except OSError:
-                pass
         keep = []
         for name in sorted(dirnames):
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if name in ALWAYS_SKIP and not rel_dir:
                 continue
             if os.path.islink(os.path.join(directory, name)):
-                if not ignored(rel, False):
+                if not rules.verdict(rel, False):
                     found.append(rel)
                 continue
-            if not ignored(rel, True):
+            if not rules.verdict(rel, True):
                 keep.append(name)
         dirnames[:] = keep
         for name in filenames:
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            if not ignored(rel, False):
+            if not rules.verdict(rel, False):
                 found.append(rel)
     return found
 
