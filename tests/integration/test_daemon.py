@@ -76,6 +76,30 @@ def test_pushes_share_one_daemon_and_one_remote_agent(synced: SyncProject) -> No
     assert renewed != agent
 
 
+def test_every_command_the_daemon_serves_runs_on_its_kept_agent(
+    synced: SyncProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # push, pull and jobs each get the daemon's Runtime (its channel pool): none of them
+    # starts an ssh process of its own. An `ssh` first on PATH logs every start.
+    synced.push_ok()
+    real = shutil.which("ssh")
+    assert real is not None
+    bin_dir, log = tmp_path / "bin", tmp_path / "ssh.log"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    synced.push_ok()  # the daemon's channel is up before counting
+    pid, _ = _daemon()
+    for args in (["jobs"], ["pull"], ["jobs", "--json"], ["push"]):
+        log.write_text("")
+        done = synced.run(*args)
+        assert done.returncode == 0, describe(done)
+        assert _daemon()[0] == pid
+        started = [line for line in log.read_text().splitlines() if "-O" not in line.split()]
+        assert started == [], f"`tether {' '.join(args)}` started ssh itself: {started[0][:120]}"
+
+
 def test_the_command_runs_in_the_clients_cwd_with_its_exit_codes(synced: SyncProject) -> None:
     synced.push_ok()
     write(synced.root / "pkg" / "model.py", "def forward(x):\n    return 4 * x\n")

@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+    from tether.runtime import Runtime
+
 EPILOG = "Docs: README.md. Add --debug to any command for a traceback on errors."
 # Commands served by the long-lived local sync daemon (tether.cli.daemon), which keeps an
 # agent channel per target open: a push costs one round trip instead of an ssh session,
@@ -55,12 +57,13 @@ def _quiet_unraisable(unraisable: Any) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def run_mapped(args: list[str], debug: bool) -> int:
-    """Run one command line in this process; errors become one line and an exit code."""
+def run_mapped(args: list[str], debug: bool, runtime: Runtime | None = None) -> int:
+    """Run one command line in this process (on `runtime`: the sync daemon's channels and
+    loop, default fresh ones); errors become one line and an exit code."""
     from tether.errors import TetherError
 
     try:
-        return _run(args)
+        return _run(args, runtime)
     except TetherError as error:
         if debug:
             import traceback
@@ -120,7 +123,7 @@ def _click_exception() -> Any:
     return ClickException
 
 
-def _run(args: list[str]) -> int:
+def _run(args: list[str], runtime: Runtime | None = None) -> int:
     if args[:1] == ["send"]:  # on a keypress: skip the CLI framework's import
         from tether.kernel.send import fast_main
 
@@ -130,7 +133,7 @@ def _run(args: list[str]) -> int:
     click_exception = _click_exception()
     command = _command()
     try:
-        result = command.main(args=args, prog_name="tether", standalone_mode=False)
+        result = command.main(args=args, prog_name="tether", standalone_mode=False, obj=runtime)
     except click_exception as error:
         error.show()
         return int(error.exit_code)

@@ -185,11 +185,7 @@ class Daemon:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, lock_fd: int) -> None:
-        from tether.sync import targets
-
         self.loop = asyncio.get_running_loop()
-        targets.POOL = self.pool
-        targets.RUN = self.run_coroutine
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         old = os.umask(0o177)
@@ -295,7 +291,7 @@ class Daemon:
             self.last = time.monotonic()
 
     def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """targets.RUN: run a command's coroutine on the daemon's loop, cancellable."""
+        """Runtime.submit: run a command's coroutine on the daemon's loop, cancellable."""
         assert self.loop is not None
         if self.abandoned:
             coro.close()
@@ -328,6 +324,7 @@ class Daemon:
         client's environment (tether.ipc.allowed_env)."""
         from tether.cli.app import DAEMON_COMMANDS, run_mapped, say_error
         from tether.ipc import allowed_env
+        from tether.runtime import Runtime
 
         assert self.loop is not None
         tty = request.get("tty") or [False, False]
@@ -349,14 +346,15 @@ class Daemon:
                 say_error(f"the sync daemon does not run `{args[0]}`, run it as a command")
                 return 2
             debug = bool(request.get("debug"))
+            runtime = Runtime(pool=self.pool, submit=self.run_coroutine)
             profile = os.environ.get("TETHER_PROFILE")  # a file for cProfile's stats (dev)
             if not profile:
-                return run_mapped(args, debug)
+                return run_mapped(args, debug, runtime)
             import cProfile
 
             profiler = cProfile.Profile()
             try:
-                return profiler.runcall(run_mapped, args, debug)
+                return profiler.runcall(run_mapped, args, debug, runtime)
             finally:
                 profiler.dump_stats(profile)
         except BaseException as error:  # cancelled, or a bug: one line here, trace logged

@@ -10,7 +10,7 @@ from tether.config import Config, Target
 from tether.sync.local import check_inside
 from tether.sync.pull import pull_pair
 from tether.sync.session import Report, pairs_for, push_pair
-from tether.sync.targets import each_target
+from tether.sync.targets import ChannelPool, each_target
 from tether.transport.channel import AgentChannel
 
 
@@ -22,6 +22,7 @@ async def sync(
     force: bool,
     dry_run: bool,
     cwd: Path | None = None,
+    pool: ChannelPool | None = None,
 ) -> list[Report]:
     """Push or pull the project (and mappings) for each target; reports in target order."""
     only = check_inside(config.root, paths, cwd) if paths else None
@@ -38,7 +39,7 @@ async def sync(
         return reports
 
     try:
-        nested = await each_target(targets, work)
+        nested = await each_target(targets, work, pool)
     finally:
         if progress is not None:
             progress.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -56,12 +57,12 @@ def register(app: typer.Typer) -> None:
 def _find(targets: list[Target], names: list[str]) -> dict[str, list[Target]]:
     """name -> the targets where this project has a job of that name."""
     from tether.jobs.client import list_jobs
-    from tether.sync.targets import each_target, run
+    from tether.sync.targets import each_target
 
     async def ask(target: Target, channel: AgentChannel) -> set[str]:
         return {job.name for job in await list_jobs(target, channel, project_only=True)}
 
-    found = run(each_target(targets, ask))
+    found = asyncio.run(each_target(targets, ask))
     return {
         name: [t for t, have in zip(targets, found, strict=True) if name in have] for name in names
     }
@@ -85,7 +86,7 @@ def show(
     from tether.cli.render import print_json
     from tether.errors import JobError, UsageError
     from tether.jobs import housekeeping
-    from tether.sync.targets import each_target, run
+    from tether.sync.targets import each_target
 
     targets = _targets([on] if on else None)
     where = _find(targets, [name])[name]
@@ -99,7 +100,7 @@ def show(
     async def ask(target: Target, channel: AgentChannel) -> dict[str, Any]:
         return await housekeeping.show(target, channel, name)
 
-    [info] = run(each_target(where, ask))
+    [info] = asyncio.run(each_target(where, ask))
     if as_json:
         print_json(info)
         return
@@ -118,7 +119,7 @@ def rm(
     from tether.cli.render import print_json
     from tether.errors import UsageError
     from tether.jobs import housekeeping
-    from tether.sync.targets import each_target, run
+    from tether.sync.targets import each_target
 
     targets = _targets([on] if on else None)
     where = _find(targets, list(dict.fromkeys(names)))
@@ -147,7 +148,7 @@ def rm(
     async def go(target: Target, channel: AgentChannel) -> list[dict[str, Any]]:
         return await housekeeping.remove(target, channel, wanted[target.name])
 
-    for batch in run(each_target(chosen, go)):
+    for batch in asyncio.run(each_target(chosen, go)):
         results.extend(batch)
     order = {name: index for index, name in enumerate(names)}
     results.sort(key=lambda entry: order.get(str(entry["name"]), 0))
@@ -180,7 +181,7 @@ def prune(
     from tether import config as config_module
     from tether.cli.render import print_json
     from tether.jobs import housekeeping
-    from tether.sync.targets import each_target, run
+    from tether.sync.targets import each_target
 
     seconds = housekeeping.parse_duration(older_than)
     config = config_module.load()
@@ -189,7 +190,7 @@ def prune(
     async def go(target: Target, channel: AgentChannel) -> dict[str, Any]:
         return await housekeeping.prune(target, channel, seconds, dry_run)
 
-    entries = run(each_target(targets, go))
+    entries = asyncio.run(each_target(targets, go))
     if as_json:
         print_json(entries)
         return

@@ -313,6 +313,7 @@ def next_name(name: str, taken: set[str]) -> str:
 
 
 def jobs(
+    ctx: typer.Context,
     on: list[str] = typer.Option(None, "--on", help="These targets (default: the defaults)."),
     show_all: bool = typer.Option(
         False, "--all", help="Every job on the hosts: other projects', and older ones."
@@ -321,17 +322,18 @@ def jobs(
 ) -> None:
     """List jobs."""
     from tether import config as config_module
+    from tether import runtime
     from tether.cli.render import print_json
     from tether.jobs import client
-    from tether.sync.targets import each_target, run
 
     config = config_module.load()
     targets = config.pick(on or [])
+    here = runtime.of(ctx.obj)
 
     async def ask(target: Target, channel: AgentChannel) -> list[JobRecord]:
         return await client.list_jobs(target, channel, project_only=not show_all, show_all=show_all)
 
-    nested = run(each_target(targets, ask))
+    nested = here.run(here.each_target(targets, ask))
     records = [job for batch in nested for job in batch]
     records.sort(key=lambda job: -(job.created or job.started or 0.0))
     if as_json:

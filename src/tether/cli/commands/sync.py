@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
 
 
 def push(
+    ctx: typer.Context,
     paths: list[str] = typer.Argument(None, help="Only these paths (files or directories)."),
     to: list[str] = typer.Option(None, "--to", help="Target name (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
@@ -51,10 +52,11 @@ def push(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Mirror the project to the targets."""
-    _sync("push", paths, to, dry_run, force, as_json)
+    _sync(ctx, "push", paths, to, dry_run, force, as_json)
 
 
 def pull(
+    ctx: typer.Context,
     paths: list[str] = typer.Argument(None, help="Remote paths to download."),
     source: str = typer.Option(None, "--on", "--from", help="Target (default: the primary)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
@@ -62,10 +64,11 @@ def pull(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Bring results back."""
-    _sync("pull", paths, [source] if source else [], dry_run, force, as_json)
+    _sync(ctx, "pull", paths, [source] if source else [], dry_run, force, as_json)
 
 
 def _sync(
+    ctx: typer.Context,
     direction: str,
     paths: list[str] | None,
     names: list[str] | None,
@@ -74,17 +77,20 @@ def _sync(
     as_json: bool,
 ) -> None:
     from tether import config as config_module
+    from tether import runtime
     from tether.cli.render import print_json
     from tether.errors import ConflictError
     from tether.sync import runner
-    from tether.sync.targets import run
 
     config = config_module.load()
     if direction == "pull":
         targets = [config.one(names[0] if names else None)]
     else:
         targets = config.pick(names or [])
-    reports = run(runner.sync(config, targets, direction, paths or None, force, dry_run))
+    on = runtime.of(ctx.obj)
+    reports = on.run(
+        runner.sync(config, targets, direction, paths or None, force, dry_run, pool=on.pool)
+    )
     if as_json:
         print_json([runner.report_json(report) for report in reports])
     else:
