@@ -18,10 +18,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tether.config import Config
 from tether.errors import TetherError
 from tether.paths import state_dir
+
+if TYPE_CHECKING:
+    from tether.config import Config
 
 FILE_NAME = "trust"
 
