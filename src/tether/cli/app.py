@@ -99,18 +99,26 @@ def say_error(line: str) -> None:
     sys.stderr.flush()
 
 
-_COMMAND: list[Any] = []
+_COMMANDS: dict[str, Any] = {}  # "" -> the whole tree; a module's name -> its part
 
 
-def _command() -> Any:
-    """The click command tree (built once per process: the sync daemon reuses it)."""
-    if not _COMMAND:
+def _command(name: str = "") -> Any:
+    """The click command tree for running command `name`: only the part its module registers
+    when it names a known command, else (help, a typo: every name is needed) the whole
+    tree. Built once per process; the sync daemon builds the whole tree and reuses it."""
+    from tether.cli.commands import COMMAND_MODULES
+
+    module = COMMAND_MODULES.get(name, "")
+    if "" in _COMMANDS or not module:
+        module = ""
+    if module not in _COMMANDS:
         import typer.main
 
-        from tether.cli.commands import build_app
+        from tether.cli.commands import MODULES, build_app
 
-        _COMMAND.append(typer.main.get_command(build_app()))
-    return _COMMAND[0]
+        # get_group, not get_command: a tree of one command must stay a group.
+        _COMMANDS[module] = typer.main.get_group(build_app((module,) if module else MODULES))
+    return _COMMANDS[module]
 
 
 def _click_exception() -> Any:
@@ -131,7 +139,7 @@ def _run(args: list[str], runtime: Runtime | None = None) -> int:
     from typer import Abort  # public in every typer we allow
 
     click_exception = _click_exception()
-    command = _command()
+    command = _command(args[0] if args else "")
     try:
         result = command.main(args=args, prog_name="tether", standalone_mode=False, obj=runtime)
     except click_exception as error:

@@ -1,0 +1,99 @@
+"""A command's start: only its own part of the command tree is built, nothing heavy imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from tether.cli.commands import COMMAND_MODULES, MODULES, build_app
+
+# Imported only by the commands that use them (rich renders tables, asyncio talks to
+# hosts, jupyter_client/zmq run kernels, watchfiles watches); never by a start or a help.
+HEAVY = (
+    "rich",
+    "asyncio",
+    "jupyter_client",
+    "zmq",
+    "watchfiles",
+    "tether.transport.channel",
+    "tether.sync.session",
+    "tether.jobs.status",
+)
+
+
+def imported_by(argv: list[str] | None, cwd: Path) -> set[str]:
+    """The modules a fresh interpreter holds after importing the CLI (and running argv)."""
+    code = (
+        "import json, os, sys\n"
+        "from tether.cli.app import main\n"
+        f"argv = {argv!r}\n"
+        "if argv is not None:\n"
+        "    out = os.dup(1)\n"
+        "    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    sys.stdout.flush()\n"
+        "    os.dup2(out, 1)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env={**os.environ, "TETHER_NO_DAEMON": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_command_modules_names_the_module_that_registers_each_command() -> None:
+    whole = typer.main.get_group(build_app())
+    assert sorted(COMMAND_MODULES) == sorted(whole.commands)
+    for module in MODULES:
+        part = typer.main.get_group(build_app((module,)))
+        assert sorted(part.commands) == sorted(
+            name for name, owner in COMMAND_MODULES.items() if owner == module
+        ), module
+
+
+def test_importing_the_cli_imports_no_framework(tmp_path: Path) -> None:
+    found = imported_by(None, tmp_path)
+    assert not {"typer", "pydantic", "tether.cli.commands", *HEAVY} & found
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["status", "--help"], "misc"),
+        (["logs", "--help"], "jobs"),
+        (["host", "ls", "--help"], "hosts"),
+        (["kernel", "nope"], "kernel"),
+    ],
+)
+def test_one_command_builds_only_the_module_that_registers_it(
+    argv: list[str], module: str, tmp_path: Path
+) -> None:
+    found = imported_by(argv, tmp_path)
+    assert {m for m in found if m.startswith("tether.cli.commands.")} == {
+        f"tether.cli.commands.{module}"
+    }
+    assert not set(HEAVY) & found
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["bogus"], ["-h", "status"]])
+def test_help_and_typos_see_every_command_and_nothing_heavy(
+    argv: list[str], tmp_path: Path
+) -> None:
+    found = imported_by(argv, tmp_path)
+    assert {f"tether.cli.commands.{name}" for name in MODULES} <= found
+    assert not set(HEAVY) & found
