@@ -15,7 +15,9 @@ from tether.cli.commands import COMMAND_MODULES, MODULES, build_app
 
 # Imported only by the commands that use them (rich renders tables, asyncio talks to
 # hosts, jupyter_client/zmq run kernels, watchfiles watches); never by a start or a help.
+# pydantic: typer 0.29 builds a pydantic TypeAdapter per parameter (pyproject keeps < 0.29).
 HEAVY = (
+    "pydantic",
     "rich",
     "asyncio",
     "jupyter_client",
