@@ -64,6 +64,7 @@ def isolate() -> Isolation:
     from tests.harness import env as harness
 
     test_env = harness.setup()
+    compile_tether()
     return Isolation(
         home=test_env.home,
         undo=lambda: harness.teardown(test_env),
@@ -79,15 +80,50 @@ def isolated() -> Iterator[Isolation]:
         yield isolation
     finally:
         with contextlib.suppress(Exception):
-            from tether.cli import daemon
-
-            daemon.stop_all()  # the sync daemon the bench's tether commands started
+            stop_daemons()  # the sync daemon the bench's tether commands started
         with contextlib.suppress(Exception):
             from tests.harness import env as harness
 
             left = [pid for pid, _ in isolation.session_processes()]
             harness.end_processes(left)
         isolation.undo()
+
+
+def compile_tether() -> None:
+    """Byte-compile tether's sources, so every start is timed as an installed tether's.
+
+    pip compiles what it installs; a checkout run with PYTHONDONTWRITEBYTECODE=1 (as on the
+    project's machines) would otherwise compile every module on every start (~30 ms).
+    """
+    import compileall
+
+    compileall.compile_dir(str(REPO / "src" / "tether"), quiet=1)
+
+
+def stop_daemons() -> None:
+    """End the sync daemons of this (isolated) runtime dir, by pid."""
+    from tether.cli import daemon
+
+    daemon.stop_all()
+
+
+def daemon_pids() -> list[int]:
+    """The pids of the sync daemons of this (isolated) runtime dir."""
+    from tether.cli import daemon
+
+    return sorted(daemon.running())
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """A live process's peak resident set size (VmHWM) in MB, or None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 # ---------------------------------------------------------------------- hosts
@@ -392,15 +428,29 @@ def report(tables: Sequence[Table], results: Path | None, heading: str) -> None:
             handle.write(section)
 
 
+QUICK_RUNS = 2
+
+
 def arguments(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags every bench script takes: --small, --runs, --results FILE."""
+    """The flags every bench script takes: --small, --quick, --runs, --results FILE.
+
+    --quick is --small with QUICK_RUNS samples per median (unless --runs says otherwise):
+    the plumbing checked in a few minutes, not numbers to quote.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--small", action="store_true", help="a quick, smaller variant")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"--small with {QUICK_RUNS} runs: a smoke test"
+    )
     parser.add_argument("--runs", type=int, default=0, help="samples per median (0: default)")
     parser.add_argument(
         "--results", type=Path, default=None, help=f"append the tables to this file ({RESULTS})"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.small = True
+        args.runs = args.runs or QUICK_RUNS
+    return args
 
 
 def seconds(value: float) -> str:

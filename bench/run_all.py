@@ -1,11 +1,12 @@
 """Run every bench script and write bench/RESULTS.md (one section per script).
 
-    .venv/bin/python bench/run_all.py [--small] [--results PATH]
+    .venv/bin/python bench/run_all.py [--small|--quick] [--results PATH] [--only SCRIPT ...]
 
-Each script runs as its own process (its own temporary home and sandbox) with --small
-passed through, and appends its tables to the results file, which is rewritten from
-scratch with the machine and date at the top. A script that fails is reported in the
-file and the others still run; the exit status says whether all succeeded.
+Each script runs as its own process (its own temporary home and sandbox) with --small or
+--quick passed through, and appends its tables to the results file, which is rewritten
+from scratch with the machine and date at the top. A script that fails is reported in the
+file and the others still run; the exit status says whether all succeeded. --quick (smaller
+trees, 2 runs per median) checks the plumbing in minutes; its numbers are not for quoting.
 """
 
 from __future__ import annotations
@@ -21,18 +22,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 NOT_BENCHES = {"common.py", "run_all.py"}
-# Every bench script (each takes --results FILE and --small), cheapest first.
-SCRIPTS = ("ssh_master.py", "watch.py", "jobs.py", "snapshot.py", "push.py")
-SCRIPT_TIMEOUT_S = 1200
+# Every bench script (each takes --results FILE, --small and --quick), cheapest first;
+# the others in bench/ run after these.
+SCRIPTS = (
+    "startup.py", "ssh_master.py", "watch.py", "jobs.py", "snapshot.py", "push.py", "scale.py",
+)  # fmt: skip
+SCRIPT_TIMEOUT_S = 3600  # scale.py pushes 100,000 files 60 times
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", action="store_true", help="the quick variant of each bench")
+    parser.add_argument("--small", action="store_true", help="the small variant of each bench")
+    parser.add_argument("--quick", action="store_true", help="a smoke test of every bench")
     parser.add_argument("--results", type=Path, default=common.RESULTS, help="file to write")
+    parser.add_argument("--only", nargs="+", metavar="SCRIPT", help="run only these scripts")
     args = parser.parse_args(argv)
     results: Path = args.results
-    variant = " (--small)" if args.small else ""
+    flag = "--quick" if args.quick else "--small" if args.small else ""
+    variant = f" ({flag})" if flag else ""
     results.write_text(
         f"# tether benchmarks{variant}\n\n{common.machine()}\n\n"
         "Written by `bench/run_all.py`; every number is a median of several runs, "
@@ -41,10 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     failed = []
     extra = sorted(p.name for p in common.BENCH.glob("*.py") if p.name not in NOT_BENCHES)
-    for script in [*SCRIPTS, *(name for name in extra if name not in SCRIPTS)]:
+    scripts = [*SCRIPTS, *(name for name in extra if name not in SCRIPTS)]
+    if args.only:
+        wanted = {name if name.endswith(".py") else f"{name}.py" for name in args.only}
+        unknown = wanted - set(scripts)
+        if unknown:
+            parser.error(f"no such bench script: {', '.join(sorted(unknown))}")
+        scripts = [name for name in scripts if name in wanted]
+    for script in scripts:
         argv_script = [sys.executable, str(common.BENCH / script), "--results", str(results)]
-        if args.small:
-            argv_script.append("--small")
+        if flag:
+            argv_script.append(flag)
         print(f"== {script}{variant}", flush=True)
         started = time.monotonic()
         try:
