@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := openssh-server openssh-client tmux rsync git libnss-wrapper slurm-wlm munge python3-venv
 
-.PHONY: demo test lint bench system venv clean
+.PHONY: demo test lint bench bench-quick system venv clean
 
 demo: $(STAMP)
 	$(BIN)/tether demo
@@ -21,6 +21,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run_all.py --quick --results /tmp/tether-bench-quick.md
 
 system:
 	@bash .ci/system-packages.sh
