@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -56,6 +55,8 @@ def register(app: typer.Typer) -> None:
 
 def _find(targets: list[Target], names: list[str]) -> dict[str, list[Target]]:
     """name -> the targets where this project has a job of that name."""
+    import asyncio
+
     from tether.jobs.client import list_jobs
     from tether.sync.targets import each_target
 
@@ -81,6 +82,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a job's provenance."""
+    import asyncio
     import sys
 
     from tether.cli.render import print_json
@@ -113,6 +115,7 @@ def rm(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Remove ended jobs."""
+    import asyncio
     import sys
 
     from tether.cli.app import say_error
@@ -176,6 +179,7 @@ def prune(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Remove old ended jobs."""
+    import asyncio
     import sys
 
     from tether import config as config_module
