@@ -55,11 +55,11 @@ def register(app: typer.Typer) -> None:
 
 def _find(targets: list[Target], names: list[str]) -> dict[str, list[Target]]:
     """name -> the targets where this project has a job of that name."""
-    from tether.jobs.client import list_jobs
+    from tether.jobs.backend import backend_for
     from tether.sync.targets import each_target, run
 
     async def ask(target: Target, channel: AgentChannel) -> set[str]:
-        return {job.name for job in await list_jobs(target, channel, project_only=True)}
+        return {job.name for job in await backend_for(target).jobs(channel, project_only=True)}
 
     found = run(each_target(targets, ask))
     return {
@@ -83,23 +83,16 @@ def show(
     import sys
 
     from tether.cli.render import print_json
-    from tether.errors import JobError, UsageError
     from tether.jobs import housekeeping
+    from tether.jobs.backend import backend_for, locate
     from tether.sync.targets import each_target, run
 
-    targets = _targets([on] if on else None)
-    where = _find(targets, [name])[name]
-    if not where:
-        looked = ", ".join(target.name for target in targets)
-        raise JobError(f"no job named {name!r}", f"looked on {looked}", "see `tether jobs`")
-    if len(where) > 1:
-        several = ", ".join(target.name for target in where)
-        raise UsageError(f"job {name!r} exists on several targets ({several})", "", "pass --on")
+    target, _ = run(locate(_targets([on] if on else None), name))
 
     async def ask(target: Target, channel: AgentChannel) -> dict[str, Any]:
-        return await housekeeping.show(target, channel, name)
+        return await backend_for(target).show(channel, name)
 
-    [info] = run(each_target(where, ask))
+    [info] = run(each_target([target], ask))
     if as_json:
         print_json(info)
         return
