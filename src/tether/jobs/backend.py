@@ -9,20 +9,17 @@ name in tether.config.SCHEDULERS).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from tether.config import Config, Target
 from tether.errors import JobError, UsageError
 from tether.jobs.client import TmuxBackend
-from tether.jobs.launch import RunSpec
+from tether.jobs.launch import Restart, RunSpec, Sink
 from tether.jobs.model import JobRecord
 from tether.jobs.slurm import SlurmBackend
 from tether.transport.channel import AgentChannel
 
-if TYPE_CHECKING:
-    from tether.envs.spec import EnvSpec
-
-__all__ = ["BACKENDS", "JobBackend", "RunSpec", "backend_for", "locate"]
+__all__ = ["BACKENDS", "JobBackend", "Restart", "RunSpec", "backend_for", "locate"]
 
 
 class JobBackend(Protocol):
@@ -39,16 +36,8 @@ class JobBackend(Protocol):
         """Snapshot and start (or submit) the job; one record per task."""
         ...
 
-    async def restart(
-        self,
-        channel: AgentChannel,
-        config: Config,
-        name: str,
-        fresh: bool,
-        info: dict[str, Any],
-        env_spec: EnvSpec | None,
-    ) -> JobRecord:
-        """Start job `name` again as NAME-2 (then -3, ...)."""
+    async def restart(self, channel: AgentChannel, config: Config, again: Restart) -> JobRecord:
+        """Start job `again.name` again as NAME-2 (then -3, ...)."""
         ...
 
     async def jobs(
@@ -58,15 +47,10 @@ class JobBackend(Protocol):
         ...
 
     async def follow(
-        self,
-        channel: AgentChannel,
-        name: str,
-        write: Callable[[bytes], None],
-        keep_following: bool,
-        start: int = 0,
+        self, channel: AgentChannel, name: str, write: Sink, keep: bool, start: int = 0
     ) -> dict[str, Any]:
-        """Copy the job's log from byte `start` to write(), with keep_following until the
-        job ended; the last state (state, exit_code, reason, size)."""
+        """Copy the job's log from byte `start` to write(), with keep until the job ended;
+        the last state (state, exit_code, reason, size)."""
         ...
 
     async def kill(self, channel: AgentChannel, name: str, grace: float) -> JobRecord:

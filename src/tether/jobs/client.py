@@ -3,13 +3,14 @@ agent's job_* ops (tether.agent.jobs). Chosen by tether.jobs.backend.backend_for
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from tether.config import Config, Target
 from tether.jobs.launch import (
+    Restart,
     RunSpec,
+    Sink,
     copy_log,
     job_fields,
     listing_options,
@@ -60,29 +61,21 @@ class TmuxBackend:
             records.append(await in_env(channel, self.target, spec.env_spec, spec.build_env, start))
         return records
 
-    async def restart(
-        self,
-        channel: AgentChannel,
-        config: Config,
-        name: str,
-        fresh: bool,
-        info: dict[str, Any],
-        env_spec: Any,
-    ) -> JobRecord:
-        """Start job `name` again as NAME-2 (-3, ...): its argv, GPUs and snapshot, or with
-        fresh, a new snapshot, info's provenance and env_spec's env."""
+    async def restart(self, channel: AgentChannel, config: Config, again: Restart) -> JobRecord:
+        """Start job `again.name` again as NAME-2 (-3, ...): its argv, GPUs and snapshot,
+        or with fresh, a new snapshot with again's provenance and env."""
         from tether.envs.client import in_env
 
         taken = {job.name for job in await self.jobs(channel, project_only=True)}
+        spec = again.env_spec
         extra: dict[str, Any] = {
-            "restart_of": name,
-            "fresh": fresh or None,
-            "env_spec": env_spec.wire(False) if env_spec is not None else None,
+            "restart_of": again.name,
+            "fresh": again.fresh or None,
+            "env_spec": spec.wire(False) if spec is not None else None,
         }
-        begin = partial(
-            self.start, channel, config, next_name(name, taken), ["restart"], "", None, info
-        )
-        return await in_env(channel, self.target, env_spec, True, partial(begin, 0, extra))
+        new_name = next_name(again.name, taken)
+        begin = partial(self.start, channel, config, new_name, ["restart"], "", None, again.info)
+        return await in_env(channel, self.target, spec, True, partial(begin, 0, extra))
 
     async def start(
         self,
@@ -129,21 +122,15 @@ class TmuxBackend:
         return newest_first([self.record(data) for data in answer["jobs"]])
 
     async def follow(
-        self,
-        channel: AgentChannel,
-        name: str,
-        write: Callable[[bytes], None],
-        keep_following: bool,
-        start: int = 0,
+        self, channel: AgentChannel, name: str, write: Sink, keep: bool, start: int = 0
     ) -> dict[str, Any]:
-        """Copy the job's log from byte `start` to write(); with keep_following, until the
-        job ended."""
+        """Copy the job's log from byte `start` to write(); with keep, until the job ended."""
 
         async def read(offset: int) -> tuple[dict[str, Any], bytes]:
             fields = {"name": name, "root": self.target.path, "offset": offset}
             return await request(channel, self.target, "job_log", b"", **fields)
 
-        return await copy_log(read, write, keep_following, start, POLL_S)
+        return await copy_log(read, write, keep, start, POLL_S)
 
     async def kill(self, channel: AgentChannel, name: str, grace: float) -> JobRecord:
         """SIGINT, SIGTERM, SIGKILL with grace periods; the record once the end is written."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tether.envs.spec import EnvSpec
 
 DIFF_LIMIT = 1 << 20
+Sink = Callable[[bytes], None]  # where a followed log goes
 WEEK_S = 7 * 24 * 3600.0
 
 
@@ -53,6 +54,17 @@ class RunSpec:
         if self.array is None:
             return [self.name]
         return [f"{self.name}-{index}" for index in range(self.array)]
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One `tether restart`: the job to start again; with fresh, from a new snapshot with
+    info's provenance and env_spec's env (else the job's own)."""
+
+    name: str
+    fresh: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    env_spec: EnvSpec | None = None
 
 
 def provenance(
@@ -173,14 +185,14 @@ async def request(
 
 async def copy_log(
     read: Callable[[int], Awaitable[tuple[dict[str, Any], bytes]]],
-    write: Callable[[bytes], None],
-    keep_following: bool,
+    write: Sink,
+    keep: bool,
     start: int,
     poll_s: float,
 ) -> dict[str, Any]:
     """Copy a job's log from byte `start` to write(), one read(offset) -> (header, data) at a
-    time; with keep_following, until the header's state says the job ended. The last header
-    (size, state, exit_code, reason)."""
+    time; with keep, until the header's state says the job ended. The last header (size,
+    state, exit_code, reason)."""
     offset = start
     while True:
         header, data = await read(offset)
@@ -189,7 +201,7 @@ async def copy_log(
             offset += len(data)
         if offset < int(header["size"]):
             continue
-        if not keep_following or header["state"] not in ("running", "queued"):
+        if not keep or header["state"] not in ("running", "queued"):
             return header
         await asyncio.sleep(poll_s)
 

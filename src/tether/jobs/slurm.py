@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tether.config import Config, Target
 from tether.errors import JobError, UsageError
-from tether.jobs.launch import (
-    RunSpec,
-    copy_log,
-    job_fields,
-    listing_options,
-    newest_first,
-    request,
-    show_job,
-    synced_paths,
-)
+from tether.jobs import launch
+from tether.jobs.launch import Restart, RunSpec, Sink
 from tether.jobs.model import JobRecord
 from tether.transport.channel import AgentChannel, AgentError
-
-if TYPE_CHECKING:
-    from tether.envs.spec import EnvSpec
 
 POLL_S = 0.5
 OOM = "out of memory"
@@ -199,8 +187,8 @@ class SlurmBackend:
         """Snapshot and sbatch; the records (one per array task). Slurm assigns GPUs: a
         pinned --gpus is refused."""
         refuse_pinned(spec.pinned, self.target)
-        paths_data = synced_paths(config, self.target)
-        answer, _ = await request(
+        paths_data = launch.synced_paths(config, self.target)
+        answer, _ = await launch.request(
             channel,
             self.target,
             "slurm_submit",
@@ -215,7 +203,7 @@ class SlurmBackend:
             gpu_count=spec.gpu_count or None,
             options=sbatch_options(spec.name, self.target.slurm, spec.gpu_count, spec.array),
             slurm_conf=conf_override(),
-            **await job_fields(channel, config, self.target, spec.info),
+            **await launch.job_fields(channel, config, self.target, spec.info),
         )
         jobs = []
         for data in answer["records"]:
@@ -227,15 +215,7 @@ class SlurmBackend:
             jobs.append(job)
         return jobs
 
-    async def restart(
-        self,
-        channel: AgentChannel,
-        config: Config,
-        name: str,
-        fresh: bool,
-        info: dict[str, Any],
-        env_spec: EnvSpec | None,
-    ) -> JobRecord:
+    async def restart(self, channel: AgentChannel, config: Config, again: Restart) -> JobRecord:
         """Not on Slurm yet: one clear error."""
         raise JobError(
             f"{self.target.name} is a Slurm target: tether restart does not resubmit there yet",
@@ -247,53 +227,40 @@ class SlurmBackend:
         self, channel: AgentChannel, project_only: bool = False, show_all: bool = True
     ) -> list[JobRecord]:
         """The Slurm jobs tether submitted here, newest first, each with Slurm's view."""
-        options = listing_options(self.target, project_only, show_all)
+        options = launch.listing_options(self.target, project_only, show_all)
         answer, _ = await channel.request("slurm_list", slurm_conf=conf_override(), **options)
-        return newest_first(to_jobs(self.target, list(answer["jobs"])))
+        return launch.newest_first(to_jobs(self.target, list(answer["jobs"])))
 
     async def follow(
-        self,
-        channel: AgentChannel,
-        name: str,
-        write: Callable[[bytes], None],
-        keep_following: bool,
-        start: int = 0,
+        self, channel: AgentChannel, name: str, write: Sink, keep: bool, start: int = 0
     ) -> dict[str, Any]:
-        """Copy the job's Slurm output file from byte `start` to write(); with
-        keep_following, until it ended."""
+        """Copy the job's Slurm output file from byte `start` to write(); with keep, until
+        it ended."""
 
         async def read(offset: int) -> tuple[dict[str, Any], bytes]:
-            header, data = await request(
-                channel,
-                self.target,
-                "slurm_log",
-                name=name,
-                root=self.target.path,
-                offset=offset,
-                slurm_conf=conf_override(),
-            )
+            header, data = await self._about(channel, "slurm_log", name, offset=offset)
             state, code, reason = map_state(header["record"])
             mapped = {"state": state, "exit_code": code, "reason": reason, "size": header["size"]}
             return mapped, data
 
-        return await copy_log(read, write, keep_following, start, POLL_S)
+        return await launch.copy_log(read, write, keep, start, POLL_S)
 
     async def kill(self, channel: AgentChannel, name: str, grace: float) -> JobRecord:
         """scancel (an array: every task); the job's record once Slurm let it go."""
-        answer, _ = await request(
-            channel,
-            self.target,
-            "slurm_kill",
-            name=name,
-            root=self.target.path,
-            slurm_conf=conf_override(),
-        )
+        answer, _ = await self._about(channel, "slurm_kill", name)
         jobs = to_jobs(self.target, list(answer["records"]))
         return next((job for job in jobs if job.name == name), jobs[0])
 
+    async def _about(
+        self, channel: AgentChannel, op: str, name: str, **fields: Any
+    ) -> tuple[dict[str, Any], bytes]:
+        """One slurm_* request about this project's job `name`."""
+        fields.update(name=name, root=self.target.path, slurm_conf=conf_override())
+        return await launch.request(channel, self.target, op, b"", **fields)
+
     async def show(self, channel: AgentChannel, name: str) -> dict[str, Any]:
         """The job's whole record with its state as Slurm sees it (`tether show`)."""
-        return await show_job(self.target, channel, name, self.record)
+        return await launch.show_job(self.target, channel, name, self.record)
 
     async def status(self, channel: AgentChannel) -> dict[str, Any]:
         """What Slurm adds to `tether status`: the partitions (or why they are unknown)."""

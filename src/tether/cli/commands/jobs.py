@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from tether.config import Config, Target
+    from tether.jobs.backend import JobBackend
     from tether.jobs.model import JobRecord
     from tether.transport.channel import AgentChannel
+
+T = TypeVar("T")
 
 RUN_HELP = """Push, snapshot the remote tree and start CMD in tmux on the target(s).
 
@@ -256,29 +259,19 @@ def restart(
     fresh: bool = typer.Option(False, "--fresh", help="Push and snapshot anew."),
 ) -> None:
     """Start a job again under a new name."""
-    import asyncio
-
     from tether import config as config_module
     from tether.envs.spec import find
-    from tether.jobs.backend import backend_for
+    from tether.jobs.backend import Restart
     from tether.jobs.launch import provenance
-    from tether.sync.targets import open_channel
 
     config = config_module.load()
     target = _where(name, on)
     if fresh:
         _push(config, [target])
-    info = provenance(config.root, rules=config.sync) if fresh else {}
-    spec = find(config) if fresh else None  # else the earlier job's env, as its code
-
-    async def go() -> JobRecord:
-        channel = await open_channel(target)
-        try:
-            return await backend_for(target).restart(channel, config, name, fresh, info, spec)
-        finally:
-            await channel.close()
-
-    record = asyncio.run(go())
+    again = Restart(name, fresh)
+    if fresh:  # else the earlier job's provenance and env, as its code
+        again = Restart(name, True, provenance(config.root, rules=config.sync), find(config))
+    record = _on_target(target, lambda backend, channel: backend.restart(channel, config, again))
     _report_started([record], 0)
 
 
@@ -364,24 +357,29 @@ def kill(
     grace: float = typer.Option(5.0, "--grace", help="Seconds between signals."),
 ) -> None:
     """Stop a job."""
+    from tether.cli.render import console
+
+    target = _where(name, on)
+    record = _on_target(target, lambda backend, channel: backend.kill(channel, name, grace))
+    reason = f" ({record.reason})" if record.reason else ""
+    console().print(f"{name} on {target.name}: {record.state_text()}{reason}")
+
+
+def _on_target(target: Target, work: Callable[[JobBackend, AgentChannel], Awaitable[T]]) -> T:
+    """work(the target's job backend, a channel to the target), run to its end."""
     import asyncio
 
-    from tether.cli.render import console
     from tether.jobs.backend import backend_for
     from tether.sync.targets import open_channel
 
-    target = _where(name, on)
-
-    async def go() -> JobRecord:
+    async def go() -> T:
         channel = await open_channel(target)
         try:
-            return await backend_for(target).kill(channel, name, grace)
+            return await work(backend_for(target), channel)
         finally:
             await channel.close()
 
-    record = asyncio.run(go())
-    reason = f" ({record.reason})" if record.reason else ""
-    console().print(f"{name} on {target.name}: {record.state_text()}{reason}")
+    return asyncio.run(go())
 
 
 def _where(name: str, on: str | None) -> Target:
