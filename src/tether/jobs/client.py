@@ -42,7 +42,11 @@ class TmuxBackend:
         snapshot) in the project's env, built first where the agent lacks it."""
         from tether.envs.client import in_env
 
-        extra: dict[str, Any] = {
+        common: dict[str, Any] = {
+            "argv": spec.argv,
+            "cwd": spec.cwd,
+            "gpus": spec.pinned,
+            "gpu_count": spec.gpu_count or None,
             "after": list(spec.after) or None,
             "notify": spec.notify,
             "notify_timeout": spec.notify_timeout,
@@ -51,13 +55,10 @@ class TmuxBackend:
         }
         records = []
         for index, task in enumerate(spec.names):
-            more = dict(extra)
+            fields = dict(common, name=task)
             if spec.array is not None:
-                more.update(array_index=index, snapshot_of=spec.names[0] if index else None)
-            begin = partial(
-                self.start, channel, config, task, spec.argv, spec.cwd, spec.pinned, spec.info
-            )
-            start = partial(begin, spec.gpu_count, more)
+                fields.update(array_index=index, snapshot_of=spec.names[0] if index else None)
+            start = partial(self._start, channel, config, spec.info, fields)
             records.append(await in_env(channel, self.target, spec.env_spec, spec.build_env, start))
         return records
 
@@ -68,33 +69,23 @@ class TmuxBackend:
 
         taken = {job.name for job in await self.jobs(channel, project_only=True)}
         spec = again.env_spec
-        extra: dict[str, Any] = {
+        fields: dict[str, Any] = {
+            "name": next_name(again.name, taken),
+            "argv": ["restart"],  # the agent copies the earlier job's
+            "cwd": "",
             "restart_of": again.name,
             "fresh": again.fresh or None,
             "env_spec": spec.wire(False) if spec is not None else None,
         }
-        new_name = next_name(again.name, taken)
-        begin = partial(self.start, channel, config, new_name, ["restart"], "", None, again.info)
-        return await in_env(channel, self.target, spec, True, partial(begin, 0, extra))
+        start = partial(self._start, channel, config, again.info, fields)
+        return await in_env(channel, self.target, spec, True, start)
 
-    async def start(
-        self,
-        channel: AgentChannel,
-        config: Config,
-        name: str,
-        argv: list[str],
-        cwd: str,
-        gpus: str | None,
-        info: dict[str, Any],
-        gpu_count: int = 0,
-        extra: dict[str, Any] | None = None,
+    async def _start(
+        self, channel: AgentChannel, config: Config, info: dict[str, Any], fields: dict[str, Any]
     ) -> JobRecord:
-        """job_start on the target; the record with its provenance.
-
-        extra carries the optional fields: after, notify, notify_timeout, env, env_spec,
-        array_index, snapshot_of, restart_of (with fresh); an empty info with restart_of
-        keeps the earlier job's provenance.
-        """
+        """job_start with fields (name, argv, cwd and the optional ones: None leaves one
+        out) and what every new job carries; the record with its provenance (an empty
+        info with restart_of keeps the earlier job's)."""
         paths_data = synced_paths(config, self.target)
         answer, _ = await request(
             channel,
@@ -102,14 +93,9 @@ class TmuxBackend:
             "job_start",
             paths_data,
             paths=bool(paths_data),
-            name=name,
-            argv=argv,
-            cwd=cwd,
-            gpus=gpus,
-            gpu_count=gpu_count or None,
             socket=socket_name(),
             **await job_fields(channel, config, self.target, info),
-            **{key: value for key, value in (extra or {}).items() if value is not None},
+            **{key: value for key, value in fields.items() if value is not None},
         )
         return self.record(answer["record"])
 
