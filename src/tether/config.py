@@ -26,6 +26,9 @@ MAPPING_KEYS = {"local", "remote"}
 SYNC_KEYS = {"exclude", "include", "results"}
 JOBS_KEYS = {"notify"}
 SLURM_KEYS = {"partition", "gres", "time", "cpus", "mem", "account", "qos", "extra"}
+# The job backends a target may name (each is a class in tether.jobs.backend.BACKENDS).
+SCHEDULERS = ("tmux", "slurm")
+DEFAULT_SCHEDULER = SCHEDULERS[0]
 ENV_KEYS = {"python", "requirements", "extras", "index_url"}
 TOP_KEYS = {"targets", "sync", "jobs", "env"}
 
@@ -49,9 +52,14 @@ class Target:
     default: bool = False
     primary: bool = False
     autoreload: bool = True  # %autoreload 2 in the console's kernel (~3 ms per execute)
-    scheduler: str = "tmux"
+    scheduler: str = DEFAULT_SCHEDULER
     slurm: dict[str, Any] = field(default_factory=dict)
     mappings: tuple[Mapping, ...] = ()
+
+    @property
+    def custom_scheduler(self) -> str | None:
+        """The scheduler where it is not the default (tmux): worth a word in a summary."""
+        return None if self.scheduler == DEFAULT_SCHEDULER else self.scheduler
 
     @property
     def python_argv(self) -> list[str]:
@@ -198,9 +206,10 @@ def parse(data: dict[str, Any], file: Path, prefix: str = "") -> Config:
         if not isinstance(raw, dict):
             check.fail(key, "must be a table with host and path")
         check.keys(raw, TARGET_KEYS, key)
-        scheduler = check.string(raw, "scheduler", key, default="tmux")
-        if scheduler not in ("tmux", "slurm"):
-            check.fail(f"{key}.scheduler", f"is {scheduler!r}, expected 'tmux' or 'slurm'")
+        scheduler = check.string(raw, "scheduler", key, default=DEFAULT_SCHEDULER)
+        if scheduler not in SCHEDULERS:
+            expected = " or ".join(repr(name) for name in SCHEDULERS)
+            check.fail(f"{key}.scheduler", f"is {scheduler!r}, expected {expected}")
         slurm = check.table(raw, "slurm", key)
         check.keys(slurm, SLURM_KEYS, f"{key}.slurm")
         host = check.string(raw, "host", key, required=True)

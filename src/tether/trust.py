@@ -76,7 +76,7 @@ def summary(config: Config) -> list[str]:
         lines.append(
             f"target {name}: connect to {target.host!r} over ssh, write the project to "
             f"{target.path!r}, run `{target.python}` there"
-            + (f" (scheduler {target.scheduler})" if target.scheduler != "tmux" else "")
+            + (f" (scheduler {target.custom_scheduler})" if target.custom_scheduler else "")
         )
         for slurm_key, value in target.slurm.items():
             lines.append(f"target {name}: slurm {slurm_key} = {json.dumps(value)}")

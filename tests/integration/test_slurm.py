@@ -138,6 +138,23 @@ def test_kill_cancels_a_running_job(cluster_project: Path, tether_cli: Cli) -> N
     assert job["exit_code"] != 0
 
 
+def test_attach_to_a_slurm_job_is_one_line_pointing_to_its_log(
+    cluster_project: Path, tether_cli: Cli
+) -> None:
+    # A Slurm job runs without a tmux session: attach says so instead of asking tmux.
+    sleep = ["python3", "-c", "import time; time.sleep(120)"]
+    assert tether_cli("run", "--name", "noattach", "--", *sleep).returncode == 0
+    try:
+        assert by_name(tether_cli)["noattach"]["state"] in ("queued", "running")
+        attached = tether_cli("attach", "noattach")
+        assert attached.returncode == 1, attached.stdout + attached.stderr
+        (line,) = attached.stderr.splitlines()
+        assert line.startswith("tether: error: noattach on cluster is a Slurm job"), line
+        assert "tether logs noattach -f" in line
+    finally:
+        assert tether_cli("kill", "noattach").returncode == 0
+
+
 def test_over_the_memory_limit_is_out_of_memory(cluster_project: Path, tether_cli: Cli) -> None:
     done = tether_cli("run", "--name", "hog", "--", "python3", "hog.py")
     assert done.returncode == 0, done.stderr

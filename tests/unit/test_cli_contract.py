@@ -167,3 +167,91 @@ def test_nothing_below_the_cli_imports_the_cli() -> None:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith("tether.cli"), f"{source} imports it"
+
+
+def _imports(source: Path) -> set[str]:
+    """The modules a source file imports (absolute names; relative ones resolved)."""
+    package = "tether." + ".".join(source.relative_to(SRC).parent.parts)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_tmux_and_slurm_job_clients_do_not_import_each_other() -> None:
+    # Each backend stands alone behind tether.jobs.backend; what they share lives below both.
+    client, slurm = SRC / "jobs" / "client.py", SRC / "jobs" / "slurm.py"
+    assert "tether.jobs.slurm" not in _imports(client), "jobs/client.py imports jobs/slurm.py"
+    assert "tether.jobs.client" not in _imports(slurm), "jobs/slurm.py imports jobs/client.py"
+
+
+SCHEDULER_FILES = {"jobs/backend.py", "config.py"}  # the registry and config validation
+
+
+def _names_a_scheduler(node: ast.expr, names: set[str]) -> bool:
+    """Whether an operand of a comparison is a scheduler's name or a scheduler field."""
+    if isinstance(node, ast.Constant):
+        return node.value in names
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_scheduler(item, names) for item in node.elts)
+    if isinstance(node, ast.Attribute):
+        return node.attr == "scheduler"
+    if isinstance(node, ast.Name):
+        return node.id == "scheduler"
+    if isinstance(node, ast.Subscript):
+        return _names_a_scheduler(node.slice, {"scheduler"})
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return node.func.attr == "get" and any(
+            _names_a_scheduler(arg, {"scheduler"}) for arg in node.args[:1]
+        )
+    return False
+
+
+def test_scheduler_names_are_compared_only_in_the_backend_registry_and_config() -> None:
+    # A new scheduler is one client class registered in jobs/backend.py (plus one agent
+    # module): no `if scheduler == "slurm"` branches elsewhere in the client.
+    from tether.config import SCHEDULERS
+
+    names = set(SCHEDULERS)
+    found = []
+    for source in sorted(SRC.rglob("*.py")):
+        relative = source.relative_to(SRC).as_posix()
+        if relative.startswith("agent/") or relative in SCHEDULER_FILES:
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if any(_names_a_scheduler(operand, names) for operand in operands):
+                    found.append(f"{relative}:{node.lineno}")
+    assert not found, "scheduler compared outside the registry and config: " + ", ".join(found)
+
+
+def test_every_scheduler_config_accepts_has_a_job_backend() -> None:
+    from tether.config import SCHEDULERS, Target
+    from tether.jobs.backend import BACKENDS, backend_for
+
+    assert set(BACKENDS) == set(SCHEDULERS)
+    for name in SCHEDULERS:
+        backend = backend_for(Target(name="t", host="h", path="~/p", scheduler=name))
+        assert backend.target.scheduler == name
+        assert isinstance(backend, BACKENDS[name])
+
+
+def test_the_agent_builds_a_job_record_in_one_place() -> None:
+    # A record literal names the fields every job has; only agent/record.py writes one.
+    found = []
+    for source in sorted((SRC / "agent").glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Dict):
+                keys = {key.value for key in node.keys if isinstance(key, ast.Constant)}
+                if {"snapshot_id", "exit_code", "created"} <= keys:
+                    found.append(f"{source.name}:{node.lineno}")
+    assert [place.split(":")[0] for place in found] == ["record.py"], found

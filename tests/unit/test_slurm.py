@@ -210,7 +210,7 @@ def test_sbatch_missing_on_the_target_is_one_clear_line(
     from tether.agent.fsops import OpError
     from tether.config import Target
     from tether.errors import JobError
-    from tether.jobs.slurm import _raise
+    from tether.jobs.launch import raise_job
     from tether.transport.channel import AgentError
 
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -219,7 +219,7 @@ def test_sbatch_missing_on_the_target_is_one_clear_line(
     assert caught.value.kind == "nosbatch"
     target = Target(name="cluster", host="login", path="~/p", scheduler="slurm")
     with pytest.raises(JobError) as error:
-        _raise(AgentError("login", "slurm_submit", "nosbatch", str(caught.value)), "j", target)
+        raise_job(AgentError("login", "slurm_submit", "nosbatch", str(caught.value)), "j", target)
     line = error.value.line()
     assert line.startswith("cluster is a Slurm target but sbatch is not installed"), line
     assert "login" in line and "\n" not in line

@@ -18,23 +18,9 @@ import stat
 import time
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from . import fsops, kernels, slurm
+from . import fsops, jobs, kernels, slurm
+from . import jobstore as store
 from .gpus import key_of
-from .jobs import _sessions, job_kill
-from .jobstore import (
-    DEFAULT_SOCKET,
-    all_records,
-    check_name,
-    data_dir,
-    derive_state,
-    job_key,
-    kill_marker,
-    logs_dir,
-    read_record,
-    record_path,
-    session_name,
-    snapshots_dir,
-)
 
 Answer = Tuple[Dict[str, Any], bytes]
 ACTIVE = ("queued", "running", "starting")
@@ -50,25 +36,25 @@ def _mine(record: Dict[str, Any], header: Dict[str, Any]) -> bool:
     return not root or record.get("root") == fsops.root_path(str(root))
 
 
+# The scheduler modules: each has SCHEDULER (the records' `scheduler` field; tmux's
+# records have none), state_now(record, header, cache) and stop(named, header, grace).
+SCHEDULERS = {module.SCHEDULER: module for module in (jobs, slurm)}
+
+
+def scheduler_of(record: Dict[str, Any]) -> Any:
+    """The module that runs the record's job."""
+    return SCHEDULERS.get(str(record.get("scheduler") or jobs.SCHEDULER), jobs)
+
+
 class States:
-    """A record's state now: tmux sessions (asked once per socket) or Slurm's view."""
+    """A record's state now, as its scheduler sees it (each asked once where it can)."""
 
     def __init__(self, header: Dict[str, Any]) -> None:
-        self.sessions: Dict[str, Optional[Set[str]]] = {}
-        self.env = slurm._env(header)
-        self.now = time.time()
+        self.header = header
+        self.cache: Dict[str, Any] = {}
 
     def of(self, record: Dict[str, Any]) -> str:
-        if record.get("scheduler") == "slurm":
-            if record.get("ended") is not None:
-                return "cancelled" if record.get("exit_code") is None else "exited"
-            slurm.annotate([record], self.env)
-            return "running" if not slurm._over(record) else "lost"
-        sock = str(record.get("socket") or DEFAULT_SOCKET)
-        if sock not in self.sessions:
-            self.sessions[sock] = _sessions(sock)
-        alive = session_name(key_of(record)) in (self.sessions[sock] or set())
-        return derive_state(record, alive, self.now)
+        return str(scheduler_of(record).state_now(record, self.header, self.cache))
 
 
 def _age_stamp(record: Dict[str, Any]) -> float:
@@ -95,16 +81,16 @@ def _inside(path: Any, base: str) -> Optional[str]:
 def _own_files(record: Dict[str, Any]) -> List[str]:
     """The record, its log and Slurm output: what removing the job always removes."""
     key = key_of(record)
-    paths = [record_path(key), kill_marker(key)]
+    paths = [store.record_path(key), store.kill_marker(key)]
     for key in ("log", "slurm_out"):
-        inside = _inside(record.get(key), data_dir())
+        inside = _inside(record.get(key), store.data_dir())
         if inside:
             paths.append(inside)
     return paths
 
 
 def snapshot_of(record: Dict[str, Any]) -> Optional[str]:
-    return _inside(record.get("snapshot"), snapshots_dir())
+    return _inside(record.get("snapshot"), store.snapshots_dir())
 
 
 def _walk(top: str) -> Iterable[Tuple[str, os.stat_result]]:
@@ -175,7 +161,7 @@ def _remove_tree(top: str) -> None:
 def remove(records: List[Dict[str, Any]], dry_run: bool) -> List[Dict[str, Any]]:
     """Remove (or, dry, measure) jobs; a snapshot goes with the last job that uses it."""
     keys = {key_of(record) for record in records}
-    in_use = {snapshot_of(r) for r in all_records() if key_of(r) not in keys}
+    in_use = {snapshot_of(r) for r in store.all_records() if key_of(r) not in keys}
     claimed: Set[str] = set()
     ledger = Ledger()
     out = []
@@ -206,7 +192,7 @@ def job_rm(header: Dict[str, Any], payload: bytes) -> Answer:
     results: List[Dict[str, Any]] = []
     doomed: List[Dict[str, Any]] = []
     for name in header.get("names") or []:
-        record = read_record(job_key(name, header.get("root")))
+        record = store.read_record(store.job_key(name, header.get("root")))
         if record is None or not _mine(record, header):
             results.append({"name": name, "removed": False, "why": "nojob"})
             continue
@@ -228,7 +214,7 @@ def job_prune(header: Dict[str, Any], payload: bytes) -> Answer:
     cutoff = time.time() - float(header.get("older_than") or 0)
     states = States(header)
     old = []
-    for record in all_records():
+    for record in store.all_records():
         if not _mine(record, header) or _age_stamp(record) > cutoff:
             continue
         state = states.of(record)
@@ -244,13 +230,13 @@ def job_prune(header: Dict[str, Any], payload: bytes) -> Answer:
 
 def disk_use(header: Dict[str, Any], payload: bytes) -> Answer:
     """Snapshot and log disk use: the host's, and this project's (root) where asked."""
-    top = snapshots_dir()
+    top = store.snapshots_dir()
     host = _usage([top])
     count = sum(len(_subdirs(project)) for project in _subdirs(top))
     answer: Dict[str, Any] = {"path": top, "count": count, **host}
-    answer["logs_bytes"] = _usage([logs_dir()])["bytes"]
+    answer["logs_bytes"] = _usage([store.logs_dir()])["bytes"]
     if header.get("root"):
-        mine_records = [r for r in all_records() if _mine(r, header)]
+        mine_records = [r for r in store.all_records() if _mine(r, header)]
         snaps = sorted({s for s in (snapshot_of(r) for r in mine_records) if s})
         mine = _usage(snaps)
         answer.update(
@@ -286,22 +272,20 @@ def _usage(tops: List[str]) -> Dict[str, int]:
 
 def job_show(header: Dict[str, Any], payload: bytes) -> Answer:
     """One job's whole record (provenance included) with its state now."""
-    name = check_name(header.get("name"))
-    key = job_key(name, header.get("root"))
-    record = read_record(key)
+    name = store.check_name(header.get("name"))
+    key = store.job_key(name, header.get("root"))
+    record = store.read_record(key)
     if record is None or not _mine(record, header):
         raise fsops.OpError("nojob", "no job named %r" % name)
-    state = States(header).of(record)
-    if record.get("scheduler") != "slurm":
-        record["state"] = state
-    return {"record": record, "record_file": record_path(key)}, b""
+    record["state"] = States(header).of(record)
+    return {"record": record, "record_file": store.record_path(key)}, b""
 
 
 def host_busy(header: Dict[str, Any], payload: bytes) -> Answer:
     """Every project's running or queued jobs and live kernels; with stop, stop them."""
     states = States(header)
     jobs = []
-    for record in all_records():
+    for record in store.all_records():
         state = states.of(record)
         if state in ACTIVE:
             keep = ("name", "key", "scheduler", "root")
@@ -321,23 +305,14 @@ def host_busy(header: Dict[str, Any], payload: bytes) -> Answer:
 
 def _stop_job(job: Dict[str, Any], grace: float, header: Dict[str, Any]) -> Optional[str]:
     """Kill one job; the outcome in words ('exited 143', 'cancelled'), None if it failed."""
+    named = {"name": job["name"], "root": job.get("root") if job.get("key") else None}
     try:
-        if job.get("scheduler") == "slurm":
-            named = {"name": job["name"], "root": job.get("root") if job.get("key") else None}
-            answer = slurm.job_kill({**named, "wait": 10.0, **_conf(header)}, b"")[0]
-            record = answer["records"][0] if answer.get("records") else {}
-        else:
-            named = {"name": job["name"], "root": job.get("root") if job.get("key") else None}
-            record = job_kill({**named, "grace": grace}, b"")[0]["record"]
+        record = scheduler_of(job).stop(named, header, grace)
     except fsops.OpError:
         return None
     if record.get("exit_code") is not None:
         return "exited %s" % record["exit_code"]
     return "cancelled" if record.get("ended") is not None else "signalled"
-
-
-def _conf(header: Dict[str, Any]) -> Dict[str, Any]:
-    return {"slurm_conf": header["slurm_conf"]} if header.get("slurm_conf") else {}
 
 
 def register(agent: Any) -> None:

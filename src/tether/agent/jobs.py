@@ -18,8 +18,9 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from . import deps, envs, fsops, provenance, snapshot, start
+from . import deps, envs, fsops, provenance, start
 from . import gpus as gpu_queue
+from . import record as record_module
 from .gpus import key_of
 from .jobstore import (
     DEFAULT_SOCKET,
@@ -31,37 +32,19 @@ from .jobstore import (
     job_key,
     kill_marker,
     list_sessions_argv,
-    logs_dir,
     new_session_argv,
     read_record,
     record_path,
     scoped_reader,
     session_name,
     shown,
-    snapshots_dir,
     tmux_major,
     wrapper_command,
     write_json,
 )
 
 Answer = Tuple[Dict[str, Any], bytes]
-
-
-SNAPSHOT_FIELDS = ("snapshot_files", "snapshot_bytes", "snapshot_methods")
-
-# ---- snapshot -----------------------------------------------------------------------
-
-
-def take_snapshot(root: str, dest: str, header: Dict[str, Any], payload: bytes) -> Dict[str, Any]:
-    """A new frozen snapshot of root at dest (agent/snapshot.py); the record's fields."""
-    stats = snapshot.take(
-        root, dest, snapshot.paths_of(header, payload), header.get("results") or []
-    )
-    return {
-        "snapshot_files": stats.files,
-        "snapshot_bytes": stats.bytes,
-        "snapshot_methods": stats.methods,
-    }
+SCHEDULER = "tmux"  # records without a `scheduler` field are tmux's
 
 
 # ---- ops ----------------------------------------------------------------------------
@@ -114,9 +97,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     read = scoped_reader(root)
     if header.get("restart_of"):
         deps.from_earlier(header, _need(job_key(header["restart_of"], root)))
-    argv = header.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise fsops.OpError("badargv", "argv must be a non-empty list of strings")
+    argv = record_module.check_argv(header.get("argv"))
     version = _tmux_version()
     if not os.path.isdir(root):
         raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
@@ -126,65 +107,34 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     after = deps.check_after(name, header.get("after"), read)
     project = check_name(header.get("project") or "project")
     count = _gpu_count(header.get("gpu_count"))
-    cwd_rel = (
-        fsops.check_rel(header.get("cwd") or "") if header.get("cwd") not in (None, "", ".") else ""
-    )
+    cwd_rel = record_module.check_cwd(header.get("cwd"))
     env = start.check_env(header.get("env"))
     in_env = envs.for_job(header)  # before the snapshot: "noenv" makes the client build it
     fresh_snapshot = not header.get("snapshot_of")
     if header.get("snapshot_of"):
-        earlier = _need(job_key(header["snapshot_of"], root))
-        snap, snap_id = str(earlier["snapshot"]), str(earlier.get("snapshot_id") or "")
-        if not os.path.isdir(snap):
-            raise fsops.OpError("nosnapshot", "the snapshot of %r is gone" % earlier["name"])
-        taken = {key: earlier.get(key) for key in SNAPSHOT_FIELDS}
+        snap = record_module.reused_snapshot(_need(job_key(header["snapshot_of"], root)))
     else:
-        snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + name
-        snap = os.path.join(snapshots_dir(), project, snap_id)
-        taken = take_snapshot(root, snap, header, payload)
-    cwd = os.path.join(snap, cwd_rel) if cwd_rel else snap
-    gpus = header.get("gpus")
-    record: Dict[str, Any] = dict(header.get("provenance") or {})
-    record.update(
-        {
-            "name": name,
-            "key": key,
-            "argv": argv,
-            "cwd": cwd,
-            "root": root,
-            "project": project,
-            "snapshot": snap,
-            "snapshot_id": snap_id,
-            "socket": sock,
-            "session": session_name(key),
-            "gpus": gpus,
-            "gpu_count": count,
-            "cuda_visible_devices": gpus,
-            "remote_host": socket.gethostname(),
-            "log": os.path.join(logs_dir(), key + ".log"),
-            "created": time.time(),
-            "state": "starting",
-            "started": None,
-            "ended": None,
-            "exit_code": None,
-            "reason": None,
-            "pid": None,
-            "python": header.get("python") or record.get("python"),
-            "after": after,
-            "notify": header.get("notify") or None,
-            "notify_timeout": header.get("notify_timeout") or None,
-            "array_index": header.get("array_index"),
-            "restart_of": header.get("restart_of"),
-        }
-    )
-    record.update(taken)
-    record.update(start.interpreter_fields(), env=env)
+        snap = record_module.new_snapshot(root, project, name, header, payload)
+    cwd = snap.cwd(cwd_rel)
+    own = {
+        "socket": sock,
+        "session": session_name(key),
+        "gpu_count": count,
+        "cuda_visible_devices": header.get("gpus"),
+        "remote_host": socket.gethostname(),
+        "after": after,
+        "notify": header.get("notify") or None,
+        "notify_timeout": header.get("notify_timeout") or None,
+        "array_index": header.get("array_index"),
+        "restart_of": header.get("restart_of"),
+    }
+    record = record_module.new_record(header, name, root, project, argv, cwd, snap, env, own)
     record.update(in_env)
     if not after:  # a dependency may still make it; otherwise it must start now
         why = start.why_not_startable(argv[0], cwd, record)
         if why is not None:
             if fresh_snapshot:
-                shutil.rmtree(snap, ignore_errors=True)
+                shutil.rmtree(snap.path, ignore_errors=True)
             raise fsops.OpError(
                 "nocommand", "cannot start %s on %s: %s" % (argv[0], socket.gethostname(), why)
             )
@@ -221,7 +171,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
                 with contextlib.suppress(OSError):
                     os.unlink(gone)
             if fresh_snapshot:
-                shutil.rmtree(snap, ignore_errors=True)
+                shutil.rmtree(snap.path, ignore_errors=True)
             raise fsops.OpError(
                 "nocommand", "%s on %s: %s" % (argv[0], socket.gethostname(), now["reason"])
             )
@@ -442,6 +392,22 @@ def _cancel_queued(name: str) -> Optional[Dict[str, Any]]:
                 write_json(record_path(name), record)
     with contextlib.suppress(OSError):
         os.unlink(kill_marker(name))
+    return record
+
+
+def state_now(record: Dict[str, Any], header: Dict[str, Any], cache: Dict[str, Any]) -> str:
+    """The job's state from its record and its tmux session (sessions asked once per
+    socket, kept in cache)."""
+    sock = str(record.get("socket") or DEFAULT_SOCKET)
+    if sock not in cache:
+        cache[sock] = _sessions(sock)
+    alive = session_name(key_of(record)) in (cache[sock] or set())
+    return derive_state(record, alive, time.time())
+
+
+def stop(named: Dict[str, Any], header: Dict[str, Any], grace: float) -> Dict[str, Any]:
+    """Kill the named job (name, root) as job_kill does; its record."""
+    record: Dict[str, Any] = job_kill(dict(named, grace=grace), b"")[0]["record"]
     return record
 
 

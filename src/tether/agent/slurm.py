@@ -19,8 +19,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import fsops, provenance, start
+from . import record as record_module
 from .gpus import key_of
-from .jobs import take_snapshot
 from .jobstore import (
     WRAP_CODE,
     check_name,
@@ -28,15 +28,14 @@ from .jobstore import (
     job_key,
     jobs_dir,
     kill_marker,
-    logs_dir,
     read_record,
     record_path,
     scoped_reader,
-    snapshots_dir,
     write_json,
 )
 
 Answer = Tuple[Dict[str, Any], bytes]
+SCHEDULER = "slurm"  # the `scheduler` field of the records this module writes
 OOM_TEXT = "exceeded memory limit"
 TAIL_BYTES = 65536
 ACTIVE_SLURM = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED")
@@ -170,9 +169,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     env = _env(header)
     _need_sbatch(env)
     base = check_name(header.get("name"))
-    argv = header.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise fsops.OpError("badargv", "argv must be a non-empty list of strings")
+    argv = record_module.check_argv(header.get("argv"))
     options = header.get("options") or []
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise fsops.OpError("badargv", "sbatch options must be a list of strings")
@@ -187,50 +184,27 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     after = [check_name(dep) for dep in header.get("after") or []]
     dep_ids, failed = _dependencies(after, scoped_reader(root))
     project = check_name(header.get("project") or "project")
-    snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + base
-    snap = os.path.join(snapshots_dir(), project, snap_id)
     job_env = start.check_env(header.get("env"))
-    taken = take_snapshot(root, snap, header, payload)
-    cwd_rel = header.get("cwd") or ""
-    cwd = os.path.join(snap, fsops.check_rel(cwd_rel)) if cwd_rel not in ("", ".") else snap
+    cwd_rel = record_module.check_cwd(header.get("cwd"))
+    snap = record_module.new_snapshot(root, project, base, header, payload)
+    cwd = snap.cwd(cwd_rel)
     os.makedirs(slurm_dir(), mode=0o700, exist_ok=True)
     os.makedirs(jobs_dir(), mode=0o700, exist_ok=True)
     records = []
     remote = provenance.remote(header)
     for index, name in enumerate(names):
-        record: Dict[str, Any] = dict(header.get("provenance") or {})
-        record.update(remote)
-        record.update(
-            {
-                "name": name,
-                "key": job_key(name, root),
-                "scheduler": "slurm",
-                "argv": argv,
-                "cwd": cwd,
-                "root": root,
-                "project": project,
-                "snapshot": snap,
-                "snapshot_id": snap_id,
-                **taken,
-                "gpus": header.get("gpus"),
-                "gpu_count": header.get("gpu_count"),
-                "log": os.path.join(logs_dir(), job_key(name, root) + ".log"),
-                "slurm_out": os.path.join(slurm_dir(), job_key(name, root) + ".out"),
-                "slurm_after": after,
-                "created": time.time(),
-                "state": "starting",
-                "started": None,
-                "ended": None,
-                "exit_code": None,
-                "reason": None,
-                "pid": None,
-                "python": header.get("python") or record.get("python"),
-                "array_index": None if array is None else index,
-                "array_base": None if array is None else base,
-                "env": job_env,
-            }
+        own = {
+            "scheduler": SCHEDULER,
+            "gpu_count": header.get("gpu_count"),
+            "slurm_out": os.path.join(slurm_dir(), job_key(name, root) + ".out"),
+            "slurm_after": after,
+            "array_index": None if array is None else index,
+            "array_base": None if array is None else base,
+        }
+        record = record_module.new_record(
+            header, name, root, project, argv, cwd, snap, job_env, own
         )
-        record.update(start.interpreter_fields())
+        record.update(remote)
         records.append(record)
     if failed is not None:
         for record in records:
@@ -288,7 +262,7 @@ def _slurm_records(root: Optional[str]) -> List[Dict[str, Any]]:
         if entry.endswith(".json"):
             record = read_record(entry[:-5])
             mine = root is None or (record or {}).get("root") == root
-            if record and record.get("scheduler") == "slurm" and mine:
+            if record and record.get("scheduler") == SCHEDULER and mine:
                 out.append(provenance.light(record))
     return out
 
@@ -355,7 +329,7 @@ def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
 def _need(header: Dict[str, Any]) -> Dict[str, Any]:
     """The Slurm job a request names (its name, in its root's project)."""
     record = read_record(job_key(header.get("name"), header.get("root")))
-    if record is None or record.get("scheduler") != "slurm":
+    if record is None or record.get("scheduler") != SCHEDULER:
         raise fsops.OpError("nojob", "no job named %r" % header.get("name"))
     return record
 
@@ -431,6 +405,22 @@ def partitions(header: Dict[str, Any], payload: bytes) -> Answer:
                 }
             )
     return {"partitions": rows}, b""
+
+
+def state_now(record: Dict[str, Any], header: Dict[str, Any], cache: Dict[str, Any]) -> str:
+    """The job's state: from its record once ended, else from what Slurm says (added to
+    the record as `slurm`, which the client maps)."""
+    if record.get("ended") is not None:
+        return "cancelled" if record.get("exit_code") is None else "exited"
+    annotate([record], _env(header))
+    return "running" if not _over(record) else "lost"
+
+
+def stop(named: Dict[str, Any], header: Dict[str, Any], grace: float) -> Dict[str, Any]:
+    """scancel the named job (name, root) and wait a while; its record ({} if none)."""
+    conf = {"slurm_conf": header["slurm_conf"]} if header.get("slurm_conf") else {}
+    answer = job_kill(dict(named, wait=10.0, **conf), b"")[0]
+    return answer["records"][0] if answer.get("records") else {}
 
 
 def register(agent: Any) -> None:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tether.jobs.model import JobRecord
+
 
 def console(stderr: bool = False) -> Console:
     """A rich console on stdout (or stderr), imported lazily."""
@@ -122,3 +124,60 @@ def fitted_table(
     for row in cells:
         grid.add_row(*(row[i] for i in kept))
     out.print(grid)
+
+
+def jobs_table(records: list[JobRecord], target_count: int, projects: bool = False) -> None:
+    """Name, target, state, command, GPUs, start, duration, commit: columns are dropped
+    (commit first) to fit the terminal, never the name, which is never cut."""
+    import time
+
+    from tether.jobs.housekeeping import command_text
+
+    rows: list[tuple[str, ...]] = []
+    for job in records:
+        seconds = job.duration()
+        started = (
+            "" if job.started is None else time.strftime("%m-%d %H:%M", time.localtime(job.started))
+        )
+        rows.append(
+            (
+                job.name,
+                job.target,
+                job.state_text() + (f" ({job.reason})" if job.reason else ""),
+                command_text(job.argv),
+                job.gpus or "",
+                started,
+                "" if seconds is None else short_duration(seconds),
+                (job.commit or "")[:10],
+            )
+        )
+    gpus = any(job.gpus for job in records)
+    columns = [
+        Column("name"),
+        Column("target", drop=5 if target_count > 1 else 1),
+        Column("state", shrink=12),
+        Column("command", drop=7, shrink=12),
+        Column("gpus", drop=3 if gpus else 1),
+        Column("started", drop=6),
+        Column("duration", drop=4),
+        Column("commit", drop=2),
+    ]
+    if not gpus:  # an empty column says nothing
+        columns.pop(4)
+        rows = [row[:4] + row[5:] for row in rows]
+    if projects:  # --all: whose job it is (the project's remote directory), after the name
+        rows = [(row[0], records[i].root or "", *row[1:]) for i, row in enumerate(rows)]
+        columns.insert(1, Column("project", drop=5, shrink=12))
+    fitted_table(columns, rows, shrink_from=4)
+
+
+def short_duration(seconds: float) -> str:
+    """'45s', '12m05s', '3h02m', '2d03h'."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"

@@ -1,267 +1,140 @@
-"""The client side of jobs: provenance, start, list, find by name, logs, kill."""
+"""The tmux job backend: jobs in detached tmux sessions on a plain host, through the
+agent's job_* ops (tether.agent.jobs). Chosen by tether.jobs.backend.backend_for."""
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
-from collections.abc import Callable
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-from tether.config import Config, SyncRules, Target
-from tether.errors import JobError, UsageError
+from tether.config import Config, Target
+from tether.jobs.launch import (
+    Restart,
+    RunSpec,
+    Sink,
+    copy_log,
+    job_fields,
+    listing_options,
+    newest_first,
+    next_name,
+    request,
+    show_job,
+    synced_paths,
+)
 from tether.jobs.model import JobRecord
-from tether.jobs.tmux import socket_name
-from tether.transport.channel import AgentChannel, AgentError
+from tether.jobs.tmux import attach_argv, socket_name
+from tether.transport.channel import AgentChannel
 
-DIFF_LIMIT = 1 << 20
 POLL_S = 0.3
 
 
-def provenance(
-    root: Path, cwd: Path | None = None, rules: SyncRules | None = None
-) -> dict[str, Any]:
-    """Git commit and uncommitted diff of the local project (untracked files that a push
-    sends included: small ones in the diff, every one by size and sha256), the local cwd
-    and python. The remote half (interpreter, packages) is taken by the agent."""
-    from tether.jobs import untracked
+class TmuxBackend:
+    """A target whose jobs run in tmux: start, list, log, kill, restart, show, attach."""
 
-    commit = _git(root, ["rev-parse", "HEAD"]).strip() or None
-    files: list[dict[str, Any]] = []
-    diff = ""
-    if commit:
-        pushed = untracked.pushed_untracked(root, rules or SyncRules())
-        files, small = untracked.describe(root, pushed)
-        diff = untracked.diff_with(root, small) or ""
-    if len(diff) > DIFF_LIMIT:
-        diff = diff[:DIFF_LIMIT] + "\n[tether: diff truncated at 1 MB]\n"
-    here = (cwd or Path.cwd()).resolve()
-    return {
-        "commit": commit,
-        "dirty_diff": diff or None,
-        "untracked": files,
-        "local_cwd": str(here),
-        "local_python": sys.version.split()[0],
-    }
+    def __init__(self, target: Target) -> None:
+        self.target = target
 
+    def record(self, data: dict[str, Any]) -> JobRecord:
+        """A job as the agent reports it (the agent derives its state from tmux)."""
+        return JobRecord.from_agent(self.target.name, self.target.host, data)
 
-def _git(root: Path, args: list[str]) -> str:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout if done.returncode == 0 else ""
+    async def run(self, channel: AgentChannel, config: Config, spec: RunSpec) -> list[JobRecord]:
+        """Start the job (each task of an array: the later ones share the first's
+        snapshot) in the project's env, built first where the agent lacks it."""
+        from tether.envs.client import in_env
 
+        common: dict[str, Any] = {
+            "argv": spec.argv,
+            "cwd": spec.cwd,
+            "gpus": spec.pinned,
+            "gpu_count": spec.gpu_count or None,
+            "after": list(spec.after) or None,
+            "notify": spec.notify,
+            "notify_timeout": spec.notify_timeout,
+            "env": spec.env or None,
+            "env_spec": spec.env_spec.wire(False) if spec.env_spec is not None else None,
+        }
+        records = []
+        for index, task in enumerate(spec.names):
+            fields = dict(common, name=task)
+            if spec.array is not None:
+                fields.update(array_index=index, snapshot_of=spec.names[0] if index else None)
+            start = partial(self._start, channel, config, spec.info, fields)
+            records.append(await in_env(channel, self.target, spec.env_spec, spec.build_env, start))
+        return records
 
-def relative_cwd(root: Path, cwd: Path | None = None) -> str:
-    """The working directory relative to the project root ('' at the root or outside)."""
-    here = (cwd or Path.cwd()).resolve()
-    try:
-        rel = here.relative_to(root.resolve())
-    except ValueError:
-        return ""
-    text = rel.as_posix()
-    return "" if text == "." else text
+    async def restart(self, channel: AgentChannel, config: Config, again: Restart) -> JobRecord:
+        """Start job `again.name` again as NAME-2 (-3, ...): its argv, GPUs and snapshot,
+        or with fresh, a new snapshot with again's provenance and env."""
+        from tether.envs.client import in_env
 
+        taken = {job.name for job in await self.jobs(channel, project_only=True)}
+        spec = again.env_spec
+        fields: dict[str, Any] = {
+            "name": next_name(again.name, taken),
+            "argv": ["restart"],  # the agent copies the earlier job's
+            "cwd": "",
+            "restart_of": again.name,
+            "fresh": again.fresh or None,
+            "env_spec": spec.wire(False) if spec is not None else None,
+        }
+        start = partial(self._start, channel, config, again.info, fields)
+        return await in_env(channel, self.target, spec, True, start)
 
-def _raise_job(error: AgentError, name: str, target: Target) -> None:
-    if error.kind == "exists":
-        raise JobError(
-            f"a job named {name!r} already exists on {target.name}",
-            "",
-            "pick another --name (or leave it out for a generated one)",
-        ) from None
-    if error.kind == "nojob":
-        raise JobError(f"no job named {name!r} on {target.name}", "", "see `tether jobs`") from None
-    if error.kind == "notmux":
-        raise JobError(
-            f"tmux is not installed on {target.host}",
-            "",
-            "install it there (e.g. `sudo apt-get install tmux`)",
-        ) from None
-    if error.kind == "nogpus":
-        raise JobError(f"{target.name}: {error.what}", "", "ask for fewer with --gpus N") from None
-    if error.kind == "nodep":
-        raise JobError(f"{target.name}: {error.what}", "", "see `tether jobs`") from None
-    if error.kind in ("cycle", "badafter"):
-        raise UsageError(f"{target.name}: {error.what}", "", "check the --after names") from None
-    if error.kind == "nocommand":
-        raise JobError(
-            error.what,
-            "",
-            "check the command (in a job, python and python3 are the target's python)",
-        ) from None
-    if error.kind == "badenv":
-        raise UsageError(f"{target.name}: {error.what}", "", "use --env NAME=VALUE") from None
-    if error.kind == "nosnapshot":
-        raise JobError(f"{target.name}: {error.what}", "", "use `tether restart --fresh`") from None
-    if error.kind == "noproject":
-        raise JobError(
-            f"no project directory {target.path} on {target.name}", "", "run `tether push` first"
-        ) from None
-    raise error
-
-
-async def start(
-    channel: AgentChannel,
-    config: Config,
-    target: Target,
-    name: str,
-    argv: list[str],
-    cwd: str,
-    gpus: str | None,
-    info: dict[str, Any],
-    gpu_count: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> JobRecord:
-    """job_start on one target; the record with its provenance.
-
-    extra carries the optional fields: after, notify, notify_timeout, array_index,
-    snapshot_of, restart_of (with fresh); an empty info with restart_of keeps the
-    earlier job's provenance.
-    """
-    if target.scheduler == "slurm":  # run submits through tether.jobs.slurm; restart: not yet
-        raise JobError(
-            f"{target.name} is a Slurm target: tether restart does not resubmit there yet",
-            "",
-            "run the command again with tether run",
-        )
-    prov = dict(info)
-    if prov:
-        remote_python = (await channel.ready()).get("python")
-        prov.update(target=target.name, host=target.host, remote_python=remote_python)
-    paths_data = synced_paths(config, target)  # empty: never pushed from here, take the tree
-    try:
-        answer, _ = await channel.request(
+    async def _start(
+        self, channel: AgentChannel, config: Config, info: dict[str, Any], fields: dict[str, Any]
+    ) -> JobRecord:
+        """job_start with fields (name, argv, cwd and the optional ones: None leaves one
+        out) and what every new job carries; the record with its provenance (an empty
+        info with restart_of keeps the earlier job's)."""
+        paths_data = synced_paths(config, self.target)
+        answer, _ = await request(
+            channel,
+            self.target,
             "job_start",
             paths_data,
             paths=bool(paths_data),
-            name=name,
-            root=target.path,
-            project=_project_name(config),
-            argv=argv,
-            cwd=cwd,
-            gpus=gpus,
-            gpu_count=gpu_count or None,
-            results=list(config.sync.results),
             socket=socket_name(),
-            provenance=prov,
-            **{key: value for key, value in (extra or {}).items() if value is not None},
+            **await job_fields(channel, config, self.target, info),
+            **{key: value for key, value in fields.items() if value is not None},
         )
-    except AgentError as error:
-        _raise_job(error, name, target)
-        raise
-    return JobRecord.from_agent(target.name, target.host, answer["record"])
+        return self.record(answer["record"])
 
-
-def synced_paths(config: Config, target: Target) -> bytes:
-    """What sync owns in the target's tree (the last push's base), NUL-separated: the
-    snapshot holds exactly that (a .venv or data made on the remote stays out)."""
-    from tether.sync.state import Base, base_file
-
-    base = Base.load(base_file(config.root, target.name, target.path))
-    return "\0".join(sorted(base.entries)).encode("utf-8", "surrogateescape")
-
-
-def _project_name(config: Config) -> str:
-    import re
-
-    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", config.root.name).lstrip("_-") or "project"
-    return cleaned[:64]
-
-
-WEEK_S = 7 * 24 * 3600.0
-
-
-async def list_jobs(
-    target: Target, channel: AgentChannel, project_only: bool = False, show_all: bool = True
-) -> list[JobRecord]:
-    """Jobs the agent on this target knows: all of them, or this project's (the target's
-    remote directory), without those that ended over a week ago unless show_all."""
-    import time
-
-    options: dict[str, Any] = {}
-    if project_only:
-        options["root"] = target.path
-    if not show_all:
-        options["since"] = time.time() - WEEK_S
-    if target.scheduler == "slurm":
-        from tether.jobs import slurm
-
-        jobs = await slurm.list_jobs(target, channel, options)
-    else:
+    async def jobs(
+        self, channel: AgentChannel, project_only: bool = False, show_all: bool = True
+    ) -> list[JobRecord]:
+        """Jobs the agent on this target knows, newest first (listing_options)."""
+        options = listing_options(self.target, project_only, show_all)
         answer, _ = await channel.request("job_list", **options)
-        jobs = [JobRecord.from_agent(target.name, target.host, data) for data in answer["jobs"]]
-    jobs.sort(key=lambda job: -(job.created or job.started or 0.0))
-    return jobs
+        return newest_first([self.record(data) for data in answer["jobs"]])
 
+    async def follow(
+        self, channel: AgentChannel, name: str, write: Sink, keep: bool, start: int = 0
+    ) -> dict[str, Any]:
+        """Copy the job's log from byte `start` to write(); with keep, until the job ended."""
 
-async def locate(targets: list[Target], name: str) -> tuple[Target, JobRecord]:
-    """The one target (of targets) where this project's job called name exists, and the
-    job as `jobs` shows it (one listing per target); clear errors otherwise."""
-    from tether.sync.targets import each_target
+        async def read(offset: int) -> tuple[dict[str, Any], bytes]:
+            fields = {"name": name, "root": self.target.path, "offset": offset}
+            return await request(channel, self.target, "job_log", b"", **fields)
 
-    async def find(target: Target, channel: AgentChannel) -> JobRecord | None:
-        jobs = await list_jobs(target, channel, project_only=True)
-        return next((job for job in jobs if job.name == name), None)
+        return await copy_log(read, write, keep, start, POLL_S)
 
-    jobs = await each_target(targets, find)
-    hits = [(t, job) for t, job in zip(targets, jobs, strict=True) if job is not None]
-    found = [t for t, _ in hits]
-    if not found:
-        where = ", ".join(target.name for target in targets)
-        raise JobError(f"no job named {name!r}", f"looked on {where}", "see `tether jobs`")
-    if len(found) > 1:
-        where = ", ".join(target.name for target in found)
-        raise UsageError(f"job {name!r} runs on several targets ({where})", "", "pass --on TARGET")
-    return hits[0]
+    async def kill(self, channel: AgentChannel, name: str, grace: float) -> JobRecord:
+        """SIGINT, SIGTERM, SIGKILL with grace periods; the record once the end is written."""
+        fields = {"name": name, "root": self.target.path, "grace": grace}
+        answer, _ = await request(channel, self.target, "job_kill", b"", **fields)
+        return self.record(answer["record"])
 
+    async def show(self, channel: AgentChannel, name: str) -> dict[str, Any]:
+        """The job's whole record with its state now (`tether show`)."""
+        return await show_job(self.target, channel, name, self.record)
 
-async def follow(
-    channel: AgentChannel,
-    target: Target,
-    name: str,
-    write: Callable[[bytes], None],
-    keep_following: bool,
-    start: int = 0,
-) -> dict[str, Any]:
-    """Copy the job's log from byte `start` to write(); with keep_following, until the job
-    ended."""
-    if target.scheduler == "slurm":
-        from tether.jobs import slurm
+    async def status(self, channel: AgentChannel) -> dict[str, Any]:
+        """What tmux adds to `tether status`: nothing (the agent's status says it all)."""
+        return {}
 
-        return await slurm.follow(channel, target, name, write, keep_following, start)
-    offset = start
-    while True:
-        try:
-            header, data = await channel.request(
-                "job_log", name=name, root=target.path, offset=offset
-            )
-        except AgentError as error:
-            _raise_job(error, name, target)
-            raise
-        if data:
-            write(data)
-            offset += len(data)
-        if offset < int(header["size"]):
-            continue
-        if not keep_following or header["state"] not in ("running", "queued"):
-            return header
-        await asyncio.sleep(POLL_S)
+    def attach_argv(self, job: JobRecord) -> list[str]:
+        """The job's tmux session (named by its key on the host) through ssh -t."""
+        from tether.transport.ssh import interactive_argv
 
-
-async def kill(channel: AgentChannel, target: Target, name: str, grace: float) -> JobRecord:
-    """SIGINT, SIGTERM, SIGKILL with grace periods; the record once the end is written."""
-    if target.scheduler == "slurm":
-        from tether.jobs import slurm
-
-        return await slurm.kill(channel, target, name)
-    try:
-        answer, _ = await channel.request("job_kill", name=name, root=target.path, grace=grace)
-    except AgentError as error:
-        _raise_job(error, name, target)
-        raise
-    return JobRecord.from_agent(target.name, target.host, answer["record"])
+        key = str(job.raw.get("key") or job.name)
+        return interactive_argv(self.target.host, attach_argv(key, job.socket))

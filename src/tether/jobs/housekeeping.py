@@ -1,4 +1,4 @@
-"""Client side of housekeeping: rm, prune, show, and what `host clean` must stop first.
+"""Client side of housekeeping: rm, prune, the show text, and what `host clean` must stop first.
 
 Pure helpers (durations, byte counts, the show text) are unit-tested; the requests go to
 the agent's ops in tether.agent.housekeeping.
@@ -12,9 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.config import Target
-from tether.errors import JobError, UsageError
-from tether.jobs.model import JobRecord, _iso
-from tether.transport.channel import AgentChannel, AgentError
+from tether.errors import UsageError
+from tether.transport.channel import AgentChannel
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -68,33 +67,6 @@ async def prune(
         "jobs": list(answer["jobs"]),
         "bytes": int(answer["bytes"]),
     }
-
-
-async def show(target: Target, channel: AgentChannel, name: str) -> dict[str, Any]:
-    """One job's whole record with its state now, in the shape of `show --json`."""
-    try:
-        answer, _ = await channel.request("job_show", name=name, root=target.path)
-    except AgentError as error:
-        if error.kind == "nojob":
-            raise JobError(
-                f"no job named {name!r} on {target.name}", "", "see `tether jobs`"
-            ) from None
-        raise
-    data = dict(answer["record"])
-    if data.get("scheduler") == "slurm":
-        from tether.jobs.slurm import to_job
-
-        job = to_job(target, data, {})
-    else:
-        job = JobRecord.from_agent(target.name, target.host, data)
-    out = {key: value for key, value in data.items() if key not in ("slurm",)}
-    out.update(job.to_json())
-    out.update(
-        created=_iso(data.get("created")),
-        duration=job.duration(),
-        record_file=answer.get("record_file"),
-    )
-    return out
 
 
 # ---- words --------------------------------------------------------------------------

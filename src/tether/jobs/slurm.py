@@ -1,5 +1,5 @@
-"""Slurm targets, client side: sbatch options (pure), Slurm state -> tether state (pure),
-and the requests to the agent's slurm_* ops (tether.agent.slurm).
+"""The Slurm job backend: sbatch options (pure), Slurm state -> tether state (pure), and
+SlurmBackend, the requests to the agent's slurm_* ops (tether.agent.slurm).
 
 The exit code comes from tether's own wrapper record (right without accounting); Slurm's
 state, reason and the job's output file explain everything else. An out-of-memory kill is
@@ -8,14 +8,14 @@ never a success, whichever way the cluster enforces memory (DESIGN section 10).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
-from collections.abc import Callable
 from typing import Any
 
 from tether.config import Config, Target
 from tether.errors import JobError, UsageError
+from tether.jobs import launch
+from tether.jobs.launch import Restart, RunSpec, Sink
 from tether.jobs.model import JobRecord
 from tether.transport.channel import AgentChannel, AgentError
 
@@ -170,130 +170,109 @@ def to_jobs(target: Target, records: list[dict[str, Any]]) -> list[JobRecord]:
     return [to_job(target, data, by_name) for data in records]
 
 
-# ---- requests -------------------------------------------------------------------------
+# ---- the backend ---------------------------------------------------------------------
 
 
-def _raise(error: AgentError, name: str, target: Target) -> None:
-    if error.kind == "nosbatch":
-        raise JobError(
-            f"{target.name} is a Slurm target but {error.what} on {target.host}",
-            "",
-            "install Slurm's client commands there or put them on the PATH",
-        ) from None
-    if error.kind in ("sbatch", "scancel", "sinfo"):
-        raise JobError(f"{target.name}: {error.what}", "", "") from None
-    from tether.jobs.client import _raise_job
+class SlurmBackend:
+    """A target whose jobs Slurm runs: sbatch, squeue/sacct, the output file, scancel."""
 
-    _raise_job(error, name, target)
+    def __init__(self, target: Target) -> None:
+        self.target = target
 
+    def record(self, data: dict[str, Any]) -> JobRecord:
+        """A job as the agent reports it, its state mapped from Slurm's."""
+        return to_job(self.target, data, {})
 
-async def submit(
-    channel: AgentChannel,
-    config: Config,
-    target: Target,
-    name: str,
-    argv: list[str],
-    cwd: str,
-    info: dict[str, Any],
-    gpus: int = 0,
-    after: list[str] | None = None,
-    array: int | None = None,
-    env: dict[str, str] | None = None,
-) -> list[JobRecord]:
-    """Snapshot and sbatch on a Slurm target; the records (one per array task)."""
-    from tether.jobs.client import _project_name, synced_paths
-
-    prov = dict(info)
-    if prov:
-        remote_python = (await channel.ready()).get("python")
-        prov.update(target=target.name, host=target.host, remote_python=remote_python)
-    paths_data = synced_paths(config, target)  # empty: never pushed from here, take the tree
-    try:
-        answer, _ = await channel.request(
+    async def run(self, channel: AgentChannel, config: Config, spec: RunSpec) -> list[JobRecord]:
+        """Snapshot and sbatch; the records (one per array task). Slurm assigns GPUs: a
+        pinned --gpus is refused."""
+        refuse_pinned(spec.pinned, self.target)
+        paths_data = launch.synced_paths(config, self.target)
+        answer, _ = await launch.request(
+            channel,
+            self.target,
             "slurm_submit",
             paths_data,
             paths=bool(paths_data),
-            name=name,
-            root=target.path,
-            project=_project_name(config),
-            argv=argv,
-            cwd=cwd,
-            results=list(config.sync.results),
-            provenance=prov,
-            env=env or None,
-            after=list(after or []),
-            array=array,
-            gpu_count=gpus or None,
-            options=sbatch_options(name, target.slurm, gpus, array),
+            name=spec.name,
+            argv=spec.argv,
+            cwd=spec.cwd,
+            env=spec.env or None,
+            after=list(spec.after),
+            array=spec.array,
+            gpu_count=spec.gpu_count or None,
+            options=sbatch_options(spec.name, self.target.slurm, spec.gpu_count, spec.array),
             slurm_conf=conf_override(),
+            **await launch.job_fields(channel, config, self.target, spec.info),
         )
-    except AgentError as error:
-        _raise(error, name, target)
-        raise
-    records = list(answer["records"])
-    jobs = []
-    for data in records:
-        job = JobRecord.from_agent(target.name, target.host, data)
-        if data.get("ended") is not None:
-            job.state, job.exit_code, job.reason = "cancelled", None, data.get("reason")
-        else:
-            job.state, job.reason = "queued", f"Slurm job {data.get('slurm_id')}"
-        jobs.append(job)
-    return jobs
+        jobs = []
+        for data in answer["records"]:
+            job = JobRecord.from_agent(self.target.name, self.target.host, data)
+            if data.get("ended") is not None:
+                job.state, job.exit_code, job.reason = "cancelled", None, data.get("reason")
+            else:
+                job.state, job.reason = "queued", f"Slurm job {data.get('slurm_id')}"
+            jobs.append(job)
+        return jobs
 
-
-async def list_jobs(
-    target: Target, channel: AgentChannel, options: dict[str, Any]
-) -> list[JobRecord]:
-    answer, _ = await channel.request("slurm_list", slurm_conf=conf_override(), **options)
-    return to_jobs(target, list(answer["jobs"]))
-
-
-async def follow(
-    channel: AgentChannel,
-    target: Target,
-    name: str,
-    write: Callable[[bytes], None],
-    keep_following: bool,
-    start: int = 0,
-) -> dict[str, Any]:
-    """Copy the job's Slurm output file from byte `start` to write(); with
-    keep_following, until it ended."""
-    offset = start
-    while True:
-        try:
-            header, data = await channel.request(
-                "slurm_log",
-                name=name,
-                root=target.path,
-                offset=offset,
-                slurm_conf=conf_override(),
-            )
-        except AgentError as error:
-            _raise(error, name, target)
-            raise
-        if data:
-            write(data)
-            offset += len(data)
-        if offset < int(header["size"]):
-            continue
-        state, code, reason = map_state(header["record"])
-        if not keep_following or state not in ("running", "queued"):
-            return {"state": state, "exit_code": code, "reason": reason, "size": header["size"]}
-        await asyncio.sleep(POLL_S)
-
-
-async def kill(channel: AgentChannel, target: Target, name: str) -> JobRecord:
-    """scancel (an array: every task); the job's record once Slurm let it go."""
-    try:
-        answer, _ = await channel.request(
-            "slurm_kill", name=name, root=target.path, slurm_conf=conf_override()
+    async def restart(self, channel: AgentChannel, config: Config, again: Restart) -> JobRecord:
+        """Not on Slurm yet: one clear error."""
+        raise JobError(
+            f"{self.target.name} is a Slurm target: tether restart does not resubmit there yet",
+            "",
+            "run the command again with tether run",
         )
-    except AgentError as error:
-        _raise(error, name, target)
-        raise
-    jobs = to_jobs(target, list(answer["records"]))
-    return next((job for job in jobs if job.name == name), jobs[0])
+
+    async def jobs(
+        self, channel: AgentChannel, project_only: bool = False, show_all: bool = True
+    ) -> list[JobRecord]:
+        """The Slurm jobs tether submitted here, newest first, each with Slurm's view."""
+        options = launch.listing_options(self.target, project_only, show_all)
+        answer, _ = await channel.request("slurm_list", slurm_conf=conf_override(), **options)
+        return launch.newest_first(to_jobs(self.target, list(answer["jobs"])))
+
+    async def follow(
+        self, channel: AgentChannel, name: str, write: Sink, keep: bool, start: int = 0
+    ) -> dict[str, Any]:
+        """Copy the job's Slurm output file from byte `start` to write(); with keep, until
+        it ended."""
+
+        async def read(offset: int) -> tuple[dict[str, Any], bytes]:
+            header, data = await self._about(channel, "slurm_log", name, offset=offset)
+            state, code, reason = map_state(header["record"])
+            mapped = {"state": state, "exit_code": code, "reason": reason, "size": header["size"]}
+            return mapped, data
+
+        return await launch.copy_log(read, write, keep, start, POLL_S)
+
+    async def kill(self, channel: AgentChannel, name: str, grace: float) -> JobRecord:
+        """scancel (an array: every task); the job's record once Slurm let it go."""
+        answer, _ = await self._about(channel, "slurm_kill", name)
+        jobs = to_jobs(self.target, list(answer["records"]))
+        return next((job for job in jobs if job.name == name), jobs[0])
+
+    async def _about(
+        self, channel: AgentChannel, op: str, name: str, **fields: Any
+    ) -> tuple[dict[str, Any], bytes]:
+        """One slurm_* request about this project's job `name`."""
+        fields.update(name=name, root=self.target.path, slurm_conf=conf_override())
+        return await launch.request(channel, self.target, op, b"", **fields)
+
+    async def show(self, channel: AgentChannel, name: str) -> dict[str, Any]:
+        """The job's whole record with its state as Slurm sees it (`tether show`)."""
+        return await launch.show_job(self.target, channel, name, self.record)
+
+    async def status(self, channel: AgentChannel) -> dict[str, Any]:
+        """What Slurm adds to `tether status`: the partitions (or why they are unknown)."""
+        return {"partitions": await partitions(channel)}
+
+    def attach_argv(self, job: JobRecord) -> list[str]:
+        """Slurm jobs have no tmux session: one clear error."""
+        raise JobError(
+            f"{job.name} on {self.target.name} is a Slurm job",
+            "it runs without a tmux session to attach to",
+            f"follow its output with `tether logs {job.name} -f`",
+        )
 
 
 async def partitions(channel: AgentChannel) -> list[dict[str, Any]] | str:

@@ -9,6 +9,7 @@ from typing import Any
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 from tether.errors import TetherError
+from tether.jobs.backend import backend_for
 from tether.sync.targets import open_channel
 
 
@@ -34,10 +35,7 @@ async def target_status(target: Target, spec: EnvSpec | None = None) -> dict[str
         if spec is not None:
             built = env[0][0]["state"] == "ready"
             answer["env"] = {"spec": spec.source, "digest": env[0][0]["digest"], "built": built}
-        if target.scheduler == "slurm":
-            from tether.jobs.slurm import partitions
-
-            answer["partitions"] = await partitions(channel)
+        answer.update(await backend_for(target).status(channel))
     except (TetherError, OSError) as error:
         entry.update(reachable=False, error=_line(error))
         return entry

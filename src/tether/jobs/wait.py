@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from tether.config import Target
 from tether.errors import ConnectionLost, HostError, JobError, is_transient
-from tether.jobs.client import list_jobs
+from tether.jobs.backend import backend_for
 from tether.jobs.model import JobRecord
 from tether.transport.channel import AgentChannel
 
@@ -45,6 +45,7 @@ class Waiter:
 
     def __init__(self, target: Target, poll: float = POLL_S) -> None:
         self.target = target
+        self.backend = backend_for(target)
         self.channel: AgentChannel | None = None
         self.poll = poll
         self.drops = 0
@@ -62,7 +63,7 @@ class Waiter:
                 if self.channel is None or not self.channel.alive:
                     await self.close()
                     self.channel = await self._open()
-                listing = list_jobs(self.target, self.channel, project_only=True)
+                listing = self.backend.jobs(self.channel, project_only=True)
                 return await asyncio.wait_for(listing, LIST_TIMEOUT_S)
             except (ConnectionLost, HostError, OSError, asyncio.TimeoutError) as error:
                 if not is_transient(error):

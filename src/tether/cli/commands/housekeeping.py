@@ -57,11 +57,11 @@ def _find(targets: list[Target], names: list[str]) -> dict[str, list[Target]]:
     """name -> the targets where this project has a job of that name."""
     import asyncio
 
-    from tether.jobs.client import list_jobs
+    from tether.jobs.backend import backend_for
     from tether.sync.targets import each_target
 
     async def ask(target: Target, channel: AgentChannel) -> set[str]:
-        return {job.name for job in await list_jobs(target, channel, project_only=True)}
+        return {job.name for job in await backend_for(target).jobs(channel, project_only=True)}
 
     found = asyncio.run(each_target(targets, ask))
     return {
@@ -86,23 +86,16 @@ def show(
     import sys
 
     from tether.cli.render import print_json
-    from tether.errors import JobError, UsageError
     from tether.jobs import housekeeping
+    from tether.jobs.backend import backend_for, locate
     from tether.sync.targets import each_target
 
-    targets = _targets([on] if on else None)
-    where = _find(targets, [name])[name]
-    if not where:
-        looked = ", ".join(target.name for target in targets)
-        raise JobError(f"no job named {name!r}", f"looked on {looked}", "see `tether jobs`")
-    if len(where) > 1:
-        several = ", ".join(target.name for target in where)
-        raise UsageError(f"job {name!r} exists on several targets ({several})", "", "pass --on")
+    target, _ = asyncio.run(locate(_targets([on] if on else None), name))
 
     async def ask(target: Target, channel: AgentChannel) -> dict[str, Any]:
-        return await housekeeping.show(target, channel, name)
+        return await backend_for(target).show(channel, name)
 
-    [info] = asyncio.run(each_target(where, ask))
+    [info] = asyncio.run(each_target([target], ask))
     if as_json:
         print_json(info)
         return

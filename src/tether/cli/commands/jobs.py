@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from tether.config import Config, Target
+    from tether.jobs.backend import JobBackend
     from tether.jobs.model import JobRecord
     from tether.transport.channel import AgentChannel
+
+T = TypeVar("T")
 
 RUN_HELP = """Push, snapshot the remote tree and start CMD in tmux on the target(s).
 
@@ -103,13 +106,12 @@ def run(
     """Start a job."""
     import asyncio
     import sys
-    from functools import partial
 
     from tether import config as config_module
     from tether.envs import spec as env_spec
-    from tether.envs.client import in_env
     from tether.errors import JobError, UsageError
-    from tether.jobs import client
+    from tether.jobs.backend import RunSpec, backend_for
+    from tether.jobs.launch import provenance, relative_cwd
     from tether.jobs.model import generate_name, parse_gpus
     from tether.jobs.tmux import valid_name
     from tether.sync.targets import each_target
@@ -132,42 +134,27 @@ def run(
     if not no_push:
         _push(config, targets)
     job_name = name or generate_name()
-    names = [job_name] if array is None else [f"{job_name}-{i}" for i in range(array)]
-    if not valid_name(names[-1]):
-        raise UsageError(f"bad job name {names[-1]!r}", "use up to 64 letters, digits, '_' and '-'")
-    info = client.provenance(config.root, rules=config.sync)
-    cwd = client.relative_cwd(config.root)
-    extra: dict[str, Any] = {"after": list(after) if after else None}
-    extra["notify"] = notify or config.notify
-    extra["notify_timeout"] = _notify_timeout()
-    extra["env"] = job_env or None
-    spec = env_spec.find(config)  # the job runs in the env of the project's spec, if any
-    extra["env_spec"] = spec.wire(False) if spec is not None else None
+    last = job_name if array is None else f"{job_name}-{array - 1}"
+    if not valid_name(last):
+        raise UsageError(f"bad job name {last!r}", "use up to 64 letters, digits, '_' and '-'")
+    spec = RunSpec(
+        name=job_name,
+        argv=list(command),
+        cwd=relative_cwd(config.root),
+        info=provenance(config.root, rules=config.sync),
+        pinned=pinned,
+        gpu_count=count,
+        after=list(after or []),
+        array=array,
+        env=job_env,
+        notify=notify or config.notify,
+        notify_timeout=_notify_timeout(),
+        env_spec=env_spec.find(config),  # the job runs in the env of the project's spec
+        build_env=not no_env_sync,
+    )
 
     async def start(target: Target, channel: AgentChannel) -> list[JobRecord]:
-        if target.scheduler == "slurm":
-            from tether.jobs import slurm
-
-            slurm.refuse_pinned(pinned, target)
-            return await slurm.submit(
-                channel, config, target, job_name, command, cwd, info, count, after, array, job_env
-            )
-        records = []
-        for index, task in enumerate(names):
-            more = dict(extra)
-            if array is not None:
-                more.update(array_index=index, snapshot_of=names[0] if index else None)
-            begin = partial(client.start, channel, config, target, task, command, cwd)
-            records.append(
-                await in_env(
-                    channel,
-                    target,
-                    spec,
-                    not no_env_sync,
-                    partial(begin, pinned, info, count, more),
-                )
-            )
-        return records
+        return await backend_for(target).run(channel, config, spec)
 
     started = [record for batch in asyncio.run(each_target(targets, start)) for record in batch]
     _report_started(started, count)
@@ -175,10 +162,10 @@ def run(
     if refused:
         first = refused[0]
         raise JobError(f"{first.name} on {first.target} was not started", first.reason or "")
-    if follow_log and len(targets) == 1 and len(names) == 1:
+    if follow_log and len(targets) == 1 and array is None:
         _follow(targets[0], job_name, True)
     else:
-        sys.stdout.write(f"follow it: tether logs {names[0]} -f\n")
+        sys.stdout.write(f"follow it: tether logs {spec.names[0]} -f\n")
 
 
 def parse_env(values: list[str]) -> dict[str, str]:
@@ -272,44 +259,20 @@ def restart(
     fresh: bool = typer.Option(False, "--fresh", help="Push and snapshot anew."),
 ) -> None:
     """Start a job again under a new name."""
-    import asyncio
-    from functools import partial
-
     from tether import config as config_module
-    from tether.envs.client import in_env
     from tether.envs.spec import find
-    from tether.jobs import client
-    from tether.sync.targets import open_channel
+    from tether.jobs.backend import Restart
+    from tether.jobs.launch import provenance
 
     config = config_module.load()
     target = _where(name, on)
     if fresh:
         _push(config, [target])
-    info = client.provenance(config.root, rules=config.sync) if fresh else {}
-
-    async def go() -> JobRecord:
-        channel = await open_channel(target)
-        try:
-            taken = {job.name for job in await client.list_jobs(target, channel, True)}
-            new_name = next_name(name, taken)
-            extra: dict[str, Any] = {"restart_of": name, "fresh": fresh or None}
-            spec = find(config) if fresh else None  # else the earlier job's env, as its code
-            extra["env_spec"] = spec.wire(False) if spec is not None else None
-            begin = partial(client.start, channel, config, target, new_name, ["restart"], "")
-            return await in_env(channel, target, spec, True, partial(begin, None, info, 0, extra))
-        finally:
-            await channel.close()
-
-    record = asyncio.run(go())
+    again = Restart(name, fresh)
+    if fresh:  # else the earlier job's provenance and env, as its code
+        again = Restart(name, True, provenance(config.root, rules=config.sync), find(config))
+    record = _on_target(target, lambda backend, channel: backend.restart(channel, config, again))
     _report_started([record], 0)
-
-
-def next_name(name: str, taken: set[str]) -> str:
-    """NAME-2, NAME-3, ...: the first not taken."""
-    number = 2
-    while f"{name}-{number}" in taken:
-        number += 1
-    return f"{name}-{number}"
 
 
 def jobs(
@@ -324,14 +287,14 @@ def jobs(
     from tether import config as config_module
     from tether import runtime
     from tether.cli.render import print_json
-    from tether.jobs import client
+    from tether.jobs.backend import backend_for
 
     config = config_module.load()
     targets = config.pick(on or [])
     here = runtime.of(ctx.obj)
 
     async def ask(target: Target, channel: AgentChannel) -> list[JobRecord]:
-        return await client.list_jobs(target, channel, project_only=not show_all, show_all=show_all)
+        return await backend_for(target).jobs(channel, not show_all, show_all)
 
     nested = here.run(here.each_target(targets, ask))
     records = [job for batch in nested for job in batch]
@@ -339,65 +302,9 @@ def jobs(
     if as_json:
         print_json([job.to_json() for job in records])
         return
-    _jobs_table(records, len(targets), projects=show_all)
+    from tether.cli.render import jobs_table
 
-
-def _jobs_table(records: list[JobRecord], target_count: int, projects: bool = False) -> None:
-    """Name, target, state, command, GPUs, start, duration, commit: columns are dropped
-    (commit first) to fit the terminal, never the name, which is never cut."""
-    import time
-
-    from tether.cli.render import Column, fitted_table
-    from tether.jobs.housekeeping import command_text
-
-    rows: list[tuple[str, ...]] = []
-    for job in records:
-        seconds = job.duration()
-        started = (
-            "" if job.started is None else time.strftime("%m-%d %H:%M", time.localtime(job.started))
-        )
-        rows.append(
-            (
-                job.name,
-                job.target,
-                job.state_text() + (f" ({job.reason})" if job.reason else ""),
-                command_text(job.argv),
-                job.gpus or "",
-                started,
-                "" if seconds is None else _short_duration(seconds),
-                (job.commit or "")[:10],
-            )
-        )
-    gpus = any(job.gpus for job in records)
-    columns = [
-        Column("name"),
-        Column("target", drop=5 if target_count > 1 else 1),
-        Column("state", shrink=12),
-        Column("command", drop=7, shrink=12),
-        Column("gpus", drop=3 if gpus else 1),
-        Column("started", drop=6),
-        Column("duration", drop=4),
-        Column("commit", drop=2),
-    ]
-    if not gpus:  # an empty column says nothing
-        columns.pop(4)
-        rows = [row[:4] + row[5:] for row in rows]
-    if projects:  # --all: whose job it is (the project's remote directory), after the name
-        rows = [(row[0], records[i].root or "", *row[1:]) for i, row in enumerate(rows)]
-        columns.insert(1, Column("project", drop=5, shrink=12))
-    fitted_table(columns, rows, shrink_from=4)
-
-
-def _short_duration(seconds: float) -> str:
-    """'45s', '12m05s', '3h02m', '2d03h'."""
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+    jobs_table(records, len(targets), projects=show_all)
 
 
 def logs(
@@ -417,15 +324,12 @@ def attach(
     """Attach to the job's tmux session."""
     import os
 
-    from tether.jobs.tmux import attach_argv
-    from tether.transport.ssh import interactive_argv
+    from tether.jobs.backend import backend_for
 
     target, job = _locate(name, on)
     if job.state not in ("running", "queued"):
         _say_ended(target, job)
-    # Its tmux session is named by the job's key on the host (project tag and name).
-    key, sock = str(job.raw.get("key") or name), job.socket
-    argv = interactive_argv(target.host, attach_argv(key, sock))
+    argv = backend_for(target).attach_argv(job)
     os.execvp(argv[0], argv)  # noqa: S606 - argv list, no shell
 
 
@@ -455,24 +359,29 @@ def kill(
     grace: float = typer.Option(5.0, "--grace", help="Seconds between signals."),
 ) -> None:
     """Stop a job."""
-    import asyncio
-
     from tether.cli.render import console
-    from tether.jobs import client
-    from tether.sync.targets import open_channel
 
     target = _where(name, on)
+    record = _on_target(target, lambda backend, channel: backend.kill(channel, name, grace))
+    reason = f" ({record.reason})" if record.reason else ""
+    console().print(f"{name} on {target.name}: {record.state_text()}{reason}")
 
-    async def go() -> JobRecord:
+
+def _on_target(target: Target, work: Callable[[JobBackend, AgentChannel], Awaitable[T]]) -> T:
+    """work(the target's job backend, a channel to the target), run to its end."""
+    import asyncio
+
+    from tether.jobs.backend import backend_for
+    from tether.sync.targets import open_channel
+
+    async def go() -> T:
         channel = await open_channel(target)
         try:
-            return await client.kill(channel, target, name, grace)
+            return await work(backend_for(target), channel)
         finally:
             await channel.close()
 
-    record = asyncio.run(go())
-    reason = f" ({record.reason})" if record.reason else ""
-    console().print(f"{name} on {target.name}: {record.state_text()}{reason}")
+    return asyncio.run(go())
 
 
 def _where(name: str, on: str | None) -> Target:
@@ -485,11 +394,11 @@ def _locate(name: str, on: str | None) -> tuple[Target, JobRecord]:
     import asyncio
 
     from tether import config as config_module
-    from tether.jobs import client
+    from tether.jobs.backend import locate
 
     config = config_module.load()
     targets = config.pick([on]) if on else list(config.targets.values())
-    return asyncio.run(client.locate(targets, name))
+    return asyncio.run(locate(targets, name))
 
 
 TAIL_LINES = 20
@@ -508,9 +417,10 @@ def _follow(
     import sys
 
     from tether.errors import TetherError, is_transient
-    from tether.jobs import client
+    from tether.jobs.backend import backend_for
     from tether.sync.targets import open_channel
 
+    backend = backend_for(target)
     printed = 0
 
     def write(data: bytes) -> None:
@@ -529,7 +439,7 @@ def _follow(
             try:
                 channel = await open_channel(target)
                 try:
-                    return await client.follow(channel, target, name, write, keep, printed)
+                    return await backend.follow(channel, name, write, keep, printed)
                 finally:
                     with contextlib.suppress(Exception):  # a dead channel may fail to close
                         await channel.close()
