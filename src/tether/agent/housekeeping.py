@@ -35,6 +35,7 @@ from .jobstore import (
     session_name,
     snapshots_dir,
 )
+from .wire import ErrorKind, Op
 
 Answer = Tuple[Dict[str, Any], bytes]
 ACTIVE = ("queued", "running", "starting")
@@ -290,7 +291,7 @@ def job_show(header: Dict[str, Any], payload: bytes) -> Answer:
     key = job_key(name, header.get("root"))
     record = read_record(key)
     if record is None or not _mine(record, header):
-        raise fsops.OpError("nojob", "no job named %r" % name)
+        raise fsops.OpError(ErrorKind.NOJOB, "no job named %r" % name)
     state = States(header).of(record)
     if record.get("scheduler") != "slurm":
         record["state"] = state
@@ -342,8 +343,8 @@ def _conf(header: Dict[str, Any]) -> Dict[str, Any]:
 
 def register(agent: Any) -> None:
     """Add the housekeeping ops to the agent."""
-    agent.handlers["job_rm"] = job_rm
-    agent.handlers["job_prune"] = job_prune
-    agent.handlers["disk_use"] = disk_use
-    agent.handlers["job_show"] = job_show
-    agent.handlers["host_busy"] = host_busy
+    agent.handlers[Op.JOB_RM.value] = job_rm
+    agent.handlers[Op.JOB_PRUNE.value] = job_prune
+    agent.handlers[Op.DISK_USE.value] = disk_use
+    agent.handlers[Op.JOB_SHOW.value] = job_show
+    agent.handlers[Op.HOST_BUSY.value] = host_busy
