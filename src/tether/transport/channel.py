@@ -222,15 +222,15 @@ class AgentChannel:
 
     def _frame(
         self, op: str | Request[Any], payload: bytes, fields: dict[str, Any]
-    ) -> tuple[str, int, bytes]:
-        """(op name, request id, frame bytes) of a request or of an op and its fields."""
+    ) -> tuple[int, bytes]:
+        """(request id, frame bytes) of a request, or of an op named by string and its fields."""
         if isinstance(op, Request):
             assert not payload and not fields, "a Request carries its own fields"
             header, payload = op.to_frame()
         else:
             header = {"op": op, **fields}
         self._next_id += 1
-        return header["op"], self._next_id, encode({"id": self._next_id, **header}, payload)
+        return self._next_id, encode({"id": self._next_id, **header}, payload)
 
     async def _write(self, data: bytes) -> None:
         if not self.alive:
@@ -250,21 +250,16 @@ class AgentChannel:
 
         Call `flush()` (or any awaited request) to push queued bytes to the agent.
         """
-        return self._submit(op, payload, fields)[1]
-
-    def _submit(
-        self, op: str | Request[Any], payload: bytes, fields: dict[str, Any]
-    ) -> tuple[str, asyncio.Future[Answer]]:
-        name, request_id, data = self._frame(op, payload, fields)
+        request_id, data = self._frame(op, payload, fields)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         if not self.alive:
             self._pending.pop(request_id)
             _fail(future, self.lost())
-            return name, future
+            return future
         assert self.process.stdin is not None
         self.process.stdin.write(data)
-        return name, future
+        return future
 
     async def flush(self) -> None:
         """Wait until queued requests are handed to ssh (back-pressure for big transfers)."""
@@ -277,14 +272,15 @@ class AgentChannel:
 
     async def request(self, op: str | Request[Any], payload: bytes = b"", **fields: Any) -> Answer:
         """`call` for an op named by its string (what is not converted yet): the raw answer."""
-        name, future = self._submit(op, payload, fields)
+        future = self.submit(op, payload, **fields)
         await self.flush()
         await self.ready()
-        return check(self.host, name, await future)
+        return check(self.host, op_name(op), await future)
 
     async def stream(self, op: str | Request[Any], **fields: Any) -> AsyncIterator[Answer]:
         """Send a request whose answer comes as several frames ("more": true until the last)."""
-        name, request_id, data = self._frame(op, b"", fields)
+        name = op_name(op)
+        request_id, data = self._frame(op, b"", fields)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = queue
         await self._write(data)
@@ -364,6 +360,11 @@ def _fail(future: asyncio.Future[Answer], error: Exception) -> None:
     if not future.done():
         future.set_exception(error)
         future.exception()
+
+
+def op_name(op: str | Request[Any]) -> str:
+    """The op's name on the wire."""
+    return op.OP.value if isinstance(op, Request) else op
 
 
 def refusal(host: str, op: str, header: dict[str, Any]) -> AgentError | None:
