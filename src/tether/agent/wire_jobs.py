@@ -16,7 +16,7 @@ Record = Dict[str, Any]
 # ---- jobs (agent/jobs.py) ---------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class JobStart(Request[Frame]):
     """Start a job in tmux on a snapshot of the project (payload: the synced paths)."""
 
@@ -46,7 +46,7 @@ class JobStart(Request[Frame]):
     payload: bytes = b""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class JobList(Request[Frame]):
     OP = Op.JOB_LIST
     root: Optional[str] = None
@@ -54,7 +54,7 @@ class JobList(Request[Frame]):
     full: Optional[bool] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class JobLog(Request[Frame]):
     """The job's log from offset (payload), at most limit bytes."""
 
@@ -65,7 +65,7 @@ class JobLog(Request[Frame]):
     limit: Optional[int] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class JobKill(Request[Frame]):
     OP = Op.JOB_KILL
     name: str
@@ -73,7 +73,7 @@ class JobKill(Request[Frame]):
     grace: Optional[float] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Status(Request[Frame]):
     """The host's load, GPUs and the jobs running (for `tether status`)."""
 
@@ -84,7 +84,7 @@ class Status(Request[Frame]):
 # ---- housekeeping (agent/housekeeping.py) ------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class JobRm(Request[Frame]):
     OP = Op.JOB_RM
     names: List[str]
@@ -92,7 +92,7 @@ class JobRm(Request[Frame]):
     dry_run: Optional[bool] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class JobPrune(Request[Frame]):
     OP = Op.JOB_PRUNE
     root: Optional[str] = None
@@ -100,20 +100,20 @@ class JobPrune(Request[Frame]):
     dry_run: Optional[bool] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class DiskUse(Request[Frame]):
     OP = Op.DISK_USE
     root: Optional[str] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class JobShow(Request[Frame]):
     OP = Op.JOB_SHOW
     name: str
     root: Optional[str] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class HostBusy(Request[Frame]):
     """What of tether's runs on the host (and, with stop, end it)."""
 
@@ -126,7 +126,7 @@ class HostBusy(Request[Frame]):
 # ---- kernels (agent/kernels.py) ----------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class KernelStart(Request[Frame]):
     """Start the kernel unless it runs (payload: the recorder's source)."""
 
@@ -142,31 +142,31 @@ class KernelStart(Request[Frame]):
     payload: bytes = b""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class KernelInfo(Request[Frame]):
     OP = Op.KERNEL_INFO
     name: str = "default"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class KernelList(Request[Frame]):
     OP = Op.KERNEL_LIST
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class KernelStop(Request[Frame]):
     OP = Op.KERNEL_STOP
     name: str = "default"
     grace: Optional[float] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class KernelInterrupt(Request[Frame]):
     OP = Op.KERNEL_INTERRUPT
     name: str = "default"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class KernelInstall(Request[Frame]):
     """`python -m pip install --user ipykernel` (the user said yes first)."""
 
@@ -174,7 +174,7 @@ class KernelInstall(Request[Frame]):
     python: Optional[List[str]] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class KernelCatchup(Request[Frame]):
     """The kernel's output recorded after message `after` (or since a date)."""
 
@@ -187,7 +187,7 @@ class KernelCatchup(Request[Frame]):
 # ---- Slurm (agent/slurm.py) --------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SlurmSubmit(Request[Frame]):
     """sbatch a job on a snapshot of the project (payload: the synced paths)."""
 
@@ -211,7 +211,7 @@ class SlurmSubmit(Request[Frame]):
     payload: bytes = b""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SlurmList(Request[Frame]):
     OP = Op.SLURM_LIST
     root: Optional[str] = None
@@ -219,7 +219,7 @@ class SlurmList(Request[Frame]):
     slurm_conf: Optional[str] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SlurmLog(Request[Frame]):
     OP = Op.SLURM_LOG
     name: str
@@ -229,7 +229,7 @@ class SlurmLog(Request[Frame]):
     slurm_conf: Optional[str] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SlurmKill(Request[Frame]):
     OP = Op.SLURM_KILL
     name: str
@@ -238,7 +238,7 @@ class SlurmKill(Request[Frame]):
     slurm_conf: Optional[str] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SlurmPartitions(Request[Frame]):
     OP = Op.SLURM_PARTITIONS
     slurm_conf: Optional[str] = None
@@ -247,7 +247,7 @@ class SlurmPartitions(Request[Frame]):
 # ---- envs (agent/envs.py) ----------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class EnvSync(Request[Frame]):
     """The env of a spec: its state, or (build, streamed) built where it is missing."""
 
@@ -258,14 +258,14 @@ class EnvSync(Request[Frame]):
     build: Optional[bool] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class EnvStatus(Request[Frame]):
     OP = Op.ENV_STATUS
     env_spec: Optional[Record] = None
     root: Optional[str] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class EnvPrune(Request[Frame]):
     OP = Op.ENV_PRUNE
     dry_run: Optional[bool] = None

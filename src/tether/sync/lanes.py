@@ -177,7 +177,17 @@ def _submit_chunk(
     entry = item.entry
     last = len(chunk) < CHUNK
     digest.update(chunk)
-    request = replace(put, offset=offset, last=last, mtime_ns=entry.mtime_ns, payload=chunk)
+    request = wire.Put(
+        put.root,
+        put.path,
+        expect=put.expect,
+        backup=put.backup,
+        mode=put.mode,
+        offset=offset,
+        last=last,
+        mtime_ns=entry.mtime_ns,
+        payload=chunk,
+    )
     if not last:
         lane.send("chunk", item.path, Entry(FILE), request)
         return False
