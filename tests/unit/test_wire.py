@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import io
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.harness.local_agent import with_agent
 from tether.agent import wire, wire_jobs
+from tether.agent.bundle import agent_zip
 from tether.agent.scan import ScanMemo
 from tether.agent.server import Agent
 from tether.agent.wire import TABLE, ErrorKind, Op, Put, Request
@@ -206,3 +208,9 @@ def test_a_usage_kind_exits_2(tmp_path: Path) -> None:
 
     bad = with_agent(body)
     assert bad.kind is ErrorKind.BADNAME and bad.exit_code == 2
+
+
+def test_the_catalogue_ships_in_the_agent_zipapp() -> None:
+    with zipfile.ZipFile(io.BytesIO(agent_zip()[0])) as archive:
+        names = set(archive.namelist())
+    assert {"tether_agent/wire.py", "tether_agent/wire_jobs.py"} <= names
