@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.test_console import kproject as kproject
 from tests.integration.test_console import listening
+from tether.agent.wire_jobs import KernelInfo, KernelStart
 
 pytestmark = pytest.mark.integration
 
@@ -161,11 +162,7 @@ def test_a_tcp_kernel_is_forwarded_to_a_local_unix_socket(kproject: Path, tether
     started = asyncio.run(
         remote.ask(
             target,
-            "kernel_start",
-            name=kernel,
-            root=target.path,
-            python=remote.python_argv(target),
-            transport="tcp",
+            KernelStart(kernel, target.path, python=remote.python_argv(target), transport="tcp"),
         )
     )
     assert started["connection"]["transport"] == "tcp"
@@ -196,7 +193,7 @@ def test_tcp_forwards_left_by_an_older_tether_are_cancelled(
     target = config.load().one(None)
     kernel = names.kernel_name(target, None)
     helper.stop(target, kernel)
-    conn = asyncio.run(remote.ask(target, "kernel_info", name=kernel))["connection"]
+    conn = asyncio.run(remote.ask(target, KernelInfo(kernel)))["connection"]
     channels = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
     held = [socket.create_server(("127.0.0.1", 0)) for _ in channels]
     ports = [sock.getsockname()[1] for sock in held]

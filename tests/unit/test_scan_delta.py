@@ -18,7 +18,7 @@ from tests.harness.local_agent import with_agent
 from tether.core.manifest import FILE, Entry, Manifest
 from tether.sync.session import remote_manifest
 from tether.sync.state import Base
-from tether.transport.channel import AgentChannel
+from tether.transport.channel import AgentChannel, op_name
 from tether.transport.local import LocalTransport
 
 SKIP = [".git", ".tether", "outputs"]
@@ -29,9 +29,9 @@ def spy_scans(channel: AgentChannel) -> list[dict[str, Any]]:
     answers: list[dict[str, Any]] = []
     request = channel.request
 
-    async def recording(op: str, payload: bytes = b"", **fields: Any) -> Any:
+    async def recording(op: Any, payload: bytes = b"", **fields: Any) -> Any:
         answer = await request(op, payload, **fields)
-        if op == "scan":
+        if op_name(op) == "scan":
             answers.append(answer[0])
         return answer
 

@@ -18,7 +18,7 @@ from tether.core.plan import Conflict, Plan, Upload
 from tether.sync import speculate
 from tether.sync.local import Scope
 from tether.sync.session import Pair, Report, push_pair
-from tether.transport.channel import AgentChannel
+from tether.transport.channel import AgentChannel, op_name
 
 
 def _project(tmp_path: Path) -> tuple[Pair, Path, Path]:
@@ -43,8 +43,9 @@ def _push_after(
         change(local, remote)
         submit = channel.submit
 
-        def logged(op: str, payload: bytes = b"", **fields: Any) -> Any:
-            future = submit(op, payload, **fields)
+        def logged(request: Any, payload: bytes = b"", **fields: Any) -> Any:
+            future = submit(request, payload, **fields)
+            op = op_name(request)
             events.append(("submit", op))
             if op == "scan":
                 future.add_done_callback(lambda _: events.append(("answer", "scan")))

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from . import gpus as gpu_queue
 from .fsops import OpError
+from .wire import ErrorKind
 
 NOTIFY_TIMEOUT_S = 30.0
 TAIL_LINES = 20
@@ -90,13 +91,13 @@ def check_after(name: str, value: Any, read: Callable[[str], Optional[Record]]) 
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise OpError("badafter", "after must be a list of job names")
+        raise OpError(ErrorKind.BADAFTER, "after must be a list of job names")
     names: List[str] = []
     for item in value:
         if item == name:
-            raise OpError("cycle", "job %r cannot run after itself" % name)
+            raise OpError(ErrorKind.CYCLE, "job %r cannot run after itself" % name)
         if read(item) is None:
-            raise OpError("nodep", "no job named %r to run after" % item)
+            raise OpError(ErrorKind.NODEP, "no job named %r to run after" % item)
         if item not in names:
             names.append(item)
     # Every dependency exists before its dependent does, so a new job cannot close a
@@ -111,7 +112,7 @@ def check_after(name: str, value: Any, read: Callable[[str], Optional[Record]]) 
         record = read(current) or {}
         for upstream in record.get("after") or []:
             if upstream == name:
-                raise OpError("cycle", "--after %s would make a cycle" % current)
+                raise OpError(ErrorKind.CYCLE, "--after %s would make a cycle" % current)
             todo.append(str(upstream))
     return names
 

@@ -20,6 +20,7 @@ import time
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from .fsops import TMP_MARK, OpError, check_rel, entry_of, entry_of_row
+from .wire import ErrorKind
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
@@ -35,7 +36,7 @@ def open_root(root: str, create: bool) -> int:
     try:
         return os.open(root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
     except NotADirectoryError:
-        raise OpError("notdir", "%s is not a directory" % root) from None
+        raise OpError(ErrorKind.NOTDIR, "%s is not a directory" % root) from None
 
 
 def open_dir(parent: int, name: str, where: str, create: bool) -> int:
@@ -93,9 +94,9 @@ def refusal(error: OSError, parent: int, name: str, where: str) -> Exception:
     if error.errno in _REFUSED:
         st = lstat_at(parent, name)
         if st is not None and stat.S_ISLNK(st.st_mode):
-            return OpError("unsafe", "refusing to go through the symlink %s" % where)
+            return OpError(ErrorKind.UNSAFE, "refusing to go through the symlink %s" % where)
         if st is not None and not stat.S_ISDIR(st.st_mode):
-            return OpError("notdir", "%s is not a directory" % where)
+            return OpError(ErrorKind.NOTDIR, "%s is not a directory" % where)
     error.filename = where
     return error
 

@@ -16,29 +16,31 @@ import json
 import os
 import stat
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import roots
 from .modes import safe_mode
+from .wire import ErrorKind
 
 TMP_MARK = ".tether-tmp."
 CHUNK = 1 << 20
 
 
 class OpError(Exception):
-    """A request that cannot be done; `kind` is a stable word the client maps to a message."""
+    """A request that cannot be done; `kind` (wire.ErrorKind) is what the client maps to a
+    message. A word that is no ErrorKind is a bug (ValueError)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: Union[ErrorKind, str], message: str) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind = ErrorKind(kind)
 
 
 def check_rel(path: str) -> str:
     """A safe relative POSIX path or OpError('unsafe')."""
     if not path or path.startswith("/") or "\x00" in path:
-        raise OpError("unsafe", "unsafe path %r" % path)
+        raise OpError(ErrorKind.UNSAFE, "unsafe path %r" % path)
     if any(part in ("", ".", "..") for part in path.split("/")):
-        raise OpError("unsafe", "unsafe path %r" % path)
+        raise OpError(ErrorKind.UNSAFE, "unsafe path %r" % path)
     return path
 
 
@@ -62,7 +64,7 @@ def sync_root(root: str) -> str:
     why = roots.problem(root, os.path.expanduser("~"))
     if why:
         raise OpError(
-            "unsafe_root", "refusing to use %s as a project directory: it %s" % (root, why)
+            ErrorKind.UNSAFE_ROOT, "refusing to use %s as a project directory: it %s" % (root, why)
         )
     return root_path(root)
 
@@ -191,11 +193,11 @@ def unlink_quietly(path: str) -> None:
 def os_error(error: OSError, path: str) -> OpError:
     """An OSError as an OpError with a stable kind and a clear message."""
     if error.errno == errno.ENOSPC:
-        return OpError("nospace", "no space left on the remote disk writing %s" % path)
+        return OpError(ErrorKind.NOSPACE, "no space left on the remote disk writing %s" % path)
     if error.errno == errno.EDQUOT:
-        return OpError("nospace", "disk quota exceeded on the remote writing %s" % path)
+        return OpError(ErrorKind.NOSPACE, "disk quota exceeded on the remote writing %s" % path)
     if error.errno in (errno.EACCES, errno.EPERM):
-        return OpError("permission", "permission denied writing %s" % path)
+        return OpError(ErrorKind.PERMISSION, "permission denied writing %s" % path)
     if error.errno == errno.ENAMETOOLONG:
-        return OpError("toolong", "file name too long on the remote: %s" % path)
-    return OpError("oserror", "%s: %s" % (path, error.strerror))
+        return OpError(ErrorKind.TOOLONG, "file name too long on the remote: %s" % path)
+    return OpError(ErrorKind.OSERROR, "%s: %s" % (path, error.strerror))

@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from . import fsops, jobs, kernels, slurm
 from . import jobstore as store
 from .gpus import key_of
+from .wire import ErrorKind, Op
 
 Answer = Tuple[Dict[str, Any], bytes]
 ACTIVE = ("queued", "running", "starting")
@@ -276,7 +277,7 @@ def job_show(header: Dict[str, Any], payload: bytes) -> Answer:
     key = store.job_key(name, header.get("root"))
     record = store.read_record(key)
     if record is None or not _mine(record, header):
-        raise fsops.OpError("nojob", "no job named %r" % name)
+        raise fsops.OpError(ErrorKind.NOJOB, "no job named %r" % name)
     record["state"] = States(header).of(record)
     return {"record": record, "record_file": store.record_path(key)}, b""
 
@@ -317,8 +318,8 @@ def _stop_job(job: Dict[str, Any], grace: float, header: Dict[str, Any]) -> Opti
 
 def register(agent: Any) -> None:
     """Add the housekeeping ops to the agent."""
-    agent.handlers["job_rm"] = job_rm
-    agent.handlers["job_prune"] = job_prune
-    agent.handlers["disk_use"] = disk_use
-    agent.handlers["job_show"] = job_show
-    agent.handlers["host_busy"] = host_busy
+    agent.handlers[Op.JOB_RM.value] = job_rm
+    agent.handlers[Op.JOB_PRUNE.value] = job_prune
+    agent.handlers[Op.DISK_USE.value] = disk_use
+    agent.handlers[Op.JOB_SHOW.value] = job_show
+    agent.handlers[Op.HOST_BUSY.value] = host_busy

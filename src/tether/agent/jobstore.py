@@ -15,6 +15,7 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import fsops
+from .wire import ErrorKind
 
 DEFAULT_SOCKET = "tether"
 SESSION_PREFIX = "tether-"
@@ -88,7 +89,7 @@ def check_name(name: Any) -> str:
     """A job name safe as a file name and a tmux session name, or OpError."""
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise fsops.OpError(
-            "badname",
+            ErrorKind.BADNAME,
             "bad job name %r: use up to 64 letters, digits, '_' and '-'" % (name,),
         )
     return name
@@ -96,7 +97,7 @@ def check_name(name: Any) -> str:
 
 def check_socket(name: Any) -> str:
     if not isinstance(name, str) or not SOCKET_RE.match(name):
-        raise fsops.OpError("badname", "bad tmux socket name %r" % (name,))
+        raise fsops.OpError(ErrorKind.BADNAME, "bad tmux socket name %r" % (name,))
     return name
 
 

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import envs, fsops, kernel_shim, start
 from .jobstore import check_name, data_dir, write_json
+from .wire import ErrorKind, Op
 
 Answer = Tuple[Dict[str, Any], bytes]
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -62,7 +63,7 @@ def _python(header: Dict[str, Any]) -> List[str]:
     if isinstance(argv, str):
         argv = [argv]
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise fsops.OpError("badpython", "python must be a non-empty list of strings")
+        raise fsops.OpError(ErrorKind.BADPYTHON, "python must be a non-empty list of strings")
     return list(argv)
 
 
@@ -162,17 +163,22 @@ def _check_ipykernel(python: List[str]) -> None:
         )
     except FileNotFoundError:
         raise fsops.OpError(
-            "nopython", "no %s on the remote; set `python = ...` in the target" % python[0]
+            ErrorKind.NOPYTHON, "no %s on the remote; set `python = ...` in the target" % python[0]
         ) from None
     except subprocess.TimeoutExpired:
-        raise fsops.OpError("timeout", "%s did not start within 120 s" % python[0]) from None
+        raise fsops.OpError(
+            ErrorKind.TIMEOUT, "%s did not start within 120 s" % python[0]
+        ) from None
     if done.returncode != 0:
         if "No module named" in done.stderr:
             raise fsops.OpError(
-                "noipykernel", "ipykernel is not installed for %s; %s" % (python[0], INSTALL_HINT)
+                ErrorKind.NOIPYKERNEL,
+                "ipykernel is not installed for %s; %s" % (python[0], INSTALL_HINT),
             )
         last = (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1]
-        raise fsops.OpError("badpython", "%s cannot import ipykernel: %s" % (python[0], last))
+        raise fsops.OpError(
+            ErrorKind.BADPYTHON, "%s cannot import ipykernel: %s" % (python[0], last)
+        )
 
 
 def _wait_ready(info: Dict[str, Any], process: Any, log: str) -> None:
@@ -180,14 +186,14 @@ def _wait_ready(info: Dict[str, Any], process: Any, log: str) -> None:
     paths = socket_paths(info)
     while time.time() < deadline:
         if process.poll() is not None:
-            raise fsops.OpError("kernel", "the kernel exited at start: %s" % _tail(log))
+            raise fsops.OpError(ErrorKind.KERNEL, "the kernel exited at start: %s" % _tail(log))
         if paths:
             if all(os.path.exists(path) for path in paths):
                 return
         elif all(_listening(info[channel]) for channel in CHANNELS):
             return
         time.sleep(0.05)
-    raise fsops.OpError("kernel", "the kernel did not listen within %d s" % START_TIMEOUT_S)
+    raise fsops.OpError(ErrorKind.KERNEL, "the kernel did not listen within %d s" % START_TIMEOUT_S)
 
 
 def _listening(port: int) -> bool:
@@ -317,7 +323,7 @@ def kernel_catchup(header: Dict[str, Any], payload: bytes) -> Answer:
     name = check_name(header.get("name") or "default")
     directory = kernel_dir(name)
     if not os.path.isdir(directory):
-        raise fsops.OpError("nokernel", "no kernel named %r" % name)
+        raise fsops.OpError(ErrorKind.NOKERNEL, "no kernel named %r" % name)
     messages, found = catchup(read_log(directory), header.get("after"), header.get("since"))
     return {"messages": messages, "found": found}, b""
 
@@ -325,7 +331,9 @@ def kernel_catchup(header: Dict[str, Any], payload: bytes) -> Answer:
 def _connection(record: Dict[str, Any]) -> Dict[str, Any]:
     info = fsops.read_json(str(record.get("connection_file")))
     if info is None:
-        raise fsops.OpError("nokernel", "kernel %r has no connection file" % record.get("name"))
+        raise fsops.OpError(
+            ErrorKind.NOKERNEL, "kernel %r has no connection file" % record.get("name")
+        )
     return info
 
 
@@ -333,7 +341,7 @@ def kernel_info(header: Dict[str, Any], payload: bytes) -> Answer:
     name = check_name(header.get("name") or "default")
     record = _record(name)
     if record is None:
-        raise fsops.OpError("nokernel", "no kernel named %r" % name)
+        raise fsops.OpError(ErrorKind.NOKERNEL, "no kernel named %r" % name)
     return {"record": record, "connection": _connection(record)}, b""
 
 
@@ -393,7 +401,7 @@ def kernel_stop(header: Dict[str, Any], payload: bytes) -> Answer:
     name = check_name(header.get("name") or "default")
     record = _stop(name, float(header.get("grace", 5.0)))
     if record is None:
-        raise fsops.OpError("nokernel", "no kernel named %r" % name)
+        raise fsops.OpError(ErrorKind.NOKERNEL, "no kernel named %r" % name)
     return {"record": record, "was_alive": record["alive"]}, b""
 
 
@@ -403,9 +411,9 @@ def kernel_interrupt(header: Dict[str, Any], payload: bytes) -> Answer:
     name = check_name(header.get("name") or "default")
     record = _record(name)
     if record is None:
-        raise fsops.OpError("nokernel", "no kernel named %r" % name)
+        raise fsops.OpError(ErrorKind.NOKERNEL, "no kernel named %r" % name)
     if not record["alive"]:
-        raise fsops.OpError("kernel", "the kernel %s is dead" % name)
+        raise fsops.OpError(ErrorKind.KERNEL, "the kernel %s is dead" % name)
     os.kill(int(record["pid"]), signal.SIGINT)
     return {"record": record}, b""
 
@@ -416,7 +424,7 @@ def kernel_install(header: Dict[str, Any], payload: bytes) -> Answer:
     python = _python(header)
     if _externally_managed(python):
         raise fsops.OpError(
-            "pep668",
+            ErrorKind.PEP668,
             "%s is managed by the system (PEP 668): pip will not install ipykernel into it"
             % python[0],
         )
@@ -429,7 +437,7 @@ def kernel_install(header: Dict[str, Any], payload: bytes) -> Answer:
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
-        raise fsops.OpError("nopython", "no %s on the remote" % python[0]) from None
+        raise fsops.OpError(ErrorKind.NOPYTHON, "no %s on the remote" % python[0]) from None
     output = (done.stdout + done.stderr)[-8000:]
     return {"returncode": done.returncode, "output": output}, b""
 
@@ -455,10 +463,10 @@ def _externally_managed(python: List[str]) -> bool:
 
 def register(agent: Any) -> None:
     """Add the kernel ops to the agent."""
-    agent.handlers["kernel_start"] = kernel_start
-    agent.handlers["kernel_info"] = kernel_info
-    agent.handlers["kernel_list"] = kernel_list
-    agent.handlers["kernel_stop"] = kernel_stop
-    agent.handlers["kernel_interrupt"] = kernel_interrupt
-    agent.handlers["kernel_install"] = kernel_install
-    agent.handlers["kernel_catchup"] = kernel_catchup
+    agent.handlers[Op.KERNEL_START.value] = kernel_start
+    agent.handlers[Op.KERNEL_INFO.value] = kernel_info
+    agent.handlers[Op.KERNEL_LIST.value] = kernel_list
+    agent.handlers[Op.KERNEL_STOP.value] = kernel_stop
+    agent.handlers[Op.KERNEL_INTERRUPT.value] = kernel_interrupt
+    agent.handlers[Op.KERNEL_INSTALL.value] = kernel_install
+    agent.handlers[Op.KERNEL_CATCHUP.value] = kernel_catchup

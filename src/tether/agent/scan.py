@@ -21,6 +21,7 @@ from .fsops import (
     unlink_quietly,
 )
 from .modes import safe_mode
+from .wire import ErrorKind, scans_to_forget
 
 
 def scan_tree(
@@ -40,7 +41,7 @@ def scan_tree(
     except FileNotFoundError:
         return rows, False
     if not stat.S_ISDIR(top.st_mode):
-        raise OpError("notdir", "%s is not a directory" % root)
+        raise OpError(ErrorKind.NOTDIR, "%s is not a directory" % root)
     skipped = set(skip)
     stack = [""]
     if only is not None:
@@ -73,7 +74,9 @@ def scan_tree(
         except FileNotFoundError:
             continue
         except PermissionError:
-            raise OpError("permission", "cannot read %s (permission denied)" % full_dir) from None
+            raise OpError(
+                ErrorKind.PERMISSION, "cannot read %s (permission denied)" % full_dir
+            ) from None
         for item in items:
             name = item.name
             if TMP_MARK in name:
@@ -102,11 +105,9 @@ def scan_tree(
 
 
 class ScanMemo:
-    """The last answer of each scan (per root, skip, only and digests) of this agent, so
-    that a repeated scan answers only what changed since (a delta against a token)."""
-
-    KEEP = 16  # scans remembered, and at most this many rows in all (the newest always)
-    KEEP_ROWS = 1000000
+    """The last answer of each scan (per wire.scan_key) of this agent, so that a repeated
+    scan answers only what changed since (a delta against a token). It forgets as the
+    client does (wire.scans_to_forget)."""
 
     def __init__(self) -> None:
         self.scans: Dict[str, Tuple[str, Dict[str, Row]]] = {}
@@ -117,10 +118,7 @@ class ScanMemo:
         token = os.urandom(12).hex()
         previous = self.scans.pop(key, None)
         self.scans[key] = (token, rows)
-        while len(self.scans) > 1 and (
-            len(self.scans) > self.KEEP
-            or sum(len(held[1]) for held in self.scans.values()) > self.KEEP_ROWS
-        ):
+        for _ in range(scans_to_forget([len(held[1]) for held in self.scans.values()])):
             del self.scans[next(iter(self.scans))]
         if since is None or previous is None or previous[0] != since:
             return {"token": token, "rows": list(rows.values())}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import platform
 import shutil
@@ -25,6 +24,7 @@ from typing import Any, Callable, Dict, Tuple
 from . import fsops, writer
 from .protocol import PROTOCOL, FrameReader, encode, grow_pipe
 from .scan import ScanMemo, scan_tree
+from .wire import ErrorKind, Op, error_frame, scan_key
 
 VERSION = "dev"
 # Agent modules that add request handlers (each has register(agent)).
@@ -44,13 +44,13 @@ class Agent:
         self.scans = ScanMemo()
         self.cache_dir = os.path.expanduser("~/.cache/tether")
         self.handlers: Dict[str, Handler] = {
-            "hello": self.hello,
-            "scan": self.scan,
-            "digest": self.digest,
-            "put": self.put,
-            "delete": self.delete,
-            "read": self.read,
-            "probe": self.probe,
+            Op.HELLO.value: self.hello,
+            Op.SCAN.value: self.scan,
+            Op.DIGEST.value: self.digest,
+            Op.PUT.value: self.put,
+            Op.DELETE.value: self.delete,
+            Op.READ.value: self.read,
+            Op.PROBE.value: self.probe,
         }
         for extension in EXTENSIONS:
             importlib.import_module("." + extension, __package__).register(self)
@@ -100,7 +100,7 @@ class Agent:
         if not header.get("rows"):
             entries = {path: fsops.entry_of_row(row) for path, row in rows.items()}
             return {"entries": entries, "exists": exists, "root": root}, b""
-        key = json.dumps([root, skip, only, digests])
+        key = scan_key(root, skip, only, digests)
         answer = self.scans.answer(key, header.get("since"), rows)
         answer.update(exists=exists, root=root)
         return answer, b""
@@ -171,23 +171,20 @@ class Agent:
         request_id = header.get("id")
         handler = self.handlers.get(str(header.get("op")))
         if handler is None:
-            answer = {"id": request_id, "ok": False, "kind": "unknown-op", "error": "unknown op"}
+            answer = error_frame(ErrorKind.UNKNOWN_OP, "unknown op %r" % (header.get("op"),))
+            answer["id"] = request_id
             self.send(answer, flush=False)
             return
         try:
             answer, data = handler(header, payload)
         except fsops.OpError as error:
-            answer, data = {"ok": False, "kind": error.kind, "error": str(error)}, b""
+            answer, data = error_frame(error.kind, str(error)), b""
         except OSError as error:
             converted = fsops.os_error(error, str(error.filename or ""))
-            answer, data = {"ok": False, "kind": converted.kind, "error": str(converted)}, b""
+            answer, data = error_frame(converted.kind, str(converted)), b""
         except Exception as error:
-            answer = {
-                "ok": False,
-                "kind": "internal",
-                "error": "%s: %s" % (type(error).__name__, error),
-                "trace": traceback.format_exc(),
-            }
+            answer = error_frame(ErrorKind.INTERNAL, "%s: %s" % (type(error).__name__, error))
+            answer["trace"] = traceback.format_exc()
             data = b""
         answer.setdefault("ok", True)
         answer["id"] = request_id

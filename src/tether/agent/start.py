@@ -23,6 +23,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from . import fsops
+from .wire import ErrorKind
 
 START_WAIT_S = 3.0
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -73,12 +74,12 @@ def check_env(value: Any) -> Dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise fsops.OpError("badenv", "env must be an object of names to strings")
+        raise fsops.OpError(ErrorKind.BADENV, "env must be an object of names to strings")
     for key, item in value.items():
         if not isinstance(key, str) or not _ENV_NAME.match(key) or key in _RESERVED:
-            raise fsops.OpError("badenv", "cannot set %r for a job" % (key,))
+            raise fsops.OpError(ErrorKind.BADENV, "cannot set %r for a job" % (key,))
         if not isinstance(item, str) or "\x00" in item:
-            raise fsops.OpError("badenv", "the value of %s must be text" % key)
+            raise fsops.OpError(ErrorKind.BADENV, "the value of %s must be text" % key)
     return dict(value)
 
 

@@ -31,6 +31,7 @@ from .dirfd import (
 )
 from .fsops import CHUNK, OpError, check_rel, entry_of
 from .modes import safe_mode
+from .wire import ErrorKind
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -44,7 +45,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _changed(full: str) -> OpError:
-    return OpError("changed", "%s changed on the remote since it was scanned" % full)
+    return OpError(ErrorKind.CHANGED, "%s changed on the remote since it was scanned" % full)
 
 
 @contextlib.contextmanager
@@ -106,7 +107,7 @@ class Writer:
                 raise
             self.open[key] = (fd, parent, tmp)
         elif key not in self.open:
-            raise OpError("protocol", "chunk for %s without its start" % rel)
+            raise OpError(ErrorKind.PROTOCOL, "chunk for %s without its start" % rel)
         fd, parent, tmp = self.open[key]
         try:
             _write_all(fd, payload)

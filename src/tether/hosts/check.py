@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.agent.wire import Hello, Probe
 from tether.errors import HostError
 from tether.transport.channel import AgentChannel
 from tether.transport.ssh import SshTransport
@@ -67,9 +68,9 @@ async def check_host(host: str, python: str = "python3") -> HostReport:
         rtts = []
         for _ in range(3):
             tick = time.monotonic()
-            await channel.request("hello")
+            await channel.call(Hello())
             rtts.append((time.monotonic() - tick) * 1000)
-        probe, _ = await channel.request("probe", python=python)
+        probe, _ = await channel.call(Probe(python=python))
     finally:
         await channel.close()
     probe = {k: v for k, v in probe.items() if k not in ("id", "ok")}

@@ -254,17 +254,19 @@ class Helper:
         """'running', 'dead', 'stopped' (no such kernel) or 'unknown' (no answer)."""
         import asyncio
 
+        from tether.agent.wire import ErrorKind
+        from tether.agent.wire_jobs import KernelInfo
         from tether.kernel import remote as remote_module
         from tether.transport.channel import AgentError
 
         async def ask() -> dict[str, Any]:
-            request = remote_module.ask(self.target, "kernel_info", name=self.name)
+            request = remote_module.ask(self.target, KernelInfo(self.name))
             return await asyncio.wait_for(request, AGENT_TIMEOUT_S)
 
         try:
             answer = asyncio.run(ask())
         except AgentError as error:
-            return "stopped" if error.kind == "nokernel" else "unknown"
+            return "stopped" if error.kind is ErrorKind.NOKERNEL else "unknown"
         except Exception:  # the link, a timeout: not known
             return "unknown"
         record = answer.get("record") or {}

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from tether.agent.wire_jobs import KernelCatchup
 from tether.config import Target
 from tether.errors import TetherError, is_transient
 
@@ -240,10 +241,7 @@ class Link:
             answer = asyncio.run(
                 remote.ask(
                     self.target,
-                    "kernel_catchup",
-                    name=self.name,
-                    after=self.feed.last_id,
-                    since=self.feed.last_date,
+                    KernelCatchup(self.name, after=self.feed.last_id, since=self.feed.last_date),
                 )
             )
         except Exception as error:  # the gap stays; go on

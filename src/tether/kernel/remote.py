@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tether.agent.wire import Frame, Request
+from tether.agent.wire_jobs import KernelInterrupt, KernelStart
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 from tether.errors import HostError, UsageError
@@ -50,11 +52,15 @@ async def ensure(
     from tether.envs.client import in_env
     from tether.sync.targets import open_channel
 
-    fields: dict[str, Any] = {"name": name, "root": target.path, "restart": restart}
-    fields["autoreload"] = target.autoreload
-    fields["python"] = python_argv(target)
-    if spec is not None:
-        fields["env_spec"] = spec.wire(False)
+    request = KernelStart(
+        name,
+        target.path,
+        restart=restart,
+        autoreload=target.autoreload,
+        python=python_argv(target),
+        env_spec=None if spec is None else spec.wire(False),
+        payload=RECORDER.read_bytes(),
+    )
     channel = await open_channel(target)
     try:
         answer, _ = await in_env(
@@ -62,20 +68,20 @@ async def ensure(
             target,
             spec,
             True,
-            lambda: channel.request("kernel_start", RECORDER.read_bytes(), **fields),
+            lambda: channel.call(request),
         )
     finally:
         await channel.close()
     return answer
 
 
-async def ask(target: Target, op: str, **fields: Any) -> dict[str, Any]:
-    """One agent request on the target (kernel_list, kernel_stop, kernel_info, ...)."""
+async def ask(target: Target, request: Request[Frame]) -> dict[str, Any]:
+    """One agent request on the target (KernelList(), KernelStop(name), ...): its answer."""
     from tether.sync.targets import open_channel
 
     channel = await open_channel(target)
     try:
-        answer, _ = await channel.request(op, **fields)
+        answer, _ = await channel.call(request)
     finally:
         await channel.close()
     return answer
@@ -83,7 +89,7 @@ async def ask(target: Target, op: str, **fields: Any) -> dict[str, Any]:
 
 async def interrupt(target: Target, name: str) -> dict[str, Any]:
     """SIGINT to the remote kernel through the agent: its running cell stops."""
-    return await ask(target, "kernel_interrupt", name=name)
+    return await ask(target, KernelInterrupt(name))
 
 
 def remote_end(remote: dict[str, Any], channel: str) -> str:

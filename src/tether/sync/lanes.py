@@ -21,10 +21,11 @@ import hashlib
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tether.agent import wire
 from tether.agent.modes import safe_mode
 from tether.core.manifest import DIR, FILE, LINK, Entry
 from tether.core.plan import Delete, Upload
@@ -64,12 +65,12 @@ class Lane:
     inflight: deque[_Request] = field(default_factory=deque)
     waiting: int = 0  # payload bytes unanswered
 
-    def submit(
-        self, action: str, path: str, entry: Entry, op: str, payload: bytes = b"", /, **fields: Any
-    ) -> None:
-        future = self.channel.submit(op, payload, **fields)
-        self.inflight.append(_Request(future, action, path, entry, len(payload)))
-        self.waiting += len(payload)
+    def send(self, action: str, path: str, entry: Entry, request: wire.Put | wire.Delete) -> None:
+        """Queue one request (its answer is settled in order by `settle`)."""
+        future = self.channel.submit(request)
+        size = len(request.payload) if isinstance(request, wire.Put) else 0
+        self.inflight.append(_Request(future, action, path, entry, size))
+        self.waiting += size
 
     async def settle(self, limit: int = 0, requests: int = 0) -> None:
         """Hand queued requests to ssh, then take answers until at most limit bytes and
@@ -95,16 +96,8 @@ class Lane:
 
 
 def delete(lane: Lane, root: str, item: Delete) -> None:
-    lane.submit(
-        "delete",
-        item.path,
-        item.expect,
-        "delete",
-        root=root,
-        path=item.path,
-        expect=item.expect.to_json(),
-        backup=item.backup,
-    )
+    request = wire.Delete(root, item.path, expect=item.expect.to_json(), backup=item.backup)
+    lane.send("delete", item.path, item.expect, request)
 
 
 async def upload(
@@ -117,9 +110,9 @@ async def upload(
     """Send one upload: a directory or link in one request, a file in 1 MB chunks (with
     `between()` called after each chunk but the last)."""
     entry = item.entry
-    action, common = _fields(root, item)
+    action, put = _put(root, item)
     if entry.kind in (DIR, LINK):
-        lane.submit(action, item.path, entry, "put", kind=entry.kind, target=entry.target, **common)
+        lane.send(action, item.path, entry, replace(put, kind=entry.kind, target=entry.target))
         return
     handle = _open(local_root, item)
     if handle is None:
@@ -129,7 +122,7 @@ async def upload(
         digest = hashlib.sha256()
         while True:
             chunk = handle.read(CHUNK)
-            if _submit_chunk(lane, item, action, common, chunk, offset, digest):
+            if _submit_chunk(lane, item, action, put, chunk, offset, digest):
                 return
             offset += len(chunk)
             if between is not None:
@@ -140,7 +133,7 @@ async def upload(
 def upload_small(lane: Lane, root: str, local_root: Path, item: Upload) -> bool:
     """upload() of a file that fits in one request, without waiting; False (nothing sent)
     if it has grown to a chunk or more since the scan."""
-    action, common = _fields(root, item)
+    action, put = _put(root, item)
     handle = _open(local_root, item)
     if handle is None:
         return True
@@ -148,20 +141,20 @@ def upload_small(lane: Lane, root: str, local_root: Path, item: Upload) -> bool:
         chunk = handle.read(CHUNK)
         if len(chunk) >= CHUNK:
             return False
-        _submit_chunk(lane, item, action, common, chunk, 0, hashlib.sha256())
+        _submit_chunk(lane, item, action, put, chunk, 0, hashlib.sha256())
     return True
 
 
-def _fields(root: str, item: Upload) -> tuple[str, dict[str, Any]]:
-    """The upload's action ("create" or "update") and the fields of each of its requests."""
-    common: dict[str, Any] = {
-        "root": root,
-        "path": item.path,
-        "expect": item.expect.to_json() if item.expect else None,
-        "backup": item.backup,
-        "mode": safe_mode(item.entry.mode),
-    }
-    return ("update" if item.expect is not None else "create"), common
+def _put(root: str, item: Upload) -> tuple[str, wire.Put]:
+    """The upload's action ("create" or "update") and what each of its requests shares."""
+    put = wire.Put(
+        root,
+        item.path,
+        expect=item.expect.to_json() if item.expect else None,
+        backup=item.backup,
+        mode=safe_mode(item.entry.mode),
+    )
+    return ("update" if item.expect is not None else "create"), put
 
 
 def _open(local_root: Path, item: Upload) -> BinaryIO | None:
@@ -175,7 +168,7 @@ def _submit_chunk(
     lane: Lane,
     item: Upload,
     action: str,
-    common: dict[str, Any],
+    put: wire.Put,
     chunk: bytes,
     offset: int,
     digest: Any,
@@ -184,13 +177,23 @@ def _submit_chunk(
     entry = item.entry
     last = len(chunk) < CHUNK
     digest.update(chunk)
-    fields = dict(offset=offset, last=last, mtime_ns=entry.mtime_ns, **common)
+    request = wire.Put(
+        put.root,
+        put.path,
+        expect=put.expect,
+        backup=put.backup,
+        mode=put.mode,
+        offset=offset,
+        last=last,
+        mtime_ns=entry.mtime_ns,
+        payload=chunk,
+    )
     if not last:
-        lane.submit("chunk", item.path, Entry(FILE), "put", chunk, **fields)
+        lane.send("chunk", item.path, Entry(FILE), request)
         return False
     size = offset + len(chunk)
     sent = Entry(FILE, size, entry.mtime_ns, entry.mode, digest.hexdigest())
-    lane.submit(action, item.path, sent, "put", chunk, **fields)
+    lane.send(action, item.path, sent, request)
     return True
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from tether.agent import fsops
 from tether.agent.modes import current_umask, safe_mode
+from tether.agent.wire import Op, Read
 from tether.agent.writer import Writer
 from tether.core.ignore import PatternSet
 from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
@@ -31,7 +32,7 @@ from tether.sync.session import (
     under,
 )
 from tether.sync.state import Base
-from tether.transport.channel import AgentChannel
+from tether.transport.channel import AgentChannel, refusal
 
 
 async def pull_pair(
@@ -49,12 +50,11 @@ async def pull_pair(
     patterns = list(only) if only is not None else list(pair.results)
     plain = [p.strip("/") for p in patterns if not set("*?[!") & set(p)]
     globs = PatternSet([p for p in patterns if set("*?[!") & set(p)])
-    scan_args: dict[str, Any] = {"digests": False, "skip": [".git", ".tether"]}
-    if not globs:
-        if not plain:
-            return Report(pair.target, pair.remote_root, Plan())
-        scan_args["only"] = plain
-    remote, _ = await remote_manifest(channel, pair.remote_root, base, **scan_args)
+    if not globs and not plain:
+        return Report(pair.target, pair.remote_root, Plan())
+    skip = [".git", ".tether"]
+    only_paths = None if globs else plain
+    remote, _ = await remote_manifest(channel, pair.remote_root, base, skip=skip, only=only_paths)
     # Planned with the modes the files get here (see writer.Writer): a mode the umask
     # masks is then not a change, and the base records what was written.
     umask = current_umask()
@@ -182,18 +182,16 @@ async def _download(
     stat) or None when refused or when the remote file changed while it was read."""
     entry, path, root = upload.entry, upload.path, str(pair.local_root)
     offsets = list(range(0, max(entry.size, 1), CHUNK))
-    futures = [
-        channel.submit("read", root=pair.remote_root, path=path, offset=o, length=CHUNK)
-        for o in offsets
-    ]
+    futures = [channel.submit(Read(pair.remote_root, path, o, CHUNK)) for o in offsets]
     await channel.flush()
     digest = hashlib.sha256()
     header = dict(header, mode=entry.mode, mtime_ns=entry.mtime_ns)
     try:
         for index, future in enumerate(futures):
             answer, data = await future
-            if not answer.get("ok", True):
-                report.errors.append(str(answer.get("error")))
+            refused = refusal(channel.host, Op.READ, answer)
+            if refused is not None:
+                report.errors.append(refused.what)
                 return None
             raw = answer["entry"]
             stat_entry = Entry.from_json(raw) if isinstance(raw, dict) else None

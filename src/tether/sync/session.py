@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.agent import fsops
+from tether.agent.wire import Digest, ErrorKind, Scan, scan_key, scans_to_forget
 from tether.config import Config, Target
 from tether.core.manifest import FILE, Entry, Manifest
 from tether.core.plan import Conflict, Plan, plan_push
@@ -19,7 +20,7 @@ from tether.errors import TetherError
 from tether.sync import lanes, speculate
 from tether.sync.local import Scope, fill_local_digests, scan_local
 from tether.sync.state import Base, base_file
-from tether.transport.channel import AgentChannel, AgentError
+from tether.transport.channel import AgentChannel, refusal
 
 CHUNK = lanes.CHUNK  # one request's payload, both ways
 RACED = "changed on the remote during the push"
@@ -72,36 +73,43 @@ def _skip_list(pair: Pair) -> list[str]:
 
 
 async def remote_manifest(
-    channel: AgentChannel, root: str, base: Base, need: Collection[str] = (), **scan: Any
+    channel: AgentChannel,
+    root: str,
+    base: Base,
+    need: Collection[str] = (),
+    skip: list[str] | None = None,
+    only: list[str] | None = None,
+    digests: bool = False,
 ) -> tuple[Manifest, bool]:
     """Scan root on the remote; fill digests for the `need` paths (one extra request at most).
 
     A channel that scanned the same tree before asks only for what changed since: its agent
     keeps its last answer, and the entries it answers are those of a full scan.
     """
-    key = repr((root, scan.get("skip"), scan.get("only"), bool(scan.get("digests"))))
+    request = Scan(root, skip, only, digests)
+    key = scan_key(root, skip, only, digests)
     memo: dict[str, Any] = channel.scan_memo
     held: tuple[str, dict[str, list[Any]], dict[str, Any]] | None = memo.get(key)
     if held is not None:
-        scan["since"] = held[0]
-    header, _ = await channel.request("scan", root=root, rows=True, **scan)
-    if held is not None and header.get("since") == held[0]:
+        request = replace(request, since=held[0])
+    answer = await channel.call(request)
+    if held is not None and answer.since == held[0]:
         rows = dict(held[1])
-        for row in header["rows"]:
+        for row in answer.rows:
             rows[row[0]] = row
-        for path in header["gone"]:
+        for path in answer.gone:
             rows.pop(path, None)
         built = held[2]
     else:
-        rows = {row[0]: row for row in header["rows"]}
+        rows = {row[0]: row for row in answer.rows}
         built = {}
     memo.pop(key, None)
-    memo[key] = (header["token"], rows, built)
-    while len(memo) > 1 and (len(memo) > 16 or sum(len(m[1]) for m in memo.values()) > 10**6):
-        del memo[next(iter(memo))]  # the agent forgets as much (fsops.ScanMemo)
+    memo[key] = (answer.token, rows, built)
+    for _ in range(scans_to_forget([len(m[1]) for m in memo.values()])):
+        del memo[next(iter(memo))]  # the agent forgets as much (agent/scan.ScanMemo)
     manifest = base.manifest_of_rows(rows.values(), built)
     await fill_remote_digests(channel, root, manifest, need)
-    return manifest, bool(header["exists"])
+    return manifest, answer.exists
 
 
 async def fill_remote_digests(
@@ -115,8 +123,8 @@ async def fill_remote_digests(
     )
     if not missing:
         return
-    answer, _ = await channel.request("digest", root=root, paths=missing)
-    for path, digest in answer["digests"].items():
+    digests = await channel.call(Digest(root, missing))
+    for path, digest in digests.items():
         if path in manifest and digest is not None:
             manifest[path] = manifest[path].with_digest(digest)
 
@@ -144,10 +152,10 @@ async def push_pair(
     guessed = _remote_from_base(base, only) if trusted and only is not None else None
     scanning: asyncio.Future[tuple[Manifest, bool]] | None = None
     if guessed is None:
-        scan: dict[str, Any] = {"skip": _skip_list(pair), "digests": False}
-        if only is not None:
-            scan["only"] = _covering(only)
-        scanning = asyncio.ensure_future(remote_manifest(channel, pair.remote_root, base, **scan))
+        covering = None if only is None else _covering(only)
+        scanning = asyncio.ensure_future(
+            remote_manifest(channel, pair.remote_root, base, skip=_skip_list(pair), only=covering)
+        )
         await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
     try:
         local = scan_local(pair.local_root, pair.scope, only)
@@ -286,19 +294,18 @@ def _settle_one(
 ) -> None:
     if action in ("create", "update"):
         base.settle_upload(path)
+    refused = refusal(channel.host, "put" if action == "chunk" else action, header)
     if action == "chunk":
-        if not header.get("ok", True):
-            report.errors.append(str(header.get("error")))
+        if refused is not None:
+            report.errors.append(refused.what)
         return
-    if not header.get("ok", True):
-        kind = str(header.get("kind"))
-        message = str(header.get("error"))
-        if kind == "changed":
+    if refused is not None:
+        if refused.kind is ErrorKind.CHANGED:
             report.conflicts.append(Conflict(path, RACED))
             return
-        if kind == "internal":
-            raise AgentError(channel.host, action, kind, message)
-        report.errors.append(message)
+        if refused.kind is ErrorKind.INTERNAL:
+            raise refused
+        report.errors.append(refused.what)
         return
     backup = header.get("backup")
     if isinstance(backup, str):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from tether.agent.wire import Hello
 from tether.config import Config, Target
 from tether.errors import ConnectionLost, HostError, TetherError, is_transient
 from tether.sync.events import EventFilter, route
@@ -342,7 +343,7 @@ def _why(error: BaseException) -> str:
 
 async def _ping(channel: AgentChannel) -> None:
     try:
-        await asyncio.wait_for(channel.request("hello"), PING_EVERY_S)
+        await asyncio.wait_for(channel.call(Hello()), PING_EVERY_S)
     except asyncio.TimeoutError:
         raise ConnectionLost(channel.host, "no answer for 10 s") from None
 

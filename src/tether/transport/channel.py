@@ -9,42 +9,37 @@ import os
 import signal
 import struct
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from tether.agent.bundle import BOOTSTRAP, agent_zip
 from tether.agent.protocol import decode_header, encode, grow_pipe
+from tether.agent.wire import TABLE, ErrorKind, Hello, Request, explain
 from tether.errors import ConnectionLost, HostError, RemoteError
 from tether.safety import python_argv
 from tether.transport.base import Transport
 
 Answer = tuple[dict[str, Any], bytes]
-_MORE = object()
+A = TypeVar("A")
 
 
 class AgentError(RemoteError):
-    """The agent answered a request with an error; `kind` is its stable word."""
+    """The agent answered a request with an error: `kind` (an ErrorKind) says which, `what`
+    holds the agent's own words; the line and what to do come from wire.TABLE."""
 
     def __init__(self, host: str, op: str, kind: str, message: str) -> None:
-        self.kind = kind
-        self.op = op
-        super().__init__(host, f"{op} failed", message)
+        self.kind = ErrorKind.of(kind)
+        self.op = str(getattr(op, "value", op))
+        self.said, todo = explain(self.kind, message)
+        super().__init__(host, f"{self.op} failed", message)
         self.what = message
         self.why = ""
-        self.todo = _TODO.get(kind, "")
+        self.todo = todo
+        if TABLE[self.kind].usage:
+            self.exit_code = 2
         self.args = (self.line(),)
 
     def line(self) -> str:
-        return ", ".join(p for p in (f"{self.what} (on {self.host})", self.todo) if p)
-
-
-_TODO = {
-    "nospace": "free some space on the remote and push again (nothing half-written is left)",
-    "permission": "check the remote path's owner and permissions",
-    "notdir": "point the target's path at a directory",
-    "toolong": "shorten the path",
-    "unsafe": "tether never writes outside the project tree",
-    "unsafe_root": "point the target's path or mapping at a project directory",
-}
+        return ", ".join(p for p in (f"{self.said} (on {self.host})", self.todo) if p)
 
 
 class AgentChannel:
@@ -90,7 +85,7 @@ class AgentChannel:
             channel._stderr_task = asyncio.create_task(channel._drain_stderr())
             # The hello is not awaited here: its answer comes before any other, and
             # `request` checks it, so the first real request shares its round trip.
-            channel._hello = channel.submit("hello")
+            channel._hello = channel.submit(Hello())
             channel._digest = digest
             await channel.flush()
         except BaseException:
@@ -225,9 +220,17 @@ class AgentChannel:
         """True when no answer is outstanding (the channel can serve another command)."""
         return not self._pending and not self._streams
 
-    def _frame(self, op: str, payload: bytes, fields: dict[str, Any]) -> tuple[int, bytes]:
+    def _frame(
+        self, op: str | Request[Any], payload: bytes, fields: dict[str, Any]
+    ) -> tuple[int, bytes]:
+        """(request id, frame bytes) of a request, or of an op named by string and its fields."""
+        if isinstance(op, Request):
+            assert not payload and not fields, "a Request carries its own fields"
+            header, payload = op.to_frame()
+        else:
+            header = {"op": op, **fields}
         self._next_id += 1
-        return self._next_id, encode({"id": self._next_id, "op": op, **fields}, payload)
+        return self._next_id, encode({"id": self._next_id, **header}, payload)
 
     async def _write(self, data: bytes) -> None:
         if not self.alive:
@@ -239,8 +242,11 @@ class AgentChannel:
         except (ConnectionError, RuntimeError) as error:
             raise self.lost() from error
 
-    def submit(self, op: str, payload: bytes = b"", **fields: Any) -> asyncio.Future[Answer]:
-        """Queue a request without waiting (pipelining); await the future for its answer.
+    def submit(
+        self, op: str | Request[Any], payload: bytes = b"", **fields: Any
+    ) -> asyncio.Future[Answer]:
+        """Queue a request without waiting (pipelining); await the future for its raw answer,
+        error answers included (`refusal` reads them).
 
         Call `flush()` (or any awaited request) to push queued bytes to the agent.
         """
@@ -259,15 +265,21 @@ class AgentChannel:
         """Wait until queued requests are handed to ssh (back-pressure for big transfers)."""
         await self._write(b"")
 
-    async def request(self, op: str, payload: bytes = b"", **fields: Any) -> Answer:
+    async def call(self, request: Request[A]) -> A:
         """Send one request and wait for its answer; AgentError if the agent refused it."""
+        header, payload = await self.request(request)
+        return request.answer(header, payload)
+
+    async def request(self, op: str | Request[Any], payload: bytes = b"", **fields: Any) -> Answer:
+        """`call` for an op named by its string (what is not converted yet): the raw answer."""
         future = self.submit(op, payload, **fields)
         await self.flush()
         await self.ready()
-        return check(self.host, op, await future)
+        return check(self.host, op_name(op), await future)
 
-    async def stream(self, op: str, **fields: Any) -> AsyncIterator[Answer]:
+    async def stream(self, op: str | Request[Any], **fields: Any) -> AsyncIterator[Answer]:
         """Send a request whose answer comes as several frames ("more": true until the last)."""
+        name = op_name(op)
         request_id, data = self._frame(op, b"", fields)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = queue
@@ -278,7 +290,7 @@ class AgentChannel:
             if isinstance(item, Exception):
                 raise item
             header, payload = item
-            check(self.host, op, item)
+            check(self.host, name, item)
             yield header, payload
             if not header.get("more"):
                 return
@@ -350,13 +362,26 @@ def _fail(future: asyncio.Future[Answer], error: Exception) -> None:
         future.exception()
 
 
+def op_name(op: str | Request[Any]) -> str:
+    """The op's name on the wire."""
+    return op.OP.value if isinstance(op, Request) else op
+
+
+def refusal(host: str, op: str, header: dict[str, Any]) -> AgentError | None:
+    """The AgentError of an error answer (None for a success): the one place where the
+    agent's error kinds become tether's errors."""
+    if header.get("ok", True):
+        return None
+    kind = ErrorKind.of(header.get("kind", "error"))
+    message = str(header.get("error", "failed"))
+    if kind is ErrorKind.INTERNAL:
+        message = f"{header.get('error')} {json.dumps(header.get('trace', ''))[:2000]}"
+    return AgentError(host, op, kind, message)
+
+
 def check(host: str, op: str, answer: Answer) -> Answer:
     """The answer, or AgentError when the agent reported a failure."""
-    header, _ = answer
-    if not header.get("ok", True):
-        kind = str(header.get("kind", "error"))
-        if kind == "internal":
-            detail = json.dumps(header.get("trace", ""))[:2000]
-            raise AgentError(host, op, kind, f"{header.get('error')} {detail}")
-        raise AgentError(host, op, kind, str(header.get("error", "failed")))
+    error = refusal(host, op, answer[0])
+    if error is not None:
+        raise error
     return answer

@@ -108,13 +108,14 @@ def kernel_ls(
     import time
 
     from tether import config as config_module
+    from tether.agent.wire_jobs import KernelList
     from tether.cli.render import print_json, table
     from tether.kernel import names, remote
 
     targets = config_module.load().pick(on or [])
 
     async def gather() -> list[dict[str, object]]:
-        answers = await asyncio.gather(*(remote.ask(t, "kernel_list") for t in targets))
+        answers = await asyncio.gather(*(remote.ask(t, KernelList()) for t in targets))
         rows = []
         for target, answer in zip(targets, answers, strict=True):
             for kernel in answer["kernels"]:
@@ -164,13 +165,14 @@ def kernel_stop(
     import asyncio
 
     from tether import config as config_module
+    from tether.agent.wire_jobs import KernelStop
     from tether.kernel import helper, remote
 
     target = config_module.load().one(on)
     kernel = remote.kernel_name(target, name)
     helper.stop(target, kernel)
     remote.disconnect(target, kernel)
-    asyncio.run(remote.ask(target, "kernel_stop", name=kernel))
+    asyncio.run(remote.ask(target, KernelStop(kernel)))
     typer.echo(f"stopped kernel {kernel} on {target.name}")
 
 
@@ -237,9 +239,9 @@ def kernel_install(
     import sys
 
     from tether import config as config_module
-    from tether.errors import RemoteError, TetherError
+    from tether.agent.wire_jobs import KernelInstall
+    from tether.errors import RemoteError
     from tether.kernel import remote
-    from tether.transport.channel import AgentError
 
     target = config_module.load().one(on)
     python = remote.python_argv(target)
@@ -247,17 +249,8 @@ def kernel_install(
     if not yes and not typer.confirm(f"Run `{command}` on {target.host}?", default=False):
         sys.stderr.write("tether: nothing installed\n")
         return 1
-    try:
-        answer = asyncio.run(remote.ask(target, "kernel_install", python=python))
-    except AgentError as error:
-        if error.kind != "pep668":
-            raise
-        raise TetherError(
-            f"{error.what} on {target.name}",
-            "",
-            "let tether build a venv with ipykernel: add a requirements.txt or an [env] "
-            "table to the project and run `tether env sync` (the console then runs in it)",
-        ) from None
+    # A system-managed python (PEP 668) is refused with what to do (agent/wire.TABLE).
+    answer = asyncio.run(remote.ask(target, KernelInstall(python)))
     if answer["returncode"] != 0:
         raise RemoteError(target.host, "pip install ipykernel", answer["output"])
     typer.echo(f"ipykernel installed for {python[0]} on {target.name}")
