@@ -28,7 +28,10 @@ Examples:
   pbpaste | tether send
 """
 
-SPEC_INSTALL_HELP = """Install a Jupyter kernelspec "tether-TARGET" for this project's kernel.
+SPEC_INSTALL_HELP = """Install a Jupyter kernelspec for this project's kernel on TARGET.
+
+Its name (printed) is tether-TARGET-TAG, TAG marking this project, so projects whose
+targets share a name keep a spec each; it is shown as "tether: TARGET (project)".
 
 JupyterLab, VS Code, PyCharm, nbconvert and papermill can then pick the persistent remote
 kernel that `tether console` and `tether send` use. A frontend's shutdown leaves it
@@ -38,7 +41,7 @@ Examples:
 
   tether kernel spec install
 
-  jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=tether-gpu a.ipynb
+  jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=NAME a.ipynb
 """
 
 kernel_app = typer.Typer(
@@ -62,6 +65,10 @@ def register(app: typer.Typer) -> None:
         kernel_install
     )
     spec_app.command("install", help=SPEC_INSTALL_HELP)(kernel_spec_install)
+    spec_app.command("ls", help="List tether's kernelspecs (every project's).")(kernel_spec_ls)
+    spec_app.command("rm", help="Remove kernelspecs (default: this project's for the target).")(
+        kernel_spec_rm
+    )
     kernel_app.add_typer(spec_app, name="spec")
     app.add_typer(kernel_app, name="kernel")
 
@@ -222,10 +229,63 @@ def kernel_spec_install(
 
     config = config_module.load()
     target = config.one(on)
-    installed = spec.install(config.root, target, name)
+    installed, replaced = spec.install(config.root, target, name)
+    for old in replaced:
+        typer.echo(f"removed the old kernelspec {old} (now {installed.name})")
     typer.echo(
         f"installed kernelspec {installed.name} ({installed.display_name}) in {installed.path}"
     )
+    typer.echo(
+        "run a notebook on it: jupyter nbconvert --to notebook --execute "
+        f"--ExecutePreprocessor.kernel_name={installed.name} NOTEBOOK.ipynb"
+    )
+
+
+def kernel_spec_ls(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List tether's kernelspecs in the user's Jupyter data dir."""
+    from tether.cli.render import print_json, table
+    from tether.kernel import spec
+
+    found = spec.listed()
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": s.name,
+                    "display_name": s.display_name,
+                    "project": s.project,
+                    "target": s.target,
+                    "kernel": s.kernel,
+                    "path": str(s.path),
+                    "stale": s.stale,
+                }
+                for s in found
+            ]
+        )
+        return
+    rows = [
+        (s.name, s.display_name, s.project + (" (gone)" if s.stale else ""), s.target)
+        for s in found
+    ]
+    table(None, ["name", "shown as", "project", "target"], rows)
+
+
+def kernel_spec_rm(
+    names: list[str] = typer.Argument(None, help="Spec names (default: this project's)."),
+    on: str = typer.Option(None, "--on", help="Target."),
+    name: str = typer.Option(None, "--name", help="Kernel name (default: the target's)."),
+) -> None:
+    """Remove kernelspecs: the ones named, else this project's for the target."""
+    from tether import config as config_module
+    from tether.kernel import spec
+
+    if names:
+        removed = spec.remove_named(list(names))
+    else:
+        config = config_module.load()
+        removed = spec.remove_mine(config.root, config.one(on), name)
+    for gone in removed:
+        typer.echo(f"removed kernelspec {gone}")
 
 
 def kernel_install(
