@@ -1,4 +1,5 @@
-"""The per-target send helper: a detached local process that holds the kernel connection.
+"""The per-target send helper and background link: a detached local process that holds
+the kernel connection and keeps its forwards.
 
     python -m tether.kernel.helper SPEC_JSON
 
@@ -7,7 +8,16 @@
 output of that execution, then {"status": "ok"|"error"}; {"stale": true} means the
 kernel changed (restart) and the helper is leaving, so send takes the direct path.
 {"op": "quit"} ends it (`tether kernel stop` / `restart`); {"op": "ping"} answers
-{"pong": true, "key"}. It also ends after IDLE_EXIT_S without a request.
+{"pong": true, "key", "stale", "pid", "link", "idle_s", "idle_for"}; {"op": "idle",
+"seconds"} sets its idle time.
+
+It is also the kernel's background link for outside Jupyter clients (the local
+connection file `kernel ls` shows): first sends and `tether kernel link` start it, and
+while it runs its `Link` re-makes the master and the forwards after a cut. It leaves
+after its idle time (IDLE_EXIT_S unless told) without activity, activity being a request
+on its socket or any message on the kernel's iopub (every request of every client makes
+the kernel publish its busy and idle status), when the local connection file stops
+naming its kernel (restarted, stopped), or on `tether kernel stop`.
 
 Starting is serialised by an flock on a lock file next to the pidfile: `spawn` takes it,
 reuses a helper that answers for the same kernel, else starts one that inherits the
@@ -38,6 +48,7 @@ from tether.config import Target
 from tether.ipc import peer_is_me
 
 IDLE_EXIT_S = 30 * 60.0
+IDLE_CHECK_S = 1.0  # how often an idle helper looks at iopub and the connection file
 REPLY_WAIT_S = 2.0
 DEAD_CHECK_S = 2.0  # heartbeat silent this long: ask the agent whether the kernel runs
 AGENT_TIMEOUT_S = 20.0
@@ -52,7 +63,13 @@ def lock_path(target: Target, name: str) -> Path:
     return pid_path.with_suffix(".lock")
 
 
-def spec_for(target: Target, name: str, remote: dict[str, Any], lock_fd: int = -1) -> str:
+def spec_for(
+    target: Target,
+    name: str,
+    remote: dict[str, Any],
+    lock_fd: int = -1,
+    idle_s: float = IDLE_EXIT_S,
+) -> str:
     return json.dumps(
         {
             "target": {
@@ -64,6 +81,7 @@ def spec_for(target: Target, name: str, remote: dict[str, Any], lock_fd: int = -
             "name": name,
             "remote": remote,
             "lock_fd": lock_fd,
+            "idle_s": idle_s,
         }
     )
 
@@ -89,7 +107,9 @@ def read_request(conn: socket.socket) -> dict[str, Any] | None:
 
 
 class Helper:
-    def __init__(self, target: Target, name: str, remote: dict[str, Any]) -> None:
+    def __init__(
+        self, target: Target, name: str, remote: dict[str, Any], idle_s: float = IDLE_EXIT_S
+    ) -> None:
         import asyncio
 
         from jupyter_client.blocking.client import BlockingKernelClient
@@ -112,6 +132,8 @@ class Helper:
         )
         self.conn: socket.socket | None = None
         self.dead_checked = 0.0
+        self.idle_s = idle_s
+        self.active_at = time.monotonic()
 
     def say(self, line: str) -> None:
         """Notices go to the send under way (its stderr), and to the helper's log."""
@@ -143,13 +165,15 @@ class Helper:
         server.listen(16)
         if ready is not None:
             ready()
-        server.settimeout(IDLE_EXIT_S)
+        server.settimeout(IDLE_CHECK_S)
         try:
             while True:
                 try:
                     conn, _ = server.accept()
                 except TimeoutError:
-                    return
+                    if self.done():
+                        return
+                    continue
                 with conn:
                     if not peer_is_me(conn):  # another user: not a word (SO_PEERCRED)
                         continue
@@ -161,6 +185,30 @@ class Helper:
                 self.sock_path.unlink()
             self.link.stop()
             self.client.stop_channels()
+
+    def done(self) -> bool:
+        """Whether an idle helper should leave: its idle time passed without activity
+        (what iopub carried meanwhile counts: another client used the kernel), or the
+        connection file names another kernel now."""
+        while self.feed.msg_ready():
+            self.feed.get_msg(timeout=0)
+            self.active_at = time.monotonic()
+        if self.link.failed is not None or self.stale():
+            return True
+        return time.monotonic() - self.active_at >= self.idle_s
+
+    def status(self) -> dict[str, Any]:
+        """The answer to a ping: which kernel, whether the link is up, how idle."""
+        link = "failed" if self.link.failed else "up" if self.link.up.is_set() else "reconnecting"
+        return {
+            "pong": True,
+            "key": self.key,
+            "stale": self.stale(),
+            "pid": os.getpid(),
+            "link": link,
+            "idle_s": self.idle_s,
+            "idle_for": round(time.monotonic() - self.active_at, 1),
+        }
 
     def handle(self, conn: socket.socket) -> bool:
         """Serve one request; False when the helper should leave."""
@@ -175,9 +223,15 @@ class Helper:
         if request.get("op") == "quit":
             send_line(conn, {"bye": True})
             return False
-        if request.get("op") == "ping":
-            send_line(conn, {"pong": True, "key": self.key, "stale": self.stale()})
+        if request.get("op") == "ping":  # (not activity: `kernel ls` must not keep it)
+            send_line(conn, self.status())
             return True
+        if request.get("op") == "idle":
+            with contextlib.suppress(TypeError, ValueError):
+                self.idle_s = max(1.0, float(request.get("seconds") or 0))
+            send_line(conn, self.status())
+            return True
+        self.active_at = time.monotonic()
         if self.stale():
             send_line(conn, {"stale": True})
             return False
@@ -186,6 +240,7 @@ class Helper:
             status = self.execute(conn, str(request.get("code", "")))
         finally:
             self.conn = None
+            self.active_at = time.monotonic()
         send_line(conn, {"status": status})
         return True
 
@@ -285,7 +340,7 @@ def main(argv: list[str]) -> int:
     target = Target(**spec["target"])
     lock_fd = int(spec.get("lock_fd", -1))
     try:
-        helper = Helper(target, spec["name"], spec["remote"])
+        helper = Helper(target, spec["name"], spec["remote"], float(spec["idle_s"]))
     except BaseException:
         release(lock_fd)
         raise
@@ -335,12 +390,13 @@ def start_lock(target: Target, name: str, timeout: float = LOCK_WAIT_S) -> Itera
         os.close(fd)
 
 
-def spawn(target: Target, name: str, remote: dict[str, Any]) -> int:
+def spawn(target: Target, name: str, remote: dict[str, Any], idle_s: float | None = None) -> int:
     """Start the helper detached unless one serves this kernel already; its pid.
 
-    Under the start lock: a helper answering for the same kernel (key) is kept; one for
-    another kernel (restarted) is stopped first. The new helper inherits the locked file
-    and lets go of it once it serves, so a second spawn waits for it and keeps it.
+    Under the start lock: a helper answering for the same kernel (key) is kept (and given
+    idle_s, when given); one for another kernel (restarted) is stopped first. The new
+    helper inherits the locked file and lets go of it once it serves, so a second spawn
+    waits for it and keeps it.
     """
     import subprocess
 
@@ -350,6 +406,10 @@ def spawn(target: Target, name: str, remote: dict[str, Any]) -> int:
     with start_lock(target, name) as fd:
         answer = ping(sock_path)
         if answer is not None and answer.get("key") == remote.get("key"):
+            if idle_s is not None:
+                from tether.ipc import ask
+
+                ask(str(sock_path), {"op": "idle", "seconds": idle_s})
             with contextlib.suppress(OSError, ValueError):
                 return int(pid_path.read_text())
         if answer is not None or pid_path.exists():
@@ -361,7 +421,7 @@ def spawn(target: Target, name: str, remote: dict[str, Any]) -> int:
                     sys.executable,
                     "-m",
                     "tether.kernel.helper",
-                    spec_for(target, name, remote, lock_fd=fd),
+                    spec_for(target, name, remote, fd, IDLE_EXIT_S if idle_s is None else idle_s),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
@@ -370,6 +430,28 @@ def spawn(target: Target, name: str, remote: dict[str, Any]) -> int:
                 pass_fds=(fd,),
             )
     return process.pid
+
+
+def link_state(target: Target, name: str, key: str | None = None) -> dict[str, Any]:
+    """Whether (host, kernel)'s background link runs: {"state": "up" | "reconnecting" |
+    "busy" (serving a send, no answer now) | "down", "pid", "idle_s", "idle_for"}. A
+    helper of another kernel than `key` (about to leave) counts as down."""
+    from tether.kernel import names
+
+    sock_path, pid_path = names.helper_paths(target, name)
+    answer = ping(sock_path, timeout=0.5)
+    if answer is not None:
+        if answer.get("stale") or (key is not None and answer.get("key") != key):
+            return {"state": "down", "pid": None}
+        state = "up" if answer.get("link") == "up" else str(answer.get("link"))
+        fields = ("pid", "idle_s", "idle_for")
+        return {"state": state, **{field: answer.get(field) for field in fields}}
+    try:
+        pid = int(pid_path.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return {"state": "down", "pid": None}
+    return {"state": "busy", "pid": pid}
 
 
 def stop(target: Target, name: str) -> None:

@@ -44,8 +44,23 @@ Examples:
   jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=NAME a.ipynb
 """
 
+LINK_HELP = """Keep the kernel's link for other Jupyter clients, in the background.
+
+The connection file it prints (also in `tether kernel ls`) then works for any Jupyter
+client (`jupyter console --existing FILE`, a BlockingKernelClient) after this command
+has exited: a background process keeps the forwards and re-makes them after a cut. It
+leaves after --idle without any client using the kernel (default 30m), when the kernel
+is restarted elsewhere, or on `tether kernel stop`. `tether send` starts the same link.
+
+Examples:
+
+  tether kernel link
+
+  tether kernel link --on gpu --idle 2h
+"""
+
 kernel_app = typer.Typer(
-    help="Remote IPython kernels: ls, stop, restart, interrupt, install, spec install.",
+    help="Remote IPython kernels: ls, link, stop, restart, interrupt, install, spec.",
     no_args_is_help=True,
 )
 spec_app = typer.Typer(help="Jupyter kernelspecs for other frontends.", no_args_is_help=True)
@@ -56,6 +71,7 @@ def register(app: typer.Typer) -> None:
     app.command("console", help=CONSOLE_HELP)(console)
     app.command("send", help=SEND_HELP)(send)
     kernel_app.command("ls", help="List kernels on the targets.")(kernel_ls)
+    kernel_app.command("link", help=LINK_HELP)(kernel_link)
     kernel_app.command("stop", help="Stop a kernel (default: the target's).")(kernel_stop)
     kernel_app.command("restart", help="Restart a kernel with a fresh state.")(kernel_restart)
     kernel_app.command("interrupt", help="Interrupt the running cell of a kernel.")(
@@ -116,7 +132,7 @@ def kernel_ls(
 
     from tether import config as config_module
     from tether.cli.render import print_json, table
-    from tether.kernel import names, remote
+    from tether.kernel import helper, names, remote
 
     targets = config_module.load().pick(on or [])
 
@@ -132,6 +148,7 @@ def kernel_ls(
                     "name": name,
                     "remote_name": kernel["name"],
                     "local_connection_file": str(local) if local.exists() else None,
+                    "link": helper.link_state(target, str(kernel["name"])),
                 }
                 if mine or show_all:
                     rows.append({**shown, "target": target.name, "this_project": mine})
@@ -152,15 +169,53 @@ def kernel_ls(
                 kernel["state"],
                 kernel.get("pid"),
                 when,
+                "link " + str(kernel["link"]["state"]),  # type: ignore[index]
                 kernel.get("root"),
             )
         )
-    table(None, ["name", "target", "state", "pid", "started", "dir"], rows)
+    table(None, ["name", "target", "state", "pid", "started", "link", "dir"], rows)
     for kernel in kernels:
         if kernel.get("local_connection_file"):  # printed whole: a table would wrap it
             typer.echo(f"{kernel['name']} ({kernel['target']}): {kernel['local_connection_file']}")
     if any(kernel.get("local_connection_file") for kernel in kernels):
-        typer.echo("(connection files: for any Jupyter client while tether keeps the link)")
+        typer.echo(
+            "(connection files: for any Jupyter client while the link is up; "
+            "`tether kernel link` starts it)"
+        )
+
+
+def kernel_link(
+    on: str = typer.Option(None, "--on", help="Target."),
+    name: str = typer.Option(None, "--name", help="Kernel name (default: the target's)."),
+    idle: str = typer.Option(None, "--idle", help="Leave after this long unused (30m)."),
+) -> None:
+    """Start (or keep) the kernel's background link; print its connection file."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.envs.spec import find
+    from tether.errors import TetherError
+    from tether.jobs.housekeeping import parse_duration
+    from tether.kernel import helper, names, remote
+
+    config = config_module.load()
+    target = config.one(on)
+    kernel = remote.kernel_name(target, name)
+    idle_s = parse_duration(idle, "--idle") if idle else None
+    answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
+    helper.spawn(target, kernel, answer["connection"], idle_s=idle_s)
+    with helper.start_lock(target, kernel):  # held by a new link until it serves
+        state = helper.link_state(target, kernel, answer["connection"]["key"])
+    if state["state"] == "down":
+        log = names.kernels_dir() / "helpers.log"
+        raise TetherError(f"the link to kernel {kernel} did not start", "", f"see {log}")
+    minutes = float(state.get("idle_s") or helper.IDLE_EXIT_S) / 60
+    typer.echo(
+        f"link {state['state']} for kernel {kernel} on {target.name} (pid {state['pid']}); "
+        f"it keeps the forwards until {minutes:g} min pass without a client using the "
+        "kernel, or `tether kernel stop`"
+    )
+    typer.echo(f"connection file: {names.local_file(target, kernel)}")
 
 
 def kernel_stop(
@@ -199,6 +254,7 @@ def kernel_restart(
     remote.disconnect(target, kernel)
     answer = asyncio.run(remote.ensure(target, kernel, restart=True, spec=find(config)))
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))  # for clients
+    helper.spawn(target, kernel, answer["connection"])  # and the link that keeps it usable
     typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
     typer.echo(f"connection file: {path}")
 
