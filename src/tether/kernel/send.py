@@ -123,11 +123,11 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
     import asyncio
 
     from tether.envs.spec import find
-    from tether.kernel import helper, remote
+    from tether.kernel import background, remote
 
     answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
     if not os.environ.get("TETHER_SEND_DIRECT"):
-        helper.spawn(target, kernel, answer["connection"])  # replaces a stale helper itself
+        background.spawn(target, kernel, answer["connection"])  # replaces a stale helper itself
         if wait_for_socket(sock_path, 60.0):
             done = via_helper(sock_path, code, config.root, interrupt)
             if done is not None:

@@ -132,7 +132,7 @@ def kernel_ls(
 
     from tether import config as config_module
     from tether.cli.render import print_json, table
-    from tether.kernel import helper, names, remote
+    from tether.kernel import background, names, remote
 
     targets = config_module.load().pick(on or [])
 
@@ -148,7 +148,7 @@ def kernel_ls(
                     "name": name,
                     "remote_name": kernel["name"],
                     "local_connection_file": str(local) if local.exists() else None,
-                    "link": helper.link_state(target, str(kernel["name"])),
+                    "link": background.link_state(target, str(kernel["name"])),
                 }
                 if mine or show_all:
                     rows.append({**shown, "target": target.name, "this_project": mine})
@@ -196,20 +196,20 @@ def kernel_link(
     from tether.envs.spec import find
     from tether.errors import TetherError
     from tether.jobs.housekeeping import parse_duration
-    from tether.kernel import helper, names, remote
+    from tether.kernel import background, names, remote
 
     config = config_module.load()
     target = config.one(on)
     kernel = remote.kernel_name(target, name)
     idle_s = parse_duration(idle, "--idle") if idle else None
     answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
-    helper.spawn(target, kernel, answer["connection"], idle_s=idle_s)
-    with helper.start_lock(target, kernel):  # held by a new link until it serves
-        state = helper.link_state(target, kernel, answer["connection"]["key"])
+    background.spawn(target, kernel, answer["connection"], idle_s=idle_s)
+    with background.start_lock(target, kernel):  # held by a new link until it serves
+        state = background.link_state(target, kernel, answer["connection"]["key"])
     if state["state"] == "down":
         log = names.kernels_dir() / "helpers.log"
         raise TetherError(f"the link to kernel {kernel} did not start", "", f"see {log}")
-    minutes = float(state.get("idle_s") or helper.IDLE_EXIT_S) / 60
+    minutes = float(state.get("idle_s") or background.IDLE_EXIT_S) / 60
     typer.echo(
         f"link {state['state']} for kernel {kernel} on {target.name} (pid {state['pid']}); "
         f"it keeps the forwards until {minutes:g} min pass without a client using the "
@@ -226,11 +226,11 @@ def kernel_stop(
     import asyncio
 
     from tether import config as config_module
-    from tether.kernel import helper, remote
+    from tether.kernel import background, remote
 
     target = config_module.load().one(on)
     kernel = remote.kernel_name(target, name)
-    helper.stop(target, kernel)
+    background.stop(target, kernel)
     remote.disconnect(target, kernel)
     asyncio.run(remote.ask(target, "kernel_stop", name=kernel))
     typer.echo(f"stopped kernel {kernel} on {target.name}")
@@ -245,16 +245,16 @@ def kernel_restart(
 
     from tether import config as config_module
     from tether.envs.spec import find
-    from tether.kernel import helper, remote
+    from tether.kernel import background, remote
 
     config = config_module.load()
     target = config.one(on)
     kernel = remote.kernel_name(target, name)
-    helper.stop(target, kernel)
+    background.stop(target, kernel)
     remote.disconnect(target, kernel)
     answer = asyncio.run(remote.ensure(target, kernel, restart=True, spec=find(config)))
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))  # for clients
-    helper.spawn(target, kernel, answer["connection"])  # and the link that keeps it usable
+    background.spawn(target, kernel, answer["connection"])  # and the link that keeps it usable
     typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
     typer.echo(f"connection file: {path}")
 
