@@ -5,6 +5,7 @@ clients: real sshd sandbox, real ipykernel, real nbconvert / nbclient / jupyter_
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,16 @@ def my_kernel(tether_cli: Cli) -> dict[str, Any]:
     return dict(kernels[0])
 
 
+def install_spec(tether_cli: Cli) -> str:
+    """`tether kernel spec install` in the current project; the spec name it prints for
+    nbconvert (`--ExecutePreprocessor.kernel_name=NAME`)."""
+    done = tether_cli("kernel", "spec", "install")
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"--ExecutePreprocessor\.kernel_name=(\S+)", done.stdout)
+    assert found, done.stdout
+    return found.group(1)
+
+
 @pytest.fixture
 def jupyter_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A Jupyter data dir of the test's own (JUPYTER_DATA_DIR), for kernelspecs."""
@@ -77,9 +88,7 @@ def test_kernelspec_runs_a_notebook_in_the_persistent_remote_kernel(
     from tether import config
 
     target = config.load().one(None)
-    installed = tether_cli("kernel", "spec", "install")
-    assert installed.returncode == 0, installed.stderr
-    spec_name = f"tether-{target.name}"
+    spec_name = install_spec(tether_cli)
     listed = jupyter("kernelspec", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     specs = json.loads(listed.stdout)["kernelspecs"]
@@ -125,13 +134,10 @@ def test_frontend_restart_and_interrupt_act_on_the_remote_kernel(
 ) -> None:
     from jupyter_client.manager import KernelManager
 
-    from tether import config
-
-    target = config.load().one(None)
-    assert tether_cli("kernel", "spec", "install").returncode == 0
+    spec_name = install_spec(tether_cli)
     assert tether_cli("send", input="before_restart = 1").returncode == 0
     first = my_kernel(tether_cli)
-    manager = KernelManager(kernel_name=f"tether-{target.name}")
+    manager = KernelManager(kernel_name=spec_name)
     manager.start_kernel()
     try:
         client = manager.client()
@@ -333,13 +339,13 @@ def test_a_notebook_cell_survives_a_cut_with_every_line_once(
     from tether import config
 
     target = config.load().one(None)
-    assert tether_cli("kernel", "spec", "install").returncode == 0
+    spec_name = install_spec(tether_cli)
     started = Path(sandbox.home) / target.path.removeprefix("~/") / "started"
     book = notebook(tmp_path / "ticks.ipynb", TICKS, "print('after', 6 * 7)")
     result: list[subprocess.CompletedProcess[str]] = []
 
     def execute() -> None:
-        kernel = f"--ExecutePreprocessor.kernel_name=tether-{target.name}"
+        kernel = f"--ExecutePreprocessor.kernel_name={spec_name}"
         try:
             result.append(jupyter("nbconvert", "--to", "notebook", "--execute", "--inplace",
                                   kernel, str(book), timeout=120))  # fmt: skip

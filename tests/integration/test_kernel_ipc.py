@@ -97,7 +97,7 @@ def test_console_and_send_forward_to_private_unix_sockets(
 
     from tests.harness import env as harness
     from tether import config
-    from tether.kernel import helper, names
+    from tether.kernel import background, names
     from tether.transport.ssh import SshTransport
 
     def tmux(*args: str) -> str:
@@ -132,7 +132,7 @@ def test_console_and_send_forward_to_private_unix_sockets(
 
     # A dead master leaves its socket files behind: the next connect re-forwards anyway.
     target = config.load().one(None)
-    helper.stop(target, names.kernel_name(target, None))
+    background.stop(target, names.kernel_name(target, None))
     SshTransport(target.host).stop_master()
     again = tether_cli("send", input="print(private * 2)")
     assert again.returncode == 0, again.stderr
@@ -186,13 +186,13 @@ def test_tcp_forwards_left_by_an_older_tether_are_cancelled(
     import subprocess
 
     from tether import config
-    from tether.kernel import helper, names, remote
+    from tether.kernel import background, names, remote
     from tether.transport.ssh import control_path
 
     assert tether_cli("send", input="print('up')").returncode == 0
     target = config.load().one(None)
     kernel = names.kernel_name(target, None)
-    helper.stop(target, kernel)
+    background.stop(target, kernel)
     conn = asyncio.run(remote.ask(target, KernelInfo(kernel)))["connection"]
     channels = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
     held = [socket.create_server(("127.0.0.1", 0)) for _ in channels]

@@ -71,7 +71,7 @@ def helper_processes(host: str, name: str) -> list[int]:
 
 def test_two_spawns_at_once_start_one_helper(hproject: Path, tether_cli: Cli) -> None:
     from tether import config
-    from tether.kernel import helper, names, remote
+    from tether.kernel import background, names, remote
 
     target = config.load().one(None)
     kernel = names.kernel_name(target, None)
@@ -83,7 +83,7 @@ def test_two_spawns_at_once_start_one_helper(hproject: Path, tether_cli: Cli) ->
     def start() -> None:
         try:
             gate.wait()
-            pids.append(helper.spawn(target, kernel, answer["connection"]))
+            pids.append(background.spawn(target, kernel, answer["connection"]))
         except BaseException as error:
             errors.append(error)
 
@@ -96,9 +96,9 @@ def test_two_spawns_at_once_start_one_helper(hproject: Path, tether_cli: Cli) ->
     assert len(pids) == 2 and pids[0] == pids[1], pids
     sock_path, pid_path = names.helper_paths(target, kernel)
     deadline = time.monotonic() + 60
-    while helper.ping(sock_path) is None and time.monotonic() < deadline:
+    while background.ping(sock_path) is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert helper.ping(sock_path) is not None
+    assert background.ping(sock_path) is not None
     assert int(pid_path.read_text()) == pids[0]
     assert helper_processes(target.host, kernel) == [pids[0]]
     sent = tether_cli("send", input="print(6 * 7)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tether.config import Target
-from tether.kernel import proxy, send, spec
+from tether.kernel import names, proxy, send, spec
 
 HEADER = json.dumps({"msg_id": "m1", "msg_type": "execute_request"}).encode()
 BODY = [HEADER, b"{}", b"{}", b'{"code": "1"}']
@@ -65,8 +65,11 @@ def test_a_restart_note_is_taken_once(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_the_kernelspec_runs_the_proxy_for_the_project_and_target(tmp_path: Path) -> None:
     target = Target(name="GPU box", host="gpu1", path="~/p", python="python3")
-    assert spec.spec_name(target) == "tether-gpu-box"
-    assert spec.spec_name(target, "scratch") == "tether-gpu-box-scratch"
+    tag = names.project_tag(target)
+    assert spec.spec_name(target) == f"tether-gpu-box-{tag}"
+    assert spec.spec_name(target, "scratch") == f"tether-gpu-box-scratch-{tag}"
+    elsewhere = Target(name="GPU box", host="gpu1", path="~/q", python="python3")
+    assert spec.spec_name(elsewhere) != spec.spec_name(target)  # another project: another spec
     data = spec.kernel_json(tmp_path / "proj", target)
     assert data["argv"][:3] == [sys.executable, "-m", "tether.kernel.proxy"]
     assert data["argv"][-1] == "{connection_file}"
@@ -80,9 +83,10 @@ def test_the_kernelspec_goes_to_jupyter_data_dir(
 ) -> None:
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
     target = Target(name="gpu", host="gpu1", path="~/p", python="python3")
-    installed = spec.install(tmp_path, target)
-    written = json.loads((tmp_path / "data/kernels/tether-gpu/kernel.json").read_text())
-    assert installed.path == tmp_path / "data/kernels/tether-gpu"
+    installed, replaced = spec.install(tmp_path, target)
+    directory = tmp_path / "data/kernels" / f"tether-gpu-{names.project_tag(target)}"
+    written = json.loads((directory / "kernel.json").read_text())
+    assert installed.path == directory and replaced == []
     assert written == spec.kernel_json(tmp_path, target)
 
 

@@ -1,4 +1,5 @@
-"""The per-target send helper: a detached local process that holds the kernel connection.
+"""The per-target send helper and background link: a detached local process that holds
+the kernel connection and keeps its forwards.
 
     python -m tether.kernel.helper SPEC_JSON
 
@@ -7,13 +8,20 @@
 output of that execution, then {"status": "ok"|"error"}; {"stale": true} means the
 kernel changed (restart) and the helper is leaving, so send takes the direct path.
 {"op": "quit"} ends it (`tether kernel stop` / `restart`); {"op": "ping"} answers
-{"pong": true, "key"}. It also ends after IDLE_EXIT_S without a request.
+{"pong": true, "key", "stale", "pid", "link", "idle_s", "idle_for"}; {"op": "idle",
+"seconds"} sets its idle time.
 
-Starting is serialised by an flock on a lock file next to the pidfile: `spawn` takes it,
-reuses a helper that answers for the same kernel, else starts one that inherits the
-locked file and lets go of it only once it serves (pidfile written, socket bound) or
-dies, so two first sends at the same moment start one helper. A request while the
-kernel is dead (its heartbeat silent and the agent saying so) fails within about
+It is also the kernel's background link for outside Jupyter clients (the local
+connection file `kernel ls` shows): first sends and `tether kernel link` start it, and
+while it runs its `Link` re-makes the master and the forwards after a cut. It leaves
+after its idle time (IDLE_EXIT_S unless told) without activity, activity being a request
+on its socket or any message on the kernel's iopub (every request of every client makes
+the kernel publish its busy and idle status), when the local connection file stops
+naming its kernel (restarted, stopped), or on `tether kernel stop`.
+
+It is started, asked and stopped through tether.kernel.background (one start at a time,
+under a lock it inherits and lets go of once it serves). A request while the kernel is
+dead (its heartbeat silent and the agent saying so) fails within about
 DEAD_CHECK_S with one line instead of waiting for an idle that never comes.
 
 A `Link` keeps the connection through drops: an
@@ -30,42 +38,16 @@ import queue
 import socket
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from tether.config import Target
 from tether.ipc import peer_is_me
 
 IDLE_EXIT_S = 30 * 60.0
+IDLE_CHECK_S = 1.0  # how often an idle helper looks at iopub and the connection file
 REPLY_WAIT_S = 2.0
 DEAD_CHECK_S = 2.0  # heartbeat silent this long: ask the agent whether the kernel runs
 AGENT_TIMEOUT_S = 20.0
-LOCK_WAIT_S = 180.0
-
-
-def lock_path(target: Target, name: str) -> Path:
-    """The start lock of (host, kernel)'s helper: beside its pidfile."""
-    from tether.kernel import names
-
-    _, pid_path = names.helper_paths(target, name)
-    return pid_path.with_suffix(".lock")
-
-
-def spec_for(target: Target, name: str, remote: dict[str, Any], lock_fd: int = -1) -> str:
-    return json.dumps(
-        {
-            "target": {
-                "name": target.name,
-                "host": target.host,
-                "path": target.path,
-                "python": target.python,
-            },
-            "name": name,
-            "remote": remote,
-            "lock_fd": lock_fd,
-        }
-    )
 
 
 def send_line(conn: socket.socket, data: dict[str, Any]) -> bool:
@@ -89,7 +71,9 @@ def read_request(conn: socket.socket) -> dict[str, Any] | None:
 
 
 class Helper:
-    def __init__(self, target: Target, name: str, remote: dict[str, Any]) -> None:
+    def __init__(
+        self, target: Target, name: str, remote: dict[str, Any], idle_s: float = IDLE_EXIT_S
+    ) -> None:
         import asyncio
 
         from jupyter_client.blocking.client import BlockingKernelClient
@@ -112,6 +96,8 @@ class Helper:
         )
         self.conn: socket.socket | None = None
         self.dead_checked = 0.0
+        self.idle_s = idle_s
+        self.active_at = time.monotonic()
 
     def say(self, line: str) -> None:
         """Notices go to the send under way (its stderr), and to the helper's log."""
@@ -143,13 +129,15 @@ class Helper:
         server.listen(16)
         if ready is not None:
             ready()
-        server.settimeout(IDLE_EXIT_S)
+        server.settimeout(IDLE_CHECK_S)
         try:
             while True:
                 try:
                     conn, _ = server.accept()
                 except TimeoutError:
-                    return
+                    if self.done():
+                        return
+                    continue
                 with conn:
                     if not peer_is_me(conn):  # another user: not a word (SO_PEERCRED)
                         continue
@@ -161,6 +149,30 @@ class Helper:
                 self.sock_path.unlink()
             self.link.stop()
             self.client.stop_channels()
+
+    def done(self) -> bool:
+        """Whether an idle helper should leave: its idle time passed without activity
+        (what iopub carried meanwhile counts: another client used the kernel), or the
+        connection file names another kernel now."""
+        while self.feed.msg_ready():
+            self.feed.get_msg(timeout=0)
+            self.active_at = time.monotonic()
+        if self.link.failed is not None or self.stale():
+            return True
+        return time.monotonic() - self.active_at >= self.idle_s
+
+    def status(self) -> dict[str, Any]:
+        """The answer to a ping: which kernel, whether the link is up, how idle."""
+        link = "failed" if self.link.failed else "up" if self.link.up.is_set() else "reconnecting"
+        return {
+            "pong": True,
+            "key": self.key,
+            "stale": self.stale(),
+            "pid": os.getpid(),
+            "link": link,
+            "idle_s": self.idle_s,
+            "idle_for": round(time.monotonic() - self.active_at, 1),
+        }
 
     def handle(self, conn: socket.socket) -> bool:
         """Serve one request; False when the helper should leave."""
@@ -175,9 +187,15 @@ class Helper:
         if request.get("op") == "quit":
             send_line(conn, {"bye": True})
             return False
-        if request.get("op") == "ping":
-            send_line(conn, {"pong": True, "key": self.key, "stale": self.stale()})
+        if request.get("op") == "ping":  # (not activity: `kernel ls` must not keep it)
+            send_line(conn, self.status())
             return True
+        if request.get("op") == "idle":
+            with contextlib.suppress(TypeError, ValueError):
+                self.idle_s = max(1.0, float(request.get("seconds") or 0))
+            send_line(conn, self.status())
+            return True
+        self.active_at = time.monotonic()
         if self.stale():
             send_line(conn, {"stale": True})
             return False
@@ -186,6 +204,7 @@ class Helper:
             status = self.execute(conn, str(request.get("code", "")))
         finally:
             self.conn = None
+            self.active_at = time.monotonic()
         send_line(conn, {"status": status})
         return True
 
@@ -287,7 +306,7 @@ def main(argv: list[str]) -> int:
     target = Target(**spec["target"])
     lock_fd = int(spec.get("lock_fd", -1))
     try:
-        helper = Helper(target, spec["name"], spec["remote"])
+        helper = Helper(target, spec["name"], spec["remote"], float(spec["idle_s"]))
     except BaseException:
         release(lock_fd)
         raise
@@ -304,107 +323,6 @@ def main(argv: list[str]) -> int:
             if helper.pid_path.read_text() == str(os.getpid()):
                 helper.pid_path.unlink()
     return 0
-
-
-def ping(sock_path: Path, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The helper's answer to a ping on sock_path, or None if none answers."""
-    from tether.ipc import ask
-
-    answer = ask(str(sock_path), {"op": "ping"}, timeout)
-    return answer if answer is not None and answer.get("pong") else None
-
-
-@contextlib.contextmanager
-def start_lock(target: Target, name: str, timeout: float = LOCK_WAIT_S) -> Iterator[int]:
-    """Hold the exclusive flock on (host, kernel)'s start lock; its fd.
-
-    A helper being started holds it until it serves, so this waits for that (bounded).
-    """
-    from tether.errors import TetherError
-    from tether.ipc import lock_within
-
-    path = lock_path(target, name)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if not lock_within(fd, timeout):
-            raise TetherError(
-                "the send helper did not start",
-                f"another one held {path} for {timeout:.0f} s",
-                "run `tether kernel stop` and try again",
-            )
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def spawn(target: Target, name: str, remote: dict[str, Any]) -> int:
-    """Start the helper detached unless one serves this kernel already; its pid.
-
-    Under the start lock: a helper answering for the same kernel (key) is kept; one for
-    another kernel (restarted) is stopped first. The new helper inherits the locked file
-    and lets go of it once it serves, so a second spawn waits for it and keeps it.
-    """
-    import subprocess
-
-    from tether.kernel import names
-
-    sock_path, pid_path = names.helper_paths(target, name)
-    with start_lock(target, name) as fd:
-        answer = ping(sock_path)
-        if answer is not None and answer.get("key") == remote.get("key"):
-            with contextlib.suppress(OSError, ValueError):
-                return int(pid_path.read_text())
-        if answer is not None or pid_path.exists():
-            stop(target, name)
-        log = names.kernels_dir() / "helpers.log"
-        with open(log, "ab") as output:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tether.kernel.helper",
-                    spec_for(target, name, remote, lock_fd=fd),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=True,
-                pass_fds=(fd,),
-            )
-    return process.pid
-
-
-def stop(target: Target, name: str) -> None:
-    """Ask the helper of (host, kernel) to leave; kill it if it does not."""
-    import signal
-
-    from tether.kernel import names
-
-    sock_path, pid_path = names.helper_paths(target, name)
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as conn:
-        conn.settimeout(2)
-        conn.connect(str(sock_path))
-        conn.sendall(b'{"op": "quit"}\n')
-        conn.recv(100)
-    try:
-        pid = int(pid_path.read_text())
-    except (OSError, ValueError):
-        return
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        with contextlib.suppress(OSError):
-            if b"tether.kernel.helper" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        pid_path.unlink()
-    with contextlib.suppress(OSError):
-        sock_path.unlink()
 
 
 if __name__ == "__main__":

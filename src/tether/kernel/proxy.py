@@ -153,7 +153,7 @@ class Proxy:
         import zmq
         from jupyter_client.session import Session
 
-        from tether.kernel import helper, remote
+        from tether.kernel import background, remote
 
         self.target = target
         self.kernel = kernel
@@ -163,7 +163,7 @@ class Proxy:
         self.front = Signer(str(self.front_info.get("key", "")), scheme)
         self.front_session = Session(key=self.front.key, signature_scheme=scheme)
         if take_restart_note(connection_file):
-            helper.stop(target, kernel)
+            background.stop(target, kernel)
             remote.disconnect(target, kernel)
             answer = asyncio.run(remote.ensure(target, kernel, restart=True, spec=spec))
         else:

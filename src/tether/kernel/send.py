@@ -123,11 +123,11 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
     import asyncio
 
     from tether.envs.spec import find
-    from tether.kernel import helper, remote
+    from tether.kernel import background, remote
 
     answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
     if not os.environ.get("TETHER_SEND_DIRECT"):
-        helper.spawn(target, kernel, answer["connection"])  # replaces a stale helper itself
+        background.spawn(target, kernel, answer["connection"])  # replaces a stale helper itself
         if wait_for_socket(sock_path, 60.0):
             done = via_helper(sock_path, code, config.root, interrupt)
             if done is not None:
@@ -162,6 +162,55 @@ def wait_for_socket(path: Path, timeout: float) -> bool:
     return False
 
 
+class CtrlC:
+    """SIGINT as a count while a send waits on the helper, with a wakeup socket.
+
+    Ctrl-C can land anywhere in the loop (while a line is read, or while an output is
+    printed), so it never raises there: the count goes up and `wakeup` becomes readable
+    (signal.set_wakeup_fd), so a select() on it returns at once. The second Ctrl-C raises
+    KeyboardInterrupt (leave now). Outside the main thread it does nothing.
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        self.count = 0
+        self.wakeup, self._write = socket.socketpair()
+        for end in (self.wakeup, self._write):
+            end.setblocking(False)
+        self._saved: tuple[Any, int] | None = None
+
+    def __enter__(self) -> CtrlC:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            handler = signal.signal(signal.SIGINT, self._on_sigint)
+            self._saved = (handler, signal.set_wakeup_fd(self._write.fileno()))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import signal
+
+        if self._saved is not None:
+            signal.set_wakeup_fd(self._saved[1])
+            signal.signal(signal.SIGINT, self._saved[0])
+        self.wakeup.close()
+        self._write.close()
+
+    def _on_sigint(self, *_: object) -> None:
+        self.count += 1
+        if self.count > 1:
+            raise KeyboardInterrupt
+
+    def drain(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(BlockingIOError):
+            while self.wakeup.recv(512):
+                pass
+
+
 def via_helper(
     sock_path: Path, code: str, root: Path, interrupt: Callable[[], None] | None = None
 ) -> int | None:
@@ -171,6 +220,7 @@ def via_helper(
     there, then 130; a second Ctrl-C leaves at once.
     """
     import json
+    import select
     import socket
 
     from tether.errors import TetherError
@@ -183,18 +233,26 @@ def via_helper(
         conn.close()
         return None
     failed = interrupted = False
-    with conn, conn.makefile("rb") as lines:
+    buffer = b""
+    with conn, CtrlC() as ctrl_c:
         while True:
-            try:
-                line = lines.readline()
-            except KeyboardInterrupt:
-                if interrupted or interrupt is None:
-                    raise
+            if ctrl_c.count and not interrupted:
+                if interrupt is None:
+                    raise KeyboardInterrupt
                 interrupted = True
                 interrupt()
+            end = buffer.find(b"\n")
+            if end < 0:
+                ready, _, _ = select.select([conn, ctrl_c.wakeup], [], [])
+                if ctrl_c.wakeup in ready:
+                    ctrl_c.drain()
+                if conn in ready:
+                    chunk = conn.recv(1 << 16)
+                    if not chunk:
+                        break
+                    buffer += chunk
                 continue
-            if not line:
-                break
+            line, buffer = buffer[:end], buffer[end + 1 :]
             answer = json.loads(line)
             if "msg" in answer:
                 failed = render(answer["msg"], root) or failed
@@ -204,7 +262,7 @@ def via_helper(
             elif answer.get("stale"):
                 return None
             elif "status" in answer:
-                if interrupted:
+                if interrupted or ctrl_c.count:  # (a Ctrl-C just now: the cell ended anyway)
                     return 130
                 return 1 if failed or answer["status"] == "error" else 0
     raise TetherError("the send helper went away during the run", "", "run it again")

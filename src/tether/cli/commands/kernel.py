@@ -28,7 +28,10 @@ Examples:
   pbpaste | tether send
 """
 
-SPEC_INSTALL_HELP = """Install a Jupyter kernelspec "tether-TARGET" for this project's kernel.
+SPEC_INSTALL_HELP = """Install a Jupyter kernelspec for this project's kernel on TARGET.
+
+Its name (printed) is tether-TARGET-TAG, TAG marking this project, so projects whose
+targets share a name keep a spec each; it is shown as "tether: TARGET (project)".
 
 JupyterLab, VS Code, PyCharm, nbconvert and papermill can then pick the persistent remote
 kernel that `tether console` and `tether send` use. A frontend's shutdown leaves it
@@ -38,11 +41,26 @@ Examples:
 
   tether kernel spec install
 
-  jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=tether-gpu a.ipynb
+  jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=NAME a.ipynb
+"""
+
+LINK_HELP = """Keep the kernel's link for other Jupyter clients, in the background.
+
+The connection file it prints (also in `tether kernel ls`) then works for any Jupyter
+client (`jupyter console --existing FILE`, a BlockingKernelClient) after this command
+has exited: a background process keeps the forwards and re-makes them after a cut. It
+leaves after --idle without any client using the kernel (default 30m), when the kernel
+is restarted elsewhere, or on `tether kernel stop`. `tether send` starts the same link.
+
+Examples:
+
+  tether kernel link
+
+  tether kernel link --on gpu --idle 2h
 """
 
 kernel_app = typer.Typer(
-    help="Remote IPython kernels: ls, stop, restart, interrupt, install, spec install.",
+    help="Remote IPython kernels: ls, link, stop, restart, interrupt, install, spec.",
     no_args_is_help=True,
 )
 spec_app = typer.Typer(help="Jupyter kernelspecs for other frontends.", no_args_is_help=True)
@@ -53,6 +71,7 @@ def register(app: typer.Typer) -> None:
     app.command("console", help=CONSOLE_HELP)(console)
     app.command("send", help=SEND_HELP)(send)
     kernel_app.command("ls", help="List kernels on the targets.")(kernel_ls)
+    kernel_app.command("link", help=LINK_HELP)(kernel_link)
     kernel_app.command("stop", help="Stop a kernel (default: the target's).")(kernel_stop)
     kernel_app.command("restart", help="Restart a kernel with a fresh state.")(kernel_restart)
     kernel_app.command("interrupt", help="Interrupt the running cell of a kernel.")(
@@ -62,6 +81,10 @@ def register(app: typer.Typer) -> None:
         kernel_install
     )
     spec_app.command("install", help=SPEC_INSTALL_HELP)(kernel_spec_install)
+    spec_app.command("ls", help="List tether's kernelspecs (every project's).")(kernel_spec_ls)
+    spec_app.command("rm", help="Remove kernelspecs (default: this project's for the target).")(
+        kernel_spec_rm
+    )
     kernel_app.add_typer(spec_app, name="spec")
     app.add_typer(kernel_app, name="kernel")
 
@@ -110,7 +133,7 @@ def kernel_ls(
     from tether import config as config_module
     from tether.agent.wire_jobs import KernelList
     from tether.cli.render import print_json, table
-    from tether.kernel import names, remote
+    from tether.kernel import background, names, remote
 
     targets = config_module.load().pick(on or [])
 
@@ -126,6 +149,7 @@ def kernel_ls(
                     "name": name,
                     "remote_name": kernel["name"],
                     "local_connection_file": str(local) if local.exists() else None,
+                    "link": background.link_state(target, str(kernel["name"])),
                 }
                 if mine or show_all:
                     rows.append({**shown, "target": target.name, "this_project": mine})
@@ -146,15 +170,53 @@ def kernel_ls(
                 kernel["state"],
                 kernel.get("pid"),
                 when,
+                "link " + str(kernel["link"]["state"]),  # type: ignore[index]
                 kernel.get("root"),
             )
         )
-    table(None, ["name", "target", "state", "pid", "started", "dir"], rows)
+    table(None, ["name", "target", "state", "pid", "started", "link", "dir"], rows)
     for kernel in kernels:
         if kernel.get("local_connection_file"):  # printed whole: a table would wrap it
             typer.echo(f"{kernel['name']} ({kernel['target']}): {kernel['local_connection_file']}")
     if any(kernel.get("local_connection_file") for kernel in kernels):
-        typer.echo("(connection files: for any Jupyter client while tether keeps the link)")
+        typer.echo(
+            "(connection files: for any Jupyter client while the link is up; "
+            "`tether kernel link` starts it)"
+        )
+
+
+def kernel_link(
+    on: str = typer.Option(None, "--on", help="Target."),
+    name: str = typer.Option(None, "--name", help="Kernel name (default: the target's)."),
+    idle: str = typer.Option(None, "--idle", help="Leave after this long unused (30m)."),
+) -> None:
+    """Start (or keep) the kernel's background link; print its connection file."""
+    import asyncio
+
+    from tether import config as config_module
+    from tether.envs.spec import find
+    from tether.errors import TetherError
+    from tether.jobs.housekeeping import parse_duration
+    from tether.kernel import background, names, remote
+
+    config = config_module.load()
+    target = config.one(on)
+    kernel = remote.kernel_name(target, name)
+    idle_s = parse_duration(idle, "--idle") if idle else None
+    answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
+    background.spawn(target, kernel, answer["connection"], idle_s=idle_s)
+    with background.start_lock(target, kernel):  # held by a new link until it serves
+        state = background.link_state(target, kernel, answer["connection"]["key"])
+    if state["state"] == "down":
+        log = names.kernels_dir() / "helpers.log"
+        raise TetherError(f"the link to kernel {kernel} did not start", "", f"see {log}")
+    minutes = float(state.get("idle_s") or background.IDLE_EXIT_S) / 60
+    typer.echo(
+        f"link {state['state']} for kernel {kernel} on {target.name} (pid {state['pid']}); "
+        f"it keeps the forwards until {minutes:g} min pass without a client using the "
+        "kernel, or `tether kernel stop`"
+    )
+    typer.echo(f"connection file: {names.local_file(target, kernel)}")
 
 
 def kernel_stop(
@@ -166,11 +228,11 @@ def kernel_stop(
 
     from tether import config as config_module
     from tether.agent.wire_jobs import KernelStop
-    from tether.kernel import helper, remote
+    from tether.kernel import background, remote
 
     target = config_module.load().one(on)
     kernel = remote.kernel_name(target, name)
-    helper.stop(target, kernel)
+    background.stop(target, kernel)
     remote.disconnect(target, kernel)
     asyncio.run(remote.ask(target, KernelStop(kernel)))
     typer.echo(f"stopped kernel {kernel} on {target.name}")
@@ -185,15 +247,16 @@ def kernel_restart(
 
     from tether import config as config_module
     from tether.envs.spec import find
-    from tether.kernel import helper, remote
+    from tether.kernel import background, remote
 
     config = config_module.load()
     target = config.one(on)
     kernel = remote.kernel_name(target, name)
-    helper.stop(target, kernel)
+    background.stop(target, kernel)
     remote.disconnect(target, kernel)
     answer = asyncio.run(remote.ensure(target, kernel, restart=True, spec=find(config)))
     path = asyncio.run(remote.connect(target, kernel, answer["connection"]))  # for clients
+    background.spawn(target, kernel, answer["connection"])  # and the link that keeps it usable
     typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
     typer.echo(f"connection file: {path}")
 
@@ -224,10 +287,63 @@ def kernel_spec_install(
 
     config = config_module.load()
     target = config.one(on)
-    installed = spec.install(config.root, target, name)
+    installed, replaced = spec.install(config.root, target, name)
+    for old in replaced:
+        typer.echo(f"removed the old kernelspec {old} (now {installed.name})")
     typer.echo(
         f"installed kernelspec {installed.name} ({installed.display_name}) in {installed.path}"
     )
+    typer.echo(
+        "run a notebook on it: jupyter nbconvert --to notebook --execute "
+        f"--ExecutePreprocessor.kernel_name={installed.name} NOTEBOOK.ipynb"
+    )
+
+
+def kernel_spec_ls(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List tether's kernelspecs in the user's Jupyter data dir."""
+    from tether.cli.render import print_json, table
+    from tether.kernel import spec
+
+    found = spec.listed()
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": s.name,
+                    "display_name": s.display_name,
+                    "project": s.project,
+                    "target": s.target,
+                    "kernel": s.kernel,
+                    "path": str(s.path),
+                    "stale": s.stale,
+                }
+                for s in found
+            ]
+        )
+        return
+    rows = [
+        (s.name, s.display_name, s.project + (" (gone)" if s.stale else ""), s.target)
+        for s in found
+    ]
+    table(None, ["name", "shown as", "project", "target"], rows)
+
+
+def kernel_spec_rm(
+    names: list[str] = typer.Argument(None, help="Spec names (default: this project's)."),
+    on: str = typer.Option(None, "--on", help="Target."),
+    name: str = typer.Option(None, "--name", help="Kernel name (default: the target's)."),
+) -> None:
+    """Remove kernelspecs: the ones named, else this project's for the target."""
+    from tether import config as config_module
+    from tether.kernel import spec
+
+    if names:
+        removed = spec.remove_named(list(names))
+    else:
+        config = config_module.load()
+        removed = spec.remove_mine(config.root, config.one(on), name)
+    for gone in removed:
+        typer.echo(f"removed kernelspec {gone}")
 
 
 def kernel_install(
