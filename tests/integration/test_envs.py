@@ -281,3 +281,50 @@ def test_pyproject_dependencies_then_a_uv_lock_make_the_env(
     assert log_of(tether_cli, "locked").split()[0] == pinned
     digest = record_of(home, "locked")["env_digest"]
     assert envs_of(home)[digest]["kind"] == "uv.lock"
+
+
+@contextlib.contextmanager
+def index_blocked(home: Path) -> Iterator[None]:
+    """The sandbox user's pip and uv pointed at an index that refuses every connection (and
+    no extra index or find-links): nothing can be installed there from the network."""
+    dead = "http://127.0.0.1:9/simple"
+    pip_conf = home / ".config" / "pip" / "pip.conf"
+    uv_toml = home / ".config" / "uv" / "uv.toml"
+    for path in (pip_conf, uv_toml):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    pip_conf.write_text(f"[global]\nindex-url = {dead}\nextra-index-url =\nfind-links =\n")
+    uv_toml.write_text(f'index-url = "{dead}"\n')
+    try:
+        yield
+    finally:
+        pip_conf.unlink()
+        uv_toml.unlink()
+
+
+def test_offline_sync_builds_from_wheels_pushed_from_here_with_the_index_blocked(
+    env_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    home = env_project
+    version = "1.0.0"  # tomli-w: small, pure Python, not in Debian's python3 here
+    (project / "requirements.txt").write_text(f"tomli-w=={version}\n")
+    with index_blocked(home):
+        online = tether_cli("env", "sync", timeout=600)
+        assert online.returncode == 1, describe(online)  # the block holds
+        done = tether_cli("env", "sync", "--offline", timeout=600)
+        assert done.returncode == 0, describe(done)
+        assert f"tomli-w=={version}" in done.stdout or f"tomli_w=={version}" in done.stdout, (
+            describe(done)
+        )
+        assert "pushing" in done.stderr, describe(done)
+        wheels = home / ".cache" / "tether" / "wheels"
+        assert list(wheels.glob(f"tomli_w-{version}-*.whl")), sorted(
+            p.name for p in wheels.iterdir()
+        )
+        assert list(wheels.glob("ipykernel-*.whl"))
+        again = tether_cli("env", "sync", "--offline")
+        assert again.returncode == 0 and "up to date" in again.stdout, describe(again)
+        started = tether_cli("run", "--name", "offl", "--", "python", "-c", "import tomli_w")
+        assert started.returncode == 0, describe(started)
+        assert wait_job(tether_cli, "offl")["exit_code"] == 0, log_of(tether_cli, "offl")
+        digest = record_of(home, "offl")["env_digest"]
+        assert f"tomli_w=={version}" in envs_of(home)[digest]["packages"]

@@ -27,12 +27,20 @@ def builder() -> str:
 
 
 async def ensure(
-    channel: AgentChannel, target: Target, spec: EnvSpec, say: Say, build: bool = True
+    channel: AgentChannel,
+    target: Target,
+    spec: EnvSpec,
+    say: Say,
+    build: bool = True,
+    offline: bool = False,
 ) -> dict[str, Any]:
     """The agent's answer for the spec's env on target, built first where it is missing
-    (installer lines go to say). One round trip when it is there already."""
+    (installer lines go to say; offline: from wheels downloaded here and pushed, with no
+    index there). One round trip when it is there already."""
     fields: dict[str, Any] = {"root": target.path, "builder": builder()}
-    answer, _ = await channel.request("env_sync", env_spec=spec.wire(False), **fields)
+    answer, _ = await channel.request(
+        "env_sync", env_spec=spec.wire(False), describe=offline, **fields
+    )
     if answer["state"] == "ready":
         return answer
     if not build:
@@ -41,6 +49,11 @@ async def ensure(
             "--no-env-sync was given",
             "run `tether env sync` (or leave out --no-env-sync)",
         )
+    if offline:
+        from tether.envs.offline import prepare
+
+        await prepare(channel, target, spec, answer.get("target"), say)
+        fields["offline"] = True
     say(f"{target.name}: building the env for {spec.source} (digest {answer['digest']})")
     try:
         async for header, _ in channel.stream(
