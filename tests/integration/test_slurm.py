@@ -191,3 +191,26 @@ def test_provenance_show_and_rm_on_slurm(
     assert removed.returncode == 0, removed.stderr
     assert not out.exists() and not snap.exists()
     assert "sprov" not in by_name(tether_cli)
+
+
+def test_the_env_is_built_on_the_login_node_and_sbatch_jobs_run_in_it(
+    cluster_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    home = cluster_project.parent  # the login node's home: the cluster's shared filesystem
+    (project / "requirements.txt").write_text("tabulate==0.9.0\n")
+    code = "import sys, tabulate; print(tabulate.__version__, sys.prefix)"
+    done = tether_cli("run", "--name", "senv", "--", "python", "-c", code, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "building the env" in done.stderr, done.stderr  # run built it first, over ssh
+    job = wait_job(tether_cli, "senv", timeout=120)
+    log = tether_cli("logs", "senv")
+    assert job["exit_code"] == 0, log.stdout + log.stderr
+    shown = json.loads(tether_cli("show", "senv", "--json").stdout)
+    env_dir = home / ".cache" / "tether" / "envs" / shown["env_digest"]
+    assert log.stdout.split() == ["0.9.0", str(env_dir)]
+    assert "tabulate==0.9.0" in shown["packages"]
+    status = tether_cli("env", "status")
+    assert status.returncode == 0 and f"env {shown['env_digest']}: built" in status.stdout
+    again = tether_cli("run", "--no-env-sync", "--name", "senv2", "--", "python", "-c", code)
+    assert again.returncode == 0, again.stderr
+    assert wait_job(tether_cli, "senv2", timeout=120)["exit_code"] == 0

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import fsops, provenance, start
+from . import envs, fsops, provenance, start
 from .gpus import key_of
 from .jobs import take_snapshot
 from .jobstore import (
@@ -190,13 +190,14 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     snap_id = time.strftime("%Y%m%d-%H%M%S") + "-" + base
     snap = os.path.join(snapshots_dir(), project, snap_id)
     job_env = start.check_env(header.get("env"))
+    in_env = envs.for_job(header)  # before the snapshot: "noenv" makes the client build it
     taken = take_snapshot(root, snap, header, payload)
     cwd_rel = header.get("cwd") or ""
     cwd = os.path.join(snap, fsops.check_rel(cwd_rel)) if cwd_rel not in ("", ".") else snap
     os.makedirs(slurm_dir(), mode=0o700, exist_ok=True)
     os.makedirs(jobs_dir(), mode=0o700, exist_ok=True)
     records = []
-    remote = provenance.remote(header)
+    remote = {} if in_env else provenance.remote(header)
     for index, name in enumerate(names):
         record: Dict[str, Any] = dict(header.get("provenance") or {})
         record.update(remote)
@@ -231,6 +232,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
             }
         )
         record.update(start.interpreter_fields())
+        record.update(in_env)  # the env's bin first on PATH, on whichever node runs it
         records.append(record)
     if failed is not None:
         for record in records:

@@ -199,8 +199,10 @@ async def submit(
     after: list[str] | None = None,
     array: int | None = None,
     env: dict[str, str] | None = None,
+    env_spec: dict[str, Any] | None = None,
 ) -> list[JobRecord]:
-    """Snapshot and sbatch on a Slurm target; the records (one per array task)."""
+    """Snapshot and sbatch on a Slurm target; the records (one per array task). With an
+    env spec the jobs run in that env, built on the login node (AgentError "noenv" until)."""
     from tether.jobs.client import _project_name, synced_paths
 
     prov = dict(info)
@@ -221,6 +223,7 @@ async def submit(
             results=list(config.sync.results),
             provenance=prov,
             env=env or None,
+            env_spec=env_spec,
             after=list(after or []),
             array=array,
             gpu_count=gpus or None,
@@ -228,6 +231,8 @@ async def submit(
             slurm_conf=conf_override(),
         )
     except AgentError as error:
+        if error.kind == "noenv":
+            raise  # envs.client.in_env builds it and submits again
         _raise(error, name, target)
         raise
     records = list(answer["records"])

@@ -149,8 +149,15 @@ def run(
             from tether.jobs import slurm
 
             slurm.refuse_pinned(pinned, target)
-            return await slurm.submit(
-                channel, config, target, job_name, command, cwd, info, count, after, array, job_env
+            submit = partial(
+                slurm.submit, channel, config, target, job_name, command, cwd, info, count
+            )
+            return await in_env(
+                channel,
+                target,
+                spec,
+                not no_env_sync,
+                partial(submit, after, array, job_env, extra["env_spec"]),
             )
         records = []
         for index, task in enumerate(names):
