@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import tomllib
@@ -98,7 +99,7 @@ def test_env_sync_then_a_job_and_the_console_import_the_package(
     status = tether_cli("status", "--json")
     assert status.returncode == 0, describe(status)
     shown_env = {"spec": "requirements.txt", "digest": digest, "built": True}
-    assert json.loads(status.stdout)[0]["env"] == shown_env
+    assert json.loads(status.stdout)[0]["env"] == dict(shown_env, python_version=ANY)
     started = tether_cli("run", "--name", "imp", "--", "python", "-c", PRINT_VERSION)
     assert started.returncode == 0, describe(started)
     assert "building" not in started.stderr, "run rebuilt an env that was there"
@@ -328,3 +329,29 @@ def test_offline_sync_builds_from_wheels_pushed_from_here_with_the_index_blocked
         assert wait_job(tether_cli, "offl")["exit_code"] == 0, log_of(tether_cli, "offl")
         digest = record_of(home, "offl")["env_digest"]
         assert f"tomli_w=={version}" in envs_of(home)[digest]["packages"]
+
+
+def test_host_check_and_status_report_the_targets_env_before_and_after_sync(
+    env_project: Path, project: Path, sandbox: Any, tether_cli: Cli
+) -> None:
+    (project / "requirements.txt").write_text(f"{PACKAGE}=={OLD}\n# {uuid.uuid4().hex}\n")
+
+    def reported() -> tuple[dict[str, Any], dict[str, Any], str]:
+        checked = tether_cli("host", "check", sandbox.name, "--json")
+        assert checked.returncode == 0, describe(checked)
+        status = tether_cli("status", "--json")
+        assert status.returncode == 0, describe(status)
+        text = tether_cli("host", "check", sandbox.name).stdout + tether_cli("status").stdout
+        return json.loads(checked.stdout)["env"], json.loads(status.stdout)[0]["env"], text
+
+    before, status_before, text = reported()
+    assert before["built"] is False and status_before["built"] is False
+    assert before["digest"] == status_before["digest"] and "not built" in text
+    done = tether_cli("env", "sync", timeout=600)
+    assert done.returncode == 0, describe(done)
+    after, status_after, text = reported()
+    python = envs_of(env_project)[after["digest"]]["python_version"]
+    expected = {"spec": "requirements.txt", "digest": before["digest"], "built": True}
+    assert after == dict(expected, target="box", python_version=python)
+    assert status_after == dict(expected, python_version=python)
+    assert f"{before['digest']} for requirements.txt: built, python {python}" in text

@@ -138,6 +138,27 @@ def status_lines(target: Target, spec: EnvSpec, answer: dict[str, Any]) -> list[
     return lines
 
 
+def env_report(target: Target, spec: EnvSpec, answer: dict[str, Any]) -> dict[str, Any]:
+    """The env of the spec on a target, as host check and status show it."""
+    meta = answer.get("meta") or {}
+    return {
+        "target": target.name,
+        "spec": spec.source,
+        "digest": answer["digest"],
+        "built": answer["state"] == "ready",
+        "python_version": meta.get("python_version"),
+    }
+
+
+def env_line(env: dict[str, Any]) -> str:
+    """'DIGEST for requirements.txt: built, python 3.11.2' (or not built)."""
+    if env["built"]:
+        state = f"built, python {env['python_version']}"
+    else:
+        state = "not built (`tether env sync` builds it)"
+    return f"{env['digest']} for {env['spec']}: {state}"
+
+
 def say_stderr(line: str) -> None:
     """Installer progress for commands whose stdout is their result (run, send)."""
     import sys

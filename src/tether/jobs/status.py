@@ -32,8 +32,10 @@ async def target_status(target: Target, spec: EnvSpec | None = None) -> dict[str
         (answer, _), (disk, _), *env = await asyncio.gather(*asks)
         answer["snapshots"] = disk["snapshots"]
         if spec is not None:
-            built = env[0][0]["state"] == "ready"
-            answer["env"] = {"spec": spec.source, "digest": env[0][0]["digest"], "built": built}
+            from tether.envs.client import env_report
+
+            answer["env"] = env_report(target, spec, env[0][0])
+            del answer["env"]["target"]  # the entry names it
         if target.scheduler == "slurm":
             from tether.jobs.slurm import partitions
 
@@ -127,8 +129,9 @@ def lines(entries: list[dict[str, Any]]) -> list[str]:
         out.append(f"  jobs: this project {project}; everyone's on the host {host}")
         env = entry.get("env")
         if env:
-            built = "built" if env["built"] else "not built (`tether env sync`)"
-            out.append(f"  env for {env['spec']}: {env['digest']} {built}")
+            from tether.envs.client import env_line
+
+            out.append(f"  env {env_line(env)}")
     return out
 
 
