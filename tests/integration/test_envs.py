@@ -355,3 +355,29 @@ def test_host_check_and_status_report_the_targets_env_before_and_after_sync(
     assert after == dict(expected, target="box", python_version=python)
     assert status_after == dict(expected, python_version=python)
     assert f"{before['digest']} for requirements.txt: built, python {python}" in text
+
+
+def test_a_requirements_line_that_says_where_code_comes_from_waits_for_tether_trust(
+    env_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    home = env_project
+    before = envs_of(home)
+    dead = "http://127.0.0.1:9/simple"  # if tether acted on it, the installer would say so
+    (project / "requirements.txt").write_text(f"{PACKAGE}=={OLD}\n--index-url {dead}\n")
+    for argv in (("env", "sync"), ("run", "--name", "untrusted", "--", "python", "-c", "1")):
+        refused = tether_cli(*argv, timeout=600)
+        assert refused.returncode == 1, describe(refused)
+        line = one_error_line(refused)
+        assert f"requirements.txt now says `--index-url {dead}`" in line, describe(refused)
+        assert "tether trust" in line and "building" not in refused.stderr
+    assert envs_of(home) == before and leftovers(home) == []
+    assert "untrusted" not in tether_cli("jobs").stdout
+    shown = tether_cli("trust")
+    assert shown.returncode == 0 and f"--index-url {dead}" in shown.stdout, describe(shown)
+    (project / "requirements.txt").write_text(f"{PACKAGE}=={NEW}\n--index-url {dead}\n")
+    status = tether_cli("env", "status")  # a bumped pin is no new decision: no new trust
+    assert status.returncode == 0, describe(status)
+    acted = tether_cli("env", "sync", timeout=600)  # trusted: the installer uses that index
+    assert acted.returncode == 1, describe(acted)
+    last = acted.stderr.strip().splitlines()[-1]
+    assert last.startswith("tether: error: building the env on box failed"), describe(acted)

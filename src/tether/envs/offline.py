@@ -114,6 +114,7 @@ async def download(
     )
     process = await asyncio.create_subprocess_exec(
         *argv,
+        cwd=work,  # never the project: a bare name there could be read as a local directory
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL,
