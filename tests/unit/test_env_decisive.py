@@ -84,6 +84,10 @@ def test_a_lock_names_its_registries_but_pypi_and_every_other_source() -> None:
         "c from git https://evil/c.git?rev=x",
         "d from path ../d",
     ]
+    hidden = '[[package]]\nname = "e"\nversion = "1"\n"\\u0073ource" = { git = "https://evil/e" }\n'
+    table = '[[package]]\nname = "f"\nversion = "1"\n[package.source]\nurl = "https://evil/f"\n'
+    assert lock_lines(lock + hidden) == [*lock_lines(lock), "e from git https://evil/e"]
+    assert lock_lines(lock + table)[-1] == "f from url https://evil/f"
     assert tool_uv('[project]\nname = "p"\n') == []
     assert tool_uv('[tool.uv]\nindex-url = "http://evil"\n') == [
         '[tool.uv] {"index-url": "http://evil"}'

@@ -73,26 +73,54 @@ def requirement_lines(text: str) -> list[str]:
 
 def lock_lines(lock: str) -> list[str]:
     """Where a uv.lock's packages come from: each registry but PyPI once, every other
-    source by package (git, url, path, directory, editable)."""
-    try:
-        data = tomllib.loads(lock)
-    except tomllib.TOMLDecodeError:
-        return ["uv.lock is not valid TOML"]
+    source by package (git, url, path, directory, editable).
+
+    Read line by line where the lock is laid out as uv writes it (every line that mentions
+    `source` is a package's one-line `source = { ... }`, no escapes): trust checks run
+    before every command and parsing a big lock as TOML costs ~80 ms; anything else is
+    parsed as TOML."""
+    found = _sources_as_written(lock)
+    if found is None:
+        try:
+            data = tomllib.loads(lock)
+        except tomllib.TOMLDecodeError:
+            return ["uv.lock is not valid TOML"]
+        found = []
+        for package in data.get("package") or []:
+            source = package.get("source") if isinstance(package, dict) else None
+            if isinstance(source, dict):
+                found += [(str(package.get("name")), str(k), str(v)) for k, v in source.items()]
     registries: set[str] = set()
     others: set[str] = set()
-    for package in data.get("package") or []:
-        source = package.get("source") if isinstance(package, dict) else None
-        if not isinstance(source, dict):
-            continue
-        for kind, where in sorted(source.items()):
-            if kind == "registry":
-                if str(where).rstrip("/") != PYPI:
-                    registries.add(f"registry {where}")
-            elif kind in ("editable", "virtual") and str(where) in _OWN:
-                continue
-            else:
-                others.add(f"{package.get('name')} from {kind} {where}")
+    for name, kind, where in found:
+        if kind == "registry":
+            if where.rstrip("/") != PYPI:
+                registries.add(f"registry {where}")
+        elif not (kind in ("editable", "virtual") and where in _OWN):
+            others.add(f"{name} from {kind} {where}")
     return sorted(registries) + sorted(others)
+
+
+_SOURCE = re.compile(r'source = \{ ([a-z]+) = "([^"\\]*)" \}\Z')
+_NAME_LINE = re.compile(r'name = "([^"\\]*)"\Z')
+
+
+def _sources_as_written(lock: str) -> list[tuple[str, str, str]] | None:
+    """(package, kind, where) of a lock in uv's own layout; None if it is laid out otherwise."""
+    if "\\" in lock:  # an escape could spell a key that no line shows
+        return None
+    found = []
+    name = ""
+    for line in lock.splitlines():
+        named = _NAME_LINE.match(line)
+        if named:
+            name = named.group(1)
+        elif "source" in line:
+            source = _SOURCE.match(line)
+            if source is None:
+                return None
+            found.append((name, source.group(1), source.group(2)))
+    return found
 
 
 def tool_uv(pyproject: str) -> list[str]:
