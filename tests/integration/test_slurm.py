@@ -197,7 +197,8 @@ def test_the_env_is_built_on_the_login_node_and_sbatch_jobs_run_in_it(
     cluster_project: Path, project: Path, tether_cli: Cli
 ) -> None:
     home = cluster_project.parent  # the login node's home: the cluster's shared filesystem
-    (project / "requirements.txt").write_text("tabulate==0.9.0\n")
+    unique = f"# {uuid.uuid4().hex}\n"  # a spec of its own: built here, by this run
+    (project / "requirements.txt").write_text("tabulate==0.9.0\n" + unique)
     code = "import sys, tabulate; print(tabulate.__version__, sys.prefix)"
     done = tether_cli("run", "--name", "senv", "--", "python", "-c", code, timeout=600)
     assert done.returncode == 0, done.stderr
