@@ -302,12 +302,16 @@ def index_blocked(home: Path) -> Iterator[None]:
         uv_toml.unlink()
 
 
+@pytest.mark.parametrize("builder", ["auto", "pip"])
 def test_offline_sync_builds_from_wheels_pushed_from_here_with_the_index_blocked(
-    env_project: Path, project: Path, tether_cli: Cli
+    env_project: Path, project: Path, tether_cli: Cli, builder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """auto: uv (tether's, or unpacked from a pushed uv wheel); pip: venv + pip --no-index."""
     home = env_project
+    monkeypatch.setenv("TETHER_ENV_BUILDER", builder)
     version = "1.0.0"  # tomli-w: small, pure Python, not in Debian's python3 here
-    (project / "requirements.txt").write_text(f"tomli-w=={version}\n")
+    unique = f"# {uuid.uuid4().hex}\n"  # an env of its own per builder
+    (project / "requirements.txt").write_text(f"tomli-w=={version}\n{unique}")
     with index_blocked(home):
         online = tether_cli("env", "sync", timeout=600)
         assert online.returncode == 1, describe(online)  # the block holds
@@ -324,11 +328,13 @@ def test_offline_sync_builds_from_wheels_pushed_from_here_with_the_index_blocked
         assert list(wheels.glob("ipykernel-*.whl"))
         again = tether_cli("env", "sync", "--offline")
         assert again.returncode == 0 and "up to date" in again.stdout, describe(again)
-        started = tether_cli("run", "--name", "offl", "--", "python", "-c", "import tomli_w")
+        name = f"offline-{builder}"  # job records of every test share the sandbox
+        started = tether_cli("run", "--name", name, "--", "python", "-c", "import tomli_w")
         assert started.returncode == 0, describe(started)
-        assert wait_job(tether_cli, "offl")["exit_code"] == 0, log_of(tether_cli, "offl")
-        digest = record_of(home, "offl")["env_digest"]
-        assert f"tomli_w=={version}" in envs_of(home)[digest]["packages"]
+        assert wait_job(tether_cli, name)["exit_code"] == 0, log_of(tether_cli, name)
+        meta = envs_of(home)[record_of(home, name)["env_digest"]]
+        assert f"tomli_w=={version}" in meta["packages"]
+        assert meta["builder"] == ("pip" if builder == "pip" else "uv")
 
 
 def test_host_check_and_status_report_the_targets_env_before_and_after_sync(
