@@ -6,6 +6,9 @@ names a few small pure-Python packages (ipykernel is added, as always). Measured
 - cold, uv: nothing on the remote (no tether uv, no uv cache, no env): fetch uv, build;
 - warm cache, uv: tether's uv and its cache are there, the env is not (a new spec);
 - cold, pip: TETHER_ENV_BUILDER=pip, no pip cache, no env (`python -m venv` + pip);
+- offline: `env sync --offline`, no env and no pushed wheels there: `pip download` here
+  for the remote's platform (pip's local cache warm after the first run), the wheels
+  pushed, the env built with no index (tether's uv already there);
 - no change: the env is there; `env sync` is one round trip (next to `ssh HOST true`).
 
 Medians of --runs (default 3; --small: 1) runs, each after removing what "cold" says.
@@ -57,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         cold_uv = common.median_of(runs, sync, lambda: clear(envs, "tether/uv", "tether/uv-cache"))
         warm_uv = common.median_of(runs, sync, lambda: clear(envs))
         cold_pip = common.median_of(runs, lambda: sync("pip"), lambda: clear(envs, "pip"))
+        offline = common.median_of(
+            runs,
+            lambda: common.run([tether, "env", "sync", "--offline"], cwd=project, timeout=1200),
+            lambda: clear(envs, "tether/wheels"),
+        )
         sync()
         unchanged = common.side_by_side(
             max(runs, 5),
@@ -74,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         ("cold, uv (fetch uv, empty cache)", cold_uv),
         ("warm uv cache, new env", warm_uv),
         ("cold, venv + pip fallback", cold_pip),
+        ("offline: download here, push, build (no index there)", offline),
         ("no change (env there)", unchanged["env sync"]),
         ("`ssh HOST true`, same master", unchanged["ssh true"]),
     ]

@@ -57,7 +57,7 @@ def init_project(
     file.write_text(text, encoding="utf-8")
     from tether.trust import record
 
-    record(config)  # what the user wrote through tether is trusted
+    record(config, with_files=False)  # what the user wrote through tether is trusted
     gitignore = root / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     if ".tether/" not in existing.splitlines():

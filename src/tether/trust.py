@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,11 +34,32 @@ class UntrustedError(TetherError):
     """The project's config is not trusted (or changed since); exit code 1."""
 
 
-def decisive(config: Config) -> dict[str, str]:
+FILE_KEY = "env.file"  # env.file[requirements.txt]: that file's decisive lines
+
+
+def env_files(config: Config) -> dict[str, list[str]]:
+    """The env spec's files that say where code comes from -> those lines (an unreadable
+    spec has none here: the command that needs it reports it)."""
+    from tether.envs.decisive import decisive_files
+    from tether.envs.spec import find
+    from tether.errors import ConfigError
+
+    try:
+        spec = find(config)
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return {}
+    return decisive_files(spec) if spec is not None else {}
+
+
+def decisive(config: Config, with_files: bool = True) -> dict[str, str]:
     """Every value that decides what tether runs or where files go, as shown to the user.
 
-    Keys are the config's own key names; values are plain text (lists joined)."""
+    Keys are the config's own key names, and env.file[NAME] for the env spec's lines that
+    say where packages come from (with_files); values are plain text (lists joined)."""
     values: dict[str, str] = {}
+    if with_files:
+        for name, lines in env_files(config).items():
+            values[f"{FILE_KEY}[{name}]"] = "\n".join(lines)
     for name, target in sorted(config.targets.items()):
         key = f"targets.{name}"
         values[f"{key}.host"] = target.host
@@ -93,6 +115,8 @@ def summary(config: Config) -> list[str]:
         lines.append(f"run on the remote's shell when a job ends: {config.notify}")
     if config.env is not None:
         lines.append("build a Python env on each target: " + _env_clause(config))
+    for name, found in env_files(config).items():
+        lines.append(f"install packages as {name} says: " + "; ".join(found))
     return lines
 
 
@@ -153,7 +177,9 @@ def changes(config: Config) -> list[str] | None:
         return None
     found: list[str] = []
     for key in sorted(set(before) | set(now)):
-        if key not in now:
+        if key.startswith(FILE_KEY + "["):
+            found += _file_changes(key[len(FILE_KEY) + 1 : -1], before.get(key), now.get(key))
+        elif key not in now:
             found.append(f"{key} was removed (was {before[key]!r})")
         elif key not in before:
             found.append(f"{key} = {now[key]!r} is new")
@@ -162,9 +188,22 @@ def changes(config: Config) -> list[str] | None:
     return found
 
 
-def record(config: Config) -> None:
-    """Trust the config's current values for this user (atomically, 0600)."""
-    values = decisive(config)
+def _file_changes(name: str, before: str | None, now: str | None) -> list[str]:
+    """'requirements.txt now says `--index-url ...`' per decisive line added or dropped."""
+    old = (before or "").splitlines()
+    new = (now or "").splitlines()
+    said = [f"{name} now says `{line}`" for line in new if line not in old]
+    return said + [f"{name} no longer says `{line}`" for line in old if line not in new]
+
+
+def record(config: Config, with_files: bool = True) -> None:
+    """Trust the config's current values for this user (atomically, 0600). Without
+    with_files the env files' decisive lines stay as trusted before (`init` writes the
+    config, not the requirements someone else's repository brought)."""
+    values = decisive(config, with_files)
+    if not with_files:
+        before = recorded(config) or {}
+        values.update({k: v for k, v in before.items() if k.startswith(FILE_KEY + "[")})
     store = _load_store()
     store[_key(config)] = {"digest": digest(values), "values": values, "when": int(time.time())}
     path = _store_path()
@@ -189,7 +228,17 @@ def require(config: Config) -> None:
         return
     name = config.file.name
     if found:
-        problem = f"{name} changed since you trusted it: " + "; ".join(found)
+        said = [text for text in found if re.match(r"\S+ (?:now|no longer) says `", text)]
+        own = [text for text in found if text not in said]
+        parts = [f"{name} changed since you trusted it: " + "; ".join(own)] if own else []
+        if said:
+            files = list(dict.fromkeys(text.split(" ", 1)[0] for text in said))
+            verb = "says" if len(files) == 1 else "say"
+            parts.append(
+                f"{', '.join(files)} {verb} where packages come from in a way you have not "
+                "trusted: " + "; ".join(said)
+            )
+        problem = "; ".join(parts)
     else:
         problem = f"this project's {name} is not trusted yet, it would " + _brief(config)
     if _ask(config, problem):
@@ -211,6 +260,8 @@ def _brief(config: Config) -> str:
         parts.append(f"run `{config.notify}` when a job ends")
     if config.env is not None:
         parts.append("build an env " + _env_clause(config))
+    for file_name, found in env_files(config).items():
+        parts.append(f"install packages as {file_name} says: " + ", ".join(found))
     return "; ".join(parts)
 
 

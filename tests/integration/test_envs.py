@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import tomllib
@@ -92,13 +93,18 @@ def test_env_sync_then_a_job_and_the_console_import_the_package(
     done = tether_cli("env", "sync", timeout=600)
     assert done.returncode == 0, describe(done)
     assert f"{PACKAGE}=={OLD}" in done.stdout, describe(done)
-    (digest,) = [d for d, meta in envs_of(home).items() if f"{PACKAGE}=={OLD}" in meta["packages"]]
+    # The host's env of this spec (other tests' specs may pin the same package).
+    listed = tether_cli("env", "status", "--json")
+    assert listed.returncode == 0, describe(listed)
+    [row] = json.loads(listed.stdout)
+    digest = row["env_digest"]
+    assert row["built"] and f"{PACKAGE}=={OLD}" in envs_of(home)[digest]["packages"], row
     again = tether_cli("env", "sync")
     assert again.returncode == 0 and "up to date" in again.stdout, describe(again)
     status = tether_cli("status", "--json")
     assert status.returncode == 0, describe(status)
     shown_env = {"spec": "requirements.txt", "digest": digest, "built": True}
-    assert json.loads(status.stdout)[0]["env"] == shown_env
+    assert json.loads(status.stdout)[0]["env"] == dict(shown_env, python_version=ANY)
     started = tether_cli("run", "--name", "imp", "--", "python", "-c", PRINT_VERSION)
     assert started.returncode == 0, describe(started)
     assert "building" not in started.stderr, "run rebuilt an env that was there"
@@ -281,3 +287,108 @@ def test_pyproject_dependencies_then_a_uv_lock_make_the_env(
     assert log_of(tether_cli, "locked").split()[0] == pinned
     digest = record_of(home, "locked")["env_digest"]
     assert envs_of(home)[digest]["kind"] == "uv.lock"
+
+
+@contextlib.contextmanager
+def index_blocked(home: Path) -> Iterator[None]:
+    """The sandbox user's pip and uv pointed at an index that refuses every connection (and
+    no extra index or find-links): nothing can be installed there from the network."""
+    dead = "http://127.0.0.1:9/simple"
+    pip_conf = home / ".config" / "pip" / "pip.conf"
+    uv_toml = home / ".config" / "uv" / "uv.toml"
+    for path in (pip_conf, uv_toml):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    pip_conf.write_text(f"[global]\nindex-url = {dead}\nextra-index-url =\nfind-links =\n")
+    uv_toml.write_text(f'index-url = "{dead}"\n')
+    try:
+        yield
+    finally:
+        pip_conf.unlink()
+        uv_toml.unlink()
+
+
+@pytest.mark.parametrize("builder", ["auto", "pip"])
+def test_offline_sync_builds_from_wheels_pushed_from_here_with_the_index_blocked(
+    env_project: Path, project: Path, tether_cli: Cli, builder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto: uv (tether's, or unpacked from a pushed uv wheel); pip: venv + pip --no-index."""
+    home = env_project
+    monkeypatch.setenv("TETHER_ENV_BUILDER", builder)
+    version = "1.0.0"  # tomli-w: small, pure Python, not in Debian's python3 here
+    unique = f"# {uuid.uuid4().hex}\n"  # an env of its own per builder
+    (project / "requirements.txt").write_text(f"tomli-w=={version}\n{unique}")
+    with index_blocked(home):
+        online = tether_cli("env", "sync", timeout=600)
+        assert online.returncode == 1, describe(online)  # the block holds
+        done = tether_cli("env", "sync", "--offline", timeout=600)
+        assert done.returncode == 0, describe(done)
+        assert f"tomli-w=={version}" in done.stdout or f"tomli_w=={version}" in done.stdout, (
+            describe(done)
+        )
+        assert "pushing" in done.stderr, describe(done)
+        wheels = home / ".cache" / "tether" / "wheels"
+        assert list(wheels.glob(f"tomli_w-{version}-*.whl")), sorted(
+            p.name for p in wheels.iterdir()
+        )
+        assert list(wheels.glob("ipykernel-*.whl"))
+        again = tether_cli("env", "sync", "--offline")
+        assert again.returncode == 0 and "up to date" in again.stdout, describe(again)
+        name = f"offline-{builder}"  # job records of every test share the sandbox
+        started = tether_cli("run", "--name", name, "--", "python", "-c", "import tomli_w")
+        assert started.returncode == 0, describe(started)
+        assert wait_job(tether_cli, name)["exit_code"] == 0, log_of(tether_cli, name)
+        meta = envs_of(home)[record_of(home, name)["env_digest"]]
+        assert f"tomli_w=={version}" in meta["packages"]
+        assert meta["builder"] == ("pip" if builder == "pip" else "uv")
+
+
+def test_host_check_and_status_report_the_targets_env_before_and_after_sync(
+    env_project: Path, project: Path, sandbox: Any, tether_cli: Cli
+) -> None:
+    (project / "requirements.txt").write_text(f"{PACKAGE}=={OLD}\n# {uuid.uuid4().hex}\n")
+
+    def reported() -> tuple[dict[str, Any], dict[str, Any], str]:
+        checked = tether_cli("host", "check", sandbox.name, "--json")
+        assert checked.returncode == 0, describe(checked)
+        status = tether_cli("status", "--json")
+        assert status.returncode == 0, describe(status)
+        text = tether_cli("host", "check", sandbox.name).stdout + tether_cli("status").stdout
+        return json.loads(checked.stdout)["env"], json.loads(status.stdout)[0]["env"], text
+
+    before, status_before, text = reported()
+    assert before["built"] is False and status_before["built"] is False
+    assert before["digest"] == status_before["digest"] and "not built" in text
+    done = tether_cli("env", "sync", timeout=600)
+    assert done.returncode == 0, describe(done)
+    after, status_after, text = reported()
+    python = envs_of(env_project)[after["digest"]]["python_version"]
+    expected = {"spec": "requirements.txt", "digest": before["digest"], "built": True}
+    assert after == dict(expected, target="box", python_version=python)
+    assert status_after == dict(expected, python_version=python)
+    assert f"{before['digest']} for requirements.txt: built, python {python}" in text
+
+
+def test_a_requirements_line_that_says_where_code_comes_from_waits_for_tether_trust(
+    env_project: Path, project: Path, tether_cli: Cli
+) -> None:
+    home = env_project
+    before = envs_of(home)
+    dead = "http://127.0.0.1:9/simple"  # if tether acted on it, the installer would say so
+    (project / "requirements.txt").write_text(f"{PACKAGE}=={OLD}\n--index-url {dead}\n")
+    for argv in (("env", "sync"), ("run", "--name", "untrusted", "--", "python", "-c", "1")):
+        refused = tether_cli(*argv, timeout=600)
+        assert refused.returncode == 1, describe(refused)
+        line = one_error_line(refused)
+        assert f"requirements.txt now says `--index-url {dead}`" in line, describe(refused)
+        assert "tether trust" in line and "building" not in refused.stderr
+    assert envs_of(home) == before and leftovers(home) == []
+    assert "untrusted" not in tether_cli("jobs").stdout
+    shown = tether_cli("trust")
+    assert shown.returncode == 0 and f"--index-url {dead}" in shown.stdout, describe(shown)
+    (project / "requirements.txt").write_text(f"{PACKAGE}=={NEW}\n--index-url {dead}\n")
+    status = tether_cli("env", "status")  # a bumped pin is no new decision: no new trust
+    assert status.returncode == 0, describe(status)
+    acted = tether_cli("env", "sync", timeout=600)  # trusted: the installer uses that index
+    assert acted.returncode == 1, describe(acted)
+    last = acted.stderr.strip().splitlines()[-1]
+    assert last.startswith("tether: error: building the env on box failed"), describe(acted)

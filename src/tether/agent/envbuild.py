@@ -244,6 +244,11 @@ def fetch_uv(index: str, cafile: Optional[str], say: Say) -> str:
         data = response.read()
     if digest and hashlib.sha256(data).hexdigest() != digest:
         raise OSError("the uv wheel from %s does not match its sha256" % url)
+    return unpack_uv(data, version)
+
+
+def unpack_uv(data: bytes, version: str) -> str:
+    """The uv binary of a uv wheel's bytes, unpacked to ~/.cache/tether/uv/VERSION/uv."""
     with zipfile.ZipFile(io.BytesIO(data)) as wheel:
         member = next(n for n in wheel.namelist() if re.match(r"uv-[^/]+\.data/scripts/uv\Z", n))
         binary = wheel.read(member)
@@ -382,6 +387,7 @@ def build_with_uv(uv: str, job: Dict[str, Any]) -> None:
     system_certs(env, os.path.basename(os.path.dirname(uv)))
     target, spec_dir = job["target"], job["spec_dir"]
     argv = [uv, "venv", "--relocatable", "--python", job["base"], target]
+    argv += ["--offline"] if job.get("offline") else []
     check_run("uv venv", run_streamed(argv, env, say, cancelled, cwd=spec_dir))
     requirements = list(job["requirements"])
     if job["kind"] == "uv.lock":
@@ -409,7 +415,7 @@ def build_with_uv(uv: str, job: Dict[str, Any]) -> None:
         "--python",
         os.path.join(target, "bin", "python"),
     ]
-    argv += job["index_args"]
+    argv += (["--offline"] if job.get("offline") else []) + job["index_args"]
     for name in requirements:
         argv += ["-r", name]
     check_run(
@@ -438,7 +444,9 @@ def build_with_pip(job: Dict[str, Any]) -> None:
             tail,
         )
     argv = [os.path.join(job["target"], "bin", "python"), "-m", "pip", "install", "--no-input"]
-    if job["index_url"]:
+    if job.get("offline"):
+        argv += job["index_args"]
+    elif job["index_url"]:
         argv += ["--index-url", job["index_url"]]
     for name in job["requirements"]:
         argv += ["-r", name]
@@ -454,9 +462,19 @@ def build(job: Dict[str, Any], prefer: str) -> Dict[str, Any]:
     job["env"] = installer_env(settings, environ)
     job["index_args"] = uv_index_args(settings, environ, job["index_url"])
     job["uv_problem"] = "not tried"
+    found: Optional[str] = None
+    if job.get("offline"):  # the pushed wheels only; uv is tether's own or a pushed wheel's
+        from .envwheels import offline_index_args, offline_uv
+
+        job["index_args"] = offline_index_args()
+        found = offline_uv() if prefer != "pip" else None
+        if found is None and prefer == "uv":
+            raise BuildFailed("no uv on this host and none among the pushed wheels")
+        job["uv_problem"] = "offline, and no uv among the pushed wheels"
+        prefer = "uv" if found else "pip"
     if prefer != "pip":
         try:
-            uv = get_uv(settings, environ, job["index_url"], job["say"])
+            uv = found or get_uv(settings, environ, job["index_url"], job["say"])
         except (OSError, ValueError, StopIteration, zipfile.BadZipFile) as error:
             job["uv_problem"] = "uv could not be fetched: %s" % (error,)
             if prefer == "uv":

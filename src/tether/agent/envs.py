@@ -230,8 +230,9 @@ def _packages(python: str) -> Any:
 
 
 def build(
-    spec: Dict[str, Any], digest: str, base: str, prefer: str, say: Any, cancelled: Any
-) -> Dict[str, Any]:
+    spec: Dict[str, Any], digest: str, base: str, prefer: str, say: Any, cancelled: Any,
+    offline: bool = False,
+) -> Dict[str, Any]:  # fmt: skip
     """Build env `digest` (under its lock; at once if another build made it meanwhile)."""
     final = os.path.join(envs_dir(), digest)
     with _locked(digest, say, cancelled):
@@ -249,7 +250,7 @@ def build(
             job = {
                 "say": say, "cancelled": cancelled, "target": tree, "spec_dir": spec_dir,
                 "base": base, "kind": spec["kind"], "extras": list(spec.get("extras", [])),
-                "index_url": spec.get("index_url") or "",
+                "index_url": spec.get("index_url") or "", "offline": offline,
                 "requirements": _write_spec(spec, spec_dir),
             }  # fmt: skip
             builder = envbuild.build(job, prefer)
@@ -310,10 +311,13 @@ def light(meta: Optional[Dict[str, Any]], packages: bool = False) -> Optional[Di
 
 
 def env_sync(header: Dict[str, Any], send: Send) -> Answer:
-    """The env for a spec: ready at once, "missing" (no files sent, or build false), or
-    built now with the installer's lines streamed as {"more": true, "line": ...}."""
+    """The env for a spec: ready at once, "missing" (no files sent, or build false; with
+    `describe`, what a local `pip download` needs for this host), or built now with the
+    installer's lines streamed as {"more": true, "line": ...} (`offline`: from pushed wheels
+    only)."""
     spec = check_spec(header.get("env_spec"))
     digest, meta, base = resolve(spec)
+    offline = bool(header.get("offline"))
     if meta is None and spec.get("files") is not None and header.get("build", True):
 
         def say(line: str) -> None:
@@ -321,14 +325,19 @@ def env_sync(header: Dict[str, Any], send: Send) -> Answer:
 
         prefer = str(header.get("builder") or "auto")
         try:
-            meta = build(spec, digest, base, prefer, say, _hung_up)
+            meta = build(spec, digest, base, prefer, say, _hung_up, offline)
         except envbuild.BuildFailed as error:
             raise OpError("envbuild", str(error)) from None
         built = True
     else:
         built = False
     if meta is None:
-        return {"digest": digest, "state": "missing"}, b""
+        answer: Dict[str, Any] = {"digest": digest, "state": "missing"}
+        if header.get("describe"):
+            from .envwheels import describe
+
+            answer["target"] = describe(base)
+        return answer, b""
     remember(header.get("root"), digest)
     answer = {"digest": digest, "state": "ready", "built": built, "meta": light(meta)}
     answer["path"] = os.path.join(envs_dir(), digest)

@@ -28,7 +28,7 @@ from .wire import ErrorKind, Op, error_frame, scan_key
 
 VERSION = "dev"
 # Agent modules that add request handlers (each has register(agent)).
-EXTENSIONS = ("jobs", "kernels", "slurm", "housekeeping", "envs")
+EXTENSIONS = ("jobs", "kernels", "slurm", "housekeeping", "envs", "envwheels")
 Handler = Callable[[Dict[str, Any], bytes], Tuple[Dict[str, Any], bytes]]
 
 

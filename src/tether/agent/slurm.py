@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import fsops, provenance, start
+from . import envs, fsops, provenance, start
 from . import record as record_module
 from .gpus import key_of
 from .jobstore import (
@@ -186,12 +186,13 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     project = check_name(header.get("project") or "project")
     job_env = start.check_env(header.get("env"))
     cwd_rel = record_module.check_cwd(header.get("cwd"))
+    in_env = envs.for_job(header)  # before the snapshot: "noenv" makes the client build it
     snap = record_module.new_snapshot(root, project, base, header, payload)
     cwd = snap.cwd(cwd_rel)
     os.makedirs(slurm_dir(), mode=0o700, exist_ok=True)
     os.makedirs(jobs_dir(), mode=0o700, exist_ok=True)
     records = []
-    remote = provenance.remote(header)
+    remote = {} if in_env else provenance.remote(header)
     for index, name in enumerate(names):
         own = {
             "scheduler": SCHEDULER,
@@ -205,6 +206,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
             header, name, root, project, argv, cwd, snap, job_env, own
         )
         record.update(remote)
+        record.update(in_env)  # the env's bin first on PATH, on whichever node runs it
         records.append(record)
     if failed is not None:
         for record in records:

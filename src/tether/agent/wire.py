@@ -55,6 +55,8 @@ class Op(str, Enum):
     ENV_SYNC = "env_sync"
     ENV_STATUS = "env_status"
     ENV_PRUNE = "env_prune"
+    ENV_WHEELS = "env_wheels"
+    ENV_WHEEL_PUT = "env_wheel_put"
 
 
 class ErrorKind(str, Enum):
@@ -103,6 +105,7 @@ class ErrorKind(str, Enum):
     BADSPEC = "badspec"
     NOENV = "noenv"
     ENVBUILD = "envbuild"
+    BADWHEEL = "badwheel"
     # the agent itself
     UNKNOWN_OP = "unknown-op"
     INTERNAL = "internal"  # a bug: the answer carries the agent's traceback
@@ -190,6 +193,7 @@ TABLE: Dict[ErrorKind, Explained] = {
     ErrorKind.ENVBUILD: Explained(
         "building the env failed: {what}", "fix the env's files and run `tether env sync` again"
     ),
+    ErrorKind.BADWHEEL: Explained("{what}", "run `tether env sync --offline` again"),
     ErrorKind.UNKNOWN_OP: Explained("{what}", "install the same tether version everywhere"),
     ErrorKind.INTERNAL: Explained("{what}", "this is a bug in tether's agent: please report it"),
     ErrorKind.ERROR: _AGENT,

@@ -271,9 +271,29 @@ class EnvPrune(Request[Frame]):
     dry_run: Optional[bool] = None
 
 
+@dataclasses.dataclass
+class EnvWheels(Request[Frame]):
+    """Which of these wheels ({name, sha256}) the host lacks."""
+
+    OP = Op.ENV_WHEELS
+    wheels: List[Record]
+
+
+@dataclasses.dataclass
+class EnvWheelPut(Request[Frame]):
+    """One chunk of a wheel at offset (the last one is checked and renamed into place)."""
+
+    OP = Op.ENV_WHEEL_PUT
+    name: str
+    sha256: str
+    size: int
+    offset: int
+    payload: bytes = b""
+
+
 REQUESTS = (
     JobStart, JobList, JobLog, JobKill, Status, JobRm, JobPrune, DiskUse, JobShow, HostBusy,
     KernelStart, KernelInfo, KernelList, KernelStop, KernelInterrupt, KernelInstall,
     KernelCatchup, SlurmSubmit, SlurmList, SlurmLog, SlurmKill, SlurmPartitions,
-    EnvSync, EnvStatus, EnvPrune,
+    EnvSync, EnvStatus, EnvPrune, EnvWheels, EnvWheelPut,
 )  # fmt: skip

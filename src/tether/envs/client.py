@@ -27,12 +27,20 @@ def builder() -> str:
 
 
 async def ensure(
-    channel: AgentChannel, target: Target, spec: EnvSpec, say: Say, build: bool = True
+    channel: AgentChannel,
+    target: Target,
+    spec: EnvSpec,
+    say: Say,
+    build: bool = True,
+    offline: bool = False,
 ) -> dict[str, Any]:
     """The agent's answer for the spec's env on target, built first where it is missing
-    (installer lines go to say). One round trip when it is there already."""
+    (installer lines go to say; offline: from wheels downloaded here and pushed, with no
+    index there). One round trip when it is there already."""
     fields: dict[str, Any] = {"root": target.path, "builder": builder()}
-    answer, _ = await channel.request("env_sync", env_spec=spec.wire(False), **fields)
+    answer, _ = await channel.request(
+        "env_sync", env_spec=spec.wire(False), describe=offline, **fields
+    )
     if answer["state"] == "ready":
         return answer
     if not build:
@@ -41,6 +49,11 @@ async def ensure(
             "--no-env-sync was given",
             "run `tether env sync` (or leave out --no-env-sync)",
         )
+    if offline:
+        from tether.envs.offline import prepare
+
+        await prepare(channel, target, spec, answer.get("target"), say)
+        fields["offline"] = True
     say(f"{target.name}: building the env for {spec.source} (digest {answer['digest']})")
     try:
         async for header, _ in channel.stream(
@@ -123,6 +136,27 @@ def status_lines(target: Target, spec: EnvSpec, answer: dict[str, Any]) -> list[
             diff = differences(spec.pins, previous.get("packages"))
             lines += [f"  would change: {line}" for line in diff]
     return lines
+
+
+def env_report(target: Target, spec: EnvSpec, answer: dict[str, Any]) -> dict[str, Any]:
+    """The env of the spec on a target, as host check and status show it."""
+    meta = answer.get("meta") or {}
+    return {
+        "target": target.name,
+        "spec": spec.source,
+        "digest": answer["digest"],
+        "built": answer["state"] == "ready",
+        "python_version": meta.get("python_version"),
+    }
+
+
+def env_line(env: dict[str, Any]) -> str:
+    """'DIGEST for requirements.txt: built, python 3.11.2' (or not built)."""
+    if env["built"]:
+        state = f"built, python {env['python_version']}"
+    else:
+        state = "not built (`tether env sync` builds it)"
+    return f"{env['digest']} for {env['spec']}: {state}"
 
 
 def say_stderr(line: str) -> None:

@@ -14,6 +14,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
@@ -50,8 +51,23 @@ class EnvSpec:
     extras: tuple[str, ...] = ()
     python: str = ""
     index_url: str = ""
-    pins: dict[str, str] = field(default_factory=dict)
-    named: frozenset[str] = frozenset()  # the distributions the spec asks for by name
+
+    @cached_property
+    def pins(self) -> dict[str, str]:
+        """name -> version of every pinned package (a uv.lock's, parsed only when asked)."""
+        if self.kind == "uv.lock":
+            return _lock_pins(self.files.get("uv.lock", ""))
+        return pins_of(self._lines())
+
+    @cached_property
+    def named(self) -> frozenset[str]:
+        """The distributions the spec asks for by name."""
+        if self.kind == "uv.lock":
+            return frozenset(self.pins)
+        return names_of(self._lines())
+
+    def _lines(self) -> list[str]:
+        return [line for text in self.files.values() for line in text.splitlines()]
 
     @property
     def digest(self) -> str:
@@ -127,32 +143,14 @@ def find(config: Config) -> EnvSpec | None:
     if (root / "uv.lock").is_file() and pyproject.is_file():
         lock = (root / "uv.lock").read_text(encoding="utf-8")
         files = {"pyproject.toml": pyproject.read_text(encoding="utf-8"), "uv.lock": lock}
-        return EnvSpec(
-            "uv.lock",
-            "uv.lock",
-            files,
-            (),
-            extras,
-            pins=_lock_pins(lock),
-            named=frozenset(_lock_pins(lock)),
-            python=options.python,
-            index_url=options.index_url,
-        )
+        return EnvSpec("uv.lock", "uv.lock", files, (), extras, **options._asdict())
     if pyproject.is_file():
         lines = _project_dependencies(config, pyproject, extras)
         if lines:
             text = "".join(line + "\n" for line in lines)
             files = {DERIVED: text}
-            pins = pins_of(lines)
             return EnvSpec(
-                "pyproject",
-                "pyproject.toml",
-                files,
-                (DERIVED,),
-                extras,
-                pins=pins,
-                named=names_of(lines),
-                **options._asdict(),
+                "pyproject", "pyproject.toml", files, (DERIVED,), extras, **options._asdict()
             )
     if (root / "requirements.txt").is_file():
         return _requirements(config, ["requirements.txt"], options)
@@ -194,16 +192,7 @@ def _requirements(config: Config, names: list[str], options: Options) -> EnvSpec
                 if included.is_absolute() or ".." in included.parts:
                     continue  # outside the project: the installer reports it
                 todo.append(included.as_posix())
-    lines = [line for text in files.values() for line in text.splitlines()]
-    return EnvSpec(
-        "requirements",
-        ", ".join(names),
-        files,
-        tuple(names),
-        pins=pins_of(lines),
-        named=names_of(lines),
-        **options._asdict(),
-    )
+    return EnvSpec("requirements", ", ".join(names), files, tuple(names), **options._asdict())
 
 
 def _project_dependencies(config: Config, pyproject: Path, extras: tuple[str, ...]) -> list[str]:

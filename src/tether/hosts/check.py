@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.agent.wire import Hello, Probe
+from tether.agent.wire_jobs import EnvStatus
 from tether.errors import HostError
 from tether.transport.channel import AgentChannel
 from tether.transport.ssh import SshTransport
+
+if TYPE_CHECKING:
+    from tether.config import Target
+    from tether.envs.spec import EnvSpec
 
 
 @dataclass
@@ -55,8 +61,26 @@ def target_python(host: str) -> str:
     return "python3"
 
 
-async def check_host(host: str, python: str = "python3") -> HostReport:
-    """Connect (master + agent), time one round trip, and probe the host."""
+def project_env(host: str) -> tuple[Target, EnvSpec] | None:
+    """This project's target on host and its env spec (a trusted config only), else None."""
+    from tether import config as config_module
+    from tether.envs.spec import find
+    from tether.errors import TetherError
+
+    try:
+        config = config_module.load()
+        spec = find(config)
+    except TetherError:
+        return None
+    target = next((t for t in config.targets.values() if t.host == host), None)
+    return None if target is None or spec is None else (target, spec)
+
+
+async def check_host(
+    host: str, python: str = "python3", env: tuple[Target, EnvSpec] | None = None
+) -> HostReport:
+    """Connect (master + agent), time one round trip, and probe the host (and the env of
+    this project's spec there, in the same round trip)."""
     transport = SshTransport(host)
     started = time.monotonic()
     try:
@@ -70,10 +94,17 @@ async def check_host(host: str, python: str = "python3") -> HostReport:
             tick = time.monotonic()
             await channel.call(Hello())
             rtts.append((time.monotonic() - tick) * 1000)
-        probe, _ = await channel.call(Probe(python=python))
+        asks = [channel.call(Probe(python=python))]
+        if env is not None:
+            asks.append(channel.call(EnvStatus(env_spec=env[1].wire(False))))
+        (probe, _), *env_answer = await asyncio.gather(*asks)
     finally:
         await channel.close()
     probe = {k: v for k, v in probe.items() if k not in ("id", "ok")}
+    if env is not None:
+        from tether.envs.client import env_report
+
+        probe["env"] = env_report(env[0], env[1], env_answer[0][0])
     report = HostReport(host, True, connect, sorted(rtts)[1], probe)
     if not probe.get("tmux"):
         report.warnings.append(f"tmux is missing on {host}: jobs need it (apt-get install tmux)")

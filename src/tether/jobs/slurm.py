@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from functools import partial
 from typing import Any
 
 from tether.config import Config, Target
@@ -185,8 +186,29 @@ class SlurmBackend:
 
     async def run(self, channel: AgentChannel, config: Config, spec: RunSpec) -> list[JobRecord]:
         """Snapshot and sbatch; the records (one per array task). Slurm assigns GPUs: a
-        pinned --gpus is refused."""
+        pinned --gpus is refused. With an env spec the jobs run in that env, built on the
+        login node first where the agent lacks it (in the shared home)."""
+        from tether.envs.client import in_env
+
         refuse_pinned(spec.pinned, self.target)
+        answer = await in_env(
+            channel,
+            self.target,
+            spec.env_spec,
+            spec.build_env,
+            partial(self._submit, channel, config, spec),
+        )
+        jobs = []
+        for data in answer["records"]:
+            job = JobRecord.from_agent(self.target.name, self.target.host, data)
+            if data.get("ended") is not None:
+                job.state, job.exit_code, job.reason = "cancelled", None, data.get("reason")
+            else:
+                job.state, job.reason = "queued", f"Slurm job {data.get('slurm_id')}"
+            jobs.append(job)
+        return jobs
+
+    async def _submit(self, channel: AgentChannel, config: Config, spec: RunSpec) -> dict[str, Any]:
         paths_data = launch.synced_paths(config, self.target)
         answer, _ = await launch.request(
             channel,
@@ -203,17 +225,10 @@ class SlurmBackend:
             gpu_count=spec.gpu_count or None,
             options=sbatch_options(spec.name, self.target.slurm, spec.gpu_count, spec.array),
             slurm_conf=conf_override(),
+            env_spec=spec.env_spec.wire(False) if spec.env_spec is not None else None,
             **await launch.job_fields(channel, config, self.target, spec.info),
         )
-        jobs = []
-        for data in answer["records"]:
-            job = JobRecord.from_agent(self.target.name, self.target.host, data)
-            if data.get("ended") is not None:
-                job.state, job.exit_code, job.reason = "cancelled", None, data.get("reason")
-            else:
-                job.state, job.reason = "queued", f"Slurm job {data.get('slurm_id')}"
-            jobs.append(job)
-        return jobs
+        return answer
 
     async def restart(self, channel: AgentChannel, config: Config, again: Restart) -> JobRecord:
         """Not on Slurm yet: one clear error."""

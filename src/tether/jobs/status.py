@@ -33,8 +33,10 @@ async def target_status(target: Target, spec: EnvSpec | None = None) -> dict[str
         (answer, _), (disk, _), *env = await asyncio.gather(*asks)
         answer["snapshots"] = disk["snapshots"]
         if spec is not None:
-            built = env[0][0]["state"] == "ready"
-            answer["env"] = {"spec": spec.source, "digest": env[0][0]["digest"], "built": built}
+            from tether.envs.client import env_report
+
+            answer["env"] = env_report(target, spec, env[0][0])
+            del answer["env"]["target"]  # the entry names it
         answer.update(await backend_for(target).status(channel))
     except (TetherError, OSError) as error:
         entry.update(reachable=False, error=_line(error))
@@ -125,8 +127,9 @@ def lines(entries: list[dict[str, Any]]) -> list[str]:
         out.append(f"  jobs: this project {project}; everyone's on the host {host}")
         env = entry.get("env")
         if env:
-            built = "built" if env["built"] else "not built (`tether env sync`)"
-            out.append(f"  env for {env['spec']}: {env['digest']} {built}")
+            from tether.envs.client import env_line
+
+            out.append(f"  env {env_line(env)}")
     return out
 
 

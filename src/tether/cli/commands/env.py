@@ -15,6 +15,8 @@ Examples:
 
   tether env sync
 
+  tether env sync --offline      # wheels downloaded here, pushed; no index needed there
+
   tether env status --on gpu
 
   tether env prune --dry-run
@@ -56,6 +58,12 @@ def _say(line: str) -> None:
 
 def sync(
     on: list[str] = typer.Option(None, "--on", help="These targets (default: the defaults)."),
+    offline: bool = typer.Option(
+        False,
+        "--offline",
+        help="Download the wheels here for each target's platform and push them; the build "
+        "there uses no package index.",
+    ),
 ) -> None:
     """Build (once) the env for the current spec on every target."""
     import asyncio
@@ -70,7 +78,7 @@ def sync(
     assert isinstance(config, Config) and isinstance(spec, EnvSpec)
 
     async def one(target: Target, channel: AgentChannel) -> str:
-        answer = await client.ensure(channel, target, spec, _say)
+        answer = await client.ensure(channel, target, spec, _say, offline=offline)
         return client.summary(target, answer, spec)
 
     for line in asyncio.run(each_target(config.pick(on or []), one)):

@@ -178,12 +178,14 @@ def check(
     import asyncio
 
     from tether.cli.render import console, print_json, warn
+    from tether.envs.client import env_line
     from tether.errors import HostError
-    from tether.hosts.check import CHECK_TIMEOUT_S, check_host, target_python
+    from tether.hosts.check import CHECK_TIMEOUT_S, check_host, project_env, target_python
 
     python = python or target_python(name)
+    env = project_env(name)
     try:
-        report = asyncio.run(asyncio.wait_for(check_host(name, python), CHECK_TIMEOUT_S))
+        report = asyncio.run(asyncio.wait_for(check_host(name, python, env), CHECK_TIMEOUT_S))
     except TimeoutError:
         raise HostError(
             name, f"no answer within {CHECK_TIMEOUT_S:.0f} s", "check the network, VPN or HostName"
@@ -205,6 +207,8 @@ def check(
         out.print(f"  ipykernel   {probe.get('ipykernel') or 'missing'}")
         out.print(f"  GPUs        {gpu_text or 'none (no nvidia-smi)'}")
         out.print(f"  disk free   {free:.1f} GiB at {probe.get('disk_path')}")
+        if probe.get("env"):
+            out.print(f"  env         {env_line(probe['env'])}", markup=False)
         for line in report.warnings:
             warn(line)
     if not report.reachable:
