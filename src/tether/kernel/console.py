@@ -1,6 +1,7 @@
 """`tether console`: jupyter_console's terminal shell attached to the forwarded kernel.
 
-Output from other clients (`tether send`) is shown; leaving never stops the kernel. The
+Output from other clients (`tether send`) is shown (how: tether.kernel.shell); leaving
+never stops the kernel. The
 is_complete check asks the kernel while the link is up and IPython's local (codeop-based)
 test while it is down or the kernel is slow to answer; jupyter_console's own check would
 turn the kernel's off for the whole session after one timeout.
@@ -15,15 +16,17 @@ from typing import Any
 from tether.config import Target
 
 
-def console_argv(connection_file: Path) -> list[str]:
-    """jupyter_console's arguments: attach to an existing kernel, show others' output."""
+def console_argv(connection_file: Path, terminal: bool = True) -> list[str]:
+    """jupyter_console's arguments: attach to an existing kernel, show others' output;
+    IPython's simple prompt (no line editor, no escapes) when not on a TERMINAL."""
+    simple = [] if terminal else ["--ZMQTerminalInteractiveShell.simple_prompt=True"]
     return [
         "--existing",
         str(connection_file),
         "--ZMQTerminalInteractiveShell.include_other_output=True",
-        "--ZMQTerminalInteractiveShell.other_output_prefix=[send] ",
         "--ZMQTerminalIPythonApp.confirm_exit=False",
         "--ZMQTerminalInteractiveShell.kernel_timeout=120",
+        *simple,
     ]
 
 
@@ -130,7 +133,6 @@ def complete_through_link(shell: Any, up: Callable[[], bool]) -> None:
 
 def keep_through_drops(app: Any, target: Target, name: str, remote: dict[str, Any]) -> Any:
     """Route the console's iopub through a Feed and watch the link (see tether.kernel.link)."""
-    import sys
     from types import SimpleNamespace
 
     from tether.kernel.link import Feed, Link
@@ -151,11 +153,9 @@ def keep_through_drops(app: Any, target: Target, name: str, remote: dict[str, An
     channel.get_msg = feed.get_msg
     channel.socket = _Polled(channel.socket, feed)
 
-    def say(line: str) -> None:
-        sys.stdout.write("\n" + line + "\n")
-        sys.stdout.flush()
-
-    return Link(target, name, remote, feed, say, beating=client.hb_channel.is_beating).start()
+    link = Link(target, name, remote, feed, app.shell.say, beating=client.hb_channel.is_beating)
+    app.shell.link = link
+    return link.start()
 
 
 def save_figures(shell: Any, root: Path) -> None:
@@ -204,10 +204,12 @@ def run(
     root: Path | None = None,
 ) -> int:
     """Run the console in this process until the user leaves; the kernel goes on."""
-    from jupyter_console.app import ZMQTerminalIPythonApp
+    import sys
 
-    app: Any = ZMQTerminalIPythonApp.instance()
-    app.initialize(console_argv(connection_file))
+    from tether.kernel.shell import TetherConsoleApp
+
+    app: Any = TetherConsoleApp.instance()
+    app.initialize(console_argv(connection_file, sys.stdin.isatty() and sys.stdout.isatty()))
     link = (
         None if target is None or remote is None else keep_through_drops(app, target, name, remote)
     )

@@ -25,6 +25,7 @@ from tether.errors import TetherError, is_transient
 
 CHECK_EVERY_S = 0.5
 HEARTBEAT_GRACE_S = 6.0
+DEAD_AFTER_S = 20.0  # the heartbeat silent this long while the link was up: a dead kernel
 SEEN_MAX = 20000
 
 Message = dict[str, Any]
@@ -148,6 +149,8 @@ class Link:
         self.up = threading.Event()
         self.up.set()
         self.drops = 0
+        self.gaps = 0  # recoveries whose missed output could not be fetched
+        self.silent_up_s = 0.0  # how long the heartbeat has been silent while the link was up
         self.failed: BaseException | None = None  # a permanent error ended recovery
         self.thread: threading.Thread | None = None
 
@@ -161,6 +164,14 @@ class Link:
         if self.thread is not None:
             self.thread.join(timeout=5)
 
+    def kernel_alive(self) -> bool:
+        """Whether a client should go on waiting for its cell: yes while the link is
+        re-made (the kernel runs on), no once recovery failed or the heartbeat stayed
+        silent for DEAD_AFTER_S while the link was up."""
+        if self.failed is not None or self.stopping.is_set():
+            return False
+        return self.silent_up_s < DEAD_AFTER_S
+
     def master_alive(self) -> bool:
         from tether.transport.ssh import master_alive
 
@@ -173,11 +184,16 @@ class Link:
 
     def _watch(self) -> None:
         silent_since: float | None = None
+        checked = time.monotonic()
         while not self.stopping.wait(CHECK_EVERY_S):
+            now = time.monotonic()
+            elapsed, checked = now - checked, now
             if self.beating is not None and not self.beating():
-                silent_since = silent_since or time.monotonic()
+                silent_since = silent_since or now
+                self.silent_up_s += elapsed
             else:
                 silent_since = None
+                self.silent_up_s = 0.0
             alive = self.master_alive()
             if alive and silent_since and time.monotonic() - silent_since > HEARTBEAT_GRACE_S:
                 self._exit_master()  # a master on a silently dead link: start afresh
@@ -185,6 +201,7 @@ class Link:
             if not alive:
                 self.recover()
                 silent_since = None
+                checked = time.monotonic()  # the outage is not silence while up
 
     def recover(self) -> None:
         """Hold the feed, re-make master and forwards (same sockets), inject the gap."""
@@ -247,6 +264,7 @@ class Link:
                 )
             )
         except Exception as error:  # the gap stays; go on
+            self.gaps += 1
             self.say(f"tether: could not fetch the output missed meanwhile: {error}")
             return []
         messages = answer.get("messages", [])
