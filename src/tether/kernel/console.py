@@ -64,7 +64,8 @@ def complete_through_link(shell: Any, up: Callable[[], bool]) -> None:
     """Replace the shell's check_complete: the kernel's while up() else the local test.
 
     A request that times out falls back to the local test for that line only; its late
-    reply is dropped from the shell channel (it would be taken for an execute reply).
+    reply is dropped from the shell channel (it would be taken for an execute reply), as
+    are stale replies it meets (a prompt-number probe the kernel answered late).
     """
     import inspect
     import queue
@@ -114,13 +115,15 @@ def complete_through_link(shell: Any, up: Callable[[], bool]) -> None:
         if not up():
             return local_complete(code)
         msg_id = client.is_complete(code)
-        try:
-            reply = run_sync(get_msg)(timeout=shell.kernel_is_complete_timeout)
-        except queue.Empty:
-            abandoned.add(msg_id)
-            return local_complete(code)
-        if reply.get("parent_header", {}).get("msg_id") != msg_id:
-            return local_complete(code)
+        deadline = time.monotonic() + shell.kernel_is_complete_timeout
+        while True:  # at the prompt no cell runs: another reply here is a stale one
+            try:
+                reply = run_sync(get_msg)(timeout=left(deadline))
+            except queue.Empty:
+                abandoned.add(msg_id)
+                return local_complete(code)
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                break
         content = reply.get("content", {})
         status, indent = content.get("status"), str(content.get("indent", ""))
         if status == "incomplete":
