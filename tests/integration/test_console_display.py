@@ -206,21 +206,51 @@ def test_no_prompt_while_the_consoles_cell_runs_through_an_outage(
     console.leave()
 
 
+def read_until(stream: Any, pattern: bytes, timeout: float = 60) -> bytes:
+    """Read a pipe until PATTERN (a regex) is in what came; all of it."""
+    import select
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, seen):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {pattern!r} in {seen!r}"
+        ready, _, _ = select.select([stream], [], [], left)
+        chunk = os.read(stream.fileno(), 65536) if ready else b""
+        assert chunk or not ready, f"the pipe closed without {pattern!r}: {seen!r}"
+        seen += chunk
+    return seen
+
+
 def test_no_colour_when_stdout_is_not_a_terminal(kproject: Path, tether_cli: Cli) -> None:
     assert tether_cli("send", input="w = 2").returncode == 0
-    done = subprocess.run(
+    console = subprocess.Popen(
         harness.tether_argv("console"),
-        input="w * 21\n1 / 0\nprint('after')\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         cwd=kproject,
     )
-    assert done.returncode == 0, done.stderr
-    both = done.stdout + done.stderr
-    assert "\x1b" not in both, both  # no colour, no cursor movements: plain text
-    assert "Out[2]: 42" in done.stdout, done.stdout
-    assert "ZeroDivisionError" in done.stderr and "after" in done.stdout, both
+    try:
+        assert console.stdin is not None
+        console.stdin.write(b"w * 21\n")
+        console.stdin.flush()
+        seen = read_until(console.stdout, rb"Out\[2\]: 42\n")  # numbered after the send
+        sent = tether_cli("send", input="print('sent', w)")
+        assert sent.returncode == 0, sent.stderr
+        seen += read_until(console.stdout, rb"sent 2\n")
+        out, err = console.communicate(b"1 / 0\nprint('after')\n", timeout=60)
+    finally:
+        if console.poll() is None:
+            console.kill()
+            console.wait()
+    assert console.returncode == 0, err
+    stdout, stderr = (seen + out).decode(), err.decode()
+    assert "\x1b" not in stdout + stderr, stdout + stderr  # no colour, no cursor movements
+    lines = stdout.splitlines()
+    assert "[send] In [3]: print('sent', w)" in lines, stdout  # on a line of its own
+    assert lines[lines.index("[send] In [3]: print('sent', w)") + 1] == "sent 2", stdout
+    assert "ZeroDivisionError" in stderr and "after" in stdout, stdout + stderr
 
 
 def test_no_colour_on_a_terminal_with_no_color(kproject: Path, tether_cli: Cli) -> None:

@@ -68,6 +68,7 @@ class TetherShell(ZMQTerminalInteractiveShell):  # type: ignore[misc]
     link: Link | None = None
     plain = False  # no colour
     _waiting = False  # a simple prompt is on the screen
+    _below_prompt = False  # the next output starts a line under that prompt
     _line_open = False  # the last thing written did not end its line
     _above: Any = None  # the pending run_in_terminal (a future)
     _synced_drops = 0
@@ -187,13 +188,15 @@ class TetherShell(ZMQTerminalInteractiveShell):  # type: ignore[misc]
 
                 self._above = run_in_terminal(self._drain_above)
             return
-        if self._waiting and run_sync(self.client.iopub_channel.msg_ready)():
-            self._write("\n")  # below a simple prompt, then that prompt again
+        if not self._waiting:
             self._drain(msg_id)
+            return
+        self._below_prompt = True  # output goes under a simple prompt, then that prompt again
+        self._drain(msg_id)
+        if not self._below_prompt:
             self._end_line()
             self._write(f"In [{self.execution_count}]: ")
-            return
-        self._drain(msg_id)
+        self._below_prompt = False
 
     def _drain_above(self) -> None:
         self._drain("")
@@ -290,6 +293,9 @@ class TetherShell(ZMQTerminalInteractiveShell):  # type: ignore[misc]
         self._line_open = True
 
     def _write(self, text: str, stream: Any = None) -> None:
+        if self._below_prompt and text:
+            self._below_prompt = False
+            self._write("\n")
         out = stream or sys.stdout
         if out is sys.stderr:
             sys.stdout.flush()
