@@ -85,6 +85,10 @@ class TmuxConsole:
         self.tmux("send-keys", "-t", "c", "-l", line)
         self.tmux("send-keys", "-t", "c", "Enter")
 
+    def keys(self, *names: str) -> None:
+        """Press tmux-named keys (`C-c`, `Tab`, `Enter`)."""
+        self.tmux("send-keys", "-t", "c", *names)
+
     def running(self) -> bool:
         return "c" in self.tmux("list-sessions", "-F", "#{session_name}").split()
 
