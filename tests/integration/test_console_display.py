@@ -206,6 +206,19 @@ def test_no_prompt_while_the_consoles_cell_runs_through_an_outage(
     console.leave()
 
 
+def test_a_cell_that_ends_the_kernel_is_not_waited_for_as_an_outage(
+    kproject: Path, tmux_socket: str
+) -> None:
+    console = TmuxConsole(tmux_socket, kproject).start()
+    console.wait_for(r"In \[1\]")
+    started = time.monotonic()
+    console.type("import os; os._exit(1)")
+    screen = console.wait_for(r"In \[2\]", 45)
+    assert time.monotonic() - started < 30, screen
+    assert "is dead, leave and run `tether console` again" in screen, screen
+    console.keys("C-d")
+
+
 def read_until(stream: Any, pattern: bytes, timeout: float = 60) -> bytes:
     """Read a pipe until PATTERN (a regex) is in what came; all of it."""
     import select

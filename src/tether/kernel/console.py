@@ -156,7 +156,9 @@ def keep_through_drops(app: Any, target: Target, name: str, remote: dict[str, An
     channel.get_msg = feed.get_msg
     channel.socket = _Polled(channel.socket, feed)
 
-    link = Link(target, name, remote, feed, app.shell.say, beating=client.hb_channel.is_beating)
+    beating = client.hb_channel.is_beating
+    gone = "leave and run `tether console` again for a new one"
+    link = Link(target, name, remote, feed, app.shell.say, beating=beating, when_gone=gone)
     app.shell.link = link
     return link.start()
 

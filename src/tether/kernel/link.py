@@ -138,6 +138,7 @@ class Link:
         feed: Feed,
         say: Callable[[str], None],
         beating: Callable[[], bool] | None = None,
+        when_gone: str = "",
     ) -> None:
         self.target = target
         self.name = name
@@ -145,6 +146,9 @@ class Link:
         self.feed = feed
         self.say = say
         self.beating = beating
+        # What to do once the kernel is found gone after a recovery (the heartbeat still
+        # silent over a fresh link); "" leaves that check to the caller (the send helper).
+        self.when_gone = when_gone
         self.stopping = threading.Event()
         self.up = threading.Event()
         self.up.set()
@@ -227,6 +231,8 @@ class Link:
             if self.stopping.is_set():
                 return
             self._wait_beating()
+            if self._kernel_gone():
+                return
             missed = self._catchup()
             shown = self.feed.inject(missed)
             self.say(f"tether: reconnected to {self.target.host} ({shown} missed messages)")
@@ -247,6 +253,48 @@ class Link:
         while self.beating is not None and not self.beating() and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
+
+    def kernel_state(self, timeout: float = 20.0) -> str:
+        """The agent's word on this kernel: 'running', 'dead', 'stopped' (no such kernel),
+        'restarted' (a new key: another kernel now) or 'unknown' (no answer in time)."""
+        import asyncio
+
+        from tether.kernel import remote
+        from tether.transport.channel import AgentError
+
+        async def ask() -> dict[str, Any]:
+            request = remote.ask(self.target, "kernel_info", name=self.name)
+            return await asyncio.wait_for(request, timeout)
+
+        try:
+            answer = asyncio.run(ask())
+        except AgentError as error:
+            return "stopped" if error.kind == "nokernel" else "unknown"
+        except Exception:  # the link, a timeout: not known
+            return "unknown"
+        record = answer.get("record") or {}
+        if (answer.get("connection") or {}).get("key") not in (None, self.remote.get("key")):
+            return "restarted"
+        return "running" if record.get("alive") else "dead"
+
+    def _kernel_gone(self) -> bool:
+        """Whether the agent finds the kernel gone (then say so and stop): a heartbeat
+        still silent over a fresh link is a dead kernel, not an outage."""
+        from tether.kernel.names import shown_name
+
+        if not self.when_gone or self.beating is None or self.beating():
+            return False
+        state = self.kernel_state()
+        if state in ("running", "unknown"):
+            return False
+        shown = shown_name(self.target, self.name)[0]
+        error = TetherError(
+            f"the kernel {shown!r} on {self.target.host} is {state}", "", self.when_gone
+        )
+        self.say(f"tether: error: {error.line()}")
+        self.failed = error
+        self.stopping.set()
+        return True
 
     def _catchup(self) -> list[Message]:
         import asyncio
