@@ -1,10 +1,10 @@
 """`tether console`: jupyter_console's terminal shell attached to the forwarded kernel.
 
-Output from other clients (`tether send`) is shown (how: tether.kernel.shell); leaving
-never stops the kernel. The
-is_complete check asks the kernel while the link is up and IPython's local (codeop-based)
-test while it is down or the kernel is slow to answer; jupyter_console's own check would
-turn the kernel's off for the whole session after one timeout.
+Output from other clients (`tether send`) is shown (how, and the prompt numbers, outages
+and colour: tether.kernel.shell); leaving never stops the kernel. The is_complete check
+asks the kernel while the link is up and IPython's local (codeop-based) test while it is
+down or the kernel is slow to answer; jupyter_console's own check would turn the kernel's
+off for the whole session after one timeout.
 """
 
 from __future__ import annotations
