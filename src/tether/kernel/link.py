@@ -8,6 +8,11 @@ stay valid; zmq reconnects by itself and sends what was queued meanwhile, once),
 asks the agent for the iopub messages recorded on the remote after the last one the
 feed handed out, and injects them ahead of the live ones. The feed drops messages it
 has already handed out (by msg_id), so nothing is shown twice.
+
+A client waiting for its cell asks `kernel_alive()`: yes through an outage (the kernel
+runs on), no once recovery failed or the heartbeat stayed silent while the link was up.
+Given `when_gone`, a heartbeat still silent over a re-made link makes the Link ask the
+agent (`kernel_state`) and, for a dead, stopped or restarted kernel, say so and stop.
 """
 
 from __future__ import annotations
