@@ -186,52 +186,24 @@ def test_missing_ipykernel_names_install(kproject: Path, sandbox: Any, tether_cl
 def test_console_in_tmux_sees_sends_and_keeps_the_kernel(
     kproject: Path, tether_cli: Cli, tmux_socket: str
 ) -> None:
-    import subprocess
-    import time
+    from tests.harness.tmuxconsole import TmuxConsole
 
-    from tests.harness import env as harness
-
-    def tmux(*args: str) -> str:
-        done = subprocess.run(["tmux", "-L", tmux_socket, *args], capture_output=True, text=True)
-        return done.stdout
-
-    def wait_for(text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = tmux("capture-pane", "-p", "-S", "-200", "-t", "c")
-            if text in screen:
-                return screen
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} never showed; screen:\n{screen}")
-
-    def start_console() -> None:
-        argv = harness.tether_argv("console")
-        subprocess.run(
-            ["tmux", "-L", tmux_socket, "new-session", "-d", "-s", "c", "-x", "160", "-y", "50",
-             "-c", str(kproject), "--", *argv],
-            check=True,
-        )  # fmt: skip
-
-    start_console()
-    wait_for("In [")
-    tmux("send-keys", "-t", "c", "secret_remote_name = 41", "Enter")
-    wait_for("In [2]")
+    console = TmuxConsole(tmux_socket, kproject, height=50).start()
+    console.wait_for(r"In \[")
+    console.type("secret_remote_name = 41")
+    console.wait_for(r"In \[2\]")
     sent = tether_cli("send", input="print('from send', secret_remote_name + 1)")
     assert sent.returncode == 0, sent.stderr
-    wait_for("from send 42")  # output of another client shown in the console
-    tmux("send-keys", "-t", "c", "exit", "Enter")
-    deadline = time.monotonic() + 30
-    while "c" in tmux("list-sessions", "-F", "#{session_name}").split():
-        assert time.monotonic() < deadline, "the console did not leave"
-        time.sleep(0.2)
+    console.wait_for("from send 42")  # output of another client shown in the console
+    console.leave()
     # Leaving kept the kernel: a new console finds the same state.
-    start_console()
-    wait_for("In [")
-    tmux("send-keys", "-t", "c", "print(secret_remote_name * 2)", "Enter")
-    wait_for("82")
-    tmux("send-keys", "-t", "c", "secret_remote_n", "Tab")  # completion from the remote kernel
-    wait_for("secret_remote_name", 30)
+    console.start()
+    console.wait_for(r"In \[")
+    console.type("print(secret_remote_name * 2)")
+    console.wait_for("82")
+    console.tmux("send-keys", "-t", "c", "-l", "secret_remote_n")
+    console.keys("Tab")  # completion from the remote kernel
+    console.wait_for("secret_remote_name", 30)
 
 
 PNG_1X1 = (

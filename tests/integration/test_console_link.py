@@ -97,32 +97,12 @@ def test_console_survives_a_cut_holds_a_line_and_replays_output(
     pproject: Path, proxy: Any, tether_cli: Cli, tmux_socket: str
 ) -> None:
     from tests.harness import env as harness
+    from tests.harness.tmuxconsole import TmuxConsole
 
-    def tmux(*args: str) -> str:
-        done = subprocess.run(["tmux", "-L", tmux_socket, *args], capture_output=True, text=True)
-        return done.stdout
-
-    def screen() -> str:
-        return tmux("capture-pane", "-p", "-S", "-300", "-t", "c")
-
-    def wait_for(text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            shown = screen()
-            if text in shown:
-                return shown
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} never showed; screen:\n{screen()}")
-
-    argv = harness.tether_argv("console")
-    subprocess.run(
-        ["tmux", "-L", tmux_socket, "new-session", "-d", "-s", "c", "-x", "160", "-y", "80",
-         "-c", str(pproject), "--", *argv],
-        check=True,
-    )  # fmt: skip
-    wait_for("In [")
-    tmux("send-keys", "-t", "c", "y = 5", "Enter")
-    wait_for("In [2]")
+    console = TmuxConsole(tmux_socket, pproject).start()
+    console.wait_for(r"In \[")
+    console.type("y = 5")
+    console.wait_for(r"In \[2\]")
     (pproject / "loop.py").write_text(LOOP.replace("'tick'", "'tock'"))
     loop = subprocess.Popen(
         harness.tether_argv("send", "loop.py"),
@@ -132,25 +112,25 @@ def test_console_survives_a_cut_holds_a_line_and_replays_output(
         text=True,
     )
     try:
-        wait_for("tock 2")
+        console.wait_for("tock 2")
         proxy.refuse(True)
         proxy.cut()
-        wait_for("lost the link", 10)
-        tmux("send-keys", "-t", "c", "print('held', y * 2)", "Enter")  # typed while down
+        console.wait_for("lost the link", 10)
+        console.type("print('held', y * 2)")  # typed while down
         time.sleep(2.0)
         proxy.refuse(False)
-        wait_for("reconnected", 60)
+        console.wait_for("reconnected", 60)
         loop.communicate(timeout=90)
     finally:
         if loop.poll() is None:
             loop.kill()
             loop.wait()
-    shown = wait_for("held 10", 60)
-    wait_for("tock 24", 30)
+    console.wait_for("held 10", 60)
+    console.wait_for("tock 24", 30)
     time.sleep(1.0)
-    shown = screen()
+    shown = console.screen()
     assert shown.count("held 10") == 1, shown  # run once, not lost, not twice
     for i in range(25):
         assert len(re.findall(rf"tock {i}\b", shown)) == 1, shown  # replayed, once
     assert_private_ipc(local_connection()[1])  # the console reconnected over unix sockets
-    tmux("send-keys", "-t", "c", "exit", "Enter")
+    console.leave()

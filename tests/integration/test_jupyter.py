@@ -286,40 +286,22 @@ def test_kernel_ls_shows_a_connection_file_any_client_can_use(
 
 
 def test_ctrl_c_in_the_console_interrupts_the_remote_cell(kproject: Path, tmux_socket: str) -> None:
-    from tests.harness import env as harness
+    from tests.harness.tmuxconsole import TmuxConsole
 
-    def tmux(*args: str) -> str:
-        done = subprocess.run(["tmux", "-L", tmux_socket, *args], capture_output=True, text=True)
-        return done.stdout
-
-    def wait_for(text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = tmux("capture-pane", "-p", "-S", "-200", "-t", "c")
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never showed; screen:\n{screen}")
-
-    subprocess.run(
-        ["tmux", "-L", tmux_socket, "new-session", "-d", "-s", "c", "-x", "160", "-y", "50",
-         "-c", str(kproject), "--", *harness.tether_argv("console")],
-        check=True,
-    )  # fmt: skip
-    wait_for("In [")
-    tmux("send-keys", "-t", "c", "import time; print('sleeping'); time.sleep(30)", "Enter")
-    wait_for("sleeping")
+    console = TmuxConsole(tmux_socket, kproject, height=50).start()
+    console.wait_for(r"In \[")
+    console.type("import time; print('sleeping'); time.sleep(30)")
+    console.wait_for("sleeping")
     time.sleep(0.5)
     started = time.monotonic()
-    tmux("send-keys", "-t", "c", "C-c")
-    screen = wait_for("KeyboardInterrupt", 10)
+    console.keys("C-c")
+    screen = console.wait_for("KeyboardInterrupt", 10)
     assert "Cannot interrupt" not in screen, screen
-    wait_for("In [2]", 10)
+    console.wait_for(r"In \[2\]", 10)
     assert time.monotonic() - started < 5
-    tmux("send-keys", "-t", "c", "print('after', 6 * 7)", "Enter")
-    wait_for("after 42", 10)
-    tmux("send-keys", "-t", "c", "exit", "Enter")
+    console.type("print('after', 6 * 7)")
+    console.wait_for("after 42", 10)
+    console.leave()
 
 
 TICKS = """\
@@ -398,40 +380,20 @@ def test_kernel_restart_rewrites_the_connection_file_at_once(
 
 
 def test_a_figure_shown_in_the_console_is_saved(kproject: Path, tmux_socket: str) -> None:
-    from tests.harness import env as harness
+    from tests.harness.tmuxconsole import TmuxConsole
     from tests.integration.test_console import PNG_1X1
 
-    def screen() -> str:
-        done = subprocess.run(
-            ["tmux", "-L", tmux_socket, "capture-pane", "-p", "-S", "-200", "-t", "c"],
-            capture_output=True,
-            text=True,
-        )
-        return done.stdout
-
-    def wait_for(text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while text not in screen():
-            assert time.monotonic() < deadline, f"{text!r} never showed; screen:\n{screen()}"
-            time.sleep(0.1)
-        return screen()
-
-    subprocess.run(
-        ["tmux", "-L", tmux_socket, "new-session", "-d", "-s", "c", "-x", "200", "-y", "50",
-         "-c", str(kproject), "--", *harness.tether_argv("console")],
-        check=True,
-    )  # fmt: skip
-    wait_for("In [")
-    line = (
+    console = TmuxConsole(tmux_socket, kproject, width=200, height=50).start()
+    console.wait_for(r"In \[")
+    console.type(
         "import base64; from IPython.display import Image, display; "
         f"display(Image(data=base64.b64decode('{PNG_1X1}')))"
     )
-    subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", "c", line, "Enter"], check=True)
-    shown = wait_for("figure saved: ", 30)
+    shown = console.wait_for("figure saved: ", 30)
     saved = [p for p in (kproject / ".tether" / "figures").glob("*.png")]
     assert len(saved) == 1, shown
     assert str(saved[0]) in shown.replace("\n", "") or saved[0].name in shown
     import base64
 
     assert saved[0].read_bytes() == base64.b64decode(PNG_1X1)
-    subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", "c", "exit", "Enter"], check=True)
+    console.leave()

@@ -9,6 +9,7 @@ import pytest
 from jupyter_console.utils import run_sync
 
 from tether.kernel.console import complete_through_link, local_complete
+from tether.kernel.shell import sent_block
 
 
 class FakeChannel:
@@ -97,3 +98,28 @@ def test_a_timeout_falls_back_once_and_its_late_reply_is_dropped(
     channel.replies.append(reply("exec-1", "ok"))
     got = run_sync(channel.get_msg)(timeout=0.1)  # others' messages pass through
     assert got["parent_header"]["msg_id"] == "exec-1"
+
+
+def test_a_stale_reply_before_the_answer_is_skipped() -> None:
+    shell = FakeShell()
+    complete_through_link(shell, lambda: True)
+    check: Any = shell.check_complete
+    channel = shell.client.shell_channel
+    channel.replies += [reply("probe-1", "ok"), reply("req-1", "incomplete", "  ")]
+    assert check("def f():\n") == (True, "  ")  # the kernel's answer, not a local guess
+    assert channel.replies == []
+
+
+def test_a_sent_block_has_one_prefix_and_marked_continuation_lines() -> None:
+    def text(lines: list[Any]) -> list[str]:
+        return ["".join(part for _, part in tokens) for tokens in lines]
+
+    assert text(sent_block("x = 1", 9)) == ["[send] In [9]: x = 1"]
+    assert text(sent_block("for i in r:\n    f(i)\n\n", 10)) == [
+        "[send] In [10]: for i in r:",
+        "           ...:     f(i)",
+    ]
+    assert text(sent_block("# tether: train.py:41\nloss = step()\nprint(loss)", 3)) == [
+        "[send train.py:41] In [3]: loss = step()",
+        "                      ...: print(loss)",
+    ]

@@ -1,9 +1,10 @@
 """`tether console`: jupyter_console's terminal shell attached to the forwarded kernel.
 
-Output from other clients (`tether send`) is shown; leaving never stops the kernel. The
-is_complete check asks the kernel while the link is up and IPython's local (codeop-based)
-test while it is down or the kernel is slow to answer; jupyter_console's own check would
-turn the kernel's off for the whole session after one timeout.
+Output from other clients (`tether send`) is shown (how, and the prompt numbers, outages
+and colour: tether.kernel.shell); leaving never stops the kernel. The is_complete check
+asks the kernel while the link is up and IPython's local (codeop-based) test while it is
+down or the kernel is slow to answer; jupyter_console's own check would turn the kernel's
+off for the whole session after one timeout.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from typing import Any
 from tether.config import Target
 
 
-def console_argv(connection_file: Path) -> list[str]:
-    """jupyter_console's arguments: attach to an existing kernel, show others' output."""
+def console_argv(connection_file: Path, terminal: bool = True) -> list[str]:
+    """jupyter_console's arguments: attach to an existing kernel, show others' output;
+    IPython's simple prompt (no line editor, no escapes) when not on a TERMINAL."""
+    simple = [] if terminal else ["--ZMQTerminalInteractiveShell.simple_prompt=True"]
     return [
         "--existing",
         str(connection_file),
         "--ZMQTerminalInteractiveShell.include_other_output=True",
-        "--ZMQTerminalInteractiveShell.other_output_prefix=[send] ",
         "--ZMQTerminalIPythonApp.confirm_exit=False",
         "--ZMQTerminalInteractiveShell.kernel_timeout=120",
+        *simple,
     ]
 
 
@@ -61,7 +64,8 @@ def complete_through_link(shell: Any, up: Callable[[], bool]) -> None:
     """Replace the shell's check_complete: the kernel's while up() else the local test.
 
     A request that times out falls back to the local test for that line only; its late
-    reply is dropped from the shell channel (it would be taken for an execute reply).
+    reply is dropped from the shell channel (it would be taken for an execute reply), as
+    are stale replies it meets (a prompt-number probe the kernel answered late).
     """
     import inspect
     import queue
@@ -111,13 +115,15 @@ def complete_through_link(shell: Any, up: Callable[[], bool]) -> None:
         if not up():
             return local_complete(code)
         msg_id = client.is_complete(code)
-        try:
-            reply = run_sync(get_msg)(timeout=shell.kernel_is_complete_timeout)
-        except queue.Empty:
-            abandoned.add(msg_id)
-            return local_complete(code)
-        if reply.get("parent_header", {}).get("msg_id") != msg_id:
-            return local_complete(code)
+        deadline = time.monotonic() + shell.kernel_is_complete_timeout
+        while True:  # at the prompt no cell runs: another reply here is a stale one
+            try:
+                reply = run_sync(get_msg)(timeout=left(deadline))
+            except queue.Empty:
+                abandoned.add(msg_id)
+                return local_complete(code)
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                break
         content = reply.get("content", {})
         status, indent = content.get("status"), str(content.get("indent", ""))
         if status == "incomplete":
@@ -130,7 +136,6 @@ def complete_through_link(shell: Any, up: Callable[[], bool]) -> None:
 
 def keep_through_drops(app: Any, target: Target, name: str, remote: dict[str, Any]) -> Any:
     """Route the console's iopub through a Feed and watch the link (see tether.kernel.link)."""
-    import sys
     from types import SimpleNamespace
 
     from tether.kernel.link import Feed, Link
@@ -151,11 +156,11 @@ def keep_through_drops(app: Any, target: Target, name: str, remote: dict[str, An
     channel.get_msg = feed.get_msg
     channel.socket = _Polled(channel.socket, feed)
 
-    def say(line: str) -> None:
-        sys.stdout.write("\n" + line + "\n")
-        sys.stdout.flush()
-
-    return Link(target, name, remote, feed, say, beating=client.hb_channel.is_beating).start()
+    beating = client.hb_channel.is_beating
+    gone = "leave and run `tether console` again for a new one"
+    link = Link(target, name, remote, feed, app.shell.say, beating=beating, when_gone=gone)
+    app.shell.link = link
+    return link.start()
 
 
 def save_figures(shell: Any, root: Path) -> None:
@@ -204,10 +209,12 @@ def run(
     root: Path | None = None,
 ) -> int:
     """Run the console in this process until the user leaves; the kernel goes on."""
-    from jupyter_console.app import ZMQTerminalIPythonApp
+    import sys
 
-    app: Any = ZMQTerminalIPythonApp.instance()
-    app.initialize(console_argv(connection_file))
+    from tether.kernel.shell import TetherConsoleApp
+
+    app: Any = TetherConsoleApp.instance()
+    app.initialize(console_argv(connection_file, sys.stdin.isatty() and sys.stdout.isatty()))
     link = (
         None if target is None or remote is None else keep_through_drops(app, target, name, remote)
     )

@@ -270,28 +270,8 @@ class Helper:
         return True
 
     def agent_state(self) -> str:
-        """'running', 'dead', 'stopped' (no such kernel) or 'unknown' (no answer)."""
-        import asyncio
-
-        from tether.agent.wire import ErrorKind
-        from tether.agent.wire_jobs import KernelInfo
-        from tether.kernel import remote as remote_module
-        from tether.transport.channel import AgentError
-
-        async def ask() -> dict[str, Any]:
-            request = remote_module.ask(self.target, KernelInfo(self.name))
-            return await asyncio.wait_for(request, AGENT_TIMEOUT_S)
-
-        try:
-            answer = asyncio.run(ask())
-        except AgentError as error:
-            return "stopped" if error.kind is ErrorKind.NOKERNEL else "unknown"
-        except Exception:  # the link, a timeout: not known
-            return "unknown"
-        record = answer.get("record") or {}
-        if (answer.get("connection") or {}).get("key") not in (None, self.key):
-            return "restarted"
-        return "running" if record.get("alive") else "dead"
+        """'running', 'dead', 'stopped', 'restarted' or 'unknown' (Link.kernel_state)."""
+        return self.link.kernel_state(AGENT_TIMEOUT_S)
 
 
 def release(lock_fd: int) -> None:

@@ -8,6 +8,11 @@ stay valid; zmq reconnects by itself and sends what was queued meanwhile, once),
 asks the agent for the iopub messages recorded on the remote after the last one the
 feed handed out, and injects them ahead of the live ones. The feed drops messages it
 has already handed out (by msg_id), so nothing is shown twice.
+
+A client waiting for its cell asks `kernel_alive()`: yes through an outage (the kernel
+runs on), no once recovery failed or the heartbeat stayed silent while the link was up.
+Given `when_gone`, a heartbeat still silent over a re-made link makes the Link ask the
+agent (`kernel_state`) and, for a dead, stopped or restarted kernel, say so and stop.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from tether.errors import TetherError, is_transient
 
 CHECK_EVERY_S = 0.5
 HEARTBEAT_GRACE_S = 6.0
+DEAD_AFTER_S = 20.0  # the heartbeat silent this long while the link was up: a dead kernel
 SEEN_MAX = 20000
 
 Message = dict[str, Any]
@@ -138,6 +144,7 @@ class Link:
         feed: Feed,
         say: Callable[[str], None],
         beating: Callable[[], bool] | None = None,
+        when_gone: str = "",
     ) -> None:
         self.target = target
         self.name = name
@@ -145,10 +152,15 @@ class Link:
         self.feed = feed
         self.say = say
         self.beating = beating
+        # What to do once the kernel is found gone after a recovery (the heartbeat still
+        # silent over a fresh link); "" leaves that check to the caller (the send helper).
+        self.when_gone = when_gone
         self.stopping = threading.Event()
         self.up = threading.Event()
         self.up.set()
         self.drops = 0
+        self.gaps = 0  # recoveries whose missed output could not be fetched
+        self.silent_up_s = 0.0  # how long the heartbeat has been silent while the link was up
         self.failed: BaseException | None = None  # a permanent error ended recovery
         self.thread: threading.Thread | None = None
 
@@ -162,6 +174,14 @@ class Link:
         if self.thread is not None:
             self.thread.join(timeout=5)
 
+    def kernel_alive(self) -> bool:
+        """Whether a client should go on waiting for its cell: yes while the link is
+        re-made (the kernel runs on), no once recovery failed or the heartbeat stayed
+        silent for DEAD_AFTER_S while the link was up."""
+        if self.failed is not None or self.stopping.is_set():
+            return False
+        return self.silent_up_s < DEAD_AFTER_S
+
     def master_alive(self) -> bool:
         from tether.transport.ssh import master_alive
 
@@ -174,11 +194,16 @@ class Link:
 
     def _watch(self) -> None:
         silent_since: float | None = None
+        checked = time.monotonic()
         while not self.stopping.wait(CHECK_EVERY_S):
+            now = time.monotonic()
+            elapsed, checked = now - checked, now
             if self.beating is not None and not self.beating():
-                silent_since = silent_since or time.monotonic()
+                silent_since = silent_since or now
+                self.silent_up_s += elapsed
             else:
                 silent_since = None
+                self.silent_up_s = 0.0
             alive = self.master_alive()
             if alive and silent_since and time.monotonic() - silent_since > HEARTBEAT_GRACE_S:
                 self._exit_master()  # a master on a silently dead link: start afresh
@@ -186,6 +211,7 @@ class Link:
             if not alive:
                 self.recover()
                 silent_since = None
+                checked = time.monotonic()  # the outage is not silence while up
 
     def recover(self) -> None:
         """Hold the feed, re-make master and forwards (same sockets), inject the gap."""
@@ -211,6 +237,8 @@ class Link:
             if self.stopping.is_set():
                 return
             self._wait_beating()
+            if self._kernel_gone():
+                return
             missed = self._catchup()
             shown = self.feed.inject(missed)
             self.say(f"tether: reconnected to {self.target.host} ({shown} missed messages)")
@@ -232,6 +260,50 @@ class Link:
             time.sleep(0.05)
         time.sleep(0.3)
 
+    def kernel_state(self, timeout: float = 20.0) -> str:
+        """The agent's word on this kernel: 'running', 'dead', 'stopped' (no such kernel),
+        'restarted' (a new key: another kernel now) or 'unknown' (no answer in time)."""
+        import asyncio
+
+        from tether.agent.wire import ErrorKind
+        from tether.agent.wire_jobs import KernelInfo
+        from tether.kernel import remote
+        from tether.transport.channel import AgentError
+
+        async def ask() -> dict[str, Any]:
+            request = remote.ask(self.target, KernelInfo(self.name))
+            return await asyncio.wait_for(request, timeout)
+
+        try:
+            answer = asyncio.run(ask())
+        except AgentError as error:
+            return "stopped" if error.kind is ErrorKind.NOKERNEL else "unknown"
+        except Exception:  # the link, a timeout: not known
+            return "unknown"
+        record = answer.get("record") or {}
+        if (answer.get("connection") or {}).get("key") not in (None, self.remote.get("key")):
+            return "restarted"
+        return "running" if record.get("alive") else "dead"
+
+    def _kernel_gone(self) -> bool:
+        """Whether the agent finds the kernel gone (then say so and stop): a heartbeat
+        still silent over a fresh link is a dead kernel, not an outage."""
+        from tether.kernel.names import shown_name
+
+        if not self.when_gone or self.beating is None or self.beating():
+            return False
+        state = self.kernel_state()
+        if state in ("running", "unknown"):
+            return False
+        shown = shown_name(self.target, self.name)[0]
+        error = TetherError(
+            f"the kernel {shown!r} on {self.target.host} is {state}", "", self.when_gone
+        )
+        self.say(f"tether: error: {error.line()}")
+        self.failed = error
+        self.stopping.set()
+        return True
+
     def _catchup(self) -> list[Message]:
         import asyncio
 
@@ -245,6 +317,7 @@ class Link:
                 )
             )
         except Exception as error:  # the gap stays; go on
+            self.gaps += 1
             self.say(f"tether: could not fetch the output missed meanwhile: {error}")
             return []
         messages = answer.get("messages", [])
