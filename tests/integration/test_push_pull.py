@@ -264,8 +264,10 @@ def test_pull_brings_results_and_never_deletes_local_files(synced: SyncProject) 
     (remote / "outputs" / "metrics.json").unlink()
     (remote / "runs" / "r1" / "ckpt" / "model.bin").unlink()
     _write(remote / "runs" / "r1" / "log.txt", "epoch 1\nepoch 2\nepoch 3\n")
-    again = synced.pull()
+    again = synced.pull("--json")
     assert again.returncode == 0, describe(again)
+    (counted,) = _json(again)
+    assert (counted["created"], counted["updated"]) == (0, 1), "a changed result is not new"
     assert (root / "outputs" / "metrics.json").read_bytes() == results["outputs/metrics.json"]
     assert (root / "runs" / "r1" / "ckpt" / "model.bin").exists()
     assert (root / "runs" / "r1" / "log.txt").read_text() == "epoch 1\nepoch 2\nepoch 3\n"
