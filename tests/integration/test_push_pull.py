@@ -229,6 +229,18 @@ def test_remote_change_is_a_conflict_exit_3_and_force_keeps_backup(synced: SyncP
 # ---------------------------------------------------------------- pull
 
 
+def test_dry_run_tables_show_names_with_brackets_as_they_are(synced: SyncProject) -> None:
+    # File names are data: rich markup in them ("[red]", "[/]") is printed, never applied.
+    synced.push_ok()
+    _write(synced.root / "[red]alert.py", "x\n")
+    _write(synced.root / "w[" / "]x.py", "y\n")
+    done = synced.push("--dry-run")
+    assert done.returncode == 0, describe(done)
+    assert "[red]alert.py" in done.stdout and "w[/]x.py" in done.stdout, done.stdout
+    title = done.stdout.splitlines()[0]
+    assert title.startswith("push ") and title.endswith("(dry run)"), "the title is one line"
+
+
 def test_pull_brings_results_and_never_deletes_local_files(synced: SyncProject) -> None:
     root, remote = synced.root, synced.remote
     synced.push_ok()
