@@ -14,12 +14,13 @@ if TYPE_CHECKING:
     from tether.jobs.model import JobRecord
 
 
-def console(stderr: bool = False) -> Console:
-    """A rich console on stdout (or stderr), imported lazily. No markup: what it prints
-    (file names, job commands) is data, and `[/]` in a name would be a markup error."""
+def console(stderr: bool = False, markup: bool = False) -> Console:
+    """A rich console on stdout (or stderr), imported lazily. No markup unless asked for
+    (tether's own fixed text only): what it prints (file names, job commands) is data, and
+    `[/]` in a name would be a markup error."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, markup=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, markup=markup)
 
 
 def print_json(data: Any) -> None:
