@@ -120,6 +120,27 @@ def test_every_command_the_daemon_serves_runs_on_its_kept_agent(
     assert _agent_pids(_daemon()[1], synced.host) == [agent]
 
 
+def test_status_through_the_daemon_reports_an_unreachable_target_beside_a_reachable_one(
+    synced: SyncProject,
+) -> None:
+    synced.push_ok()
+    config = synced.root / "tether.toml"
+    harness.write_config(
+        config,
+        config.read_text()
+        + '\n[targets.gone]\nhost = "tt-no-such-host.invalid"\npath = "~/gone"\n',
+    )
+    done = synced.run("status", "--json", timeout=90)
+    assert done.returncode == 0, describe(done)
+    entries = {entry["target"]: entry for entry in json.loads(done.stdout)}
+    assert entries["box"]["reachable"] and entries["box"]["error"] is None, entries["box"]
+    assert not entries["gone"]["reachable"], entries["gone"]
+    assert "tt-no-such-host.invalid" in entries["gone"]["error"]
+    assert _agent_pids(_daemon()[1], synced.host), "the reachable target's agent is kept"
+    text = synced.run("status", timeout=90)
+    assert "gone (tt-no-such-host.invalid): unreachable: " in text.stdout, describe(text)
+
+
 def test_the_command_runs_in_the_clients_cwd_with_its_exit_codes(synced: SyncProject) -> None:
     synced.push_ok()
     write(synced.root / "pkg" / "model.py", "def forward(x):\n    return 4 * x\n")
