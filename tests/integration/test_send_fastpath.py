@@ -46,13 +46,13 @@ def probe_send(project: Path) -> tuple[subprocess.CompletedProcess[str], bool]:
 
 def settle(project: Path) -> None:
     """Wait until the config and the trust store are older than the cache's racy window,
-    so that the next send may keep its answer (bounded: a few seconds)."""
+    so that the next send may keep its answer (bounded)."""
     from tether.kernel.sendcache import RACY_NS
     from tether.paths import trust_store
 
     files = [project / "tether.toml", Path(trust_store())]
     newest = max(max(f.stat().st_mtime_ns, f.stat().st_ctime_ns) for f in files)
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + RACY_NS / 1e9 + 2.0
     while time.time_ns() < newest + RACY_NS + 50_000_000 and time.monotonic() < deadline:
         time.sleep(0.05)
 

@@ -9,9 +9,10 @@ runtime dir (0700), with the signature (inode, size, mtime, ctime) of every file
 answer came from: the config file, the trust store and the env spec files the trust
 check reads (`tether.trust.inputs`). A later send uses it only while every one of them is
 unchanged (present or absent as before); anything else goes through `config.load` and
-the trust check again. ctime changes on every write (utime cannot set it), and a file
-changed within RACY_NS before the answer would have been kept is not kept (a second
-change in the same clock tick could look the same). Standard library only.
+the trust check again. ctime changes on every write (utime cannot set it), and an answer
+whose files changed within RACY_NS is not kept: a second change within the file system's
+timestamp granularity (2 s on FAT and some network file systems) could look the same.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 FILE_NAME = "send-cache.json"
-RACY_NS = 1_000_000_000
+RACY_NS = 3_000_000_000
 ENTRIES = 64
 
 
