@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
+from tether.configfile import CONFIG_NAME, find_config_file
 from tether.errors import ConfigError, UsageError
 from tether.safety import host_problem, python_argv, remote_dir_problem
 
@@ -17,7 +18,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CONFIG_NAME = "tether.toml"
 _VERSION = re.compile(r"3(\.\d{1,2}){0,2}")
 TARGET_KEYS = {
     "host", "path", "python", "default", "primary", "autoreload", "mappings", "scheduler", "slurm"
@@ -135,15 +135,8 @@ class Config:
 
 def find_config(start: Path | None = None) -> Path | None:
     """The nearest tether.toml, or pyproject.toml with [tool.tether], from start upward."""
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        candidate = directory / CONFIG_NAME
-        if candidate.is_file():
-            return candidate
-        pyproject = directory / "pyproject.toml"
-        if pyproject.is_file() and b"[tool.tether" in pyproject.read_bytes():
-            return pyproject
-    return None
+    found = find_config_file(str(start or Path.cwd()))
+    return None if found is None else Path(found)
 
 
 def load(start: Path | None = None, *, trusted: bool = True) -> Config:

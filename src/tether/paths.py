@@ -1,7 +1,8 @@
 """Where tether keeps machine-wide state and runtime sockets.
 
 Standard library `os` only at import time: the push/pull fast path (cli/fastpath.py) finds
-the sync daemon's socket through `runtime_dir_str` before anything heavier is imported.
+the sync daemon's socket through `runtime_dir_str`, and the send fast path
+(kernel/sendcache.py) its cache and the trust store, before anything heavier is imported.
 """
 
 from __future__ import annotations
@@ -17,8 +18,20 @@ def state_dir() -> Path:
     """`$XDG_STATE_HOME/tether` (default ~/.local/state/tether), created 0700."""
     from pathlib import Path
 
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(_private_dir(os.path.join(base, "tether")))
+    return Path(state_dir_str())
+
+
+def state_dir_str() -> str:
+    """state_dir() as a string (no pathlib: the send fast path)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return _private_dir(os.path.join(base, "tether"))
+
+
+def trust_store() -> str:
+    """The file of this user's trust records (tether.trust)."""
+    return os.path.join(state_dir_str(), "trust")
 
 
 def runtime_dir_str() -> str:

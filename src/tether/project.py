@@ -6,7 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from tether.config import CONFIG_NAME, parse, parse_toml
+from tether.config import parse, parse_toml
+from tether.configfile import CONFIG_NAME
 from tether.errors import UsageError
 from tether.targets_edit import key_text
 

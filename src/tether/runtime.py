@@ -1,9 +1,9 @@
 """What a command runs on: fresh channels and asyncio.run, or the sync daemon's kept ones.
 
 The CLI hands one `Runtime` to every command through click's context object
-(`tether.cli.app._run`); the commands the daemon serves (push, pull, jobs:
-`tether.cli.app.DAEMON_COMMANDS`) take it from there (`of(ctx.obj)`), the others always run
-in their own process. A command run in its own process gets `Runtime()`: each target
+(`tether.cli.app._run`); the commands the daemon serves (push, pull, jobs, status:
+`tether.cli.app.DAEMON_COMMANDS`) take it from there (`of(ctx.obj)`), the others always
+run in their own process. A command run in its own process gets `Runtime()`: each target
 gets a fresh agent channel, closed after the command, and coroutines run under
 `asyncio.run`. The sync daemon (tether.cli.daemon) passes its own: the channels it keeps
 open between commands, and its event loop (so the command can be cancelled when the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from tether.config import Target
-from tether.sync.targets import ChannelPool, each_target
+from tether.sync.targets import ChannelPool, each_target, on_target
 from tether.transport.channel import AgentChannel
 
 T = TypeVar("T")
@@ -44,6 +44,12 @@ class Runtime:
     ) -> list[T]:
         """work(target, channel) for every target at once, on this runtime's channels."""
         return await each_target(targets, work, self.pool)
+
+    async def on_target(
+        self, target: Target, work: Callable[[Target, AgentChannel], Awaitable[T]]
+    ) -> T:
+        """work(target, channel) on this runtime's channel to the target."""
+        return await on_target(target, work, self.pool)
 
 
 LOCAL = Runtime()

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tether.errors import TetherError
-from tether.paths import state_dir
+from tether.paths import trust_store
 
 if TYPE_CHECKING:
     from tether.config import Config
 
-FILE_NAME = "trust"
+FILE_NAME = "trust"  # in the state dir: tether.paths.trust_store
 
 
 class UntrustedError(TetherError):
@@ -139,7 +139,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _store_path() -> Path:
-    return state_dir() / FILE_NAME
+    return Path(trust_store())
 
 
 def _load_store() -> dict[str, dict[str, object]]:
@@ -216,6 +216,25 @@ def record(config: Config, with_files: bool = True) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def inputs(config: Config) -> list[Path] | None:
+    """Every file whose bytes decide whether `require(config)` passes (the config file, the
+    trust store, the env spec's files and those `envs.spec.find` looks for), present or
+    not; None when the env spec cannot be read (the files it names are not known)."""
+    from tether.envs.spec import DERIVED, find
+    from tether.errors import ConfigError
+
+    try:
+        spec = find(config)
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return None
+    names = {"uv.lock", "pyproject.toml", "requirements.txt"}
+    if config.env is not None and config.env.requirements:
+        names.update(config.env.requirements)
+    if spec is not None:
+        names.update(name for name in spec.files if name != DERIVED)
+    return [config.file, _store_path(), *(config.root / name for name in sorted(names))]
 
 
 def require(config: Config) -> None:

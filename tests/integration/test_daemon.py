@@ -79,8 +79,8 @@ def test_pushes_share_one_daemon_and_one_remote_agent(synced: SyncProject) -> No
 def test_every_command_the_daemon_serves_runs_on_its_kept_agent(
     synced: SyncProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # push, pull and jobs each get the daemon's Runtime (its channel pool): none of them
-    # starts an ssh process of its own. An `ssh` first on PATH logs every start.
+    # push, pull, jobs and status each get the daemon's Runtime (its channel pool): none of
+    # them starts an ssh process of its own. An `ssh` first on PATH logs every start.
     synced.push_ok()
     real = shutil.which("ssh")
     assert real is not None
@@ -91,13 +91,54 @@ def test_every_command_the_daemon_serves_runs_on_its_kept_agent(
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     synced.push_ok()  # the daemon's channel is up before counting
     pid, _ = _daemon()
-    for args in (["jobs"], ["pull"], ["jobs", "--json"], ["push"]):
+    (agent,) = _agent_pids(_daemon()[1], synced.host)
+    for args in (
+        ["jobs"],
+        ["pull"],
+        ["jobs", "--json"],
+        ["status"],
+        ["status", "--json"],
+        ["push"],
+    ):
         log.write_text("")
         done = synced.run(*args)
         assert done.returncode == 0, describe(done)
-        assert _daemon()[0] == pid
+        pid_now, answer = _daemon()
+        assert pid_now == pid
+        assert _agent_pids(answer, synced.host) == [agent], f"`tether {args[0]}`: a new agent"
         started = [line for line in log.read_text().splitlines() if "-O" not in line.split()]
         assert started == [], f"`tether {' '.join(args)}` started ssh itself: {started[0][:120]}"
+    (entry,) = json.loads(synced.run("status", "--json").stdout)
+    assert entry["reachable"] and entry["target"] == "box", entry
+    # Without the daemon, status runs in its own process on a channel of its own.
+    monkeypatch.setenv("TETHER_NO_DAEMON", "1")
+    log.write_text("")
+    alone = synced.run("status", "--json")
+    assert alone.returncode == 0, describe(alone)
+    assert json.loads(alone.stdout)[0]["reachable"], alone.stdout
+    assert any("-O" not in line.split() for line in log.read_text().splitlines())
+    assert _agent_pids(_daemon()[1], synced.host) == [agent]
+
+
+def test_status_through_the_daemon_reports_an_unreachable_target_beside_a_reachable_one(
+    synced: SyncProject,
+) -> None:
+    synced.push_ok()
+    config = synced.root / "tether.toml"
+    harness.write_config(
+        config,
+        config.read_text()
+        + '\n[targets.gone]\nhost = "tt-no-such-host.invalid"\npath = "~/gone"\n',
+    )
+    done = synced.run("status", "--json", timeout=90)
+    assert done.returncode == 0, describe(done)
+    entries = {entry["target"]: entry for entry in json.loads(done.stdout)}
+    assert entries["box"]["reachable"] and entries["box"]["error"] is None, entries["box"]
+    assert not entries["gone"]["reachable"], entries["gone"]
+    assert "tt-no-such-host.invalid" in entries["gone"]["error"]
+    assert _agent_pids(_daemon()[1], synced.host), "the reachable target's agent is kept"
+    text = synced.run("status", timeout=90)
+    assert "gone (tt-no-such-host.invalid): unreachable: " in text.stdout, describe(text)
 
 
 def test_the_command_runs_in_the_clients_cwd_with_its_exit_codes(synced: SyncProject) -> None:

@@ -17,7 +17,7 @@ EPILOG = "Docs: README.md. Add --debug to any command for a traceback on errors.
 # agent channel per target open: a push costs one round trip instead of an ssh session,
 # an agent start and the CLI framework's import. Short commands only: the daemon runs one
 # command at a time.
-DAEMON_COMMANDS = ("push", "pull", "jobs")
+DAEMON_COMMANDS = ("push", "pull", "jobs", "status")
 
 
 def _split_debug(argv: list[str]) -> tuple[list[str], bool]:

@@ -1,4 +1,5 @@
-"""The sync daemon: a long-lived local process that runs `tether push` and `pull`.
+"""The sync daemon: a long-lived local process that runs `tether push`, `pull`, `jobs`
+and `status`.
 
     python -m tether.cli.daemon SOCKET LOCK_FD      (started by tether.cli.fastpath)
 
@@ -320,7 +321,7 @@ class Daemon:
     def run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
         """In the worker thread: the client's cwd, env and terminal, then the command.
 
-        Only the commands the daemon is for (push, pull, jobs), with an allowlist of the
+        Only the commands the daemon is for (push, pull, jobs, status), with an allowlist of the
         client's environment (tether.ipc.allowed_env)."""
         from tether.cli.app import DAEMON_COMMANDS, run_mapped, say_error
         from tether.ipc import allowed_env
@@ -375,7 +376,8 @@ class Daemon:
 def _preload() -> None:
     """Import what every command needs, before the first client waits for it."""
     from tether.cli.app import _command
-    from tether.cli.commands import jobs, sync  # noqa: F401
+    from tether.cli.commands import jobs, misc, sync  # noqa: F401
+    from tether.jobs import status  # noqa: F401
     from tether.sync import runner, session  # noqa: F401
 
     _command()

@@ -1,48 +1,51 @@
-"""`tether status`: every target asked in parallel, one `status` request each."""
+"""`tether status`: every target asked in parallel, all its questions in one round trip."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 from tether.errors import TetherError
 from tether.jobs.backend import backend_for
-from tether.sync.targets import open_channel
+from tether.runtime import LOCAL, Runtime
+from tether.transport.channel import AgentChannel
 
 
-async def target_status(target: Target, spec: EnvSpec | None = None) -> dict[str, Any]:
+async def target_status(
+    target: Target, spec: EnvSpec | None = None, runtime: Runtime = LOCAL
+) -> dict[str, Any]:
     """What the target's agent says (load, disk, GPUs, jobs, the spec's env), or why it is
-    unreachable."""
+    unreachable: every question in one round trip, on the runtime's channel."""
     entry: dict[str, Any] = {"target": target.name, "host": target.host, "path": target.path}
     started = time.monotonic()
-    try:
-        channel = await open_channel(target)
-    except (TetherError, OSError) as error:
-        entry.update(reachable=False, error=_line(error))
-        return entry
-    try:
-        asks = [
+
+    async def ask(target: Target, channel: AgentChannel) -> dict[str, Any]:
+        asks: list[Awaitable[Any]] = [
             channel.request("status", root=target.path),
             channel.request("disk_use", root=target.path),
+            backend_for(target).status(channel),
         ]
-        if spec is not None:  # in the same round trip as the others
+        if spec is not None:
             asks.append(channel.request("env_status", env_spec=spec.wire(False)))
-        (answer, _), (disk, _), *env = await asyncio.gather(*asks)
+        (answer, _), (disk, _), extra, *env = await asyncio.gather(*asks)
         answer["snapshots"] = disk["snapshots"]
+        answer.update(extra)
         if spec is not None:
             from tether.envs.client import env_report
 
             answer["env"] = env_report(target, spec, env[0][0])
             del answer["env"]["target"]  # the entry names it
-        answer.update(await backend_for(target).status(channel))
+        return dict(answer)
+
+    try:
+        answer = await runtime.on_target(target, ask)
     except (TetherError, OSError) as error:
         entry.update(reachable=False, error=_line(error))
         return entry
-    finally:
-        await channel.close()
     entry.update({k: v for k, v in answer.items() if k not in ("id", "ok")})
     entry.update(reachable=True, error=None, seconds=round(time.monotonic() - started, 3))
     return entry
@@ -52,9 +55,12 @@ def _line(error: BaseException) -> str:
     return error.line() if isinstance(error, TetherError) else str(error)
 
 
-async def gather(targets: list[Target], spec: EnvSpec | None = None) -> list[dict[str, Any]]:
+async def gather(
+    targets: list[Target], spec: EnvSpec | None = None, runtime: Runtime = LOCAL
+) -> list[dict[str, Any]]:
     """target_status for every target at once, in the targets' order."""
-    return list(await asyncio.gather(*(target_status(target, spec) for target in targets)))
+    asks = (target_status(target, spec, runtime) for target in targets)
+    return list(await asyncio.gather(*asks))
 
 
 def gpu_text(entry: dict[str, Any]) -> str:

@@ -8,9 +8,14 @@ use), and its stdout, stderr, results and traceback printed; exit 1 on an except
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: send imports only what a keypress needs
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+    from tether.config import Config, Target
 
 MARK_PREFIX = "# tether: "  # tether.agent.kernel_shim.MARK_PREFIX (not imported: fast path)
 
@@ -66,7 +71,8 @@ def read_code(spec: str | None, stdin: Any = None) -> str:
     try:
         file, start, end = parse_spec(spec)
         try:
-            text = Path(file).read_text(encoding="utf-8")
+            with open(file, encoding="utf-8") as handle:
+                text = handle.read()
         except FileNotFoundError:
             raise UsageError(f"no such file: {file}") from None
         except UnicodeDecodeError:
@@ -100,12 +106,20 @@ def fast_main(args: list[str]) -> int:
 def send_code(code: str, on: str | None, name: str | None) -> int:
     """Run code in the kernel; print what it prints; 1 if it raised.
 
-    Through the target's send helper when it runs (the fast path); else the kernel is
-    made sure of, the helper started for next time and used; the direct path (a
-    jupyter_client of our own) when the helper cannot be had.
+    Through the target's send helper when it runs (the fast path: its socket from
+    tether.kernel.sendcache while the config and its trust are unchanged, else from the
+    loaded config); else the kernel is made sure of, the helper started for next time and
+    used; the direct path (a jupyter_client of our own) when the helper cannot be had.
     """
     import os
 
+    from tether.kernel import sendcache
+
+    kept = sendcache.lookup(os.getcwd(), on, name)
+    if kept is not None:
+        done = via_helper(kept[0], code, kept[1], lambda: interrupt_kernel(*_kernel(on, name)))
+        if done is not None:
+            return done
     from tether import config as config_module
     from tether.kernel import names
 
@@ -118,9 +132,39 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
         interrupt_kernel(target, kernel)
 
     done = via_helper(sock_path, code, config.root, interrupt)
-    if done is not None:
-        return done
+    if done is None:
+        done = _start_and_send(config, target, kernel, sock_path, code, interrupt)
+    _remember(config, on, name, sock_path)
+    return done
+
+
+def _kernel(on: str | None, name: str | None) -> tuple[Target, str]:
+    """(target, kernel name) of a send, from the (trusted) config."""
+    from tether import config as config_module
+    from tether.kernel import names
+
+    target = config_module.load().one(on)
+    return target, names.kernel_name(target, name)
+
+
+def _remember(config: Config, on: str | None, name: str | None, sock_path: Path) -> None:
+    """Keep the helper's socket for the next send while the config's trust inputs stay."""
+    from tether import trust
+    from tether.kernel import sendcache
+
+    inputs = trust.inputs(config)
+    if inputs is not None:
+        files = [str(path) for path in inputs]
+        sendcache.remember(str(config.file), on, name, str(sock_path), str(config.root), files)
+
+
+def _start_and_send(
+    config: Config, target: Target, kernel: str, sock_path: Path, code: str,
+    interrupt: Callable[[], None],
+) -> int:  # fmt: skip
+    """The kernel made sure of, the helper started and used (or a client of our own)."""
     import asyncio
+    import os
 
     from tether.envs.spec import find
     from tether.kernel import background, remote
@@ -140,7 +184,7 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
         raise
 
 
-def interrupt_kernel(target: Any, kernel: str) -> None:
+def interrupt_kernel(target: Target, kernel: str) -> None:
     """Interrupt the running cell of the remote kernel (Ctrl-C during a send)."""
     import asyncio
 
@@ -212,8 +256,9 @@ class CtrlC:
 
 
 def via_helper(
-    sock_path: Path, code: str, root: Path, interrupt: Callable[[], None] | None = None
-) -> int | None:
+    sock_path: str | Path, code: str, root: str | Path,
+    interrupt: Callable[[], None] | None = None,
+) -> int | None:  # fmt: skip
     """Run code through the helper's socket: 0/1, or None if no helper took it.
 
     Ctrl-C interrupts the cell on the remote (interrupt()) and shows what it printed up to
@@ -222,8 +267,6 @@ def via_helper(
     import json
     import select
     import socket
-
-    from tether.errors import TetherError
 
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -265,10 +308,12 @@ def via_helper(
                 if interrupted or ctrl_c.count:  # (a Ctrl-C just now: the cell ended anyway)
                     return 130
                 return 1 if failed or answer["status"] == "error" else 0
+    from tether.errors import TetherError
+
     raise TetherError("the send helper went away during the run", "", "run it again")
 
 
-def execute(connection_file: Path, code: str, root: Path, timeout: float = 60.0) -> int:
+def execute(connection_file: Path, code: str, root: str | Path, timeout: float = 60.0) -> int:
     """Execute over jupyter_client; stream the outputs; 0, or 1 on an error reply."""
     from jupyter_client.blocking.client import BlockingKernelClient
 
@@ -301,7 +346,7 @@ def execute(connection_file: Path, code: str, root: Path, timeout: float = 60.0)
         client.stop_channels()
 
 
-def render(message: dict[str, Any], root: Path) -> bool:
+def render(message: dict[str, Any], root: str | Path) -> bool:
     """Print one iopub message; True if it reports an error."""
     kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
     content = message.get("content", {})
@@ -341,12 +386,13 @@ def strip_ansi(text: str) -> str:
     return re.sub(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])", "", text)
 
 
-def save_figure(root: Path, encoded: str) -> Path:
+def save_figure(root: str | Path, encoded: str) -> Path:
     """Decode a base64 PNG into .tether/figures/ under the project; its path."""
     import base64
     import time
+    from pathlib import Path
 
-    directory = root / ".tether" / "figures"
+    directory = Path(root) / ".tether" / "figures"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"figure-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.png"
     path.write_bytes(base64.b64decode(encoded))

@@ -26,6 +26,21 @@ async def open_channel(target: Target) -> AgentChannel:
     return await AgentChannel.open(SshTransport(target.host), target.python)
 
 
+async def on_target(
+    target: Target,
+    work: Callable[[Target, AgentChannel], Awaitable[T]],
+    pool: ChannelPool | None = None,
+) -> T:
+    """work(target, channel) on the pool's kept channel, or on a fresh one closed after."""
+    if pool is not None:
+        return await pool.run(target, work)
+    channel = await open_channel(target)
+    try:
+        return await work(target, channel)
+    finally:
+        await channel.close()
+
+
 async def each_target(
     targets: list[Target],
     work: Callable[[Target, AgentChannel], Awaitable[T]],
@@ -33,17 +48,9 @@ async def each_target(
 ) -> list[T]:
     """work(target, channel) for every target at once, on the pool's kept channels or on
     fresh ones closed afterwards; the first error is raised after all end."""
-
-    async def one(target: Target) -> T:
-        if pool is not None:
-            return await pool.run(target, work)
-        channel = await open_channel(target)
-        try:
-            return await work(target, channel)
-        finally:
-            await channel.close()
-
-    results = await asyncio.gather(*(one(target) for target in targets), return_exceptions=True)
+    results = await asyncio.gather(
+        *(on_target(target, work, pool) for target in targets), return_exceptions=True
+    )
     for result in results:
         if isinstance(result, BaseException):
             raise result

@@ -35,18 +35,21 @@ def register(app: typer.Typer) -> None:
     app.command("status", help=STATUS_HELP)(status)
 
 
-def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def status(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
     """Show every target of the project."""
-    import asyncio
     import sys
 
     from tether import config as config_module
+    from tether import runtime
     from tether.cli.render import print_json
     from tether.envs.spec import find
     from tether.jobs import status as status_module
 
     config = config_module.load()
-    entries = asyncio.run(status_module.gather(list(config.targets.values()), find(config)))
+    here = runtime.of(ctx.obj)
+    entries = here.run(status_module.gather(list(config.targets.values()), find(config), here))
     if as_json:
         print_json(entries)
         return
