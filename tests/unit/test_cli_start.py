@@ -76,7 +76,7 @@ def test_importing_the_cli_imports_no_framework(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "module"),
     [
-        (["status", "--help"], "misc"),
+        (["status", "--help"], "status"),
         (["logs", "--help"], "jobs"),
         (["host", "ls", "--help"], "hosts"),
         (["kernel", "nope"], "kernel"),

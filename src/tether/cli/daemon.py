@@ -376,7 +376,8 @@ class Daemon:
 def _preload() -> None:
     """Import what every command needs, before the first client waits for it."""
     from tether.cli.app import _command
-    from tether.cli.commands import jobs, misc, sync  # noqa: F401
+    from tether.cli.commands import jobs, sync  # noqa: F401
+    from tether.cli.commands import status as status_command  # noqa: F401
     from tether.jobs import status  # noqa: F401
     from tether.sync import runner, session  # noqa: F401
 

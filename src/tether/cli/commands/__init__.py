@@ -22,7 +22,7 @@ Examples:
 
 MODULES = (
     "hosts", "sandbox", "project", "sync", "watch", "jobs", "housekeeping", "remote", "kernel",
-    "env", "misc",
+    "env", "misc", "status",
 )  # fmt: skip
 # Top-level command -> the module in MODULES that registers it: running one command builds
 # only its module's part of the tree (converting every command's parameters costs ~20 ms).
@@ -33,7 +33,7 @@ COMMAND_MODULES = {
     "jobs": "jobs", "logs": "jobs", "attach": "jobs", "kill": "jobs", "wait": "jobs",
     "restart": "jobs", "show": "housekeeping", "rm": "housekeeping", "prune": "housekeeping",
     "tunnel": "remote", "shell": "remote", "console": "kernel", "send": "kernel",
-    "kernel": "kernel", "env": "env", "demo": "misc", "status": "misc",
+    "kernel": "kernel", "env": "env", "demo": "misc", "status": "status",
 }  # fmt: skip
 
 
