@@ -34,6 +34,7 @@ from urllib.parse import urljoin, urlsplit
 from urllib.request import Request, urlopen
 
 from .fsops import OpError
+from .wire import ErrorKind
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 PIP_KEYS = ("index-url", "extra-index-url", "find-links", "trusted-host", "cert")
@@ -47,7 +48,7 @@ class BuildFailed(OpError):
     """An installer failed; `tail` holds its last lines."""
 
     def __init__(self, message: str, tail: Optional[List[str]] = None) -> None:
-        super().__init__("envbuild", message)
+        super().__init__(ErrorKind.ENVBUILD, message)
         self.tail = list(tail or [])
 
 

@@ -208,6 +208,8 @@ class SlurmSubmit(Request[Frame]):
     options: Optional[List[str]] = None
     python: Optional[List[str]] = None
     slurm_conf: Optional[str] = None
+    env_spec: Optional[Record] = None
+    env_digest: Optional[str] = None
     payload: bytes = b""
 
 
@@ -256,6 +258,8 @@ class EnvSync(Request[Frame]):
     root: Optional[str] = None
     builder: Optional[str] = None
     build: Optional[bool] = None
+    offline: Optional[bool] = None  # build from the wheels pushed (env_wheel_put)
+    describe: Optional[bool] = None  # a missing env's answer says what it is built for
 
 
 @dataclasses.dataclass

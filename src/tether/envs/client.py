@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from tether.agent.wire_jobs import EnvSync
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 from tether.errors import TetherError
@@ -37,9 +38,8 @@ async def ensure(
     """The agent's answer for the spec's env on target, built first where it is missing
     (installer lines go to say; offline: from wheels downloaded here and pushed, with no
     index there). One round trip when it is there already."""
-    fields: dict[str, Any] = {"root": target.path, "builder": builder()}
-    answer, _ = await channel.request(
-        "env_sync", env_spec=spec.wire(False), describe=offline, **fields
+    answer, _ = await channel.call(
+        EnvSync(spec.wire(False), target.path, builder(), describe=offline or None)
     )
     if answer["state"] == "ready":
         return answer
@@ -53,12 +53,10 @@ async def ensure(
         from tether.envs.offline import prepare
 
         await prepare(channel, target, spec, answer.get("target"), say)
-        fields["offline"] = True
     say(f"{target.name}: building the env for {spec.source} (digest {answer['digest']})")
     try:
-        async for header, _ in channel.stream(
-            "env_sync", env_spec=spec.wire(True), build=True, **fields
-        ):
+        build_it = EnvSync(spec.wire(True), target.path, builder(), True, offline or None)
+        async for header, _ in channel.stream(build_it):
             if header.get("more"):
                 say(f"{target.name}: {header.get('line', '')}")
                 continue

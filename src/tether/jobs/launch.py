@@ -15,8 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from tether.agent.wire import Request
+from tether.agent.wire_jobs import JobShow
 from tether.config import Config, SyncRules, Target
 from tether.errors import JobError, UsageError
 from tether.jobs.model import JobRecord, _iso
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 DIFF_LIMIT = 1 << 20
 Sink = Callable[[bytes], None]  # where a followed log goes
 WEEK_S = 7 * 24 * 3600.0
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -172,14 +175,13 @@ def newest_first(jobs: list[JobRecord]) -> list[JobRecord]:
     return sorted(jobs, key=lambda job: -(job.created or job.started or 0.0))
 
 
-async def request(
-    channel: AgentChannel, target: Target, op: str, payload: bytes = b"", **fields: Any
-) -> tuple[dict[str, Any], bytes]:
-    """One request about the job fields name; the agent's refusal becomes tether's error."""
+async def request(channel: AgentChannel, target: Target, about: Request[A]) -> A:
+    """One request about a job (its `name` field); the agent's refusal becomes tether's
+    error (raise_job)."""
     try:
-        return await channel.request(op, payload, **fields)
+        return await channel.call(about)
     except AgentError as error:
-        raise_job(error, str(fields.get("name")), target)
+        raise_job(error, str(getattr(about, "name", None)), target)
         raise
 
 
@@ -214,7 +216,7 @@ async def show_job(
 ) -> dict[str, Any]:
     """One job's whole record with its state now (record(): the backend's view of it), in
     the shape of `show --json`."""
-    answer, _ = await request(channel, target, "job_show", name=name, root=target.path)
+    answer, _ = await request(channel, target, JobShow(name, root=target.path))
     data = dict(answer["record"])
     job = record(data)
     data.pop("slurm", None)  # the scheduler's raw view: the state above says what it means

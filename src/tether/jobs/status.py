@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from tether.agent.wire_jobs import DiskUse, EnvStatus, Status
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 from tether.errors import TetherError
@@ -25,11 +26,11 @@ async def target_status(target: Target, spec: EnvSpec | None = None) -> dict[str
         return entry
     try:
         asks = [
-            channel.request("status", root=target.path),
-            channel.request("disk_use", root=target.path),
+            channel.call(Status(target.path)),
+            channel.call(DiskUse(target.path)),
         ]
         if spec is not None:  # in the same round trip as the others
-            asks.append(channel.request("env_status", env_spec=spec.wire(False)))
+            asks.append(channel.call(EnvStatus(spec.wire(False))))
         (answer, _), (disk, _), *env = await asyncio.gather(*asks)
         answer["snapshots"] = disk["snapshots"]
         if spec is not None:
