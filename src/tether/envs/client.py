@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from tether.agent.wire import ErrorKind
 from tether.agent.wire_jobs import EnvSync
 from tether.config import Target
 from tether.envs.spec import EnvSpec
@@ -67,13 +68,17 @@ async def ensure(
 
 
 def _env_error(error: AgentError, target: Target, spec: EnvSpec) -> TetherError:
-    if error.kind == "envbuild":
+    """A refused env build as EnvError, in words the table cannot have: the target by its
+    name (the agent knows its host by its hostname), the spec's file for a failed build,
+    and [env] python for a missing interpreter (the only python an env build looks for;
+    the table's todo also covers a kernel's or a job's)."""
+    if error.kind is ErrorKind.ENVBUILD:
         return EnvError(
             f"building the env on {target.name} failed: {error.what}",
             "",
             f"fix {spec.source} and run `tether env sync` again (jobs keep the env they had)",
         )
-    if error.kind == "nopython":
+    if error.kind is ErrorKind.NOPYTHON:
         return EnvError(f"{target.name}: {error.what}", "", "fix [env] python in the config")
     return error
 
@@ -178,7 +183,7 @@ async def in_env(
     try:
         return await start()
     except AgentError as error:
-        if error.kind != "noenv" or spec is None:
+        if error.kind is not ErrorKind.NOENV or spec is None:
             raise
     await ensure(channel, target, spec, say_stderr, build)
     return await start()
