@@ -235,3 +235,14 @@ def test_the_catalogue_ships_in_the_agent_zipapp() -> None:
     with zipfile.ZipFile(io.BytesIO(agent_zip()[0])) as archive:
         names = set(archive.namelist())
     assert {"tether_agent/wire.py", "tether_agent/wire_jobs.py"} <= names
+
+
+def test_the_job_ops_that_answer_records_answer_them_typed(tmp_path: Path) -> None:
+    async def body(channel: AgentChannel) -> tuple[Any, Any]:
+        listed = await channel.call(wire_jobs.JobList(root=str(tmp_path)))
+        removed = await channel.call(wire_jobs.JobRm(["no-such-job"], root=str(tmp_path)))
+        return listed, removed
+
+    listed, removed = with_agent(body)
+    assert listed == []
+    assert [entry["name"] for entry in removed] == ["no-such-job"]

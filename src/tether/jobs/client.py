@@ -95,16 +95,15 @@ class TmuxBackend:
             **await job_fields(channel, config, self.target, info),
             **{key: value for key, value in fields.items() if value is not None},
         )
-        answer, _ = await request(channel, self.target, start)
-        return self.record(answer["record"])
+        return self.record(await request(channel, self.target, start))
 
     async def jobs(
         self, channel: AgentChannel, project_only: bool = False, show_all: bool = True
     ) -> list[JobRecord]:
         """Jobs the agent on this target knows, newest first (listing_options)."""
         options = listing_options(self.target, project_only, show_all)
-        answer, _ = await channel.call(JobList(**options))
-        return newest_first([self.record(data) for data in answer["jobs"]])
+        listed = await channel.call(JobList(**options))
+        return newest_first([self.record(data) for data in listed])
 
     async def follow(
         self, channel: AgentChannel, name: str, write: Sink, keep: bool, start: int = 0
@@ -119,8 +118,7 @@ class TmuxBackend:
     async def kill(self, channel: AgentChannel, name: str, grace: float) -> JobRecord:
         """SIGINT, SIGTERM, SIGKILL with grace periods; the record once the end is written."""
         kill = JobKill(name, root=self.target.path, grace=grace)
-        answer, _ = await request(channel, self.target, kill)
-        return self.record(answer["record"])
+        return self.record(await request(channel, self.target, kill))
 
     async def show(self, channel: AgentChannel, name: str) -> dict[str, Any]:
         """The job's whole record with its state now (`tether show`)."""

@@ -48,9 +48,8 @@ def plural(count: int, word: str) -> str:
 
 async def remove(target: Target, channel: AgentChannel, names: list[str]) -> list[dict[str, Any]]:
     """job_rm on one target: one result per name (removed, or why not)."""
-    answer, _ = await channel.call(JobRm(names, root=target.path))
-    results = [dict(entry, target=target.name) for entry in answer["results"]]
-    return results
+    results = await channel.call(JobRm(names, root=target.path))
+    return [dict(entry, target=target.name) for entry in results]
 
 
 async def prune(
