@@ -96,8 +96,10 @@ def test_the_oldest_typer_we_allow_runs_the_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     tether = str(venv / "bin" / "tether")
+    # In its own process (no sync daemon left behind by this venv): the old typer parses.
+    own = {**_clean_env(), "TETHER_NO_DAEMON": "1"}
     usage = subprocess.run([tether, "push", "--no-such-flag"], capture_output=True, text=True,
-                           timeout=60, check=False, env=_clean_env(), cwd=tmp_path)  # fmt: skip
+                           timeout=60, check=False, env=own, cwd=tmp_path)  # fmt: skip
     assert usage.returncode == 2, usage.stderr
     assert "No such option" in usage.stderr and "Traceback" not in usage.stderr
     helped = subprocess.run([tether, "--help"], capture_output=True, text=True, timeout=60,
