@@ -24,6 +24,7 @@ import pytest
 from tests.harness.local_agent import with_agent
 from tether.agent import protocol
 from tether.agent.server import Agent
+from tether.agent.wire import Delete, Put, Read, Scan
 from tether.transport.channel import AgentChannel, AgentError
 
 OUTSIDE = b"OUTSIDE"  # the same size as INSIDE: a check by size and mtime cannot tell them
@@ -75,31 +76,26 @@ def test_a_directory_swapped_for_a_symlink_between_requests_is_refused_as_unsafe
 
     async def body(channel: AgentChannel) -> None:
         common = {"root": str(root)}
-        await channel.request("scan", rows=True, **common)
+        await channel.request(Scan(rows=True, **common))
         # A write into d: the agent has been through d in this run.
-        await channel.request("put", b"a", path="d/a", mode=0o644, expect=None, **common)
+        await channel.request(Put(path="d/a", mode=0o644, expect=None, **common, payload=b"a"))
         _swap(root, outside)
-        requests: dict[str, tuple[str, bytes, dict[str, Any]]] = {
-            "put": ("put", b"new", {"path": "d/b", "mode": 0o644, "expect": None}),
-            "put over": ("put", b"new", {"path": "d/victim", "mode": 0o644, "expect": inside}),
-            "put --force": (
-                "put",
-                b"new",
-                {"path": "d/victim", "mode": 0o644, "expect": inside, "backup": True},
+        where = str(root)
+        requests: dict[str, Put | Delete | Read] = {
+            "put": Put(where, "d/b", mode=0o644, payload=b"new"),
+            "put over": Put(where, "d/victim", mode=0o644, expect=inside, payload=b"new"),
+            "put --force": Put(
+                where, "d/victim", mode=0o644, expect=inside, backup=True, payload=b"new"
             ),
-            "mkdir": ("put", b"", {"path": "d/new", "kind": "dir", "mode": 0o755, "expect": None}),
-            "link": ("put", b"", {"path": "d/l", "kind": "link", "target": "x", "expect": None}),
-            "delete": ("delete", b"", {"path": "d/victim", "expect": inside}),
-            "delete --force": (
-                "delete",
-                b"",
-                {"path": "d/victim", "expect": inside, "backup": True},
-            ),
-            "read": ("read", b"", {"path": "d/victim"}),
+            "mkdir": Put(where, "d/new", kind="dir", mode=0o755),
+            "link": Put(where, "d/l", kind="link", target="x"),
+            "delete": Delete(where, "d/victim", expect=inside),
+            "delete --force": Delete(where, "d/victim", expect=inside, backup=True),
+            "read": Read(where, "d/victim"),
         }
-        for name, (op, payload, fields) in requests.items():
+        for name, request in requests.items():
             try:
-                await channel.request(op, payload, **common, **fields)
+                await channel.request(request)
             except AgentError as error:
                 kinds[name] = error.kind
             else:

@@ -12,6 +12,7 @@ import pytest
 
 from tests.harness.local_agent import with_agent
 from tether.agent.bundle import agent_zip
+from tether.agent.wire import Delete, Hello, Put, Scan
 from tether.transport.channel import AgentChannel, AgentError
 
 Body = Callable[[AgentChannel], Awaitable[Any]]
@@ -41,13 +42,14 @@ def test_pipelined_writes_land_atomically_with_mode_and_mtime(tmp_path: Path) ->
     async def body(channel: AgentChannel) -> list[Any]:
         futures = [
             channel.submit(
-                "put",
-                f"content {i}".encode(),
-                root=root,
-                path=f"a/b/f{i}",
-                mode=0o755 if i % 2 else 0o644,
-                mtime_ns=1_000_000_000 * (i + 1),
-                expect=None,
+                Put(
+                    root=root,
+                    path=f"a/b/f{i}",
+                    mode=0o755 if i % 2 else 0o644,
+                    mtime_ns=1_000_000_000 * (i + 1),
+                    expect=None,
+                    payload=f"content {i}".encode(),
+                )
             )
             for i in range(200)
         ]
@@ -72,9 +74,9 @@ def test_chunked_write_is_invisible_until_the_last_chunk(tmp_path: Path) -> None
     async def body(channel: AgentChannel) -> None:
         old = {"k": "file", "s": 3, "m": target.stat().st_mtime_ns}
         common = {"root": root, "path": "big.bin", "mode": 0o644, "expect": old}
-        await channel.request("put", b"A" * 10, offset=0, last=False, **common)
+        await channel.request(Put(offset=0, last=False, **common, payload=b"A" * 10))
         assert target.read_bytes() == b"old"
-        await channel.request("put", b"B" * 10, offset=10, last=True, **common)
+        await channel.request(Put(offset=10, last=True, **common, payload=b"B" * 10))
 
     with_agent(body)
     assert target.read_bytes() == b"A" * 10 + b"B" * 10
@@ -84,7 +86,9 @@ def test_write_refuses_when_the_file_changed_since_the_scan(tmp_path: Path) -> N
     (tmp_path / "f").write_text("remote edit")
 
     async def body(channel: AgentChannel) -> None:
-        await channel.request("put", b"new", root=str(tmp_path), path="f", mode=0o644, expect=None)
+        await channel.request(
+            Put(root=str(tmp_path), path="f", mode=0o644, expect=None, payload=b"new")
+        )
 
     with pytest.raises(AgentError) as caught:
         with_agent(body)
@@ -101,8 +105,8 @@ def test_delete_only_if_unchanged_and_never_a_non_empty_dir(tmp_path: Path) -> N
     async def body(channel: AgentChannel) -> dict[str, Any]:
         root = str(tmp_path)
         with pytest.raises(AgentError):
-            await channel.request("delete", root=root, path="f", expect=stale)
-        kept, _ = await channel.request("delete", root=root, path="d", expect={"k": "dir"})
+            await channel.request(Delete(root=root, path="f", expect=stale))
+        kept, _ = await channel.request(Delete(root=root, path="d", expect={"k": "dir"}))
         return kept
 
     kept = with_agent(body)
@@ -114,7 +118,7 @@ def test_delete_only_if_unchanged_and_never_a_non_empty_dir(tmp_path: Path) -> N
 @pytest.mark.parametrize("path", ["../escape", "/etc/passwd", "a/../../b", "a//b", ""])
 def test_paths_escaping_the_root_are_refused(tmp_path: Path, path: str) -> None:
     async def body(channel: AgentChannel) -> None:
-        await channel.request("put", b"x", root=str(tmp_path / "r"), path=path, expect=None)
+        await channel.request(Put(root=str(tmp_path / "r"), path=path, expect=None, payload=b"x"))
 
     with pytest.raises(AgentError) as caught:
         with_agent(body)
@@ -129,7 +133,7 @@ def test_writes_never_go_through_a_symlinked_directory(tmp_path: Path) -> None:
     os.symlink(outside, root / "link")
 
     async def body(channel: AgentChannel) -> None:
-        await channel.request("put", b"x", root=str(root), path="link/f", expect=None)
+        await channel.request(Put(root=str(root), path="link/f", expect=None, payload=b"x"))
 
     with pytest.raises(AgentError) as caught:
         with_agent(body)
@@ -144,7 +148,7 @@ def test_scan_keeps_symlinks_as_links_and_removes_stale_temp_files(tmp_path: Pat
     stale.write_text("half")
 
     async def body(channel: AgentChannel) -> dict[str, Any]:
-        header, _ = await channel.request("scan", root=str(tmp_path), digests=True)
+        header, _ = await channel.request(Scan(root=str(tmp_path), digests=True, rows=False))
         return dict(header["entries"])
 
     entries = with_agent(body)
@@ -167,7 +171,7 @@ def test_a_dropped_channel_fails_pending_requests_with_connection_lost() -> None
         channel.process.kill()
         await channel.process.wait()
         await asyncio.sleep(0.05)
-        await channel.request("hello")
+        await channel.request(Hello())
 
     with pytest.raises(ConnectionLost):
         with_agent(body)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.local_agent import with_agent
+from tether.agent.wire import Put, Scan
 from tether.transport.channel import AgentChannel
 
 
@@ -19,15 +20,15 @@ def test_only_permission_bits_are_written_never_setuid_setgid_or_sticky(tmp_path
     async def body(channel: AgentChannel) -> list[dict[str, Any]]:
         common: dict[str, Any] = {"root": str(root), "expect": None}
         futures = [
-            channel.submit("put", b"#!/bin/sh\n", path="tool", mode=0o6755, **common),
+            channel.submit(Put(path="tool", mode=0o6755, **common, payload=b"#!/bin/sh\n")),
             channel.submit(
-                "put", b"#!/bin/sh\n", path="big", mode=0o4755, offset=0, last=False, **common
+                Put(path="big", mode=0o4755, offset=0, last=False, **common, payload=b"#!/bin/sh\n")
             ),
             channel.submit(
-                "put", b"more\n", path="big", mode=0o4755, offset=10, last=True, **common
+                Put(path="big", mode=0o4755, offset=10, last=True, **common, payload=b"more\n")
             ),
-            channel.submit("put", b"", path="shared", kind="dir", mode=0o3775, **common),
-            channel.submit("put", b"", path="shared/sub", kind="dir", mode=0o1777, **common),
+            channel.submit(Put(path="shared", kind="dir", mode=0o3775, **common, payload=b"")),
+            channel.submit(Put(path="shared/sub", kind="dir", mode=0o1777, **common, payload=b"")),
         ]
         await channel.flush()
         return [header for header, _ in await asyncio.gather(*futures)]
@@ -54,8 +55,8 @@ def test_a_scan_reports_only_permission_bits(tmp_path: Path) -> None:
     (tmp_path / "shared" / "run.sh").chmod(0o6755)
 
     async def body(channel: AgentChannel) -> dict[str, Any]:
-        whole, _ = await channel.request("scan", root=str(tmp_path))
-        only, _ = await channel.request("scan", root=str(tmp_path), rows=True, only=["shared"])
+        whole, _ = await channel.request(Scan(root=str(tmp_path), rows=False))
+        only, _ = await channel.request(Scan(root=str(tmp_path), rows=True, only=["shared"]))
         return {"whole": whole["entries"], "only": {row[0]: row[4] for row in only["rows"]}}
 
     found = with_agent(body)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.harness.local_agent import with_agent
+from tether.agent.wire_jobs import JobKill, JobList, JobLog, JobStart
 from tether.transport.channel import AgentChannel, AgentError
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
@@ -25,7 +26,7 @@ HOSTILE = ["a b", "$(touch /tmp/tether-pwned)", "--flag", "it's", "", "naïve �
 async def wait_end(channel: AgentChannel, name: str, timeout: float = 20) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        answer, _ = await channel.request("job_list")
+        answer, _ = await channel.request(JobList())
         for job in answer["jobs"]:
             if job["name"] == name and job["state"] != "running":
                 return dict(job)
@@ -49,15 +50,16 @@ def make_root(tmp_path: Path) -> Path:
 
 def start(channel: AgentChannel, root: Path, name: str, argv: list[str], sock: str, **kw: Any):
     return channel.request(
-        "job_start",
-        name=name,
-        root=str(root),
-        project="proj",
-        argv=argv,
-        socket=sock,
-        results=["outputs/"],
-        provenance={"commit": "abc", "target": "t", "host": "h"},
-        **kw,
+        JobStart(
+            name=name,
+            root=str(root),
+            project="proj",
+            argv=argv,
+            socket=sock,
+            results=["outputs/"],
+            provenance={"commit": "abc", "target": "t", "host": "h"},
+            **kw,
+        )
     )
 
 
@@ -77,7 +79,7 @@ def test_exact_argv_exit_code_log_and_results_link(tmp_path: Path, tmux_socket: 
         done = await wait_end(channel, "j1")
         assert done["state"] == "exited" and done["exit_code"] == 3 and done["reason"] is None
         assert done["argv"] == argv and done["commit"] == "abc"
-        header, data = await channel.request("job_log", root=str(root), name="j1", offset=0)
+        header, data = await channel.request(JobLog(root=str(root), name="j1", offset=0))
         assert b"--flag" in data and "naïve ☃".encode() in data
         assert header["state"] == "exited"
 
@@ -108,7 +110,7 @@ def test_a_taken_name_is_refused_and_unknown_names_are_clear(
             await start(channel, root, "j3", [sys.executable, "-c", "pass"], tmux_socket)
         assert caught.value.kind == "exists"
         with pytest.raises(AgentError) as unknown:
-            await channel.request("job_log", root=str(root), name="nope", offset=0)
+            await channel.request(JobLog(root=str(root), name="nope", offset=0))
         assert unknown.value.kind == "nojob"
         with pytest.raises(AgentError) as bad:
             await start(channel, root, "../x", [sys.executable], tmux_socket)
@@ -124,7 +126,7 @@ def test_kill_records_reason_and_signal_exit_code(tmp_path: Path, tmux_socket: s
 
     async def body(channel: AgentChannel) -> None:
         await start(channel, root, "j4", argv, tmux_socket)
-        answer, _ = await channel.request("job_kill", root=str(root), name="j4", grace=2.0)
+        answer, _ = await channel.request(JobKill(root=str(root), name="j4", grace=2.0))
         record = answer["record"]
         assert record["ended"] is not None
         assert record["reason"] == "killed by tether kill"
@@ -162,7 +164,7 @@ def test_snapshot_does_not_see_later_changes(tmp_path: Path, tmux_socket: str) -
         temp.write_text("X = 2\n")
         os.replace(temp, root / "pkg" / "mod.py")
         await wait_end(channel, "j6")
-        _, data = await channel.request("job_log", root=str(root), name="j6", offset=0)
+        _, data = await channel.request(JobLog(root=str(root), name="j6", offset=0))
         assert b"X = 1" in data and b"X = 2" not in data
 
     with_agent(body)
@@ -176,7 +178,7 @@ def test_a_session_gone_without_a_record_is_lost(tmp_path: Path, tmux_socket: st
         await start(channel, root, "j7", argv, tmux_socket)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            listed, _ = await channel.request("job_list")
+            listed, _ = await channel.request(JobList())
             (job,) = [j for j in listed["jobs"] if j["name"] == "j7"]
             if job["pid"]:
                 break
@@ -185,7 +187,7 @@ def test_a_session_gone_without_a_record_is_lost(tmp_path: Path, tmux_socket: st
         os.kill(job["wrapper_pid"], 9)
         os.killpg(job["pid"], 9)
         subprocess.run(["tmux", "-L", tmux_socket, "kill-server"], capture_output=True, check=False)
-        listed, _ = await channel.request("job_list")
+        listed, _ = await channel.request(JobList())
         (job,) = [j for j in listed["jobs"] if j["name"] == "j7"]
         assert job["state"] == "lost"
 

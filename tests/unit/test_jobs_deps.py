@@ -16,6 +16,7 @@ import pytest
 from tests.harness.local_agent import with_agent
 from tests.unit.test_jobs_agent import make_root, start
 from tether.agent import deps
+from tether.agent.wire_jobs import JobKill, JobList, JobLog, JobStart
 from tether.transport.channel import AgentChannel, AgentError
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
@@ -25,7 +26,7 @@ PY = sys.executable
 async def ended(channel: AgentChannel, name: str, timeout: float = 20) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        answer, _ = await channel.request("job_list")
+        answer, _ = await channel.request(JobList())
         for job in answer["jobs"]:
             if job["name"] == name and job["state"] not in ("running", "queued"):
                 return dict(job)
@@ -34,7 +35,7 @@ async def ended(channel: AgentChannel, name: str, timeout: float = 20) -> dict[s
 
 
 async def state_of(channel: AgentChannel, name: str) -> dict[str, Any]:
-    answer, _ = await channel.request("job_list")
+    answer, _ = await channel.request(JobList())
     return next(dict(job) for job in answer["jobs"] if job["name"] == name)
 
 
@@ -111,10 +112,10 @@ def test_kill_cancels_a_job_waiting_on_a_dependency(tmp_path: Path, tmux_socket:
         await start(channel, root, "k-a", [PY, "-c", "import time; time.sleep(30)"], tmux_socket)
         await start(channel, root, "k-b", [PY, "-c", "pass"], tmux_socket, after=["k-a"])
         await asyncio.sleep(0.5)
-        answer, _ = await channel.request("job_kill", root=str(root), name="k-b", grace=0.5)
+        answer, _ = await channel.request(JobKill(root=str(root), name="k-b", grace=0.5))
         assert answer["record"]["state"] == "cancelled"
         assert answer["record"]["reason"] == "killed by tether kill"
-        await channel.request("job_kill", root=str(root), name="k-a", grace=0.5)
+        await channel.request(JobKill(root=str(root), name="k-a", grace=0.5))
 
     with_agent(body)
 
@@ -166,18 +167,19 @@ def test_array_index_and_restart_reuse_the_snapshot(tmp_path: Path, tmux_socket:
                     snapshot_of="r-0")  # fmt: skip
         for index in (0, 1):
             await ended(channel, f"r-{index}")
-            _, data = await channel.request("job_log", root=str(root), name=f"r-{index}", offset=0)
+            _, data = await channel.request(JobLog(root=str(root), name=f"r-{index}", offset=0))
             assert data == f"idx {index}\n".encode()
         again, _ = await channel.request(
-            "job_start", name="r-0-2", root=str(root), socket=tmux_socket, restart_of="r-0"
+            JobStart("r-0-2", str(root), ["restart"], socket=tmux_socket, restart_of="r-0")
         )
         assert again["record"]["snapshot"] == first["record"]["snapshot"]
         assert again["record"]["argv"] == first["record"]["argv"]
         assert again["record"]["commit"] == "abc"
         fresh, _ = await channel.request(
-            "job_start", name="r-0-3", root=str(root), socket=tmux_socket, restart_of="r-0",
-            fresh=True,
-        )  # fmt: skip
+            JobStart(
+                "r-0-3", str(root), ["restart"], socket=tmux_socket, restart_of="r-0", fresh=True
+            )
+        )
         assert fresh["record"]["snapshot"] != first["record"]["snapshot"]
         await ended(channel, "r-0-2")
         await ended(channel, "r-0-3")

@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness.local_agent import with_agent
 from tether.agent import gpus
+from tether.agent.wire_jobs import JobKill, JobList, JobLog, JobStart, Status
 from tether.transport.channel import AgentChannel, AgentError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -81,13 +82,20 @@ def fake_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: int | None 
 def start(channel: AgentChannel, root: Path, name: str, sock: str, code: str, n: int) -> Any:
     argv = [sys.executable, "-c", code]
     return channel.request(
-        "job_start", name=name, root=str(root), project="gp", argv=argv, socket=sock,
-        gpu_count=n, provenance={},
-    )  # fmt: skip
+        JobStart(
+            name=name,
+            root=str(root),
+            project="gp",
+            argv=argv,
+            socket=sock,
+            gpu_count=n,
+            provenance={},
+        )
+    )
 
 
 async def jobs_by_name(channel: AgentChannel) -> dict[str, dict[str, Any]]:
-    answer, _ = await channel.request("job_list")
+    answer, _ = await channel.request(JobList())
     return {job["name"]: job for job in answer["jobs"]}
 
 
@@ -112,13 +120,13 @@ def test_busy_gpu_skipped_too_many_refused_kill_cancels_queued(
         assert second["record"]["reason"] == "waiting for 1 GPU"
         listed = await jobs_by_name(channel)
         assert listed[f"g2-{tag}"]["state"] == "queued"
-        killed, _ = await channel.request("job_kill", root=str(root), name=f"g2-{tag}", grace=1.0)
+        killed, _ = await channel.request(JobKill(root=str(root), name=f"g2-{tag}", grace=1.0))
         assert killed["record"]["state"] == "cancelled"
         assert killed["record"]["exit_code"] is None
         listed = await jobs_by_name(channel)
         assert listed[f"g2-{tag}"]["state"] == "cancelled"
-        await channel.request("job_kill", root=str(root), name=f"g1-{tag}", grace=1.0)
-        status, _ = await channel.request("status")
+        await channel.request(JobKill(root=str(root), name=f"g1-{tag}", grace=1.0))
+        status, _ = await channel.request(Status())
         assert [g["free"] for g in status["gpus"]] == [False, True]
         assert status["nvidia_smi"] is True and len(status["load"]) == 3
 
@@ -154,7 +162,7 @@ def test_queued_job_starts_when_a_gpu_frees_up(
                 break
             await asyncio.sleep(0.1)
         assert job["state"] == "exited" and job["exit_code"] == 0, job
-        _, log = await channel.request("job_log", root=str(root), name=names[2], offset=0)
+        _, log = await channel.request(JobLog(root=str(root), name=names[2], offset=0))
         assert log.decode().split() == [job["gpus"], "PCI_BUS_ID"]
 
     with_agent(body)

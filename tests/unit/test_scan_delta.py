@@ -29,8 +29,8 @@ def spy_scans(channel: AgentChannel) -> list[dict[str, Any]]:
     answers: list[dict[str, Any]] = []
     request = channel.request
 
-    async def recording(op: Any, payload: bytes = b"", **fields: Any) -> Any:
-        answer = await request(op, payload, **fields)
+    async def recording(op: Any) -> Any:
+        answer = await request(op)
         if op_name(op) == "scan":
             answers.append(answer[0])
         return answer

@@ -43,8 +43,8 @@ def _push_after(
         change(local, remote)
         submit = channel.submit
 
-        def logged(request: Any, payload: bytes = b"", **fields: Any) -> Any:
-            future = submit(request, payload, **fields)
+        def logged(request: Any) -> Any:
+            future = submit(request)
             op = op_name(request)
             events.append(("submit", op))
             if op == "scan":

@@ -6,6 +6,7 @@ class and one handler, and an error answer becomes tether's error at the channel
 from __future__ import annotations
 
 import ast
+import inspect
 import io
 import zipfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.local_agent import with_agent
+from tests.harness.local_agent import Raw, with_agent
 from tether.agent import wire, wire_jobs
 from tether.agent.bundle import agent_zip
 from tether.agent.scan import ScanMemo
@@ -23,30 +24,24 @@ from tether.transport.channel import AgentChannel, AgentError
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "tether"
 OPS = {op.value for op in Op}
-CALLS = {"request", "submit", "stream", "call", "ask"}
-# Client modules that still name ops by string: being converted to call(Request(...)).
-# Shrink it as they are; the test fails when a listed file no longer needs to be here.
-NOT_YET_CONVERTED = {
-    "jobs/client.py",
-    "jobs/housekeeping.py",
-    "jobs/slurm.py",
-    "jobs/status.py",
-    "envs/client.py",
-    "cli/commands/env.py",
-}
+# Calls whose string arguments are never ops, though some spell like one: a dict key
+# (answer.get("digest")), a CLI command's name (app.command("status")), the demo running
+# one (tour.cli("status")), and a push lane's action (lane.send("delete", ...)).
+NOT_OPS = {"get", "pop", "setdefault", "command", "cli"}
+NOT_OPS_IN = {("sync/lanes.py", "send")}
 
 
-def ops_named_by_string(source: str) -> list[str]:
-    """'line: op' for each request/submit/stream/call/ask call given an op as a string."""
+def ops_named_by_string(source: str, relative: str = "") -> list[str]:
+    """'line: op' for each call given a string equal to an op's name as an argument: the
+    channel's own methods and every helper an op passes through on its way there."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call):
             continue
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-        if name not in CALLS:
+        name = _called(node)
+        if name in NOT_OPS or (relative, name) in NOT_OPS_IN:
             continue
-        for arg in node.args[:2]:
+        for arg in [*node.args, *(keyword.value for keyword in node.keywords)]:
             if isinstance(arg, ast.Constant) and arg.value in OPS:
                 found.append(f"{node.lineno}: {arg.value}")
     return found
@@ -55,7 +50,10 @@ def ops_named_by_string(source: str) -> list[str]:
 def test_the_op_check_sees_an_op_named_by_string() -> None:
     assert ops_named_by_string('await channel.request("scan", root=r)') == ["1: scan"]
     assert ops_named_by_string('ask(target, "kernel_list")') == ["1: kernel_list"]
+    assert ops_named_by_string('request(channel, target, "job_show", name=n)') == ["1: job_show"]
+    assert ops_named_by_string('self._about(channel, op="slurm_kill")') == ["1: slurm_kill"]
     assert ops_named_by_string("await channel.call(Scan(root))") == []
+    assert ops_named_by_string('answer.get("digest")') == []
 
 
 def test_no_client_module_names_an_op_by_string() -> None:
@@ -64,21 +62,23 @@ def test_no_client_module_names_an_op_by_string() -> None:
         relative = source.relative_to(SRC).as_posix()
         if relative.startswith("agent/"):
             continue
-        found = ops_named_by_string(source.read_text())
+        found = ops_named_by_string(source.read_text(), relative)
         if found:
             naming[relative] = found
-    outside = {path: found for path, found in naming.items() if path not in NOT_YET_CONVERTED}
-    assert not outside, f"use channel.call(Request(...)) from tether.agent.wire: {outside}"
-    converted = NOT_YET_CONVERTED - set(naming)
-    assert not converted, f"remove {sorted(converted)} from NOT_YET_CONVERTED"
+    assert not naming, f"use channel.call(Request(...)) from tether.agent.wire: {naming}"
+
+
+def test_the_channel_takes_only_requests() -> None:
+    for method in (AgentChannel.request, AgentChannel.submit, AgentChannel.stream):
+        assert list(inspect.signature(method).parameters) == ["self", "request"], method
 
 
 def kinds_raised(source: str) -> tuple[set[str], list[str]]:
-    """(the kinds an agent module raises, the raises whose kind cannot be read).
+    """(the kinds an agent module raises, the raises whose kind is no ErrorKind member).
 
-    A kind is read from OpError(kind, ...) and error_frame(kind, ...) as a string or an
-    ErrorKind member (`error.kind` passes one on); a subclass of OpError names its kind
-    in its super().__init__."""
+    A kind is read from OpError(kind, ...) and error_frame(kind, ...) as an ErrorKind
+    member (`error.kind` passes one on; a bare string is refused); a subclass of OpError
+    names its kind in its super().__init__."""
     tree = ast.parse(source)
     subclasses = [
         node
@@ -101,9 +101,7 @@ def kinds_raised(source: str) -> tuple[set[str], list[str]]:
     unread: list[str] = []
     for node in raises:
         first = node.args[0] if node.args else None
-        if isinstance(first, ast.Constant) and isinstance(first.value, str):
-            kinds.add(first.value)
-        elif isinstance(first, ast.Attribute) and getattr(first.value, "id", "") == "ErrorKind":
+        if isinstance(first, ast.Attribute) and getattr(first.value, "id", "") == "ErrorKind":
             kinds.add(getattr(getattr(ErrorKind, first.attr, None), "value", first.attr))
         elif not (isinstance(first, ast.Attribute) and first.attr == "kind"):
             unread.append(f"{node.lineno}: {ast.unparse(node)[:60]}")
@@ -119,16 +117,17 @@ def test_the_kind_check_reads_every_form_of_raise() -> None:
     source = (
         "class Failed(OpError):\n"
         "    def __init__(self, m):\n"
-        "        super().__init__('envbuild', m)\n"
+        "        super().__init__(ErrorKind.ENVBUILD, m)\n"
         "raise Failed('x')\n"
-        "raise OpError('nojob', 'x')\n"
+        "raise OpError(ErrorKind.NOJOB, 'x')\n"
         "raise fsops.OpError(ErrorKind.NOSPACE, 'x')\n"
         "raise OpError(kind, 'x')\n"
         "raise OpError(ErrorKind.NO_SUCH, 'x')\n"
+        "raise OpError('nospace', 'x')\n"
     )
     kinds, unread = kinds_raised(source)
     assert kinds == {"envbuild", "nojob", "nospace", "NO_SUCH"}
-    assert unread == ["7: OpError(kind, 'x')"]
+    assert unread == ["7: OpError(kind, 'x')", "9: OpError('nospace', 'x')"]
 
 
 def test_every_kind_the_agent_raises_is_an_error_kind() -> None:
@@ -141,6 +140,28 @@ def test_every_kind_the_agent_raises_is_an_error_kind() -> None:
         assert not unknown, f"{source.name} raises {unknown}: add them to wire.ErrorKind"
         raised |= kinds
     assert {"nospace", "changed", "unsafe", "nojob", "envbuild", "internal"} <= raised
+
+
+def handlers_named_by_string(source: str) -> list[str]:
+    """'line: op' for each `handlers["op"]` (a handler is registered under Op.X.value)."""
+    return [
+        f"{node.lineno}: {node.slice.value}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Subscript)
+        and getattr(node.value, "attr", getattr(node.value, "id", "")) == "handlers"
+        and isinstance(node.slice, ast.Constant)
+    ]
+
+
+def test_every_handler_is_registered_under_its_op() -> None:
+    assert handlers_named_by_string('agent.handlers["job_list"] = f') == ["1: job_list"]
+    assert handlers_named_by_string("agent.handlers[Op.JOB_LIST.value] = f") == []
+    naming = {}
+    for source in sorted((SRC / "agent").glob("*.py")):
+        found = handlers_named_by_string(source.read_text())
+        if found:
+            naming[source.name] = found
+    assert not naming, f"register handlers under Op.X.value: {naming}"
 
 
 def test_every_error_kind_has_one_table_entry_keeping_the_agents_words() -> None:
@@ -187,7 +208,7 @@ def test_an_error_answer_becomes_one_line_with_what_to_do(tmp_path: Path) -> Non
         with pytest.raises(AgentError) as unsafe:
             await channel.call(Put(str(tmp_path), "../outside", payload=b"x"))
         with pytest.raises(AgentError) as unknown:
-            await channel.request("no_such_op")
+            await channel.request(Raw("no_such_op"))
         return unsafe.value, unknown.value
 
     unsafe, unknown = with_agent(body)
@@ -214,3 +235,14 @@ def test_the_catalogue_ships_in_the_agent_zipapp() -> None:
     with zipfile.ZipFile(io.BytesIO(agent_zip()[0])) as archive:
         names = set(archive.namelist())
     assert {"tether_agent/wire.py", "tether_agent/wire_jobs.py"} <= names
+
+
+def test_the_job_ops_that_answer_records_answer_them_typed(tmp_path: Path) -> None:
+    async def body(channel: AgentChannel) -> tuple[Any, Any]:
+        listed = await channel.call(wire_jobs.JobList(root=str(tmp_path)))
+        removed = await channel.call(wire_jobs.JobRm(["no-such-job"], root=str(tmp_path)))
+        return listed, removed
+
+    listed, removed = with_agent(body)
+    assert listed == []
+    assert [entry["name"] for entry in removed] == ["no-such-job"]

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import uvget
 from .fsops import OpError
+from .wire import ErrorKind
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 PIP_KEYS = ("index-url", "extra-index-url", "find-links", "trusted-host", "cert")
@@ -38,7 +39,7 @@ class BuildFailed(OpError):
     """An installer failed; `tail` holds its last lines."""
 
     def __init__(self, message: str, tail: Optional[List[str]] = None) -> None:
-        super().__init__("envbuild", message)
+        super().__init__(ErrorKind.ENVBUILD, message)
         self.tail = list(tail or [])
 
 

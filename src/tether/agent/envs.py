@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import envbuild
 from .fsops import OpError, check_rel, read_json
+from .wire import ErrorKind, Op
 
 FORMAT = 1
 META = "tether-env.json"
@@ -59,23 +60,23 @@ def projects_dir() -> str:
 def check_spec(value: Any) -> Dict[str, Any]:
     """The env spec a client sent, checked: digest, kind, names relative to its files."""
     if not isinstance(value, dict):
-        raise OpError("badspec", "env_spec must be an object")
+        raise OpError(ErrorKind.BADSPEC, "env_spec must be an object")
     digest = value.get("digest")
     if not isinstance(digest, str) or not re.match(r"[0-9a-f]{64}\Z", digest):
-        raise OpError("badspec", "env_spec needs a sha256 digest")
+        raise OpError(ErrorKind.BADSPEC, "env_spec needs a sha256 digest")
     if value.get("kind") not in KINDS:
-        raise OpError("badspec", "unknown env kind %r" % (value.get("kind"),))
+        raise OpError(ErrorKind.BADSPEC, "unknown env kind %r" % (value.get("kind"),))
     for key in ("python", "index_url"):
         if not isinstance(value.get(key, ""), str):
-            raise OpError("badspec", "env_spec %s must be text" % key)
+            raise OpError(ErrorKind.BADSPEC, "env_spec %s must be text" % key)
     for key in ("main", "extras"):
         items = value.get(key, [])
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise OpError("badspec", "env_spec %s must be a list of text" % key)
+            raise OpError(ErrorKind.BADSPEC, "env_spec %s must be a list of text" % key)
     files = value.get("files")
     if files is not None:
         if not isinstance(files, dict) or not all(isinstance(t, str) for t in files.values()):
-            raise OpError("badspec", "env_spec files must map names to text")
+            raise OpError(ErrorKind.BADSPEC, "env_spec files must map names to text")
         for name in list(files) + list(value.get("main", [])):
             check_rel(name)
     return value
@@ -96,7 +97,7 @@ def _probe_python(python: str) -> Dict[str, Any]:
         return dict(json.loads(done.stdout.strip().splitlines()[-1]))
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         raise OpError(
-            "nopython", "the env's python %s does not start on this host" % python
+            ErrorKind.NOPYTHON, "the env's python %s does not start on this host" % python
         ) from None
 
 
@@ -113,7 +114,7 @@ def base_of(request: str) -> Tuple[str, Dict[str, Any]]:
         return request, {"request": request, "platform": sysconfig.get_platform()}
     found = os.path.expanduser(request) if "/" in request else shutil.which(request)
     if not found:
-        raise OpError("nopython", "no %s on this host for the env ([env] python)" % request)
+        raise OpError(ErrorKind.NOPYTHON, "no %s on this host for the env ([env] python)" % request)
     return found, _probe_python(found)
 
 
@@ -327,7 +328,7 @@ def env_sync(header: Dict[str, Any], send: Send) -> Answer:
         try:
             meta = build(spec, digest, base, prefer, say, _hung_up, offline)
         except envbuild.BuildFailed as error:
-            raise OpError("envbuild", str(error)) from None
+            raise OpError(ErrorKind.ENVBUILD, str(error)) from None
         built = True
     else:
         built = False
@@ -440,14 +441,14 @@ def for_job(header: Dict[str, Any]) -> Dict[str, Any]:
     digest = header.get("env_digest")
     if digest:
         if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-            raise OpError("badspec", "bad env digest %r" % (digest,))
+            raise OpError(ErrorKind.BADSPEC, "bad env digest %r" % (digest,))
         meta = read_meta(digest)
         if meta is None:
-            raise OpError("noenv", "env %s is gone from this host (pruned?)" % digest)
+            raise OpError(ErrorKind.NOENV, "env %s is gone from this host (pruned?)" % digest)
     elif header.get("env_spec") is not None:
         digest, meta, _ = resolve(check_spec(header["env_spec"]))
         if meta is None:
-            raise OpError("noenv", "the env for this spec is not built on this host")
+            raise OpError(ErrorKind.NOENV, "the env for this spec is not built on this host")
         remember(header.get("root"), digest)
     else:
         return {}
@@ -467,8 +468,8 @@ def for_job(header: Dict[str, Any]) -> Dict[str, Any]:
 
 def register(agent: Any) -> None:
     """Add the env ops to the agent (env_sync streams, so it is given the agent's send)."""
-    agent.handlers["env_sync"] = lambda header, payload: env_sync(
+    agent.handlers[Op.ENV_SYNC.value] = lambda header, payload: env_sync(
         header, lambda frame: agent.send(frame, flush=True)
     )
-    agent.handlers["env_status"] = env_status
-    agent.handlers["env_prune"] = env_prune
+    agent.handlers[Op.ENV_STATUS.value] = env_status
+    agent.handlers[Op.ENV_PRUNE.value] = env_prune

@@ -94,7 +94,9 @@ def describe(base: str) -> Dict[str, Any]:
     if re.match(r"3(\.\d+)*\Z", base):  # a version: offline, it must be installed here
         found = shutil.which("python" + base)
         if not found:
-            raise OpError("nopython", "no python%s on this host for an offline build" % base)
+            raise OpError(
+                ErrorKind.NOPYTHON, "no python%s on this host for an offline build" % base
+            )
         base = found
     try:
         done = subprocess.run(
@@ -104,7 +106,7 @@ def describe(base: str) -> Dict[str, Any]:
         facts = json.loads(done.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         raise OpError(
-            "nopython", "the env's python %s does not start on this host" % base
+            ErrorKind.NOPYTHON, "the env's python %s does not start on this host" % base
         ) from None
     target = pip_target(facts)
     target["uv"] = uvget.own_uv() is not None

@@ -36,7 +36,7 @@ class OpError(Exception):
 
 
 def check_rel(path: str) -> str:
-    """A safe relative POSIX path or OpError('unsafe')."""
+    """A safe relative POSIX path or OpError(ErrorKind.UNSAFE)."""
     if not path or path.startswith("/") or "\x00" in path:
         raise OpError(ErrorKind.UNSAFE, "unsafe path %r" % path)
     if any(part in ("", ".", "..") for part in path.split("/")):

@@ -42,6 +42,7 @@ from .jobstore import (
     wrapper_command,
     write_json,
 )
+from .wire import ErrorKind, Op
 
 Answer = Tuple[Dict[str, Any], bytes]
 SCHEDULER = "tmux"  # records without a `scheduler` field are tmux's
@@ -66,7 +67,7 @@ def new_session(argv: List[str]) -> subprocess.CompletedProcess[str]:
 def _tmux_version() -> str:
     if shutil.which("tmux") is None:
         raise fsops.OpError(
-            "notmux",
+            ErrorKind.NOTMUX,
             "tmux is not installed on the remote; install it (e.g. `sudo apt-get install tmux`)",
         )
     done = subprocess.run(["tmux", "-V"], capture_output=True, text=True, timeout=10)
@@ -100,10 +101,12 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
     argv = record_module.check_argv(header.get("argv"))
     version = _tmux_version()
     if not os.path.isdir(root):
-        raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
+        raise fsops.OpError(
+            ErrorKind.NOPROJECT, "no project directory %s on the remote; push first" % root
+        )
     sessions = _sessions(sock) or set()
     if read_record(key) is not None or session_name(key) in sessions:
-        raise fsops.OpError("exists", "a job named %r already exists" % name)
+        raise fsops.OpError(ErrorKind.EXISTS, "a job named %r already exists" % name)
     after = deps.check_after(name, header.get("after"), read)
     project = check_name(header.get("project") or "project")
     count = _gpu_count(header.get("gpu_count"))
@@ -136,7 +139,8 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             if fresh_snapshot:
                 shutil.rmtree(snap.path, ignore_errors=True)
             raise fsops.OpError(
-                "nocommand", "cannot start %s on %s: %s" % (argv[0], socket.gethostname(), why)
+                ErrorKind.NOCOMMAND,
+                "cannot start %s on %s: %s" % (argv[0], socket.gethostname(), why),
             )
     if not in_env:
         record.update(provenance.remote(header))
@@ -163,7 +167,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
         if entry:
             with contextlib.suppress(OSError):
                 os.unlink(entry)
-        raise fsops.OpError("tmux", "tmux new-session failed: %s" % done.stderr.strip())
+        raise fsops.OpError(ErrorKind.TMUX, "tmux new-session failed: %s" % done.stderr.strip())
     if record["state"] == "starting":
         now = start.await_start(path)
         if now is not None and str(now.get("reason") or "").startswith("cannot start"):
@@ -173,7 +177,7 @@ def job_start(header: Dict[str, Any], payload: bytes) -> Answer:
             if fresh_snapshot:
                 shutil.rmtree(snap.path, ignore_errors=True)
             raise fsops.OpError(
-                "nocommand", "%s on %s: %s" % (argv[0], socket.gethostname(), now["reason"])
+                ErrorKind.NOCOMMAND, "%s on %s: %s" % (argv[0], socket.gethostname(), now["reason"])
             )
         record = now or record
     return {"record": record}, b""
@@ -184,13 +188,13 @@ def _gpu_count(value: Any) -> int:
     if value is None or value == 0:
         return 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise fsops.OpError("badgpus", "bad GPU count %r" % (value,))
+        raise fsops.OpError(ErrorKind.BADGPUS, "bad GPU count %r" % (value,))
     found = gpu_queue.query()
     total = len(found[0]) if found else 0
     if total < value:
         where = "nvidia-smi finds %d" % total if found else "no nvidia-smi"
         raise fsops.OpError(
-            "nogpus", "asked for %d GPU%s but this host has %s" % (value, _s(value), where)
+            ErrorKind.NOGPUS, "asked for %d GPU%s but this host has %s" % (value, _s(value), where)
         )
     return value
 
@@ -291,7 +295,7 @@ def _need(key: str) -> Dict[str, Any]:
     """The record of the job with this key (job_key); `nojob` naming the job otherwise."""
     record = read_record(key)
     if record is None:
-        raise fsops.OpError("nojob", "no job named %r" % shown(key))
+        raise fsops.OpError(ErrorKind.NOJOB, "no job named %r" % shown(key))
     return record
 
 
@@ -343,7 +347,7 @@ def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
         return {"record": record, "signalled": False}, b""
     pgid = record.get("pid")
     if not isinstance(pgid, int):
-        raise fsops.OpError("nojob", "job %r has no running process" % shown(name))
+        raise fsops.OpError(ErrorKind.NOJOB, "job %r has no running process" % shown(name))
     with open(kill_marker(name), "w", encoding="utf-8") as handle:
         handle.write("killed by tether kill\n")
     sent = []
@@ -413,8 +417,8 @@ def stop(named: Dict[str, Any], header: Dict[str, Any], grace: float) -> Dict[st
 
 def register(agent: Any) -> None:
     """Add the job ops to the agent."""
-    agent.handlers["job_start"] = job_start
-    agent.handlers["job_list"] = job_list
-    agent.handlers["job_log"] = job_log
-    agent.handlers["job_kill"] = job_kill
-    agent.handlers["status"] = status
+    agent.handlers[Op.JOB_START.value] = job_start
+    agent.handlers[Op.JOB_LIST.value] = job_list
+    agent.handlers[Op.JOB_LOG.value] = job_log
+    agent.handlers[Op.JOB_KILL.value] = job_kill
+    agent.handlers[Op.STATUS.value] = status

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from . import fsops, snapshot, start
 from .jobstore import job_key, logs_dir, snapshots_dir
+from .wire import ErrorKind
 
 SNAPSHOT_FIELDS = ("snapshot_files", "snapshot_bytes", "snapshot_methods")
 
@@ -34,7 +35,7 @@ class Snapshot:
 def check_argv(value: Any) -> List[str]:
     """The job's argv: a non-empty list of strings, or OpError."""
     if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
-        raise fsops.OpError("badargv", "argv must be a non-empty list of strings")
+        raise fsops.OpError(ErrorKind.BADARGV, "argv must be a non-empty list of strings")
     return value
 
 
@@ -69,7 +70,7 @@ def reused_snapshot(earlier: Dict[str, Any]) -> Snapshot:
     """The snapshot an earlier job took (an array's later tasks, a restart), or OpError."""
     path = str(earlier["snapshot"])
     if not os.path.isdir(path):
-        raise fsops.OpError("nosnapshot", "the snapshot of %r is gone" % earlier["name"])
+        raise fsops.OpError(ErrorKind.NOSNAPSHOT, "the snapshot of %r is gone" % earlier["name"])
     fields = {key: earlier.get(key) for key in SNAPSHOT_FIELDS}
     return Snapshot(path, str(earlier.get("snapshot_id") or ""), fields)
 

@@ -33,6 +33,7 @@ from .jobstore import (
     scoped_reader,
     write_json,
 )
+from .wire import ErrorKind, Op
 
 Answer = Tuple[Dict[str, Any], bytes]
 SCHEDULER = "slurm"  # the `scheduler` field of the records this module writes
@@ -152,7 +153,8 @@ def _run(
 def _need_sbatch(env: Dict[str, str]) -> None:
     if shutil.which("sbatch", path=env.get("PATH")) is None:
         raise fsops.OpError(
-            "nosbatch", "sbatch is not installed or not on the PATH of non-interactive ssh sessions"
+            ErrorKind.NOSBATCH,
+            "sbatch is not installed or not on the PATH of non-interactive ssh sessions",
         )
 
 
@@ -172,15 +174,17 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     argv = record_module.check_argv(header.get("argv"))
     options = header.get("options") or []
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-        raise fsops.OpError("badargv", "sbatch options must be a list of strings")
+        raise fsops.OpError(ErrorKind.BADARGV, "sbatch options must be a list of strings")
     array = header.get("array")
     names = [base] if array is None else ["%s-%d" % (base, i) for i in range(int(array))]
     root = fsops.sync_root(header["root"])
     for name in names:
         if read_record(job_key(name, root)) is not None:
-            raise fsops.OpError("exists", "a job named %r already exists" % name)
+            raise fsops.OpError(ErrorKind.EXISTS, "a job named %r already exists" % name)
     if not os.path.isdir(root):
-        raise fsops.OpError("noproject", "no project directory %s on the remote; push first" % root)
+        raise fsops.OpError(
+            ErrorKind.NOPROJECT, "no project directory %s on the remote; push first" % root
+        )
     after = [check_name(dep) for dep in header.get("after") or []]
     dep_ids, failed = _dependencies(after, scoped_reader(root))
     project = check_name(header.get("project") or "project")
@@ -222,7 +226,7 @@ def submit(header: Dict[str, Any], payload: bytes) -> Answer:
     out = os.path.join(slurm_dir(), base_key + ("-%a.out" if array is not None else ".out"))
     done = _run(sbatch_argv(list(options), script, out, cwd, dep_ids), env, timeout=60)
     if done.returncode != 0:
-        raise fsops.OpError("sbatch", "sbatch refused the job: " + _one_line(done.stderr))
+        raise fsops.OpError(ErrorKind.SBATCH, "sbatch refused the job: " + _one_line(done.stderr))
     job_id = done.stdout.strip().split(";")[0]
     for record in records:
         index = record["array_index"]
@@ -240,7 +244,7 @@ def _dependencies(
     for dep in after:
         record = read(dep)
         if record is None:
-            raise fsops.OpError("nodep", "no job named %r to run after" % dep)
+            raise fsops.OpError(ErrorKind.NODEP, "no job named %r to run after" % dep)
         if record.get("ended") is not None:
             code = record.get("exit_code")
             if code is None:
@@ -249,7 +253,7 @@ def _dependencies(
                 return ids, "dependency %s exited %s" % (dep, code)
             continue
         if not record.get("slurm_id"):
-            raise fsops.OpError("badafter", "job %r is not a Slurm job" % dep)
+            raise fsops.OpError(ErrorKind.BADAFTER, "job %r is not a Slurm job" % dep)
         ids.append(str(record["slurm_id"]))
     return ids, None
 
@@ -332,7 +336,7 @@ def _need(header: Dict[str, Any]) -> Dict[str, Any]:
     """The Slurm job a request names (its name, in its root's project)."""
     record = read_record(job_key(header.get("name"), header.get("root")))
     if record is None or record.get("scheduler") != SCHEDULER:
-        raise fsops.OpError("nojob", "no job named %r" % header.get("name"))
+        raise fsops.OpError(ErrorKind.NOJOB, "no job named %r" % header.get("name"))
     return record
 
 
@@ -368,7 +372,7 @@ def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
             handle.write("killed by tether kill\n")
     done = _run(["scancel", job], env)
     if done.returncode != 0:
-        raise fsops.OpError("scancel", "scancel failed: " + _one_line(done.stderr))
+        raise fsops.OpError(ErrorKind.SCANCEL, "scancel failed: " + _one_line(done.stderr))
     deadline = time.time() + float(header.get("wait", 20.0))
     while time.time() < deadline:
         group = [read_record(key_of(one)) or one for one in group]
@@ -389,10 +393,10 @@ def partitions(header: Dict[str, Any], payload: bytes) -> Answer:
     """`sinfo` per partition (nodes by state, GPUs) for `tether status`."""
     env = _env(header)
     if shutil.which("sinfo", path=env.get("PATH")) is None:
-        raise fsops.OpError("nosbatch", "sinfo is not installed on the remote")
+        raise fsops.OpError(ErrorKind.NOSBATCH, "sinfo is not installed on the remote")
     done = _run(["sinfo", "-h", "-o", "%P|%a|%D|%T|%G"], env)
     if done.returncode != 0:
-        raise fsops.OpError("sinfo", "sinfo failed: " + _one_line(done.stderr))
+        raise fsops.OpError(ErrorKind.SINFO, "sinfo failed: " + _one_line(done.stderr))
     rows = []
     for line in done.stdout.splitlines():
         cells = line.split("|")
@@ -427,8 +431,8 @@ def stop(named: Dict[str, Any], header: Dict[str, Any], grace: float) -> Dict[st
 
 def register(agent: Any) -> None:
     """Add the Slurm ops to the agent."""
-    agent.handlers["slurm_submit"] = submit
-    agent.handlers["slurm_list"] = job_list
-    agent.handlers["slurm_log"] = job_log
-    agent.handlers["slurm_kill"] = job_kill
-    agent.handlers["slurm_partitions"] = partitions
+    agent.handlers[Op.SLURM_SUBMIT.value] = submit
+    agent.handlers[Op.SLURM_LIST.value] = job_list
+    agent.handlers[Op.SLURM_LOG.value] = job_log
+    agent.handlers[Op.SLURM_KILL.value] = job_kill
+    agent.handlers[Op.SLURM_PARTITIONS.value] = partitions

@@ -1,5 +1,6 @@
 """The wire catalogue's requests that start and control things on the host: jobs (tmux and
-Slurm), housekeeping, kernels and envs. Their answers are the raw `(header, payload)`.
+Slurm), housekeeping, kernels and envs. Those that answer with job records answer typed
+(a record, or a list of them, as dicts); the others with the raw `(header, payload)`.
 See wire.py; standard library only, Python >= 3.8.
 """
 
@@ -17,7 +18,7 @@ Record = Dict[str, Any]
 
 
 @dataclasses.dataclass
-class JobStart(Request[Frame]):
+class JobStart(Request[Record]):
     """Start a job in tmux on a snapshot of the project (payload: the synced paths)."""
 
     OP = Op.JOB_START
@@ -45,13 +46,19 @@ class JobStart(Request[Frame]):
     python: Optional[List[str]] = None
     payload: bytes = b""
 
+    def answer(self, header: Dict[str, Any], payload: bytes) -> Record:
+        return dict(header["record"])
+
 
 @dataclasses.dataclass
-class JobList(Request[Frame]):
+class JobList(Request[List[Record]]):
     OP = Op.JOB_LIST
     root: Optional[str] = None
     since: Optional[float] = None
     full: Optional[bool] = None
+
+    def answer(self, header: Dict[str, Any], payload: bytes) -> List[Record]:
+        return list(header["jobs"])
 
 
 @dataclasses.dataclass
@@ -66,11 +73,14 @@ class JobLog(Request[Frame]):
 
 
 @dataclasses.dataclass
-class JobKill(Request[Frame]):
+class JobKill(Request[Record]):
     OP = Op.JOB_KILL
     name: str
     root: Optional[str] = None
     grace: Optional[float] = None
+
+    def answer(self, header: Dict[str, Any], payload: bytes) -> Record:
+        return dict(header["record"])
 
 
 @dataclasses.dataclass
@@ -85,11 +95,14 @@ class Status(Request[Frame]):
 
 
 @dataclasses.dataclass
-class JobRm(Request[Frame]):
+class JobRm(Request[List[Record]]):
     OP = Op.JOB_RM
     names: List[str]
     root: Optional[str] = None
     dry_run: Optional[bool] = None
+
+    def answer(self, header: Dict[str, Any], payload: bytes) -> List[Record]:
+        return list(header["results"])
 
 
 @dataclasses.dataclass
@@ -188,7 +201,7 @@ class KernelCatchup(Request[Frame]):
 
 
 @dataclasses.dataclass
-class SlurmSubmit(Request[Frame]):
+class SlurmSubmit(Request[List[Record]]):
     """sbatch a job on a snapshot of the project (payload: the synced paths)."""
 
     OP = Op.SLURM_SUBMIT
@@ -208,15 +221,23 @@ class SlurmSubmit(Request[Frame]):
     options: Optional[List[str]] = None
     python: Optional[List[str]] = None
     slurm_conf: Optional[str] = None
+    env_spec: Optional[Record] = None
+    env_digest: Optional[str] = None
     payload: bytes = b""
+
+    def answer(self, header: Dict[str, Any], payload: bytes) -> List[Record]:
+        return list(header["records"])
 
 
 @dataclasses.dataclass
-class SlurmList(Request[Frame]):
+class SlurmList(Request[List[Record]]):
     OP = Op.SLURM_LIST
     root: Optional[str] = None
     since: Optional[float] = None
     slurm_conf: Optional[str] = None
+
+    def answer(self, header: Dict[str, Any], payload: bytes) -> List[Record]:
+        return list(header["jobs"])
 
 
 @dataclasses.dataclass
@@ -230,18 +251,24 @@ class SlurmLog(Request[Frame]):
 
 
 @dataclasses.dataclass
-class SlurmKill(Request[Frame]):
+class SlurmKill(Request[List[Record]]):
     OP = Op.SLURM_KILL
     name: str
     root: Optional[str] = None
     wait: Optional[float] = None
     slurm_conf: Optional[str] = None
 
+    def answer(self, header: Dict[str, Any], payload: bytes) -> List[Record]:
+        return list(header["records"])
+
 
 @dataclasses.dataclass
-class SlurmPartitions(Request[Frame]):
+class SlurmPartitions(Request[List[Record]]):
     OP = Op.SLURM_PARTITIONS
     slurm_conf: Optional[str] = None
+
+    def answer(self, header: Dict[str, Any], payload: bytes) -> List[Record]:
+        return list(header["partitions"])
 
 
 # ---- envs (agent/envs.py) ----------------------------------------------------------------
@@ -256,6 +283,8 @@ class EnvSync(Request[Frame]):
     root: Optional[str] = None
     builder: Optional[str] = None
     build: Optional[bool] = None
+    offline: Optional[bool] = None  # build from the wheels pushed (env_wheel_put)
+    describe: Optional[bool] = None  # a missing env's answer says what it is built for
 
 
 @dataclasses.dataclass

@@ -7,6 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from tether.agent.wire import ErrorKind
+from tether.agent.wire_jobs import EnvSync
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 from tether.errors import TetherError
@@ -37,9 +39,8 @@ async def ensure(
     """The agent's answer for the spec's env on target, built first where it is missing
     (installer lines go to say; offline: from wheels downloaded here and pushed, with no
     index there). One round trip when it is there already."""
-    fields: dict[str, Any] = {"root": target.path, "builder": builder()}
-    answer, _ = await channel.request(
-        "env_sync", env_spec=spec.wire(False), describe=offline, **fields
+    answer, _ = await channel.call(
+        EnvSync(spec.wire(False), target.path, builder(), describe=offline or None)
     )
     if answer["state"] == "ready":
         return answer
@@ -53,12 +54,10 @@ async def ensure(
         from tether.envs.offline import prepare
 
         await prepare(channel, target, spec, answer.get("target"), say)
-        fields["offline"] = True
     say(f"{target.name}: building the env for {spec.source} (digest {answer['digest']})")
     try:
-        async for header, _ in channel.stream(
-            "env_sync", env_spec=spec.wire(True), build=True, **fields
-        ):
+        build_it = EnvSync(spec.wire(True), target.path, builder(), True, offline or None)
+        async for header, _ in channel.stream(build_it):
             if header.get("more"):
                 say(f"{target.name}: {header.get('line', '')}")
                 continue
@@ -69,13 +68,17 @@ async def ensure(
 
 
 def _env_error(error: AgentError, target: Target, spec: EnvSpec) -> TetherError:
-    if error.kind == "envbuild":
+    """A refused env build as EnvError, in words the table cannot have: the target by its
+    name (the agent knows its host by its hostname), the spec's file for a failed build,
+    and [env] python for a missing interpreter (the only python an env build looks for;
+    the table's todo also covers a kernel's or a job's)."""
+    if error.kind is ErrorKind.ENVBUILD:
         return EnvError(
             f"building the env on {target.name} failed: {error.what}",
             "",
             f"fix {spec.source} and run `tether env sync` again (jobs keep the env they had)",
         )
-    if error.kind == "nopython":
+    if error.kind is ErrorKind.NOPYTHON:
         return EnvError(f"{target.name}: {error.what}", "", "fix [env] python in the config")
     return error
 
@@ -180,7 +183,7 @@ async def in_env(
     try:
         return await start()
     except AgentError as error:
-        if error.kind != "noenv" or spec is None:
+        if error.kind is not ErrorKind.NOENV or spec is None:
             raise
     await ensure(channel, target, spec, say_stderr, build)
     return await start()

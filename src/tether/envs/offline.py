@@ -171,7 +171,7 @@ async def push(channel: AgentChannel, target: Target, wheels: list[Path], say: S
                 if offset >= int(item["size"]):
                     break
     for future in futures:
-        check(channel.host, Op.ENV_WHEEL_PUT.value, await future)
+        check(channel.host, Op.ENV_WHEEL_PUT, await future)
     return total
 
 

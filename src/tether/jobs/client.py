@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from tether.agent.wire_jobs import JobKill, JobList, JobLog, JobStart
 from tether.config import Config, Target
 from tether.jobs.launch import (
     Restart,
@@ -87,25 +88,22 @@ class TmuxBackend:
         out) and what every new job carries; the record with its provenance (an empty
         info with restart_of keeps the earlier job's)."""
         paths_data = synced_paths(config, self.target)
-        answer, _ = await request(
-            channel,
-            self.target,
-            "job_start",
-            paths_data,
+        start = JobStart(
+            payload=paths_data,
             paths=bool(paths_data),
             socket=socket_name(),
             **await job_fields(channel, config, self.target, info),
             **{key: value for key, value in fields.items() if value is not None},
         )
-        return self.record(answer["record"])
+        return self.record(await request(channel, self.target, start))
 
     async def jobs(
         self, channel: AgentChannel, project_only: bool = False, show_all: bool = True
     ) -> list[JobRecord]:
         """Jobs the agent on this target knows, newest first (listing_options)."""
         options = listing_options(self.target, project_only, show_all)
-        answer, _ = await channel.request("job_list", **options)
-        return newest_first([self.record(data) for data in answer["jobs"]])
+        listed = await channel.call(JobList(**options))
+        return newest_first([self.record(data) for data in listed])
 
     async def follow(
         self, channel: AgentChannel, name: str, write: Sink, keep: bool, start: int = 0
@@ -113,16 +111,14 @@ class TmuxBackend:
         """Copy the job's log from byte `start` to write(); with keep, until the job ended."""
 
         async def read(offset: int) -> tuple[dict[str, Any], bytes]:
-            fields = {"name": name, "root": self.target.path, "offset": offset}
-            return await request(channel, self.target, "job_log", b"", **fields)
+            return await request(channel, self.target, JobLog(name, self.target.path, offset))
 
         return await copy_log(read, write, keep, start, POLL_S)
 
     async def kill(self, channel: AgentChannel, name: str, grace: float) -> JobRecord:
         """SIGINT, SIGTERM, SIGKILL with grace periods; the record once the end is written."""
-        fields = {"name": name, "root": self.target.path, "grace": grace}
-        answer, _ = await request(channel, self.target, "job_kill", b"", **fields)
-        return self.record(answer["record"])
+        kill = JobKill(name, root=self.target.path, grace=grace)
+        return self.record(await request(channel, self.target, kill))
 
     async def show(self, channel: AgentChannel, name: str) -> dict[str, Any]:
         """The job's whole record with its state now (`tether show`)."""

@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+from tether.agent.wire_jobs import HostBusy, JobPrune, JobRm
 from tether.config import Target
 from tether.errors import UsageError
 from tether.transport.channel import AgentChannel
@@ -47,18 +48,15 @@ def plural(count: int, word: str) -> str:
 
 async def remove(target: Target, channel: AgentChannel, names: list[str]) -> list[dict[str, Any]]:
     """job_rm on one target: one result per name (removed, or why not)."""
-    answer, _ = await channel.request("job_rm", names=names, root=target.path)
-    results = [dict(entry, target=target.name) for entry in answer["results"]]
-    return results
+    results = await channel.call(JobRm(names, root=target.path))
+    return [dict(entry, target=target.name) for entry in results]
 
 
 async def prune(
     target: Target, channel: AgentChannel, older_than: float, dry_run: bool
 ) -> dict[str, Any]:
     """job_prune on one target: the jobs removed (or that would be) and the bytes."""
-    answer, _ = await channel.request(
-        "job_prune", root=target.path, older_than=older_than, dry_run=dry_run
-    )
+    answer, _ = await channel.call(JobPrune(target.path, older_than, dry_run))
     return {
         "target": target.name,
         "host": target.host,
@@ -220,9 +218,7 @@ def host_busy(
     async def ask() -> dict[str, Any]:
         channel = await AgentChannel.open(SshTransport(host), python)
         try:
-            answer, _ = await channel.request(
-                "host_busy", stop=stop, grace=1.0, slurm_conf=conf_override()
-            )
+            answer, _ = await channel.call(HostBusy(stop, grace=1.0, slurm_conf=conf_override()))
         finally:
             await channel.close()
         return answer

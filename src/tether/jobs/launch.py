@@ -15,8 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from tether.agent.wire import TABLE, ErrorKind, Request, explain
+from tether.agent.wire_jobs import JobShow
 from tether.config import Config, SyncRules, Target
 from tether.errors import JobError, UsageError
 from tether.jobs.model import JobRecord, _iso
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 DIFF_LIMIT = 1 << 20
 Sink = Callable[[bytes], None]  # where a followed log goes
 WEEK_S = 7 * 24 * 3600.0
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -172,14 +175,13 @@ def newest_first(jobs: list[JobRecord]) -> list[JobRecord]:
     return sorted(jobs, key=lambda job: -(job.created or job.started or 0.0))
 
 
-async def request(
-    channel: AgentChannel, target: Target, op: str, payload: bytes = b"", **fields: Any
-) -> tuple[dict[str, Any], bytes]:
-    """One request about the job fields name; the agent's refusal becomes tether's error."""
+async def request(channel: AgentChannel, target: Target, about: Request[A]) -> A:
+    """One request about a job (its `name` field); the agent's refusal becomes tether's
+    error (raise_job)."""
     try:
-        return await channel.request(op, payload, **fields)
+        return await channel.call(about)
     except AgentError as error:
-        raise_job(error, str(fields.get("name")), target)
+        raise_job(error, str(getattr(about, "name", None)), target)
         raise
 
 
@@ -214,7 +216,7 @@ async def show_job(
 ) -> dict[str, Any]:
     """One job's whole record with its state now (record(): the backend's view of it), in
     the shape of `show --json`."""
-    answer, _ = await request(channel, target, "job_show", name=name, root=target.path)
+    answer, _ = await request(channel, target, JobShow(name, root=target.path))
     data = dict(answer["record"])
     job = record(data)
     data.pop("slurm", None)  # the scheduler's raw view: the state above says what it means
@@ -227,47 +229,50 @@ async def show_job(
     return data
 
 
+# The job kinds whose refusal becomes JobError (UsageError where the table says usage),
+# worded "TARGET: what the agent said, what to do" with the table's message and todo.
+JOB_KINDS = frozenset(
+    {
+        ErrorKind.EXISTS,
+        ErrorKind.NOJOB,
+        ErrorKind.NOPROJECT,
+        ErrorKind.NOTMUX,
+        ErrorKind.NOSBATCH,
+        ErrorKind.SBATCH,
+        ErrorKind.SCANCEL,
+        ErrorKind.SINFO,
+        ErrorKind.NOGPUS,
+        ErrorKind.NODEP,
+        ErrorKind.CYCLE,
+        ErrorKind.BADAFTER,
+        ErrorKind.NOCOMMAND,
+        ErrorKind.BADENV,
+        ErrorKind.NOSNAPSHOT,
+    }
+)
+
+
 def raise_job(error: AgentError, name: str, target: Target) -> None:
-    """The agent's refusal of a job request as tether's error (unknown kinds: as they are)."""
-    what = error.what
-    if error.kind == "exists":
-        raise JobError(
-            f"a job named {name!r} already exists on {target.name}",
-            "",
-            "pick another --name (or leave it out for a generated one)",
-        ) from None
-    if error.kind == "nojob":
-        raise JobError(f"no job named {name!r} on {target.name}", "", "see `tether jobs`") from None
-    if error.kind == "notmux":
-        raise JobError(
-            f"tmux is not installed on {target.host}",
-            "",
-            "install it there (e.g. `sudo apt-get install tmux`)",
-        ) from None
-    if error.kind == "nosbatch":
-        raise JobError(
-            f"{target.name} is a Slurm target but {what} on {target.host}",
-            "",
-            "install Slurm's client commands there or put them on the PATH",
-        ) from None
-    if error.kind in ("sbatch", "scancel", "sinfo"):
-        raise JobError(f"{target.name}: {what}", "", "") from None
-    if error.kind == "nogpus":
-        raise JobError(f"{target.name}: {what}", "", "ask for fewer with --gpus N") from None
-    if error.kind == "nodep":
-        raise JobError(f"{target.name}: {what}", "", "see `tether jobs`") from None
-    if error.kind in ("cycle", "badafter"):
-        raise UsageError(f"{target.name}: {what}", "", "check the --after names") from None
-    if error.kind == "nocommand":
-        raise JobError(
-            what, "", "check the command (in a job, python and python3 are the target's python)"
-        ) from None
-    if error.kind == "badenv":
-        raise UsageError(f"{target.name}: {what}", "", "use --env NAME=VALUE") from None
-    if error.kind == "nosnapshot":
-        raise JobError(f"{target.name}: {what}", "", "use `tether restart --fresh`") from None
-    if error.kind == "noproject":
-        raise JobError(
-            f"no project directory {target.path} on {target.name}", "", "run `tether push` first"
-        ) from None
-    raise error
+    """The agent's refusal of a job request as tether's error (other kinds: as they are).
+
+    What to do comes from wire.TABLE; only the words need what the table lacks: the
+    job's name and the target as the user calls them (the agent knows the job by its key
+    and the host by its hostname), so a few kinds get their own line here."""
+    kind, what = error.kind, error.what
+    if kind not in JOB_KINDS:
+        raise error
+    said, todo = explain(kind, what)
+    own = {
+        ErrorKind.EXISTS: f"a job named {name!r} already exists on {target.name}",
+        ErrorKind.NOJOB: f"no job named {name!r} on {target.name}",
+        ErrorKind.NOPROJECT: f"no project directory {target.path} on {target.name}",
+        ErrorKind.NOSBATCH: f"{target.name} is a Slurm target but {what} on {target.host}",
+        # the agent's words say "on the remote" and how to install it: said here for the
+        # host by its name, the how as what to do
+        ErrorKind.NOTMUX: f"tmux is not installed on {target.host}",
+        ErrorKind.NOCOMMAND: said,  # the agent's words name the command and the host
+    }
+    if kind is ErrorKind.NOTMUX:
+        todo = "install it there (e.g. `sudo apt-get install tmux`)"
+    line = own.get(kind, f"{target.name}: {said}")
+    raise (UsageError if TABLE[kind].usage else JobError)(line, "", todo) from None

@@ -13,6 +13,13 @@ import shlex
 from functools import partial
 from typing import Any
 
+from tether.agent.wire_jobs import (
+    SlurmKill,
+    SlurmList,
+    SlurmLog,
+    SlurmPartitions,
+    SlurmSubmit,
+)
 from tether.config import Config, Target
 from tether.errors import JobError, UsageError
 from tether.jobs import launch
@@ -191,7 +198,7 @@ class SlurmBackend:
         from tether.envs.client import in_env
 
         refuse_pinned(spec.pinned, self.target)
-        answer = await in_env(
+        records = await in_env(
             channel,
             self.target,
             spec.env_spec,
@@ -199,7 +206,7 @@ class SlurmBackend:
             partial(self._submit, channel, config, spec),
         )
         jobs = []
-        for data in answer["records"]:
+        for data in records:
             job = JobRecord.from_agent(self.target.name, self.target.host, data)
             if data.get("ended") is not None:
                 job.state, job.exit_code, job.reason = "cancelled", None, data.get("reason")
@@ -208,13 +215,12 @@ class SlurmBackend:
             jobs.append(job)
         return jobs
 
-    async def _submit(self, channel: AgentChannel, config: Config, spec: RunSpec) -> dict[str, Any]:
+    async def _submit(
+        self, channel: AgentChannel, config: Config, spec: RunSpec
+    ) -> list[dict[str, Any]]:
         paths_data = launch.synced_paths(config, self.target)
-        answer, _ = await launch.request(
-            channel,
-            self.target,
-            "slurm_submit",
-            paths_data,
+        submit = SlurmSubmit(
+            payload=paths_data,
             paths=bool(paths_data),
             name=spec.name,
             argv=spec.argv,
@@ -228,7 +234,7 @@ class SlurmBackend:
             env_spec=spec.env_spec.wire(False) if spec.env_spec is not None else None,
             **await launch.job_fields(channel, config, self.target, spec.info),
         )
-        return answer
+        return await launch.request(channel, self.target, submit)
 
     async def restart(self, channel: AgentChannel, config: Config, again: Restart) -> JobRecord:
         """Not on Slurm yet: one clear error."""
@@ -243,8 +249,8 @@ class SlurmBackend:
     ) -> list[JobRecord]:
         """The Slurm jobs tether submitted here, newest first, each with Slurm's view."""
         options = launch.listing_options(self.target, project_only, show_all)
-        answer, _ = await channel.request("slurm_list", slurm_conf=conf_override(), **options)
-        return launch.newest_first(to_jobs(self.target, list(answer["jobs"])))
+        listed = await channel.call(SlurmList(slurm_conf=conf_override(), **options))
+        return launch.newest_first(to_jobs(self.target, listed))
 
     async def follow(
         self, channel: AgentChannel, name: str, write: Sink, keep: bool, start: int = 0
@@ -253,7 +259,8 @@ class SlurmBackend:
         it ended."""
 
         async def read(offset: int) -> tuple[dict[str, Any], bytes]:
-            header, data = await self._about(channel, "slurm_log", name, offset=offset)
+            log = SlurmLog(name, self.target.path, offset, slurm_conf=conf_override())
+            header, data = await launch.request(channel, self.target, log)
             state, code, reason = map_state(header["record"])
             mapped = {"state": state, "exit_code": code, "reason": reason, "size": header["size"]}
             return mapped, data
@@ -262,16 +269,9 @@ class SlurmBackend:
 
     async def kill(self, channel: AgentChannel, name: str, grace: float) -> JobRecord:
         """scancel (an array: every task); the job's record once Slurm let it go."""
-        answer, _ = await self._about(channel, "slurm_kill", name)
-        jobs = to_jobs(self.target, list(answer["records"]))
+        kill = SlurmKill(name, self.target.path, slurm_conf=conf_override())
+        jobs = to_jobs(self.target, await launch.request(channel, self.target, kill))
         return next((job for job in jobs if job.name == name), jobs[0])
-
-    async def _about(
-        self, channel: AgentChannel, op: str, name: str, **fields: Any
-    ) -> tuple[dict[str, Any], bytes]:
-        """One slurm_* request about this project's job `name`."""
-        fields.update(name=name, root=self.target.path, slurm_conf=conf_override())
-        return await launch.request(channel, self.target, op, b"", **fields)
 
     async def show(self, channel: AgentChannel, name: str) -> dict[str, Any]:
         """The job's whole record with its state as Slurm sees it (`tether show`)."""
@@ -293,10 +293,9 @@ class SlurmBackend:
 async def partitions(channel: AgentChannel) -> list[dict[str, Any]] | str:
     """sinfo's partitions for `tether status`, or why they are not known."""
     try:
-        answer, _ = await channel.request("slurm_partitions", slurm_conf=conf_override())
+        return await channel.call(SlurmPartitions(conf_override()))
     except AgentError as error:
         return error.what
-    return list(answer["partitions"])
 
 
 def refuse_pinned(pinned: str | None, target: Target) -> None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from tether.agent.wire_jobs import DiskUse, EnvStatus, Status
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 from tether.errors import TetherError
@@ -25,12 +26,12 @@ async def target_status(
 
     async def ask(target: Target, channel: AgentChannel) -> dict[str, Any]:
         asks: list[Awaitable[Any]] = [
-            channel.request("status", root=target.path),
-            channel.request("disk_use", root=target.path),
+            channel.call(Status(target.path)),
+            channel.call(DiskUse(target.path)),
             backend_for(target).status(channel),
         ]
         if spec is not None:
-            asks.append(channel.request("env_status", env_spec=spec.wire(False)))
+            asks.append(channel.call(EnvStatus(spec.wire(False))))
         (answer, _), (disk, _), extra, *env = await asyncio.gather(*asks)
         answer["snapshots"] = disk["snapshots"]
         answer.update(extra)

@@ -15,7 +15,7 @@ from typing import Any
 
 from tether.agent import fsops
 from tether.agent.modes import current_umask, safe_mode
-from tether.agent.wire import Op, Read
+from tether.agent.wire import ErrorKind, Op, Read
 from tether.agent.writer import Writer
 from tether.core.ignore import PatternSet
 from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
@@ -166,7 +166,7 @@ def _write(
     try:
         return writer.put(root, header, data)
     except fsops.OpError as error:
-        if error.kind == "changed":
+        if error.kind is ErrorKind.CHANGED:
             report.conflicts.append(Conflict(path, "changed locally during the pull"))
         else:
             report.errors.append(str(error))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.agent import fsops
-from tether.agent.wire import Digest, ErrorKind, Scan, scan_key, scans_to_forget
+from tether.agent.wire import Digest, ErrorKind, Op, Scan, scan_key, scans_to_forget
 from tether.config import Config, Target
 from tether.core.manifest import FILE, Entry, Manifest
 from tether.core.plan import Conflict, Plan, plan_push
@@ -294,7 +294,7 @@ def _settle_one(
 ) -> None:
     if action in ("create", "update"):
         base.settle_upload(path)
-    refused = refusal(channel.host, "put" if action == "chunk" else action, header)
+    refused = refusal(channel.host, Op.DELETE if action == "delete" else Op.PUT, header)
     if action == "chunk":
         if refused is not None:
             report.errors.append(refused.what)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from tether.agent.bundle import BOOTSTRAP, agent_zip
 from tether.agent.protocol import decode_header, encode, grow_pipe
-from tether.agent.wire import TABLE, ErrorKind, Hello, Request, explain
+from tether.agent.wire import TABLE, ErrorKind, Hello, Op, Request, explain
 from tether.errors import ConnectionLost, HostError, RemoteError
 from tether.safety import python_argv
 from tether.transport.base import Transport
@@ -26,7 +26,7 @@ class AgentError(RemoteError):
     """The agent answered a request with an error: `kind` (an ErrorKind) says which, `what`
     holds the agent's own words; the line and what to do come from wire.TABLE."""
 
-    def __init__(self, host: str, op: str, kind: str, message: str) -> None:
+    def __init__(self, host: str, op: Op | str, kind: ErrorKind | str, message: str) -> None:
         self.kind = ErrorKind.of(kind)
         self.op = str(getattr(op, "value", op))
         self.said, todo = explain(self.kind, message)
@@ -97,7 +97,7 @@ class AgentChannel:
         """The agent's hello, checked against the version we installed (once)."""
         if not self.info:
             assert self._hello is not None
-            hello, _ = check(self.host, "hello", await self._hello)
+            hello, _ = check(self.host, Op.HELLO, await self._hello)
             if hello.get("version") != self._digest:
                 raise RemoteError(self.host, "agent handshake", "agent version mismatch")
             self.info = hello
@@ -220,15 +220,9 @@ class AgentChannel:
         """True when no answer is outstanding (the channel can serve another command)."""
         return not self._pending and not self._streams
 
-    def _frame(
-        self, op: str | Request[Any], payload: bytes, fields: dict[str, Any]
-    ) -> tuple[int, bytes]:
-        """(request id, frame bytes) of a request, or of an op named by string and its fields."""
-        if isinstance(op, Request):
-            assert not payload and not fields, "a Request carries its own fields"
-            header, payload = op.to_frame()
-        else:
-            header = {"op": op, **fields}
+    def _frame(self, request: Request[Any]) -> tuple[int, bytes]:
+        """(request id, frame bytes) of a request."""
+        header, payload = request.to_frame()
         self._next_id += 1
         return self._next_id, encode({"id": self._next_id, **header}, payload)
 
@@ -242,15 +236,13 @@ class AgentChannel:
         except (ConnectionError, RuntimeError) as error:
             raise self.lost() from error
 
-    def submit(
-        self, op: str | Request[Any], payload: bytes = b"", **fields: Any
-    ) -> asyncio.Future[Answer]:
+    def submit(self, request: Request[Any]) -> asyncio.Future[Answer]:
         """Queue a request without waiting (pipelining); await the future for its raw answer,
         error answers included (`refusal` reads them).
 
         Call `flush()` (or any awaited request) to push queued bytes to the agent.
         """
-        request_id, data = self._frame(op, payload, fields)
+        request_id, data = self._frame(request)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         if not self.alive:
@@ -270,17 +262,17 @@ class AgentChannel:
         header, payload = await self.request(request)
         return request.answer(header, payload)
 
-    async def request(self, op: str | Request[Any], payload: bytes = b"", **fields: Any) -> Answer:
-        """`call` for an op named by its string (what is not converted yet): the raw answer."""
-        future = self.submit(op, payload, **fields)
+    async def request(self, request: Request[Any]) -> Answer:
+        """`call`, the answer left raw: (header, payload)."""
+        future = self.submit(request)
         await self.flush()
         await self.ready()
-        return check(self.host, op_name(op), await future)
+        return check(self.host, op_name(request), await future)
 
-    async def stream(self, op: str | Request[Any], **fields: Any) -> AsyncIterator[Answer]:
+    async def stream(self, request: Request[Any]) -> AsyncIterator[Answer]:
         """Send a request whose answer comes as several frames ("more": true until the last)."""
-        name = op_name(op)
-        request_id, data = self._frame(op, b"", fields)
+        name = op_name(request)
+        request_id, data = self._frame(request)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = queue
         await self._write(data)
@@ -362,12 +354,13 @@ def _fail(future: asyncio.Future[Answer], error: Exception) -> None:
         future.exception()
 
 
-def op_name(op: str | Request[Any]) -> str:
-    """The op's name on the wire."""
-    return op.OP.value if isinstance(op, Request) else op
+def op_name(request: Request[Any]) -> str:
+    """The request's op as named on the wire."""
+    op = getattr(request, "OP", None)  # a test's raw request may name an op by string
+    return op.value if isinstance(op, Op) else str(request.to_frame()[0]["op"])
 
 
-def refusal(host: str, op: str, header: dict[str, Any]) -> AgentError | None:
+def refusal(host: str, op: Op | str, header: dict[str, Any]) -> AgentError | None:
     """The AgentError of an error answer (None for a success): the one place where the
     agent's error kinds become tether's errors."""
     if header.get("ok", True):
@@ -379,7 +372,7 @@ def refusal(host: str, op: str, header: dict[str, Any]) -> AgentError | None:
     return AgentError(host, op, kind, message)
 
 
-def check(host: str, op: str, answer: Answer) -> Answer:
+def check(host: str, op: Op | str, answer: Answer) -> Answer:
     """The answer, or AgentError when the agent reported a failure."""
     error = refusal(host, op, answer[0])
     if error is not None:

@@ -92,6 +92,7 @@ def status(
     """Show each target's env for the current spec."""
     import asyncio
 
+    from tether.agent.wire_jobs import EnvStatus
     from tether.config import Config, Target
     from tether.envs import client
     from tether.envs.spec import EnvSpec, differences
@@ -102,7 +103,7 @@ def status(
     assert isinstance(config, Config) and isinstance(spec, EnvSpec)
 
     async def one(target: Target, channel: AgentChannel) -> dict[str, object]:
-        answer, _ = await channel.request("env_status", env_spec=spec.wire(False), root=target.path)
+        answer, _ = await channel.call(EnvStatus(spec.wire(False), root=target.path))
         return answer
 
     targets = config.pick(on or [])
@@ -142,6 +143,7 @@ def prune(
     import asyncio
 
     from tether import config as config_module
+    from tether.agent.wire_jobs import EnvPrune
     from tether.config import Target
     from tether.envs.client import _human
     from tether.sync.targets import each_target
@@ -150,7 +152,7 @@ def prune(
     config = config_module.load()
 
     async def one(target: Target, channel: AgentChannel) -> dict[str, object]:
-        answer, _ = await channel.request("env_prune", dry_run=dry_run)
+        answer, _ = await channel.call(EnvPrune(dry_run))
         return answer
 
     targets = config.pick(on or [])
