@@ -74,17 +74,16 @@ class Helper:
     def __init__(
         self, target: Target, name: str, remote: dict[str, Any], idle_s: float = IDLE_EXIT_S
     ) -> None:
-        import asyncio
 
         from jupyter_client.blocking.client import BlockingKernelClient
 
         from tether.kernel import link, names
-        from tether.kernel import remote as remote_module
+        from tether.kernel.lifecycle import RemoteKernel
 
         self.target = target
         self.name = name
         self.remote = remote
-        self.path = asyncio.run(remote_module.connect(target, name, remote))
+        self.path = RemoteKernel(target, name).connect(remote)
         self.key = remote["key"]
         self.sock_path, self.pid_path = names.helper_paths(target, name)
         self.client = BlockingKernelClient(connection_file=str(self.path))
