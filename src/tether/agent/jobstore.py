@@ -161,12 +161,8 @@ def read_record(name: str) -> Optional[Dict[str, Any]]:
 
 
 def all_records() -> List[Dict[str, Any]]:
-    try:
-        names = sorted(os.listdir(jobs_dir()))
-    except OSError:
-        return []
     records = []
-    for entry in names:
+    for entry in fsops.names_in(jobs_dir()):
         if entry.endswith(".json") and not entry.endswith(".tmp"):
             record = read_record(entry[:-5])
             if record is not None:

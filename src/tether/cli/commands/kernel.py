@@ -68,6 +68,8 @@ kernel_app = typer.Typer(
     help="Remote IPython kernels: ls, link, stop, restart, interrupt, install, spec.",
     no_args_is_help=True,
 )
+KERNEL_ARG = typer.Argument(None, help="Kernel name (default: the target's).")
+ON_TARGET = typer.Option(None, "--on", help="Target.")
 spec_app = typer.Typer(help="Jupyter kernelspecs for other frontends.", no_args_is_help=True)
 
 
@@ -221,20 +223,14 @@ def kernel_link(
     typer.echo(f"connection file: {kernel.local_file}")
 
 
-def kernel_stop(
-    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
-    on: str = typer.Option(None, "--on", help="Target."),
-) -> None:
+def kernel_stop(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     """Stop a kernel."""
     kernel = _kernel(on, name)
     kernel.stop()
     typer.echo(f"stopped kernel {kernel.name} on {kernel.target.name}")
 
 
-def kernel_restart(
-    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
-    on: str = typer.Option(None, "--on", help="Target."),
-) -> None:
+def kernel_restart(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     """Restart a kernel."""
     from tether import config as config_module
     from tether.envs.spec import find
@@ -250,10 +246,7 @@ def kernel_restart(
     typer.echo(f"connection file: {path}")
 
 
-def kernel_interrupt(
-    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
-    on: str = typer.Option(None, "--on", help="Target."),
-) -> None:
+def kernel_interrupt(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     """Interrupt a kernel's running cell (SIGINT on the remote); the kernel stays."""
     kernel = _kernel(on, name)
     kernel.interrupt()
