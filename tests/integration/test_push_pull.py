@@ -229,6 +229,18 @@ def test_remote_change_is_a_conflict_exit_3_and_force_keeps_backup(synced: SyncP
 # ---------------------------------------------------------------- pull
 
 
+def test_dry_run_tables_show_names_with_brackets_as_they_are(synced: SyncProject) -> None:
+    # File names are data: rich markup in them ("[red]", "[/]") is printed, never applied.
+    synced.push_ok()
+    _write(synced.root / "[red]alert.py", "x\n")
+    _write(synced.root / "w[" / "]x.py", "y\n")
+    done = synced.push("--dry-run")
+    assert done.returncode == 0, describe(done)
+    assert "[red]alert.py" in done.stdout and "w[/]x.py" in done.stdout, done.stdout
+    title = done.stdout.splitlines()[0]
+    assert title.startswith("push ") and title.endswith("(dry run)"), "the title is one line"
+
+
 def test_pull_brings_results_and_never_deletes_local_files(synced: SyncProject) -> None:
     root, remote = synced.root, synced.remote
     synced.push_ok()
@@ -264,8 +276,10 @@ def test_pull_brings_results_and_never_deletes_local_files(synced: SyncProject) 
     (remote / "outputs" / "metrics.json").unlink()
     (remote / "runs" / "r1" / "ckpt" / "model.bin").unlink()
     _write(remote / "runs" / "r1" / "log.txt", "epoch 1\nepoch 2\nepoch 3\n")
-    again = synced.pull()
+    again = synced.pull("--json")
     assert again.returncode == 0, describe(again)
+    (counted,) = _json(again)
+    assert (counted["created"], counted["updated"]) == (0, 1), "a changed result is not new"
     assert (root / "outputs" / "metrics.json").read_bytes() == results["outputs/metrics.json"]
     assert (root / "runs" / "r1" / "ckpt" / "model.bin").exists()
     assert (root / "runs" / "r1" / "log.txt").read_text() == "epoch 1\nepoch 2\nepoch 3\n"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tether.agent import envbuild, envs
+from tether.agent import envbuild, envs, uvget
 from tether.agent.fsops import OpError
 
 SPEC: dict[str, Any] = {
@@ -59,14 +59,14 @@ def test_pip_settings_follow_pips_files_then_its_variables(home: Path) -> None:
 
 def test_the_uv_wheel_is_picked_for_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setattr(envbuild.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(envbuild.platform, "libc_ver", lambda: ("glibc", "2.36"))
-    assert envbuild.platform_fits("manylinux_2_17_x86_64.manylinux2014_x86_64")
-    assert not envbuild.platform_fits("manylinux_2_17_aarch64.manylinux2014_aarch64")
-    assert not envbuild.platform_fits("manylinux_2_39_x86_64")
-    assert not envbuild.platform_fits("musllinux_1_1_x86_64")
-    monkeypatch.setattr(envbuild.platform, "libc_ver", lambda: ("", ""))
-    assert envbuild.platform_fits("musllinux_1_1_x86_64")
+    monkeypatch.setattr(uvget.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(uvget.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    assert uvget.platform_fits("manylinux_2_17_x86_64.manylinux2014_x86_64")
+    assert not uvget.platform_fits("manylinux_2_17_aarch64.manylinux2014_aarch64")
+    assert not uvget.platform_fits("manylinux_2_39_x86_64")
+    assert not uvget.platform_fits("musllinux_1_1_x86_64")
+    monkeypatch.setattr(uvget.platform, "libc_ver", lambda: ("", ""))
+    assert uvget.platform_fits("musllinux_1_1_x86_64")
 
 
 def test_the_newest_uv_on_an_html_index_is_fetched_and_checked(home: Path) -> None:
@@ -88,7 +88,7 @@ def test_the_newest_uv_on_an_html_index_is_fetched_and_checked(home: Path) -> No
         f'<a href="uv-0.9.0-{tags}.whl">uv-0.9.0-{tags}.whl</a>\n'
         f'<a href="uv-0.10.2-{tags}.whl#sha256={digest}">uv-0.10.2-{tags}.whl</a>\n'
     )
-    if not envbuild.platform_fits(tags.split("-", 2)[2]):
+    if not uvget.platform_fits(tags.split("-", 2)[2]):
         pytest.skip("the test's wheel is for x86_64 glibc Linux")
     said: list[str] = []
     binary = envbuild.get_uv({}, {}, f"file://{home / 'index'}", said.append)

@@ -370,8 +370,7 @@ def _pointer(root: Any) -> Optional[str]:
 
 def in_use() -> Dict[str, str]:
     """Env digests something still uses -> why: a job record, a kernel, a project's spec."""
-    from .jobstore import all_records
-    from .kernels import kernels_dir
+    from .jobstore import all_records, kernels_dir
 
     used: Dict[str, str] = {}
     for record in all_records():

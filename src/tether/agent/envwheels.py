@@ -21,7 +21,7 @@ import subprocess
 import zipfile
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import envbuild
+from . import uvget
 from .fsops import OpError
 from .wire import ErrorKind, Op
 
@@ -39,7 +39,7 @@ _DESCRIBE = (
 
 
 def wheels_dir() -> str:
-    return os.path.join(envbuild.cache_root(), "wheels")
+    return os.path.join(uvget.cache_root(), "wheels")
 
 
 def _digests_dir() -> str:
@@ -107,7 +107,7 @@ def describe(base: str) -> Dict[str, Any]:
             "nopython", "the env's python %s does not start on this host" % base
         ) from None
     target = pip_target(facts)
-    target["uv"] = envbuild.own_uv() is not None
+    target["uv"] = uvget.own_uv() is not None
     return target
 
 
@@ -176,21 +176,21 @@ def env_wheel_put(header: Dict[str, Any], payload: bytes) -> Answer:
 
 def offline_uv() -> Optional[str]:
     """tether's uv without an index: the one unpacked before, else one from a pushed wheel."""
-    found = envbuild.own_uv()
+    found = uvget.own_uv()
     if found:
         return found
     candidates = []
     with contextlib.suppress(OSError):
         for name in os.listdir(wheels_dir()):
-            match = envbuild.UV_WHEEL.match(name)
-            if match and envbuild.platform_fits(match.group(2)):
-                candidates.append((envbuild._version_key(match.group(1)), match.group(1), name))
+            match = uvget.UV_WHEEL.match(name)
+            if match and uvget.platform_fits(match.group(2)):
+                candidates.append((uvget.version_key(match.group(1)), match.group(1), name))
     if not candidates:
         return None
     _, version, name = max(candidates)
     try:
         with open(os.path.join(wheels_dir(), name), "rb") as handle:
-            return envbuild.unpack_uv(handle.read(), version)
+            return uvget.unpack_uv(handle.read(), version)
     except (OSError, StopIteration, zipfile.BadZipFile):
         return None
 

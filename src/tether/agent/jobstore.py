@@ -45,6 +45,10 @@ def logs_dir() -> str:
     return os.path.join(data_dir(), "logs")
 
 
+def kernels_dir() -> str:
+    return os.path.join(data_dir(), "kernels")
+
+
 def snapshots_dir() -> str:
     return os.path.expanduser("~/.cache/tether/snapshots")
 

@@ -25,7 +25,7 @@ import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import envs, fsops, kernel_shim, start
-from .jobstore import check_name, data_dir, write_json
+from .jobstore import check_name, kernels_dir, write_json
 from .wire import ErrorKind, Op
 
 Answer = Tuple[Dict[str, Any], bytes]
@@ -42,10 +42,6 @@ CATCHUP_MAX = 5000
 RECORDER_LOG = "iopub.jsonl"
 RECORDER_OLD = "iopub.1.jsonl"
 INSTALL_HINT = "run `tether kernel install` to install it"
-
-
-def kernels_dir() -> str:
-    return os.path.join(data_dir(), "kernels")
 
 
 def kernel_dir(name: str) -> str:

@@ -14,11 +14,13 @@ if TYPE_CHECKING:
     from tether.jobs.model import JobRecord
 
 
-def console(stderr: bool = False) -> Console:
-    """A rich console on stdout (or stderr), imported lazily."""
+def console(stderr: bool = False, markup: bool = False) -> Console:
+    """A rich console on stdout (or stderr), imported lazily. No markup unless asked for
+    (tether's own fixed text only): what it prints (file names, job commands) is data, and
+    `[/]` in a name would be a markup error."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, markup=markup)
 
 
 def print_json(data: Any) -> None:
@@ -27,15 +29,20 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print a rich table with the given column names and rows."""
+    """Print a rich table with the given column names and rows, its title on a line of its
+    own above it (a rich title is wrapped to the table's width: a narrow table cut
+    "push gpu1:~/proj (dry run)" into three lines)."""
     from rich.table import Table
 
-    grid = Table(title=title, show_lines=False, header_style="bold")
+    grid = Table(show_lines=False, header_style="bold")
     for column in columns:
         grid.add_column(column)
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
-    console().print(grid)
+    out = console()
+    if title:
+        out.print(title, style="italic", soft_wrap=True)
+    out.print(grid)
 
 
 def note(message: str) -> None:

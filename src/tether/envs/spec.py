@@ -16,10 +16,12 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from tether.config import Config
 from tether.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tether.config import Config
 
 if sys.version_info >= (3, 11):
     import tomllib

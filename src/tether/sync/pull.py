@@ -143,7 +143,10 @@ async def _execute_pull(
         here = Entry.from_json(answer["entry"])
         got_entry = Entry(FILE, here.size, remote_stat.mtime_ns, entry.mode, digest)
         base.record(upload.path, got_entry, remote_stat, Entry(FILE, here.size, here.mtime_ns))
-        report.created += 1
+        if upload.expect is not None:  # a file that was here: the same rule as push's
+            report.updated += 1
+        else:
+            report.created += 1
         report.bytes += here.size
         if progress is not None:
             progress(here.size)

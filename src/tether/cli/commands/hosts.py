@@ -199,8 +199,12 @@ def check(
             f"#{g['index']} {g['name']} {g['memory_used']}/{g['memory_total']} MiB" for g in gpus
         )
         free = probe.get("disk_free", 0) / 2**30
+        from rich.text import Text
+
         out = console()
-        out.print(f"[bold]{name}[/bold]: reachable (connect {report.connect_seconds:.2f} s)")
+        out.print(
+            Text.assemble((name, "bold"), f": reachable (connect {report.connect_seconds:.2f} s)")
+        )
         out.print(f"  round trip  {report.rtt_ms:.1f} ms")
         out.print(f"  python      {probe.get('python')} ({probe.get('python_path')})")
         out.print(f"  tmux        {probe.get('tmux') or 'missing'}")

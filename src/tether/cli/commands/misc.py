@@ -58,6 +58,6 @@ def demo() -> None:
     from tether.cli.demo import run_demo
     from tether.cli.render import console
 
-    out = console()
+    out = console(markup=True)  # the tour's own words only
     out.print("[bold]tether demo[/bold]: hosts, sync and results on a local sandbox")
     run_demo(out.print)
