@@ -42,8 +42,8 @@ from typing import Any
 
 from tether.config import Target
 from tether.ipc import peer_is_me
+from tether.kernel.background import IDLE_EXIT_S
 
-IDLE_EXIT_S = 30 * 60.0
 IDLE_CHECK_S = 1.0  # how often an idle helper looks at iopub and the connection file
 REPLY_WAIT_S = 2.0
 DEAD_CHECK_S = 2.0  # heartbeat silent this long: ask the agent whether the kernel runs
