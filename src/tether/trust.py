@@ -107,17 +107,33 @@ def summary(config: Config) -> list[str]:
             lines.append(
                 f"target {name}: send local {mapping.local}{outside} to {mapping.remote!r}"
             )
-    if config.sync.include:
-        lines.append(
-            "push files .gitignore hides: " + ", ".join(repr(p) for p in config.sync.include)
+    return lines + [line for line, _ in _project_facts(config)]
+
+
+def _project_facts(config: Config) -> list[tuple[str, str]]:
+    """What the project as a whole makes tether do: (the line `tether trust` shows, the
+    clause the error line squeezes it into)."""
+    facts: list[tuple[str, str]] = []
+    include = config.sync.include
+    if include:
+        shown = ", ".join(repr(p) for p in include)
+        facts.append(
+            (f"push files .gitignore hides: {shown}", "push ignored files " + ", ".join(include))
         )
     if config.notify:
-        lines.append(f"run on the remote's shell when a job ends: {config.notify}")
+        facts.append(
+            (
+                f"run on the remote's shell when a job ends: {config.notify}",
+                f"run `{config.notify}` when a job ends",
+            )
+        )
     if config.env is not None:
-        lines.append("build a Python env on each target: " + _env_clause(config))
+        clause = _env_clause(config)
+        facts.append(("build a Python env on each target: " + clause, "build an env " + clause))
     for name, found in env_files(config).items():
-        lines.append(f"install packages as {name} says: " + "; ".join(found))
-    return lines
+        says = f"install packages as {name} says: "
+        facts.append((says + "; ".join(found), says + ", ".join(found)))
+    return facts
 
 
 def _env_clause(config: Config) -> str:
@@ -273,14 +289,7 @@ def _brief(config: Config) -> str:
         parts.append(f"run `{target.python}` on {target.host} ({name}) in {target.path}")
         for mapping in target.mappings:
             parts.append(f"send {mapping.local} to {mapping.remote}")
-    if config.sync.include:
-        parts.append("push ignored files " + ", ".join(config.sync.include))
-    if config.notify:
-        parts.append(f"run `{config.notify}` when a job ends")
-    if config.env is not None:
-        parts.append("build an env " + _env_clause(config))
-    for file_name, found in env_files(config).items():
-        parts.append(f"install packages as {file_name} says: " + ", ".join(found))
+    parts += [clause for _, clause in _project_facts(config)]
     return "; ".join(parts)
 
 

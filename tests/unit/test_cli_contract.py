@@ -193,6 +193,41 @@ def test_the_tmux_and_slurm_job_clients_do_not_import_each_other() -> None:
     assert "tether.jobs.client" not in _imports(slurm), "jobs/slurm.py imports jobs/client.py"
 
 
+# The agent modules the client may import: what is deliberately shipped to both sides.
+SHARED_AGENT_MODULES = {
+    "wire": "the wire catalogue: requests, answers, error kinds",
+    "wire_jobs": "the wire catalogue: jobs, envs, kernels",
+    "bundle": "the agent's zipapp, built and uploaded by the client",
+    "protocol": "the frame codec both ends of the channel speak",
+    "modes": "the one rule for the modes that cross (safe_mode)",
+    "roots": "the one rule for directories tether never syncs into",
+    "shared_jobs": "job names, tmux sessions, states and exit codes",
+    "fsops": "the digest cache and OpError the local endpoint shares with the agent's",
+    "writer": "the one stat-check, temp-file and rename writer pull uses too",
+}
+# (client file, agent module) pairs still to move to a shared module.
+AGENT_IMPORTS_TO_MOVE = {("envs/offline.py", "envbuild")}
+
+
+def test_the_client_imports_only_what_is_shared_with_the_agent() -> None:
+    # The agent is not the client's library: a rule both sides need lives in a module
+    # listed above, shipped to both on purpose; anything else stays on its own side.
+    found = []
+    for source in sorted(SRC.rglob("*.py")):
+        relative = source.relative_to(SRC).as_posix()
+        if relative.startswith("agent/"):
+            continue
+        for name in sorted(_imports(source)):
+            parts = name.split(".")
+            if parts[:2] != ["tether", "agent"] or len(parts) < 3:
+                continue
+            if parts[2] not in SHARED_AGENT_MODULES and (relative, parts[2]) not in (
+                AGENT_IMPORTS_TO_MOVE
+            ):
+                found.append(f"{relative} imports tether.agent.{parts[2]}")
+    assert not found, "client modules import agent internals: " + ", ".join(sorted(set(found)))
+
+
 SCHEDULER_FILES = {"jobs/backend.py", "config.py"}  # the registry and config validation
 
 

@@ -185,6 +185,14 @@ def entry_of_row(row: Row) -> Dict[str, Any]:
     return entry
 
 
+def names_in(path: str) -> List[str]:
+    """The entries of a directory, sorted; none where it cannot be read (not made yet)."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
 def unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)

@@ -25,7 +25,7 @@ import subprocess
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .fsops import pid_alive
+from .fsops import names_in, pid_alive
 
 GPU_FIELDS = ("index", "uuid", "name", "memory.used", "memory.total", "utilization.gpu")
 APP_FIELDS = ("gpu_uuid", "pid", "used_memory")
@@ -208,12 +208,8 @@ def enqueue(name: str) -> str:
 
 def entries() -> List[Tuple[str, str]]:
     """(entry file, job name) in FIFO order."""
-    try:
-        names = sorted(os.listdir(queue_dir()))
-    except OSError:
-        return []
     out = []
-    for entry in names:
+    for entry in names_in(queue_dir()):
         stamp, _, name = entry.partition("-")
         if stamp.isdigit() and name:
             out.append((os.path.join(queue_dir(), entry), name))

@@ -12,16 +12,18 @@ import hashlib
 import json
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from . import fsops
+from .shared_jobs import DEFAULT_SOCKET as DEFAULT_SOCKET  # the rules the client shares
+from .shared_jobs import SESSION_PREFIX as SESSION_PREFIX
+from .shared_jobs import START_GRACE_S as START_GRACE_S
+from .shared_jobs import derive_state as derive_state
+from .shared_jobs import exit_status as exit_status
+from .shared_jobs import valid_name
 from .wire import ErrorKind
 
-DEFAULT_SOCKET = "tether"
-SESSION_PREFIX = "tether-"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SOCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-START_GRACE_S = 15.0
 WRAP_CODE = (
     "import sys;sys.path.insert(0,sys.argv[1]);"
     "from tether_agent.wrapper import wrap_main;sys.exit(wrap_main(sys.argv[2]))"
@@ -91,7 +93,7 @@ def kill_marker(name: str) -> str:
 
 def check_name(name: Any) -> str:
     """A job name safe as a file name and a tmux session name, or OpError."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not valid_name(name):
         raise fsops.OpError(
             ErrorKind.BADNAME,
             "bad job name %r: use up to 64 letters, digits, '_' and '-'" % (name,),
@@ -132,29 +134,6 @@ def wrapper_command(python: str, agent_path: str, spec_path: str) -> List[str]:
     return [python, "-c", WRAP_CODE, agent_path, spec_path]
 
 
-def exit_status(returncode: int) -> Tuple[int, Optional[str]]:
-    """(exit_code, reason) from a Popen returncode; -N (signal N) becomes 128+N."""
-    if returncode < 0:
-        return 128 - returncode, "signal %d" % -returncode
-    return returncode, None
-
-
-def derive_state(record: Dict[str, Any], alive: bool, now: float) -> str:
-    """queued / running / exited / cancelled / lost from a record and its tmux session."""
-    if record.get("ended") is not None:
-        return "cancelled" if record.get("exit_code") is None else "exited"
-    if record.get("state") == "cancelled":
-        return "cancelled"
-    created = record.get("created") or 0
-    if record.get("state") == "queued":
-        return "queued" if alive or now - float(created) < START_GRACE_S else "lost"
-    if alive:
-        return "running"
-    if record.get("started") is None and now - float(created) < START_GRACE_S:
-        return "running"
-    return "lost"
-
-
 def tmux_major(version: str) -> int:
     """3 from 'tmux 3.3a', 2 from 'tmux 2.9'; 3 when unknown."""
     match = re.search(r"(\d+)\.", version or "")
@@ -186,12 +165,8 @@ def read_record(name: str) -> Optional[Dict[str, Any]]:
 
 
 def all_records() -> List[Dict[str, Any]]:
-    try:
-        names = sorted(os.listdir(jobs_dir()))
-    except OSError:
-        return []
     records = []
-    for entry in names:
+    for entry in fsops.names_in(jobs_dir()):
         if entry.endswith(".json") and not entry.endswith(".tmp"):
             record = read_record(entry[:-5])
             if record is not None:

@@ -342,12 +342,8 @@ def kernel_info(header: Dict[str, Any], payload: bytes) -> Answer:
 
 
 def kernel_list(header: Dict[str, Any], payload: bytes) -> Answer:
-    try:
-        names = sorted(os.listdir(kernels_dir()))
-    except OSError:
-        names = []
     records = []
-    for entry in names:
+    for entry in fsops.names_in(kernels_dir()):
         with contextlib.suppress(fsops.OpError):
             record = _record(entry)
             if record is not None:

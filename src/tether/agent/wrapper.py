@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Tuple
 
 from . import deps, start
 from . import gpus as gpu_queue
@@ -138,53 +138,35 @@ def _ended(spec_path: str, code: int) -> int:
     return code
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+Step = Callable[[], Tuple[Optional[Dict[str, Any]], Optional[str]]]
+
+
 def wait_deps(spec_path: str, record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """Wait until every job in record["after"] exited 0.
 
     Returns the record (state `starting`) when they did, or None when the job was
     cancelled (a dependency failed, tether kill, or a signal) and recorded so.
     """
-    name = key_of(record)
     after = [str(dep) for dep in record["after"]]
     read = scoped_reader(record.get("root")) if record.get("key") else read_record
-    record.update(wrapper_pid=os.getpid())
-    write_json(spec_path, record)
 
-    def stop(signum: int, frame: Any) -> None:
-        raise _Stop("signal %d" % signum)
+    def step() -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+        pending, reason = deps.verdict(after, read, time.time(), START_GRACE_S)
+        if reason is not None:
+            return None, reason
+        if not pending:
+            record.update(state="starting", reason=None, dequeued=time.time())
+            write_json(spec_path, record)
+            for sig in SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            return record, None
+        if deps.after_reason(pending) != record.get("reason"):
+            record["reason"] = deps.after_reason(pending)
+            write_json(spec_path, record)
+        return None, None
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
-    reason: Optional[str] = None
-    try:
-        while reason is None:
-            if os.path.exists(kill_marker(name)):
-                reason = "killed by tether kill"
-                break
-            pending, reason = deps.verdict(after, read, time.time(), START_GRACE_S)
-            if reason is not None:
-                break
-            if not pending:
-                record.update(state="starting", reason=None, dequeued=time.time())
-                write_json(spec_path, record)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                return record
-            if deps.after_reason(pending) != record.get("reason"):
-                record["reason"] = deps.after_reason(pending)
-                write_json(spec_path, record)
-            time.sleep(DEPS_POLL_S)
-    except _Stop as why:
-        reason = str(why)
-    record.update(state="cancelled", ended=time.time(), exit_code=None, reason=reason)
-    write_json(spec_path, record)
-    with contextlib.suppress(OSError):
-        os.unlink(kill_marker(name))
-    return None
-
-
-class _Stop(Exception):
-    pass
+    return _wait(spec_path, record, step, DEPS_POLL_S, contextlib.nullcontext)
 
 
 def wait_turn(spec_path: str, record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -195,41 +177,72 @@ def wait_turn(spec_path: str, record: Dict[str, Any]) -> Optional[Dict[str, Any]
     """
     name = key_of(record)
     count = int(record.get("gpu_count") or 1)
+
+    def step() -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+        with gpu_queue.locked():
+            got = gpu_queue.claim(name, count, all_records(), time.time(), START_GRACE_S)
+            if got is None:
+                return None, None
+            picked = ",".join(str(index) for index in got)
+            record.update(
+                gpus=picked,
+                cuda_visible_devices=picked,
+                state="starting",
+                reason=None,
+                dequeued=time.time(),
+            )
+            write_json(spec_path, record)
+            gpu_queue.dequeue(name)
+            return record, None
+
+    @contextlib.contextmanager
+    def leave_queue() -> Iterator[None]:
+        with gpu_queue.locked():
+            gpu_queue.dequeue(name)
+            yield
+
+    return _wait(spec_path, record, step, gpu_queue.POLL_S, leave_queue)
+
+
+def _wait(
+    spec_path: str,
+    record: Dict[str, Any],
+    step: Step,
+    poll_s: float,
+    leaving: Callable[[], ContextManager[None]],
+) -> Optional[Dict[str, Any]]:
+    """Poll step() (the record once ready, or why the job cannot run) until the job may
+    start; tether kill (its marker) or a signal cancels it: recorded as cancelled within
+    `leaving()`, None."""
+    name = key_of(record)
     record.update(wrapper_pid=os.getpid())
     write_json(spec_path, record)
 
     def stop(signum: int, frame: Any) -> None:
         raise _Stop("signal %d" % signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in SIGNALS:
         signal.signal(sig, stop)
-    reason = None
+    reason: Optional[str] = None
     try:
         while reason is None:
             if os.path.exists(kill_marker(name)):
                 reason = "killed by tether kill"
                 break
-            with gpu_queue.locked():
-                got = gpu_queue.claim(name, count, all_records(), time.time(), START_GRACE_S)
-                if got is not None:
-                    picked = ",".join(str(index) for index in got)
-                    record.update(
-                        gpus=picked,
-                        cuda_visible_devices=picked,
-                        state="starting",
-                        reason=None,
-                        dequeued=time.time(),
-                    )
-                    write_json(spec_path, record)
-                    gpu_queue.dequeue(name)
-                    return record
-            time.sleep(gpu_queue.POLL_S)
+            ready, reason = step()
+            if ready is not None:
+                return ready
+            if reason is None:
+                time.sleep(poll_s)
     except _Stop as why:
         reason = str(why)
-    with gpu_queue.locked():
-        gpu_queue.dequeue(name)
+    with leaving():
         record.update(state="cancelled", ended=time.time(), exit_code=None, reason=reason)
         write_json(spec_path, record)
     with contextlib.suppress(OSError):
         os.unlink(kill_marker(name))
     return None
+
+
+class _Stop(Exception):
+    pass

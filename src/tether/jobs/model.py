@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.agent.jobstore import derive_state, exit_status
+from tether.agent.shared_jobs import derive_state, exit_status
 
 __all__ = ["JobRecord", "derive_state", "exit_status", "generate_name", "parse_gpus"]
 

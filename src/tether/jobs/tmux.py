@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from tether.agent.jobstore import DEFAULT_SOCKET, SESSION_PREFIX, check_name
+from tether.agent.shared_jobs import DEFAULT_SOCKET, SESSION_PREFIX
+from tether.agent.shared_jobs import valid_name as valid_name
 
 
 def socket_name() -> str:
@@ -16,12 +17,3 @@ def attach_argv(key: str, sock: str | None = None) -> list[str]:
     """`tmux -L SOCKET attach -t tether-KEY`, run on the remote through ssh -t (KEY: the
     job's key on the host, its project's tag and its name, as its record says)."""
     return ["tmux", "-L", sock or socket_name(), "attach-session", "-t", SESSION_PREFIX + key]
-
-
-def valid_name(name: str) -> bool:
-    """True if name can be a job name."""
-    try:
-        check_name(name)
-    except Exception:
-        return False
-    return True

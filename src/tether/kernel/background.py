@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tether.config import Target
-from tether.kernel.helper import IDLE_EXIT_S as IDLE_EXIT_S
 
 LOCK_WAIT_S = 180.0
+IDLE_EXIT_S = 30 * 60.0  # the helper leaves after this long unused
 READY_WAIT_S = 90.0  # the helper waits up to 60 s for the kernel itself
 
 

@@ -42,8 +42,8 @@ from typing import Any
 
 from tether.config import Target
 from tether.ipc import peer_is_me
+from tether.kernel.background import IDLE_EXIT_S
 
-IDLE_EXIT_S = 30 * 60.0
 IDLE_CHECK_S = 1.0  # how often an idle helper looks at iopub and the connection file
 REPLY_WAIT_S = 2.0
 DEAD_CHECK_S = 2.0  # heartbeat silent this long: ask the agent whether the kernel runs
@@ -74,17 +74,16 @@ class Helper:
     def __init__(
         self, target: Target, name: str, remote: dict[str, Any], idle_s: float = IDLE_EXIT_S
     ) -> None:
-        import asyncio
 
         from jupyter_client.blocking.client import BlockingKernelClient
 
         from tether.kernel import link, names
-        from tether.kernel import remote as remote_module
+        from tether.kernel.lifecycle import RemoteKernel
 
         self.target = target
         self.name = name
         self.remote = remote
-        self.path = asyncio.run(remote_module.connect(target, name, remote))
+        self.path = RemoteKernel(target, name).connect(remote)
         self.key = remote["key"]
         self.sock_path, self.pid_path = names.helper_paths(target, name)
         self.client = BlockingKernelClient(connection_file=str(self.path))

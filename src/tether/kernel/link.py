@@ -247,11 +247,9 @@ class Link:
             self.up.set()
 
     def _remake(self) -> None:
-        import asyncio
+        from tether.kernel.lifecycle import RemoteKernel
 
-        from tether.kernel import remote
-
-        asyncio.run(remote.connect(self.target, self.name, self.remote))
+        RemoteKernel(self.target, self.name).connect(self.remote)
 
     def _wait_beating(self) -> None:
         """Give zmq a moment to reconnect its sockets (the SUB must be back first)."""
@@ -263,19 +261,12 @@ class Link:
     def kernel_state(self, timeout: float = 20.0) -> str:
         """The agent's word on this kernel: 'running', 'dead', 'stopped' (no such kernel),
         'restarted' (a new key: another kernel now) or 'unknown' (no answer in time)."""
-        import asyncio
-
         from tether.agent.wire import ErrorKind
-        from tether.agent.wire_jobs import KernelInfo
-        from tether.kernel import remote
+        from tether.kernel.lifecycle import RemoteKernel
         from tether.transport.channel import AgentError
 
-        async def ask() -> dict[str, Any]:
-            request = remote.ask(self.target, KernelInfo(self.name))
-            return await asyncio.wait_for(request, timeout)
-
         try:
-            answer = asyncio.run(ask())
+            answer = RemoteKernel(self.target, self.name).info(timeout)
         except AgentError as error:
             return "stopped" if error.kind is ErrorKind.NOKERNEL else "unknown"
         except Exception:  # the link, a timeout: not known
@@ -305,17 +296,11 @@ class Link:
         return True
 
     def _catchup(self) -> list[Message]:
-        import asyncio
+        from tether.kernel.lifecycle import RemoteKernel
 
-        from tether.kernel import remote
-
+        request = KernelCatchup(self.name, after=self.feed.last_id, since=self.feed.last_date)
         try:
-            answer = asyncio.run(
-                remote.ask(
-                    self.target,
-                    KernelCatchup(self.name, after=self.feed.last_id, since=self.feed.last_date),
-                )
-            )
+            answer = RemoteKernel(self.target, self.name).call(request)
         except Exception as error:  # the gap stays; go on
             self.gaps += 1
             self.say(f"tether: could not fetch the output missed meanwhile: {error}")

@@ -32,7 +32,6 @@ The proxy also leaves when its parent (the frontend) dies, or on SIGTERM.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import hmac
 import json
@@ -153,7 +152,7 @@ class Proxy:
         import zmq
         from jupyter_client.session import Session
 
-        from tether.kernel import background, remote
+        from tether.kernel.lifecycle import RemoteKernel
 
         self.target = target
         self.kernel = kernel
@@ -162,14 +161,13 @@ class Proxy:
         scheme = str(self.front_info.get("signature_scheme") or "hmac-sha256")
         self.front = Signer(str(self.front_info.get("key", "")), scheme)
         self.front_session = Session(key=self.front.key, signature_scheme=scheme)
+        self.remote_kernel = RemoteKernel(target, kernel)
         if take_restart_note(connection_file):
-            background.stop(target, kernel)
-            remote.disconnect(target, kernel)
-            answer = asyncio.run(remote.ensure(target, kernel, restart=True, spec=spec))
+            answer = self.remote_kernel.restart(spec)
         else:
-            answer = asyncio.run(remote.ensure(target, kernel, spec=spec))
+            answer = self.remote_kernel.ensure(spec)
         self.remote = answer["connection"]  # in the project's env, as console and send
-        local = asyncio.run(remote.connect(target, kernel, self.remote))
+        local = self.remote_kernel.connect(self.remote)
         self.local_info = json.loads(local.read_text(encoding="utf-8"))
         back_scheme = str(self.remote.get("signature_scheme") or "hmac-sha256")
         self.back = Signer(str(self.remote["key"]), back_scheme)
@@ -338,10 +336,8 @@ class Proxy:
         return False
 
     def _interrupt(self) -> None:
-        from tether.kernel import remote
-
         try:
-            asyncio.run(remote.interrupt(self.target, self.kernel))
+            self.remote_kernel.interrupt()
         except Exception as error:  # the frontend asked; say why not, go on
             _say(f"tether: could not interrupt the kernel: {error}")
 

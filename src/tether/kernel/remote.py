@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.agent.wire import Frame, Request
-from tether.agent.wire_jobs import KernelInterrupt, KernelStart
+from tether.agent.wire_jobs import KernelStart
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 from tether.errors import HostError, UsageError
@@ -85,11 +85,6 @@ async def ask(target: Target, request: Request[Frame]) -> dict[str, Any]:
     finally:
         await channel.close()
     return answer
-
-
-async def interrupt(target: Target, name: str) -> dict[str, Any]:
-    """SIGINT to the remote kernel through the agent: its running cell stops."""
-    return await ask(target, KernelInterrupt(name))
 
 
 def remote_end(remote: dict[str, Any], channel: str) -> str:

@@ -163,20 +163,20 @@ def _start_and_send(
     interrupt: Callable[[], None],
 ) -> int:  # fmt: skip
     """The kernel made sure of, the helper started and used (or a client of our own)."""
-    import asyncio
     import os
 
     from tether.envs.spec import find
-    from tether.kernel import background, remote
+    from tether.kernel.lifecycle import RemoteKernel
 
-    answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
+    remote = RemoteKernel(target, kernel)
+    answer = remote.ensure(find(config))
     if not os.environ.get("TETHER_SEND_DIRECT"):
-        background.spawn(target, kernel, answer["connection"])  # replaces a stale helper itself
+        remote.link(answer["connection"])  # replaces a stale helper itself
         if wait_for_socket(sock_path, 60.0):
             done = via_helper(sock_path, code, config.root, interrupt)
             if done is not None:
                 return done
-    path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
+    path = remote.connect(answer["connection"])
     try:
         return execute(path, code, config.root)
     except KeyboardInterrupt:
@@ -186,13 +186,11 @@ def _start_and_send(
 
 def interrupt_kernel(target: Target, kernel: str) -> None:
     """Interrupt the running cell of the remote kernel (Ctrl-C during a send)."""
-    import asyncio
-
-    from tether.kernel import remote
+    from tether.kernel.lifecycle import RemoteKernel
 
     sys.stderr.write("tether: interrupting the kernel\n")
     sys.stderr.flush()
-    asyncio.run(remote.interrupt(target, kernel))
+    RemoteKernel(target, kernel).interrupt()
 
 
 def wait_for_socket(path: Path, timeout: float) -> bool:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from tether.kernel.lifecycle import RemoteKernel
 
 CONSOLE_HELP = """An IPython console whose kernel runs on the target, in the project dir.
 
@@ -63,6 +68,8 @@ kernel_app = typer.Typer(
     help="Remote IPython kernels: ls, link, stop, restart, interrupt, install, spec.",
     no_args_is_help=True,
 )
+KERNEL_ARG = typer.Argument(None, help="Kernel name (default: the target's).")
+ON_TARGET = typer.Option(None, "--on", help="Target.")
 spec_app = typer.Typer(help="Jupyter kernelspecs for other frontends.", no_args_is_help=True)
 
 
@@ -94,19 +101,16 @@ def console(
     name: str = typer.Option(None, "--name", help="Kernel name (default: the target's)."),
 ) -> int:
     """Open the console."""
-    import asyncio
-
     from tether import config as config_module
     from tether.envs.spec import find
     from tether.kernel import console as console_module
-    from tether.kernel import remote
+    from tether.kernel.lifecycle import RemoteKernel
 
     config = config_module.load()
-    target = config.one(on)
-    kernel = remote.kernel_name(target, name)
-    answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
-    path = asyncio.run(remote.connect(target, kernel, answer["connection"]))
-    return console_module.run(path, target, kernel, answer["connection"], config.root)
+    kernel = RemoteKernel.of(config.one(on), name)
+    answer = kernel.ensure(find(config))
+    path = kernel.connect(answer["connection"])
+    return console_module.run(path, kernel.target, kernel.name, answer["connection"], config.root)
 
 
 def send(
@@ -133,7 +137,8 @@ def kernel_ls(
     from tether import config as config_module
     from tether.agent.wire_jobs import KernelList
     from tether.cli.render import print_json, table
-    from tether.kernel import background, names, remote
+    from tether.kernel import names, remote
+    from tether.kernel.lifecycle import RemoteKernel
 
     targets = config_module.load().pick(on or [])
 
@@ -143,13 +148,14 @@ def kernel_ls(
         for target, answer in zip(targets, answers, strict=True):
             for kernel in answer["kernels"]:
                 name, mine = names.shown_name(target, str(kernel["name"]))
-                local = names.local_file(target, str(kernel["name"]))
+                found = RemoteKernel(target, str(kernel["name"]))
+                local = found.local_file
                 shown = {
                     **kernel,
                     "name": name,
                     "remote_name": kernel["name"],
                     "local_connection_file": str(local) if local.exists() else None,
-                    "link": background.link_state(target, str(kernel["name"])),
+                    "link": found.link_state(),
                 }
                 if mine or show_all:
                     rows.append({**shown, "target": target.name, "this_project": mine})
@@ -191,90 +197,68 @@ def kernel_link(
     idle: str = typer.Option(None, "--idle", help="Leave after this long unused (30m)."),
 ) -> None:
     """Start (or keep) the kernel's background link; print its connection file."""
-    import asyncio
-
     from tether import config as config_module
     from tether.envs.spec import find
     from tether.errors import TetherError
     from tether.jobs.housekeeping import parse_duration
-    from tether.kernel import background, names, remote
+    from tether.kernel import background, names
+    from tether.kernel.lifecycle import RemoteKernel
 
     config = config_module.load()
-    target = config.one(on)
-    kernel = remote.kernel_name(target, name)
+    kernel = RemoteKernel.of(config.one(on), name)
     idle_s = parse_duration(idle, "--idle") if idle else None
-    answer = asyncio.run(remote.ensure(target, kernel, spec=find(config)))
-    background.spawn(target, kernel, answer["connection"], idle_s=idle_s)
-    with background.start_lock(target, kernel):  # held by a new link until it serves
-        state = background.link_state(target, kernel, answer["connection"]["key"])
+    answer = kernel.ensure(find(config))
+    kernel.link(answer["connection"], idle_s=idle_s)
+    with background.start_lock(kernel.target, kernel.name):  # a new link's until it serves
+        state = kernel.link_state(answer["connection"]["key"])
     if state["state"] == "down":
         log = names.kernels_dir() / "helpers.log"
-        raise TetherError(f"the link to kernel {kernel} did not start", "", f"see {log}")
+        raise TetherError(f"the link to kernel {kernel.name} did not start", "", f"see {log}")
     minutes = float(state.get("idle_s") or background.IDLE_EXIT_S) / 60
     typer.echo(
-        f"link {state['state']} for kernel {kernel} on {target.name} (pid {state['pid']}); "
-        f"it keeps the forwards until {minutes:g} min pass without a client using the "
-        "kernel, or `tether kernel stop`"
+        f"link {state['state']} for kernel {kernel.name} on {kernel.target.name} "
+        f"(pid {state['pid']}); it keeps the forwards until {minutes:g} min pass without "
+        "a client using the kernel, or `tether kernel stop`"
     )
-    typer.echo(f"connection file: {names.local_file(target, kernel)}")
+    typer.echo(f"connection file: {kernel.local_file}")
 
 
-def kernel_stop(
-    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
-    on: str = typer.Option(None, "--on", help="Target."),
-) -> None:
+def kernel_stop(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     """Stop a kernel."""
-    import asyncio
-
-    from tether import config as config_module
-    from tether.agent.wire_jobs import KernelStop
-    from tether.kernel import background, remote
-
-    target = config_module.load().one(on)
-    kernel = remote.kernel_name(target, name)
-    background.stop(target, kernel)
-    remote.disconnect(target, kernel)
-    asyncio.run(remote.ask(target, KernelStop(kernel)))
-    typer.echo(f"stopped kernel {kernel} on {target.name}")
+    kernel = _kernel(on, name)
+    kernel.stop()
+    typer.echo(f"stopped kernel {kernel.name} on {kernel.target.name}")
 
 
-def kernel_restart(
-    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
-    on: str = typer.Option(None, "--on", help="Target."),
-) -> None:
+def kernel_restart(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     """Restart a kernel."""
-    import asyncio
-
     from tether import config as config_module
     from tether.envs.spec import find
-    from tether.kernel import background, remote
+    from tether.kernel.lifecycle import RemoteKernel
 
     config = config_module.load()
-    target = config.one(on)
-    kernel = remote.kernel_name(target, name)
-    background.stop(target, kernel)
-    remote.disconnect(target, kernel)
-    answer = asyncio.run(remote.ensure(target, kernel, restart=True, spec=find(config)))
-    path = asyncio.run(remote.connect(target, kernel, answer["connection"]))  # for clients
-    background.spawn(target, kernel, answer["connection"])  # and the link that keeps it usable
-    typer.echo(f"restarted kernel {kernel} on {target.name} (pid {answer['record']['pid']})")
+    kernel = RemoteKernel.of(config.one(on), name)
+    answer = kernel.restart(find(config))
+    path = kernel.connect(answer["connection"])  # for clients
+    kernel.link(answer["connection"])  # and the link that keeps it usable
+    pid = answer["record"]["pid"]
+    typer.echo(f"restarted kernel {kernel.name} on {kernel.target.name} (pid {pid})")
     typer.echo(f"connection file: {path}")
 
 
-def kernel_interrupt(
-    name: str = typer.Argument(None, help="Kernel name (default: the target's)."),
-    on: str = typer.Option(None, "--on", help="Target."),
-) -> None:
+def kernel_interrupt(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     """Interrupt a kernel's running cell (SIGINT on the remote); the kernel stays."""
-    import asyncio
+    kernel = _kernel(on, name)
+    kernel.interrupt()
+    typer.echo(f"interrupted kernel {kernel.name} on {kernel.target.name}")
 
+
+def _kernel(on: str | None, name: str | None) -> RemoteKernel:
+    """The kernel a command names: --on's target (else the default), NAME (else its own)."""
     from tether import config as config_module
-    from tether.kernel import remote
+    from tether.kernel.lifecycle import RemoteKernel
 
-    target = config_module.load().one(on)
-    kernel = remote.kernel_name(target, name)
-    asyncio.run(remote.interrupt(target, kernel))
-    typer.echo(f"interrupted kernel {kernel} on {target.name}")
+    return RemoteKernel.of(config_module.load().one(on), name)
 
 
 def kernel_spec_install(
