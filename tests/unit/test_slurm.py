@@ -215,7 +215,7 @@ def test_sbatch_missing_on_the_target_is_one_clear_line(
 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(OpError) as caught:
-        agent_slurm.submit({"name": "j", "argv": ["true"], "root": str(tmp_path)}, b"")
+        agent_slurm.slurm_submit({"name": "j", "argv": ["true"], "root": str(tmp_path)}, b"")
     assert caught.value.kind == "nosbatch"
     target = Target(name="cluster", host="login", path="~/p", scheduler="slurm")
     with pytest.raises(JobError) as error:

@@ -471,5 +471,4 @@ def register(agent: Any) -> None:
     agent.handlers[Op.ENV_SYNC.value] = lambda header, payload: env_sync(
         header, lambda frame: agent.send(frame, flush=True)
     )
-    agent.handlers[Op.ENV_STATUS.value] = env_status
-    agent.handlers[Op.ENV_PRUNE.value] = env_prune
+    agent.add(env_status, env_prune)

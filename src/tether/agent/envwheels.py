@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import uvget
 from .fsops import OpError
-from .wire import ErrorKind, Op
+from .wire import ErrorKind
 
 WHEEL_NAME = re.compile(r"[A-Za-z0-9_.+!-]+\.whl\Z")
 SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -203,5 +203,5 @@ def offline_index_args() -> List[str]:
 
 
 def register(agent: Any) -> None:
-    agent.handlers[Op.ENV_WHEELS.value] = env_wheels
-    agent.handlers[Op.ENV_WHEEL_PUT.value] = env_wheel_put
+    """Add the offline wheel ops to the agent."""
+    agent.add(env_wheels, env_wheel_put)

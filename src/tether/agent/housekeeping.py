@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from . import fsops, jobs, kernels, slurm
 from . import jobstore as store
 from .gpus import key_of
-from .wire import ErrorKind, Op
+from .wire import ErrorKind
 
 Answer = Tuple[Dict[str, Any], bytes]
 ACTIVE = ("queued", "running", "starting")
@@ -318,8 +318,4 @@ def _stop_job(job: Dict[str, Any], grace: float, header: Dict[str, Any]) -> Opti
 
 def register(agent: Any) -> None:
     """Add the housekeeping ops to the agent."""
-    agent.handlers[Op.JOB_RM.value] = job_rm
-    agent.handlers[Op.JOB_PRUNE.value] = job_prune
-    agent.handlers[Op.DISK_USE.value] = disk_use
-    agent.handlers[Op.JOB_SHOW.value] = job_show
-    agent.handlers[Op.HOST_BUSY.value] = host_busy
+    agent.add(job_rm, job_prune, disk_use, job_show, host_busy)

@@ -42,7 +42,7 @@ from .jobstore import (
     wrapper_command,
     write_json,
 )
-from .wire import ErrorKind, Op
+from .wire import ErrorKind
 
 Answer = Tuple[Dict[str, Any], bytes]
 SCHEDULER = "tmux"  # records without a `scheduler` field are tmux's
@@ -417,8 +417,4 @@ def stop(named: Dict[str, Any], header: Dict[str, Any], grace: float) -> Dict[st
 
 def register(agent: Any) -> None:
     """Add the job ops to the agent."""
-    agent.handlers[Op.JOB_START.value] = job_start
-    agent.handlers[Op.JOB_LIST.value] = job_list
-    agent.handlers[Op.JOB_LOG.value] = job_log
-    agent.handlers[Op.JOB_KILL.value] = job_kill
-    agent.handlers[Op.STATUS.value] = status
+    agent.add(job_start, job_list, job_log, job_kill, status)

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import envs, fsops, kernel_shim, start
 from .jobstore import check_name, kernels_dir, write_json
-from .wire import ErrorKind, Op
+from .wire import ErrorKind
 
 Answer = Tuple[Dict[str, Any], bytes]
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -455,10 +455,12 @@ def _externally_managed(python: List[str]) -> bool:
 
 def register(agent: Any) -> None:
     """Add the kernel ops to the agent."""
-    agent.handlers[Op.KERNEL_START.value] = kernel_start
-    agent.handlers[Op.KERNEL_INFO.value] = kernel_info
-    agent.handlers[Op.KERNEL_LIST.value] = kernel_list
-    agent.handlers[Op.KERNEL_STOP.value] = kernel_stop
-    agent.handlers[Op.KERNEL_INTERRUPT.value] = kernel_interrupt
-    agent.handlers[Op.KERNEL_INSTALL.value] = kernel_install
-    agent.handlers[Op.KERNEL_CATCHUP.value] = kernel_catchup
+    agent.add(
+        kernel_start,
+        kernel_info,
+        kernel_list,
+        kernel_stop,
+        kernel_interrupt,
+        kernel_install,
+        kernel_catchup,
+    )

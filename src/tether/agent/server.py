@@ -55,6 +55,12 @@ class Agent:
         for extension in EXTENSIONS:
             importlib.import_module("." + extension, __package__).register(self)
 
+    def add(self, *handlers: Handler) -> None:
+        """Register handlers under the op each is named after (`def job_rm` serves
+        Op.JOB_RM; a name that is no op is a ValueError at start, not a silent gap)."""
+        for handler in handlers:
+            self.handlers[Op(handler.__name__).value] = handler
+
     def send(self, header: Dict[str, Any], payload: bytes = b"", flush: bool = True) -> None:
         """Write one frame atomically with respect to other threads."""
         data = encode(header, payload)

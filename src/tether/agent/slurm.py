@@ -33,7 +33,7 @@ from .jobstore import (
     scoped_reader,
     write_json,
 )
-from .wire import ErrorKind, Op
+from .wire import ErrorKind
 
 Answer = Tuple[Dict[str, Any], bytes]
 SCHEDULER = "slurm"  # the `scheduler` field of the records this module writes
@@ -166,7 +166,7 @@ def _one_line(text: str) -> str:
 # ---- ops ----------------------------------------------------------------------------
 
 
-def submit(header: Dict[str, Any], payload: bytes) -> Answer:
+def slurm_submit(header: Dict[str, Any], payload: bytes) -> Answer:
     """Snapshot the project, write the records and the batch script, sbatch it."""
     env = _env(header)
     _need_sbatch(env)
@@ -319,7 +319,7 @@ def annotate(records: List[Dict[str, Any]], env: Dict[str, str]) -> None:
         record["slurm"] = info
 
 
-def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
+def slurm_list(header: Dict[str, Any], payload: bytes) -> Answer:
     """This project's (or every) Slurm job record, each with what Slurm says of it."""
     root = fsops.root_path(header["root"]) if header.get("root") else None
     since = header.get("since")
@@ -340,7 +340,7 @@ def _need(header: Dict[str, Any]) -> Dict[str, Any]:
     return record
 
 
-def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
+def slurm_log(header: Dict[str, Any], payload: bytes) -> Answer:
     """Bytes of the job's Slurm output file from offset, with the record and Slurm's view."""
     record = _need(header)
     offset = int(header.get("offset") or 0)
@@ -357,7 +357,7 @@ def job_log(header: Dict[str, Any], payload: bytes) -> Answer:
     return {"offset": offset, "size": size, "record": record}, data
 
 
-def job_kill(header: Dict[str, Any], payload: bytes) -> Answer:
+def slurm_kill(header: Dict[str, Any], payload: bytes) -> Answer:
     """scancel the job (an array task's whole array); wait a while for the end."""
     record = _need(header)
     env = _env(header)
@@ -389,7 +389,7 @@ def _over(record: Dict[str, Any]) -> bool:
     return record.get("ended") is not None or state not in ACTIVE_SLURM
 
 
-def partitions(header: Dict[str, Any], payload: bytes) -> Answer:
+def slurm_partitions(header: Dict[str, Any], payload: bytes) -> Answer:
     """`sinfo` per partition (nodes by state, GPUs) for `tether status`."""
     env = _env(header)
     if shutil.which("sinfo", path=env.get("PATH")) is None:
@@ -425,14 +425,10 @@ def state_now(record: Dict[str, Any], header: Dict[str, Any], cache: Dict[str, A
 def stop(named: Dict[str, Any], header: Dict[str, Any], grace: float) -> Dict[str, Any]:
     """scancel the named job (name, root) and wait a while; its record ({} if none)."""
     conf = {"slurm_conf": header["slurm_conf"]} if header.get("slurm_conf") else {}
-    answer = job_kill(dict(named, wait=10.0, **conf), b"")[0]
+    answer = slurm_kill(dict(named, wait=10.0, **conf), b"")[0]
     return answer["records"][0] if answer.get("records") else {}
 
 
 def register(agent: Any) -> None:
     """Add the Slurm ops to the agent."""
-    agent.handlers[Op.SLURM_SUBMIT.value] = submit
-    agent.handlers[Op.SLURM_LIST.value] = job_list
-    agent.handlers[Op.SLURM_LOG.value] = job_log
-    agent.handlers[Op.SLURM_KILL.value] = job_kill
-    agent.handlers[Op.SLURM_PARTITIONS.value] = partitions
+    agent.add(slurm_submit, slurm_list, slurm_log, slurm_kill, slurm_partitions)
