@@ -124,7 +124,7 @@ def test_helper_agent_killed_mid_push_is_one_error_and_next_push_converges(
 ) -> None:
     from tether.errors import TetherError
 
-    _big_tree(synced.root, seed_rng, files=1200)
+    _big_tree(synced.root, seed_rng, files=4000)  # long enough for a helper to join
     old = tree(synced.remote)
     killed: list[int] = []
 
@@ -157,7 +157,7 @@ def test_helper_agent_killed_mid_push_is_one_error_and_next_push_converges(
 def test_cancelled_big_push_closes_every_helper(
     synced: SyncProject, seed_rng: random.Random
 ) -> None:
-    _big_tree(synced.root, seed_rng, files=1200)
+    _big_tree(synced.root, seed_rng, files=4000)  # long enough for a helper to join
     seen: dict[str, list[int]] = {"agents": [], "ssh": []}
 
     async def cancel_when_helpers_work(channel: Any, pushing: asyncio.Task[Any]) -> None:
@@ -173,7 +173,7 @@ def test_cancelled_big_push_closes_every_helper(
 
     with contextlib.suppress(asyncio.CancelledError):
         asyncio.run(_push(synced, cancel_when_helpers_work))
-    assert seen["agents"], "the push ended before a helper was up: 1,200 files always use lanes"
+    assert seen["agents"], "the push ended before a helper was up (4,000 files always use lanes)"
     assert not [pid for pid in seen["agents"] + seen["ssh"] if _alive(pid)]
     report, _, _ = asyncio.run(_push(synced))
     assert report.errors == [] and report.conflicts == [], report
