@@ -72,16 +72,24 @@ def remote_cwd(spec_name: str) -> str:
     return "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream").strip()
 
 
+def install_specs(
+    projects: list[tuple[Path, Path]], tether_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """`kernel spec install` in each project; the spec names, in order."""
+    names = []
+    for root, _ in projects:
+        monkeypatch.chdir(root)
+        names.append(install_spec(tether_cli))
+    return names
+
+
 def test_two_projects_with_a_target_of_the_same_name_get_a_kernelspec_each(
     two_projects: list[tuple[Path, Path]],
     tether_cli: Cli,
     jupyter_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    names = []
-    for root, _ in two_projects:
-        monkeypatch.chdir(root)
-        names.append(install_spec(tether_cli))
+    names = install_specs(two_projects, tether_cli, monkeypatch)
     assert names[0] != names[1], names
     listed = jupyter("kernelspec", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -100,10 +108,7 @@ def test_spec_ls_lists_and_spec_rm_removes_only_this_projects_spec(
     jupyter_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    names = []
-    for root, _ in two_projects:
-        monkeypatch.chdir(root)
-        names.append(install_spec(tether_cli))
+    names = install_specs(two_projects, tether_cli, monkeypatch)
     listed = tether_cli("kernel", "spec", "ls", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
