@@ -25,6 +25,11 @@ class Upload:
     expect: Entry | None
     backup: bool = False
 
+    @property
+    def action(self) -> str:
+        """ "update" where the other side held the path when scanned, else "create"."""
+        return "update" if self.expect is not None else "create"
+
 
 @dataclass(frozen=True)
 class Delete:

@@ -154,7 +154,7 @@ def _put(root: str, item: Upload) -> tuple[str, wire.Put]:
         backup=item.backup,
         mode=safe_mode(item.entry.mode),
     )
-    return ("update" if item.expect is not None else "create"), put
+    return item.action, put
 
 
 def _open(local_root: Path, item: Upload) -> BinaryIO | None:

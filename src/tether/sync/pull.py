@@ -143,7 +143,7 @@ async def _execute_pull(
         here = Entry.from_json(answer["entry"])
         got_entry = Entry(FILE, here.size, remote_stat.mtime_ns, entry.mode, digest)
         base.record(upload.path, got_entry, remote_stat, Entry(FILE, here.size, here.mtime_ns))
-        if upload.expect is not None:  # a file that was here: the same rule as push's
+        if upload.action == "update":  # a file that was here: push's rule (Upload.action)
             report.updated += 1
         else:
             report.created += 1

@@ -111,7 +111,7 @@ def _show(reports: list[Report], direction: str, dry_run: bool) -> None:
         plan = report.plan
         where = f"{report.target}:{report.remote_root}"
         if dry_run:
-            rows = [("create" if u.expect is None else "update", u.path) for u in plan.uploads]
+            rows = [(u.action, u.path) for u in plan.uploads]
             rows += [("delete", d.path) for d in plan.deletes]
             rows += [("CONFLICT", c.path) for c in plan.conflicts]
             if rows:
