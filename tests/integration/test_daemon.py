@@ -324,3 +324,65 @@ def test_two_targets_after_an_ssh_config_change(synced: SyncProject, sandbox2: A
         os.utime(ssh_config, ns=(time.time_ns(), time.time_ns()))
         write(synced.root / "pkg" / "model.py", f"X = {time.time_ns()}\n")
         synced.push_ok()
+
+
+def _process_state(pid: int) -> tuple[str, str]:
+    """(cwd, umask) of a process, as the kernel has them."""
+    umask = next(
+        line.split()[1]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("Umask:")
+    )
+    return os.readlink(f"/proc/{pid}/cwd"), umask
+
+
+def test_the_daemon_keeps_its_own_process_state_while_it_serves_a_client(
+    make_synced: Any, proxy: Any, proxy_alias: str
+) -> None:
+    """The command runs under the client's cwd, environment and umask (tether.invocation),
+    but the daemon's own cwd and umask never change: its loop and watchdog, and the next
+    command, must not see one client's state."""
+    from tether.cli import daemon
+    from tether.cli.fastpath import socket_path
+
+    slow = make_synced(host=proxy_alias)
+    slow.push_ok()
+    pid, _ = _daemon()
+    own = _process_state(pid)
+    assert own[0] != str(slow.root)
+    write(slow.root / "train.py", "print('slow')\n")
+    write(slow.remote / "outputs" / "metrics.txt", "loss=0.1\n")
+    os.chmod(slow.remote / "outputs" / "metrics.txt", 0o666)
+    proxy.set_delay(300)
+    process = subprocess.Popen(
+        harness.tether_argv("push"),
+        cwd=slow.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        umask=0o027,
+    )
+    seen: set[tuple[str, str]] = set()
+    busy_samples = 0
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if (daemon.ping(socket_path()) or {}).get("busy") is True:
+                busy_samples += 1
+                seen.add(_process_state(pid))
+            time.sleep(0.01)
+    finally:
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, f"{out} {err}"
+    assert busy_samples >= 3, "the push ended before the daemon was seen serving it"
+    assert seen == {own}, f"the daemon's own cwd/umask changed while serving: {seen}"
+    proxy.set_delay(0)
+    # The client's umask still applies to what its pull writes here.
+    pulled = subprocess.run(
+        harness.tether_argv("pull"), cwd=slow.root, capture_output=True, text=True,
+        timeout=120, umask=0o027,
+    )  # fmt: skip
+    assert pulled.returncode == 0, describe(pulled)
+    assert (slow.root / "outputs" / "metrics.txt").stat().st_mode & 0o777 == 0o640
+    assert _daemon()[0] == pid, "the pull did not run in the same daemon"

@@ -11,7 +11,8 @@ between commands, so a push is the local scan, one request and one answer.
 One daemon per user, tether version and runtime dir; it serves one command at a time (a
 client that finds it busy runs its command in its own process, as without a daemon), each
 with the client's working directory, environment, umask and terminal (isatty, size) in
-place of its own, and its stdout/stderr sent back as JSON lines ({"o": text}, {"e": text},
+place of its own (a tether.invocation.Invocation: the daemon's own process state is
+never changed), and its stdout/stderr sent back as JSON lines ({"o": text}, {"e": text},
 then {"x": exit code}; {"busy": true} alone when busy). A client that goes away (Ctrl-C,
 killed) cancels its command: the push stops as if its link had been cut (atomic writes,
 pending uploads recorded), and the channels it used are closed. A channel is reused only
@@ -35,7 +36,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 from tether.cli.fastpath import PREFIX, fingerprint
 
@@ -51,7 +52,8 @@ LOG_LIMIT = 1 << 20
 
 
 class ClientStream(io.TextIOBase):
-    """sys.stdout / sys.stderr of the command under way: text goes to its client."""
+    """The stdout / stderr of a command under way (its Invocation's): text goes to its
+    client."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter,
                  key: str, tty: bool) -> None:  # fmt: skip
@@ -292,15 +294,20 @@ class Daemon:
             self.last = time.monotonic()
 
     def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Runtime.submit: run a command's coroutine on the daemon's loop, cancellable."""
+        """Runtime.submit: run a command's coroutine on the daemon's loop, cancellable, under
+        the command's invocation (the task's own context: the loop's other tasks keep the
+        daemon's)."""
+        from tether import invocation
+
         assert self.loop is not None
         if self.abandoned:
             coro.close()
             raise KeyboardInterrupt
-
-        profile = os.environ.get("TETHER_PROFILE")
+        caller = invocation.current()
+        profile = invocation.getenv("TETHER_PROFILE")
 
         async def tracked() -> Any:
+            invocation.enter(caller)
             self.task = asyncio.current_task()
             profiler = None
             if profile:  # the loop thread's share of a profiled command (dev)
@@ -319,36 +326,45 @@ class Daemon:
         return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
 
     def run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
-        """In the worker thread: the client's cwd, env and terminal, then the command.
+        """In the worker thread: the command, under an Invocation of the client's working
+        directory, environment (an allowlist: tether.ipc.allowed_env), umask and terminal.
+        Nothing of the daemon's own process state (os.environ, cwd, umask, sys.stdout) is
+        changed, so its loop, its watchdog and anything else it runs keep their own.
 
-        Only the commands the daemon is for (push, pull, jobs, status), with an allowlist of the
-        client's environment (tether.ipc.allowed_env)."""
-        from tether.cli.app import DAEMON_COMMANDS, run_mapped, say_error
+        Only the commands the daemon is for (push, pull, jobs, status)."""
+        import contextvars
+
+        return contextvars.copy_context().run(self._run_command, request, writer)
+
+    def _run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
+        from tether import invocation
+        from tether.cli.app import DAEMON_COMMANDS, asks_help, run_mapped, say_error
         from tether.ipc import allowed_env
         from tether.runtime import Runtime
 
         assert self.loop is not None
         tty = request.get("tty") or [False, False]
-        saved = (sys.stdout, sys.stderr, dict(os.environ), os.umask(0o077))
-        os.umask(int(request.get("umask", saved[3])))
-        sys.stdout = ClientStream(self.loop, writer, "o", bool(tty[0]))
-        sys.stderr = ClientStream(self.loop, writer, "e", bool(tty[1]))
+        env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
+        umask = request.get("umask")
+        caller = invocation.Invocation(
+            env=allowed_env(env),
+            cwd=str(request.get("cwd")),
+            umask=int(umask) & 0o777 if isinstance(umask, int) else 0o077,
+            stdout=cast("TextIO", ClientStream(self.loop, writer, "o", bool(tty[0]))),
+            stderr=cast("TextIO", ClientStream(self.loop, writer, "e", bool(tty[1]))),
+        )
+        invocation.enter(caller)
         try:
-            os.environ.clear()
-            env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
-            os.environ.update(allowed_env(env))
-            try:
-                os.chdir(str(request.get("cwd")))
-            except OSError as error:
-                say_error(f"cannot enter the working directory: {error.strerror}")
+            if not os.path.isabs(caller.cwd) or not os.path.isdir(caller.cwd):
+                say_error(f"cannot enter the working directory {caller.cwd!r}")
                 return 1
             args = [str(arg) for arg in request.get("args", [])]
-            if args[:1] and args[0] not in DAEMON_COMMANDS:
+            if (args[:1] and args[0] not in DAEMON_COMMANDS) or asks_help(args):
                 say_error(f"the sync daemon does not run `{args[0]}`, run it as a command")
                 return 2
             debug = bool(request.get("debug"))
             runtime = Runtime(pool=self.pool, submit=self.run_coroutine)
-            profile = os.environ.get("TETHER_PROFILE")  # a file for cProfile's stats (dev)
+            profile = invocation.getenv("TETHER_PROFILE")  # a file for cProfile's stats (dev)
             if not profile:
                 return run_mapped(args, debug, runtime)
             import cProfile
@@ -361,16 +377,9 @@ class Daemon:
         except BaseException as error:  # cancelled, or a bug: one line here, trace logged
             if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
                 return 130
-            traceback.print_exc(file=sys.__stderr__)
+            traceback.print_exc(file=sys.stderr)
             say_error(f"internal error in the sync daemon: {error!r}, see sync-daemon.log")
             return 1
-        finally:
-            sys.stdout, sys.stderr = saved[0], saved[1]
-            os.umask(saved[3])
-            os.environ.clear()
-            os.environ.update(saved[2])
-            with contextlib.suppress(OSError):
-                os.chdir("/")
 
 
 def _preload() -> None:

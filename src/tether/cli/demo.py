@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tether import invocation
 from tether.errors import TetherError
 
 T = TypeVar("T")
@@ -137,7 +138,9 @@ class _Tour:
 
     def cli(self, *args: str, stdin: str | None = None, show: bool = False) -> str:
         argv = [sys.executable, "-m", "tether", *args]
-        env = dict(os.environ, COLUMNS=str(max(60, shutil.get_terminal_size().columns - 4)))
+        env = dict(
+            invocation.environ(), COLUMNS=str(max(60, shutil.get_terminal_size().columns - 4))
+        )
         done = self.narrator.step(
             "tether " + " ".join(args),
             lambda: subprocess.run(
@@ -166,6 +169,7 @@ class _Tour:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env=invocation.spawn_env(),
         )
         try:
             time.sleep(1.0)
@@ -220,8 +224,8 @@ def _make_project(project: Path) -> None:
             "".join(f"{i},{i * 2}\n" for i in range(index * 50))
         )
     git = ["git", "-C", str(project)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "init", "-q"], check=True, env=invocation.spawn_env())
+    subprocess.run([*git, "add", "."], check=True, env=invocation.spawn_env())
     subprocess.run(
         [
             *git,
@@ -234,6 +238,7 @@ def _make_project(project: Path) -> None:
             "init",
         ],
         check=True,
+        env=invocation.spawn_env(),
     )
 
 
@@ -243,7 +248,9 @@ def _ssh(host: str, argv: list[str], raw: bool = False) -> str:
     transport = SshTransport(host)
     # raw: a fixed demo command line (no user text), run by the remote shell as written.
     command = [*transport.argv(None), "--", argv[0]] if raw else transport.argv(argv)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=invocation.spawn_env()
+    )
     if done.returncode != 0:
         raise TetherError(
             f"ssh {host} failed",

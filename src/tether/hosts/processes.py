@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tether import invocation
+
 
 def alive(pid: int) -> bool:
     """True if PID exists and is not a zombie."""
@@ -26,7 +28,12 @@ def run_quiet(argv: list[str], timeout: float = 5.0) -> None:
     """Run ARGV, ignoring its output and any failure (bounded)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            env=invocation.spawn_env(),
         )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tether import invocation
 from tether.config import Target
 
 LOCK_WAIT_S = 180.0
@@ -126,6 +127,7 @@ def spawn(target: Target, name: str, remote: dict[str, Any], idle_s: float | Non
                 stderr=output,
                 start_new_session=True,
                 pass_fds=(fd,),
+                env=invocation.spawn_env(),
             )
     # The helper holds the lock (inherited) until it serves or dies: once it is ours
     # again, the link is up (or the helper's log says why not), so whoever printed the

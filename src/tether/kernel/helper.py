@@ -40,6 +40,7 @@ import sys
 import time
 from typing import Any
 
+from tether import invocation
 from tether.config import Target
 from tether.ipc import peer_is_me
 from tether.kernel.background import IDLE_EXIT_S
@@ -100,8 +101,8 @@ class Helper:
 
     def say(self, line: str) -> None:
         """Notices go to the send under way (its stderr), and to the helper's log."""
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        invocation.stderr().write(line + "\n")
+        invocation.stderr().flush()
         if self.conn is not None:
             send_line(self.conn, {"say": line})
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether import invocation
 from tether.agent.fsops import DigestCache
 from tether.agent.modes import safe_mode
 from tether.core.ignore import PatternSet
@@ -89,6 +90,7 @@ def git_root(root: Path) -> bool:
             capture_output=True,
             text=True,
             timeout=30,
+            env=invocation.spawn_env(),
         )
     except OSError:
         return False
@@ -101,7 +103,9 @@ def _git_paths(root: Path, scope: Scope) -> list[str] | None:
     def listing(*flags: str) -> list[str] | None:
         argv = ["git", "-C", str(root), "ls-files", "-z", *flags, "--exclude-standard"]
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=120)
+            done = subprocess.run(
+                argv, capture_output=True, timeout=120, env=invocation.spawn_env()
+            )
         except OSError:
             return None
         if done.returncode != 0:
@@ -323,7 +327,7 @@ def fill_local_digests(root: Path, manifest: Manifest, cache: DigestCache) -> Ma
 def check_inside(root: Path, paths: Iterable[str], cwd: Path | None = None) -> list[str]:
     """Turn user-given paths into root-relative POSIX paths; refuse any outside the tree."""
     result = []
-    base = (cwd or Path.cwd()).resolve()
+    base = (cwd or Path(invocation.cwd())).resolve()
     for raw in paths:
         full = Path(os.path.normpath(base / raw))
         try:

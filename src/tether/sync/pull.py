@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tether import invocation
 from tether.agent import fsops
-from tether.agent.modes import current_umask, safe_mode
+from tether.agent.modes import safe_mode
 from tether.agent.wire import ErrorKind, Op, Read
 from tether.agent.writer import Writer
 from tether.core.ignore import PatternSet
@@ -57,7 +58,7 @@ async def pull_pair(
     remote, _ = await remote_manifest(channel, pair.remote_root, base, skip=skip, only=only_paths)
     # Planned with the modes the files get here (see writer.Writer): a mode the umask
     # masks is then not a change, and the base records what was written.
-    umask = current_umask()
+    umask = invocation.umask()
     remote = {
         p: _masked(e, umask)
         for p, e in remote.items()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
+from tether import invocation
 from tether.config import Config, Target
 from tether.sync.local import check_inside
 from tether.sync.pull import pull_pair
@@ -26,7 +26,7 @@ async def sync(
 ) -> list[Report]:
     """Push or pull the project (and mappings) for each target; reports in target order."""
     only = check_inside(config.root, paths, cwd) if paths else None
-    progress = _Bar() if sys.stderr.isatty() and not dry_run else None
+    progress = _Bar() if invocation.stderr().isatty() and not dry_run else None
 
     async def work(target: Target, channel: AgentChannel) -> list[Report]:
         reports = []
@@ -80,6 +80,7 @@ class _Bar:
     def tick(self, count: int) -> None:
         self.done += count
         if self.progress is None and self.done >= self.THRESHOLD:
+            from rich.console import Console
             from rich.progress import (
                 DownloadColumn,
                 Progress,
@@ -91,6 +92,7 @@ class _Bar:
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 transient=True,
+                console=Console(file=invocation.stderr(), _environ=invocation.environ()),
             )
             self.progress.start()
             self.task = self.progress.add_task("syncing", total=None)
