@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         invocation.stdout().write(f"tether {__version__}\n")
         return 0
+    if args in (["--help"], ["-h"]) and not debug:
+        return _top_help(args)
     if (
         args[:1]
         and args[0] in DAEMON_COMMANDS
@@ -51,6 +53,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code is not None:
             return code
     return run_mapped(args, debug)
+
+
+def _top_help(args: list[str]) -> int:
+    """`tether --help`: the text kept from the last time (tether.cli.helpcache), else
+    rendered by the CLI framework and kept."""
+    import contextlib
+
+    from tether.cli import helpcache
+
+    out = invocation.stdout()
+    cache_key = helpcache.key()
+    text = helpcache.get(cache_key)
+    if text is None:
+        capture = helpcache.Capture(tty=out.isatty())
+        with contextlib.redirect_stdout(capture):  # this process's own: help is never served
+            code = run_mapped(args, False)
+        text = capture.getvalue()
+        if code != 0:
+            out.write(text)
+            return code
+        helpcache.put(cache_key, text)
+    out.write(text)
+    out.flush()
+    return 0
 
 
 def asks_help(args: list[str]) -> bool:
