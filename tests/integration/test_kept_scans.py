@@ -118,3 +118,26 @@ def test_an_overflowed_remote_queue_still_shows_every_remote_change(
     done = synced.pull()
     assert done.returncode == 0, describe(done)
     assert (root / "r.out").read_text() == "written on the remote after the overflow\n"
+
+
+def test_what_steers_git_from_outside_the_tree_is_seen_without_an_event(
+    synced: SyncProject,
+) -> None:
+    # .git/info/exclude and git's index change no file of the tree (no event): a kept
+    # manifest must still follow them.
+    root = synced.root
+    exclude = root / ".git" / "info" / "exclude"
+    write(exclude, "*.log\n")
+    write(root / "notes.log", "ignored at first\n")
+    write(root / ".gitignore", "*.dat\n")
+    write(root / "table.dat", "ignored, then added by force\n")
+    synced.push_ok()
+    synced.push_ok()
+    assert not (synced.remote / "notes.log").exists()
+    assert not (synced.remote / "table.dat").exists()
+    write(exclude, "# nothing excluded now\n")
+    synced.push_ok()
+    assert (synced.remote / "notes.log").read_text() == "ignored at first\n"
+    git(root, "add", "-f", "table.dat")
+    synced.push_ok()
+    assert (synced.remote / "table.dat").read_text() == "ignored, then added by force\n"
