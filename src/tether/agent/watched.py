@@ -94,9 +94,9 @@ class WatchedTree:
             self.unsure("no heartbeat from the watcher for %.0f s" % (now - self.heartbeat_at))
         if self.why is not None:
             return None
-        deep = _outermost(self.deep)
+        deep = outermost(self.deep)
         covered = set(deep)
-        shallow = sorted(p for p in self.shallow if not _ancestors(p) & covered)
+        shallow = sorted(p for p in self.shallow if not ancestors(p) & covered)
         self.deep.clear()
         self.shallow.clear()
         old: Dict[str, Any] = {}
@@ -125,6 +125,23 @@ class WatchedTree:
                 self._remember(path)
             self.entries[path] = value
         return changed, gone
+
+    def has_under(self, prefix: str) -> bool:
+        """Whether any entry lies strictly under prefix."""
+        order = self._sorted()
+        index = bisect.bisect_left(order, prefix + "/")
+        return index < len(order) and order[index].startswith(prefix + "/")
+
+    def put(self, path: str, value: Any) -> None:
+        """Set one entry (the owner's own fix-up after a refresh)."""
+        if path not in self.entries:
+            self._remember(path)
+        self.entries[path] = value
+
+    def drop(self, path: str) -> None:
+        """Remove one entry, if there (the owner's own fix-up after a refresh)."""
+        if self.entries.pop(path, _NONE) is not _NONE:
+            self._forget(path)
 
     def _under(self, prefix: str) -> List[str]:
         """The entries' paths at or under prefix."""
@@ -155,7 +172,7 @@ class WatchedTree:
 _NONE = object()
 
 
-def _outermost(paths: Set[str]) -> List[str]:
+def outermost(paths: Set[str]) -> List[str]:
     """The paths not under another one of them (sorted by parts: a parent comes right
     before what lies under it)."""
     result: List[str] = []
@@ -165,7 +182,7 @@ def _outermost(paths: Set[str]) -> List[str]:
     return result
 
 
-def _ancestors(path: str) -> Set[str]:
+def ancestors(path: str) -> Set[str]:
     """path, its parent directories and the root ("")."""
     parts = path.split("/") if path else []
     return {""} | {"/".join(parts[: i + 1]) for i in range(len(parts))}

@@ -2,11 +2,12 @@
 
 The daemon keeps, per project root it pushed (a few, least recently used dropped), the
 last local manifest (scan_local + digests) and an inotify watcher on the tree
-(agent/inotify.py feeding agent/watched.py). The kept manifest is answered only when the
-watcher read its queue to the end with no event at all (and no overflow), and none of the
-files that steer git's listing without living in the tree (the index, info/exclude, git
-config and global excludes, .gitignore files above the root) changed; anything else is a
-full scan, exactly as without the daemon. A command run in its own process never has
+(agent/inotify.py feeding agent/watched.py). What the watcher's events name is re-scanned
+(git's listing limited to those paths, then scan_local's own rules on them; a changed
+.gitignore re-scans its whole directory); a full scan, exactly as without the daemon,
+whenever the watcher is unsure (overflow, restart, watch budget) or a file that steers
+git's listing without living in the tree changed (the index, info/exclude, git config
+and global excludes, .gitignore files above the root). A command run in its own process never has
 these (Runtime.scans is None).
 """
 
@@ -18,14 +19,24 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from tether.agent.fsops import DigestCache
 from tether.agent.inotify import Unwatchable, Watcher
-from tether.agent.watched import WatchedTree
+from tether.agent.watched import WatchedTree, ancestors, outermost, under
 from tether.core.manifest import Manifest
-from tether.sync.local import ALWAYS_SKIP, Scope
+from tether.sync.local import (
+    ALWAYS_SKIP,
+    Scope,
+    entry_for,
+    fill_local_digests,
+    git_paths,
+    scan_local,
+)
 
 KEEP = 4  # project roots (and mappings) kept at most
 BOUND_S = 5.0  # a drain comes right before every answer
+MAX_SPECS = 256  # more changed paths than this: a full scan
 Key = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 StatKey = tuple[int, int, int, int] | None
 
@@ -33,11 +44,11 @@ StatKey = tuple[int, int, int, int] | None
 class _Kept:
     def __init__(self, root: Path) -> None:
         self.watcher = Watcher(str(root), set(ALWAYS_SKIP))
-        self.tree = WatchedTree(BOUND_S)
-        self.manifest: Manifest | None = None
+        self.tree = WatchedTree(BOUND_S)  # its entries: the kept manifest
         self.outside: list[Path] = []  # files outside the tree that steer git's listing
-        self.seen: list[StatKey] = []  # their stat at the last scan
+        self.seen: list[StatKey] = []  # their stat at the last full scan
         self.watching = False
+        self.valid = False
 
 
 class KeptScans:
@@ -46,8 +57,15 @@ class KeptScans:
     def __init__(self) -> None:
         self.kept: OrderedDict[Key, _Kept] = OrderedDict()
 
-    def manifest(self, root: Path, scope: Scope, scan: Callable[[], Manifest]) -> Manifest:
-        """The local manifest of root under scope: kept, or scan() when anything changed."""
+    def manifest(
+        self,
+        root: Path,
+        scope: Scope,
+        scan: Callable[[], Manifest],
+        cache: Callable[[], DigestCache],
+    ) -> Manifest:
+        """The local manifest of root under scope (scan(): a full one, digests filled):
+        kept, with what changed since re-scanned, or scan() when unsure."""
         key = (
             str(root),
             tuple(scope.exclude.sources(False)),
@@ -60,28 +78,27 @@ class KeptScans:
             while len(self.kept) > KEEP:
                 self.kept.popitem(last=False)[1].watcher.close()
         self.kept.move_to_end(key)
-        if kept.watching and kept.manifest is not None:
-            kept.watcher.drain(kept.tree, time.monotonic())
-            if (
-                kept.tree.pending() == 0
-                and kept.tree.refresh(time.monotonic(), _nothing) is not None
-                and [_stat_key(path) for path in kept.outside] == kept.seen
-            ):
-                return dict(kept.manifest)
-        if not kept.watching or kept.tree.why is not None:
+        tree = kept.tree
+        if kept.watching and kept.valid:
+            kept.watcher.drain(tree, time.monotonic())
+            if [_stat_key(path) for path in kept.outside] != kept.seen:
+                tree.unsure("git's ignore rules or index changed")
+            kept.valid = False  # until the refresh is through
+            if _refresh(tree, root, scope, cache):
+                kept.valid = True
+                return dict(tree.entries)
+        if not kept.watching or tree.why is not None:
             kept.watcher.close()
             try:
                 kept.watcher.start()  # before the scan: what changes during it is seen
                 kept.watching = True
             except (Unwatchable, OSError):
                 kept.watching = False
-        kept.manifest = None
         outside = _outside_files(root)
         seen = [_stat_key(path) for path in outside]
         manifest = scan()
-        kept.tree.reset({}, time.monotonic())
-        if kept.watching:
-            kept.manifest, kept.outside, kept.seen = manifest, outside, seen
+        tree.reset(manifest if kept.watching else {}, time.monotonic())
+        kept.outside, kept.seen, kept.valid = outside, seen, kept.watching
         return dict(manifest)
 
     def close(self) -> None:
@@ -90,8 +107,46 @@ class KeptScans:
         self.kept.clear()
 
 
-def _nothing(path: str, deep: bool) -> dict[str, object]:
-    raise AssertionError("nothing is re-stat'ed: any event means a full scan")
+def _refresh(tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], DigestCache]) -> bool:
+    """Re-scan what the events name (git's listing limited to those paths); False: unsure."""
+    for path in list(tree.deep):
+        parent, _, name = path.rpartition("/")
+        if name == ".gitignore":  # git's verdict changes beside and under it
+            tree.changed(parent)
+    if tree.why is not None:
+        return False
+    deep = outermost(tree.deep)
+    if "" in deep or len(deep) > MAX_SPECS:
+        return False
+    affected: set[str] = set()  # each changed path's parent is among the shallow ones
+    for path in tree.shallow:
+        affected |= ancestors(path)
+    part: Manifest = {}
+    if deep:
+        listed = git_paths(root, scope, deep)
+        if listed is None:
+            return False  # not a git work tree: full scans
+        found = scan_local(root, scope, listed=listed)
+        part = fill_local_digests(root, found, cache(), whole=False)
+
+    def restat(path: str, deep: bool) -> dict[str, Any]:
+        if not deep:
+            return {}  # a directory's own entry: set below, with its presence
+        return {p: entry for p, entry in part.items() if under(p, path)}
+
+    if tree.refresh(time.monotonic(), restat) is None:
+        return False
+    prefix = os.path.join(root, "")
+    for path in sorted(affected - {""}, key=lambda p: -p.count("/")):
+        # A directory is in a manifest as the parent of what it holds, with its own stat.
+        if tree.has_under(path):
+            try:
+                tree.put(path, entry_for(prefix + path, os.lstat(prefix + path)))
+                continue
+            except OSError:
+                pass
+        tree.drop(path)
+    return True
 
 
 def _outside_files(root: Path) -> list[Path]:

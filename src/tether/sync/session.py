@@ -166,8 +166,11 @@ async def push_pair(
         return fill_local_digests(pair.local_root, found, digest_cache(project_root, pair))
 
     try:
-        kept = scans is not None and only is None
-        local = scans.manifest(pair.local_root, pair.scope, scan) if kept and scans else scan()
+        if scans is not None and only is None:
+            cache = lambda: digest_cache(project_root, pair)  # noqa: E731
+            local = scans.manifest(pair.local_root, pair.scope, scan, cache)
+        else:
+            local = scan()
     except BaseException:
         if scanning is not None:
             scanning.cancel()
