@@ -14,7 +14,6 @@ Standard library only, Python >= 3.8.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -63,7 +62,7 @@ class _Lib:
     def __init__(self) -> None:
         if not sys.platform.startswith("linux"):
             raise Unwatchable("not Linux")
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library python itself runs on
         try:
             self.init1 = libc.inotify_init1
             self.add = libc.inotify_add_watch

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.config import Config, Target
-from tether.sync.kept import KeptScans
 from tether.sync.local import check_inside
 from tether.sync.pull import pull_pair
 from tether.sync.session import Report, pairs_for, push_pair
 from tether.sync.targets import ChannelPool, each_target
 from tether.transport.channel import AgentChannel
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
 
 
 async def sync(

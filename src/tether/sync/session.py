@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.agent import fsops
 from tether.agent.wire import Digest, ErrorKind, Op, Scan, scan_key, scans_to_forget
@@ -18,10 +18,12 @@ from tether.core.manifest import FILE, Entry, Manifest
 from tether.core.plan import Conflict, Plan, plan_push
 from tether.errors import TetherError
 from tether.sync import lanes, speculate
-from tether.sync.kept import KeptScans
 from tether.sync.local import Scope, fill_local_digests, scan_local
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, refusal
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
 
 CHUNK = lanes.CHUNK  # one request's payload, both ways
 RACED = "changed on the remote during the push"
