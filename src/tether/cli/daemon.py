@@ -42,6 +42,7 @@ from tether.cli.fastpath import PREFIX, fingerprint
 
 if TYPE_CHECKING:
     from tether.config import Target
+    from tether.sync.kept import KeptScans
     from tether.transport.channel import AgentChannel
 
 T = TypeVar("T")
@@ -178,6 +179,7 @@ class Daemon:
         self.key = key
         self.pid_path = path[: -len(".sock")] + ".pid"
         self.pool = Pool()
+        self.scans: KeptScans | None = None  # made with the first command (a lazy import)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-cmd")
         self.last = time.monotonic()
         self.busy = 0
@@ -363,7 +365,11 @@ class Daemon:
                 say_error(f"the sync daemon does not run `{args[0]}`, run it as a command")
                 return 2
             debug = bool(request.get("debug"))
-            runtime = Runtime(pool=self.pool, submit=self.run_coroutine)
+            if self.scans is None:
+                from tether.sync.kept import KeptScans
+
+                self.scans = KeptScans()
+            runtime = Runtime(pool=self.pool, submit=self.run_coroutine, scans=self.scans)
             profile = invocation.getenv("TETHER_PROFILE")  # a file for cProfile's stats (dev)
             if not profile:
                 return run_mapped(args, debug, runtime)

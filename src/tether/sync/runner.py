@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import invocation
 from tether.config import Config, Target
@@ -12,6 +12,9 @@ from tether.sync.pull import pull_pair
 from tether.sync.session import Report, pairs_for, push_pair
 from tether.sync.targets import ChannelPool, each_target
 from tether.transport.channel import AgentChannel
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
 
 
 async def sync(
@@ -23,6 +26,7 @@ async def sync(
     dry_run: bool,
     cwd: Path | None = None,
     pool: ChannelPool | None = None,
+    scans: KeptScans | None = None,
 ) -> list[Report]:
     """Push or pull the project (and mappings) for each target; reports in target order."""
     only = check_inside(config.root, paths, cwd) if paths else None
@@ -33,9 +37,14 @@ async def sync(
         for pair in pairs_for(config, target):
             if only is not None and pair.local_root != config.root:
                 continue
-            step = push_pair if direction == "push" else pull_pair
             tick = progress.tick if progress is not None else None
-            reports.append(await step(channel, pair, config.root, only, force, dry_run, tick))
+            if direction == "push":
+                done = await push_pair(
+                    channel, pair, config.root, only, force, dry_run, tick, scans=scans
+                )
+            else:
+                done = await pull_pair(channel, pair, config.root, only, force, dry_run, tick)
+            reports.append(done)
         return reports
 
     try:

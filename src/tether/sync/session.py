@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.agent import fsops
 from tether.agent.wire import Digest, ErrorKind, Op, Scan, scan_key, scans_to_forget
@@ -21,6 +21,9 @@ from tether.sync import lanes, speculate
 from tether.sync.local import Scope, fill_local_digests, scan_local
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, refusal
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
 
 CHUNK = lanes.CHUNK  # one request's payload, both ways
 RACED = "changed on the remote during the push"
@@ -138,13 +141,15 @@ async def push_pair(
     dry_run: bool = False,
     progress: Progress | None = None,
     trust_base: bool = False,
+    scans: KeptScans | None = None,
 ) -> Report:
     """Make the remote mirror the local pair on the paths sync owns (see core.plan).
 
     With `only` and `trust_base` (watch's small batches), the remote is taken to still be
     what tether last recorded instead of being scanned: one round trip instead of two.
     Safe, because every write and delete is checked against that expectation by the agent;
-    paths found changed are planned again after a real scan.
+    paths found changed are planned again after a real scan. With `scans` (the sync
+    daemon's), a whole-tree push takes the kept local manifest when nothing changed.
     """
     started = time.monotonic()
     base = pair.base("push", project_root)
@@ -157,9 +162,17 @@ async def push_pair(
             remote_manifest(channel, pair.remote_root, base, skip=_skip_list(pair), only=covering)
         )
         await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
+
+    def scan() -> Manifest:
+        found = scan_local(pair.local_root, pair.scope, only)
+        return fill_local_digests(pair.local_root, found, digest_cache(project_root, pair))
+
     try:
-        local = scan_local(pair.local_root, pair.scope, only)
-        local = fill_local_digests(pair.local_root, local, digest_cache(project_root, pair))
+        if scans is not None and only is None:
+            cache = lambda: digest_cache(project_root, pair)  # noqa: E731
+            local = scans.manifest(pair.local_root, pair.scope, scan, cache)
+        else:
+            local = scan()
     except BaseException:
         if scanning is not None:
             scanning.cancel()
