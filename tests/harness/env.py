@@ -109,6 +109,12 @@ def setup() -> TestEnv:
     )
     for name in ("XDG_RUNTIME_DIR", "SSH_AUTH_SOCK", "SSH_AGENT_PID", "TMUX", "TMUX_PANE"):
         os.environ.pop(name, None)
+    # A runner that starts the tests with SIGINT ignored (a background job of a
+    # non-interactive shell, as CI runners do) hands that on to every process a test starts,
+    # and Python then never turns SIGINT into KeyboardInterrupt: a test's Ctrl-C would do
+    # nothing (a push went on to the end, exit 0). The tests stand for a user at a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         verify(env)
     except BaseException:

@@ -41,7 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] and args[0] in DAEMON_COMMANDS and not os.environ.get("TETHER_NO_DAEMON"):
         from tether.cli.fastpath import via_daemon
 
-        code = via_daemon(args, debug)
+        try:
+            code = via_daemon(args, debug)
+        except KeyboardInterrupt:  # before the daemon answered (relay maps it after)
+            sys.stderr.write("tether: interrupted\n")
+            return 130
         if code is not None:
             return code
     return run_mapped(args, debug)
