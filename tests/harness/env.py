@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tether.hosts.processes import alive
-
 if TYPE_CHECKING:
     from tether.hosts.sandbox import Sandbox
 
@@ -233,20 +231,6 @@ def wait_for_leftovers(env: TestEnv, grace_s: float = 3.0) -> list[tuple[int, st
         time.sleep(0.1)
         left = session_processes(env)
     return left
-
-
-def end_processes(pids: list[int]) -> None:
-    """SIGTERM, then SIGKILL after 3 s, exactly these pids (found by session_processes)."""
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if alive(pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- sandboxes and helpers

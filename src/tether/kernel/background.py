@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,8 +158,7 @@ def link_state(target: Target, name: str, key: str | None = None) -> dict[str, A
 
 def stop(target: Target, name: str) -> None:
     """Ask the helper of (host, kernel) to leave; kill it if it does not."""
-    import signal
-
+    from tether.hosts.processes import terminate
     from tether.kernel import names
 
     sock_path, pid_path = names.helper_paths(target, name)
@@ -173,18 +171,16 @@ def stop(target: Target, name: str) -> None:
         pid = int(pid_path.read_text())
     except (OSError, ValueError):
         return
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        with contextlib.suppress(OSError):
-            if b"tether.kernel.helper" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
+    terminate([pid], first=None, killable=_is_helper)
     with contextlib.suppress(OSError):
         pid_path.unlink()
     with contextlib.suppress(OSError):
         sock_path.unlink()
+
+
+def _is_helper(pid: int) -> bool:
+    """pid is still a send helper (not a process that took its pid since)."""
+    try:
+        return b"tether.kernel.helper" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
