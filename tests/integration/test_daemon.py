@@ -14,7 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,35 +185,142 @@ def test_a_killed_daemon_is_replaced_by_the_next_push(synced: SyncProject) -> No
     assert new_pid != pid
 
 
-def test_ctrl_c_cancels_the_push_in_the_daemon(synced: SyncProject) -> None:
-    synced.push_ok()
-    for index in range(30):
-        write(synced.root / "big" / f"f{index:02d}.bin", os.urandom(1 << 20) * 2)
-    process = start_cli(synced.root, "push")
-    deadline = time.monotonic() + 20
-    while not (synced.remote / "big").exists() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
-    if process.returncode == 0:
-        pytest.skip("the push ended before the interrupt reached it")  # a fast machine
-    assert process.returncode == 130, f"{process.returncode} {out} {err}"
-    assert err.strip().endswith("tether: interrupted")
-    # The daemon stopped that push: once it is idle again, less than all of it landed,
-    # nothing half-written (a temporary cut short is removed by the next push's scan).
+# Where Ctrl-C lands, each made certain by what the test waits for before sending it:
+# the daemon stopped (SIGSTOP) while the client waits on its socket, the push's Scan
+# request seen by the proxy (its answer is 2 s away), 4 MB of uploads through the proxy.
+INTERRUPT_POINTS = ("before-the-command", "during-the-scan", "during-the-uploads")
+
+
+@pytest.mark.parametrize("point", INTERRUPT_POINTS)
+def test_ctrl_c_cancels_the_push_in_the_daemon(
+    make_synced: Any, proxy: Any, proxy_alias: str, point: str
+) -> None:
     from tether.cli import daemon
     from tether.cli.fastpath import socket_path
 
+    synced = make_synced(host=proxy_alias)
+    synced.push_ok()  # the daemon runs and keeps a channel through the proxy
+    files = {f"f{index:02d}.bin": os.urandom(1 << 20) * 2 for index in range(30)}
+    for name, data in files.items():
+        write(synced.root / "big" / name, data)
+    pid, _ = _daemon()
+    log = Path(os.environ["TETHER_RUNTIME_DIR"]) / "sync-daemon.log"
+    logged = log.stat().st_size
+    proxy.set_delay(1000 if point == "during-the-scan" else 150)
+    sent = proxy.stats.bytes_up
+    if point == "before-the-command":
+        os.kill(pid, signal.SIGSTOP)
+    process = start_cli(synced.root, "push")
+    try:
+        if point == "before-the-command":
+            reached = _wait(lambda: _blocked_on_a_socket(process.pid), process)
+        elif point == "during-the-scan":
+            reached = _wait(lambda: proxy.stats.bytes_up > sent, process)
+        else:
+            reached = _wait(lambda: proxy.stats.bytes_up - sent > 4 << 20, process)
+        assert reached, f"the push never got {point}: {process.poll()}"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if point == "before-the-command":
+            os.kill(pid, signal.SIGCONT)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, f"{process.returncode} {out} {err}"
+    assert err.strip().splitlines()[-1:] == ["tether: interrupted"], err
+    # The daemon ended that push as interrupted: once it is idle again, nothing half
+    # written, and every upload that was sent but not answered is recorded as pending.
     deadline = time.monotonic() + 60
     while (daemon.ping(socket_path()) or {}).get("busy") and time.monotonic() < deadline:
         time.sleep(0.05)
-    landed = sorted((synced.remote / "big").glob("*.bin"))
-    assert len(landed) < 30
+    assert daemon.ping(socket_path()) is not None and _daemon()[0] == pid
+    told = log.read_bytes()[logged:].decode(errors="replace")
+    assert "Traceback" not in told and "internal error" not in told, told
+    big = synced.remote / "big"
+    landed = sorted(big.glob("*.bin")) if big.exists() else []
+    pending = [
+        json.loads(path.read_text()) for path in (synced.root / ".tether").rglob("*.pending.json")
+    ]
+    if point == "during-the-uploads":
+        assert len(landed) < 30 and len(pending) == 1, (landed, pending)
+        names = {f"big/{name}" for name in files}
+        # Every file that did not land is pending (some that landed may be too: answers lost).
+        assert names - {f"big/{path.name}" for path in landed} <= set(pending[0]) <= names
+    else:  # nothing was planned yet: nothing sent, nothing pending
+        assert landed == [] and pending == [], (landed, pending)
     for path in landed:
-        assert path.read_bytes() == (synced.root / "big" / path.name).read_bytes(), path
+        assert path.read_bytes() == files[path.name], path
+    # The next push, on the same daemon, completes it: no conflict from what landed.
+    proxy.set_delay(0)
     synced.push_ok()
-    assert len(list((synced.remote / "big").glob("*.bin"))) == 30
-    assert not [p for p in (synced.remote / "big").iterdir() if ".tether-tmp." in p.name]
+    assert _daemon()[0] == pid
+    assert {p.name: p.read_bytes() for p in big.glob("*.bin")} == files
+    assert not [p for p in big.iterdir() if ".tether-tmp." in p.name]
+    assert not list((synced.root / ".tether").rglob("*.pending.json"))
+
+
+def test_ctrl_c_while_the_client_waits_for_the_daemon_to_start(
+    synced: SyncProject, short_runtime: Path
+) -> None:
+    # Another client is starting the daemon (the test holds the start lock): Ctrl-C ends
+    # the wait with the one line and 130, not a traceback.
+    import fcntl
+
+    from tether.cli import daemon
+    from tether.cli.fastpath import fingerprint
+
+    lock_path = short_runtime / f"sync-{fingerprint()}.lock"
+    lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    env = dict(os.environ, TETHER_RUNTIME_DIR=str(short_runtime))
+    process = subprocess.Popen(
+        harness.tether_argv("push"), cwd=synced.root, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        waiting = _wait(lambda: _has_open(process.pid, lock_path), process)
+        assert waiting, f"the client never waited for the start lock: {process.poll()}"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        os.close(lock)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, f"{process.returncode} {out} {err}"
+    assert err.strip() == "tether: interrupted", err
+    assert daemon.running(short_runtime) == {}
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def _wait(condition: Callable[[], bool], process: subprocess.Popen[str]) -> bool:
+    """Poll condition (every 5 ms, 30 s at most) while process runs."""
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def _blocked_on_a_socket(pid: int) -> bool:
+    """pid sleeps in a system call on a socket (the client, once it connected and sent its
+    request, waits on the daemon's socket for the answer)."""
+    try:
+        call = Path(f"/proc/{pid}/syscall").read_text().split()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state != "S" or len(call) < 2 or call[0] == "running":
+            return False
+        return os.readlink(f"/proc/{pid}/fd/{int(call[1], 16)}").startswith("socket:")
+    except (OSError, ValueError):
+        return False
 
 
 def test_no_daemon_runs_with_tether_no_daemon(synced: SyncProject, short_runtime: Path) -> None:

@@ -49,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         from tether.cli.fastpath import via_daemon
 
-        code = via_daemon(args, debug)
+        try:
+            code = via_daemon(args, debug)
+        except KeyboardInterrupt:  # before the daemon answered (relay maps it after)
+            invocation.stderr().write("tether: interrupted\n")
+            return 130
         if code is not None:
             return code
     return run_mapped(args, debug)

@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
@@ -298,18 +298,23 @@ class Daemon:
     def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Runtime.submit: run a command's coroutine on the daemon's loop, cancellable, under
         the command's invocation (the task's own context: the loop's other tasks keep the
-        daemon's)."""
+        daemon's).
+
+        A client gone before the coroutine starts, or while it runs, ends it as Ctrl-C
+        would in the command's own process: KeyboardInterrupt (run_mapped: exit 130)."""
         from tether import invocation
 
         assert self.loop is not None
-        if self.abandoned:
-            coro.close()
-            raise KeyboardInterrupt
         caller = invocation.current()
         profile = invocation.getenv("TETHER_PROFILE")
 
         async def tracked() -> Any:
             invocation.enter(caller)
+            # On the loop, as run_request's check of the client is: the client left either
+            # before this line (abandoned) or after it (self.task is cancelled).
+            if self.abandoned:
+                coro.close()
+                raise asyncio.CancelledError
             self.task = asyncio.current_task()
             profiler = None
             if profile:  # the loop thread's share of a profiled command (dev)
@@ -325,7 +330,12 @@ class Daemon:
                     profiler.disable()
                     profiler.dump_stats(f"{profile}.loop")
 
-        return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
+        except CancelledError:
+            if self.abandoned:  # cancelled by run_request, not by the command itself
+                raise KeyboardInterrupt from None
+            raise
 
     def run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
         """In the worker thread: the command, under an Invocation of the client's working

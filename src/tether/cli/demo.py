@@ -163,6 +163,8 @@ class _Tour:
 
     def watch_edit(self) -> None:
         """Start `tether watch`, save an edit, and time until it is on the remote."""
+        from tether.hosts.processes import end_process
+
         watch = subprocess.Popen(
             [sys.executable, "-m", "tether", "watch"],
             cwd=self.project,
@@ -179,12 +181,7 @@ class _Tour:
                 lambda: self._until_remote("model.py", edited),
             )
         finally:
-            watch.send_signal(signal.SIGINT)
-            try:
-                watch.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                watch.kill()
-                watch.wait()
+            end_process(watch, signal.SIGINT, grace_s=15)
 
     def _until_remote(self, path: str, content: str) -> None:
         (self.project / path).write_text(content)
