@@ -493,3 +493,51 @@ def test_the_daemon_keeps_its_own_process_state_while_it_serves_a_client(
     assert pulled.returncode == 0, describe(pulled)
     assert (slow.root / "outputs" / "metrics.txt").stat().st_mode & 0o777 == 0o640
     assert _daemon()[0] == pid, "the pull did not run in the same daemon"
+
+
+def test_status_is_served_beside_a_running_push_but_a_second_push_is_not(
+    make_synced: Any, proxy: Any, proxy_alias: str
+) -> None:
+    """The daemon serves jobs/status while a push runs (no process of their own, on its
+    kept imports); a second push or pull runs in its own process (they share kept scans)."""
+    from tether.cli import daemon
+    from tether.cli.fastpath import socket_path
+
+    slow = make_synced(host=proxy_alias)
+    other = make_synced(host=proxy_alias)
+    slow.push_ok()
+    other.push_ok()
+    pid, _ = _daemon()
+    write(slow.root / "train.py", "print('slow')\n")
+    write(other.root / "train.py", "print('other')\n")
+    proxy.set_delay(300)
+    push = start_cli(slow.root, "push")
+    status = second = None
+    seen: set[tuple[str, ...]] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while push.poll() is None and time.monotonic() < deadline:
+            serving = tuple((daemon.ping(socket_path()) or {}).get("serving") or ())
+            seen.add(serving)
+            if serving == ("push",) and status is None:
+                status = start_cli(slow.root, "status", "--json")
+                second = start_cli(other.root, "push")
+            time.sleep(0.01)
+        assert status is not None and second is not None, f"never saw the push served: {seen}"
+        done_status = status.communicate(timeout=120)
+        done_second = second.communicate(timeout=120)
+    finally:
+        out, err = push.communicate(timeout=120)
+        for process in (status, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert push.returncode == 0, f"{out} {err}"
+    assert status.returncode == 0, done_status
+    assert json.loads(done_status[0])[0]["reachable"], done_status
+    assert second.returncode == 0, done_second
+    assert ("push", "status") in seen, f"status was not served beside the push: {seen}"
+    assert not any(names.count("push") > 1 for names in seen), seen
+    assert (slow.remote / "train.py").read_text() == "print('slow')\n"
+    assert (other.remote / "train.py").read_text() == "print('other')\n"
+    assert _daemon()[0] == pid

@@ -8,8 +8,9 @@ CLI framework, opening an ssh session and starting the remote agent. The daemon 
 them once: it keeps every module imported and one agent channel per (host, python) open
 between commands, so a push is the local scan, one request and one answer.
 
-One daemon per user, tether version and runtime dir; it serves one command at a time (a
-client that finds it busy runs its command in its own process, as without a daemon), each
+One daemon per user, tether version and runtime dir; it serves up to MAX_COMMANDS at once,
+one push or pull among them (they share the kept scans; a client that finds it busy runs
+its command in its own process, as without a daemon), each
 with the client's working directory, environment, umask and terminal (isatty, size) in
 place of its own (a tether.invocation.Invocation: the daemon's own process state is
 never changed), and its stdout/stderr sent back as JSON lines ({"o": text}, {"e": text},
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 IDLE_EXIT_S = 600.0
+MAX_COMMANDS = 4  # served at once (a push or pull, and jobs/status beside it)
 WATCH_S = 2.0
 MODULE = "tether.cli.daemon"
 LOG_LIMIT = 1 << 20
@@ -180,11 +182,11 @@ class Daemon:
         self.pid_path = path[: -len(".sock")] + ".pid"
         self.pool = Pool()
         self.scans: KeptScans | None = None  # made with the first command (a lazy import)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-cmd")
+        self.executor = ThreadPoolExecutor(MAX_COMMANDS, thread_name_prefix="tether-cmd")
         self.last = time.monotonic()
         self.busy = 0
-        self.task: asyncio.Task[Any] | None = None
-        self.abandoned = False
+        self.syncing = 0  # push/pull under way (one at a time: they share the kept scans)
+        self.serving: list[str] = []  # the command names under way (ping says them)
         self.stop = asyncio.Event()
         self.inode = 0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -250,7 +252,7 @@ class Daemon:
             request = {}
         op = request.get("op") if isinstance(request, dict) else None
         try:
-            if op == "run" and self.busy:
+            if op == "run" and not self.takes(request):
                 writer.write(b'{"busy": true}\n')  # the client runs it in its own process
             elif op == "run":
                 code = await self.run_request(request, reader, writer)
@@ -260,6 +262,7 @@ class Daemon:
                     "pid": os.getpid(),
                     "key": self.key,
                     "busy": bool(self.busy),
+                    "serving": sorted(self.serving),
                     "channels": self.pool.describe(),
                 }
                 writer.write((json.dumps(answer) + "\n").encode())
@@ -272,28 +275,121 @@ class Daemon:
         finally:
             writer.close()
 
+    def takes(self, request: dict[str, Any]) -> bool:
+        """Whether a command can start now: a free worker, and no other push or pull for a
+        push or pull (jobs and status run beside anything)."""
+        return self.busy < MAX_COMMANDS and not (self.syncing and _syncs(request))
+
     async def run_request(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> int:
-        """Run one command in the worker thread; cancel it if the client goes away."""
+        """Run one command in a worker thread; cancel it if the client goes away."""
         assert self.loop is not None
+        syncs = _syncs(request)
+        args = request.get("args")
+        name = str(args[0]) if isinstance(args, list) and args else ""
         self.busy += 1
-        self.abandoned = False
+        self.syncing += syncs
+        self.serving.append(name)
+        command = Command(self.loop)
         try:
-            work = self.loop.run_in_executor(self.executor, self.run_command, request, writer)
+            work = self.loop.run_in_executor(
+                self.executor, self.run_command, request, writer, command
+            )
             gone = asyncio.ensure_future(reader.read())
             waiting: set[asyncio.Future[Any]] = {work, gone}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
-                self.abandoned = True
-                if self.task is not None:
-                    self.task.cancel()
+                command.abandoned = True
+                if command.task is not None:
+                    command.task.cancel()
             else:
                 gone.cancel()
             return await work
         finally:
             self.busy -= 1
+            self.syncing -= syncs
+            self.serving.remove(name)
             self.last = time.monotonic()
+
+    def run_command(
+        self, request: dict[str, Any], writer: asyncio.StreamWriter, command: Command
+    ) -> int:
+        """In the worker thread: the command, under an Invocation of the client's working
+        directory, environment (an allowlist: tether.ipc.allowed_env), umask and terminal.
+        Nothing of the daemon's own process state (os.environ, cwd, umask, sys.stdout) is
+        changed, so its loop, its watchdog and anything else it runs keep their own.
+
+        Only the commands the daemon is for (push, pull, jobs, status)."""
+        import contextvars
+
+        return contextvars.copy_context().run(self._run_command, request, writer, command)
+
+    def _run_command(
+        self, request: dict[str, Any], writer: asyncio.StreamWriter, command: Command
+    ) -> int:
+        from tether import invocation
+        from tether.cli.app import DAEMON_COMMANDS, asks_help, run_mapped, say_error
+        from tether.ipc import allowed_env
+        from tether.runtime import Runtime
+
+        assert self.loop is not None
+        tty = request.get("tty") or [False, False]
+        env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
+        umask = request.get("umask")
+        caller = invocation.Invocation(
+            env=allowed_env(env),
+            cwd=str(request.get("cwd")),
+            umask=int(umask) & 0o777 if isinstance(umask, int) else 0o077,
+            stdout=cast("TextIO", ClientStream(self.loop, writer, "o", bool(tty[0]))),
+            stderr=cast("TextIO", ClientStream(self.loop, writer, "e", bool(tty[1]))),
+        )
+        invocation.enter(caller)
+        try:
+            if not os.path.isabs(caller.cwd) or not os.path.isdir(caller.cwd):
+                say_error(f"cannot enter the working directory {caller.cwd!r}")
+                return 1
+            args = [str(arg) for arg in request.get("args", [])]
+            if (args[:1] and args[0] not in DAEMON_COMMANDS) or asks_help(args):
+                say_error(f"the sync daemon does not run `{args[0]}`, run it as a command")
+                return 2
+            debug = bool(request.get("debug"))
+            if self.scans is None:
+                from tether.sync.kept import KeptScans
+
+                self.scans = KeptScans()
+            runtime = Runtime(pool=self.pool, submit=command.run_coroutine, scans=self.scans)
+            profile = invocation.getenv("TETHER_PROFILE")  # a file for cProfile's stats (dev)
+            if not profile:
+                return run_mapped(args, debug, runtime)
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                return profiler.runcall(run_mapped, args, debug, runtime)
+            finally:
+                profiler.dump_stats(profile)
+        except BaseException as error:  # cancelled, or a bug: one line here, trace logged
+            if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
+                return 130
+            traceback.print_exc(file=sys.stderr)
+            say_error(f"internal error in the sync daemon: {error!r}, see sync-daemon.log")
+            return 1
+
+
+def _syncs(request: dict[str, Any]) -> bool:
+    """Whether the request runs a push or pull."""
+    args = request.get("args")
+    return isinstance(args, list) and args[:1] in (["push"], ["pull"])
+
+
+class Command:
+    """One command the daemon serves: its task on the loop, and whether its client left."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[Any] | None = None
+        self.abandoned = False
 
     def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Runtime.submit: run a command's coroutine on the daemon's loop, cancellable, under
@@ -337,66 +433,6 @@ class Daemon:
                 raise KeyboardInterrupt from None
             raise
 
-    def run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
-        """In the worker thread: the command, under an Invocation of the client's working
-        directory, environment (an allowlist: tether.ipc.allowed_env), umask and terminal.
-        Nothing of the daemon's own process state (os.environ, cwd, umask, sys.stdout) is
-        changed, so its loop, its watchdog and anything else it runs keep their own.
-
-        Only the commands the daemon is for (push, pull, jobs, status)."""
-        import contextvars
-
-        return contextvars.copy_context().run(self._run_command, request, writer)
-
-    def _run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
-        from tether import invocation
-        from tether.cli.app import DAEMON_COMMANDS, asks_help, run_mapped, say_error
-        from tether.ipc import allowed_env
-        from tether.runtime import Runtime
-
-        assert self.loop is not None
-        tty = request.get("tty") or [False, False]
-        env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
-        umask = request.get("umask")
-        caller = invocation.Invocation(
-            env=allowed_env(env),
-            cwd=str(request.get("cwd")),
-            umask=int(umask) & 0o777 if isinstance(umask, int) else 0o077,
-            stdout=cast("TextIO", ClientStream(self.loop, writer, "o", bool(tty[0]))),
-            stderr=cast("TextIO", ClientStream(self.loop, writer, "e", bool(tty[1]))),
-        )
-        invocation.enter(caller)
-        try:
-            if not os.path.isabs(caller.cwd) or not os.path.isdir(caller.cwd):
-                say_error(f"cannot enter the working directory {caller.cwd!r}")
-                return 1
-            args = [str(arg) for arg in request.get("args", [])]
-            if (args[:1] and args[0] not in DAEMON_COMMANDS) or asks_help(args):
-                say_error(f"the sync daemon does not run `{args[0]}`, run it as a command")
-                return 2
-            debug = bool(request.get("debug"))
-            if self.scans is None:
-                from tether.sync.kept import KeptScans
-
-                self.scans = KeptScans()
-            runtime = Runtime(pool=self.pool, submit=self.run_coroutine, scans=self.scans)
-            profile = invocation.getenv("TETHER_PROFILE")  # a file for cProfile's stats (dev)
-            if not profile:
-                return run_mapped(args, debug, runtime)
-            import cProfile
-
-            profiler = cProfile.Profile()
-            try:
-                return profiler.runcall(run_mapped, args, debug, runtime)
-            finally:
-                profiler.dump_stats(profile)
-        except BaseException as error:  # cancelled, or a bug: one line here, trace logged
-            if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
-                return 130
-            traceback.print_exc(file=sys.stderr)
-            say_error(f"internal error in the sync daemon: {error!r}, see sync-daemon.log")
-            return 1
-
 
 def _preload() -> None:
     """Import what every command needs, before the first client waits for it."""
@@ -410,7 +446,7 @@ def _preload() -> None:
 
 
 def ping(path: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The daemon's answer at path ({"pid", "key", "busy", "channels"}), or None."""
+    """The daemon's answer at path ({"pid", "key", "busy", "serving", "channels"}), or None."""
     from tether.ipc import ask
 
     return ask(path, {"op": "ping"}, timeout)
