@@ -124,7 +124,11 @@ def test_the_first_scan_sets_up_the_watches_in_its_own_walk(
 ) -> None:
     root = tmp_path / "t"
     tree(root)
+    once = Client(root, tmp_path / "cache")
+    once.scan()
+    assert not once.watched(), "an agent that may scan once pays for no watch"
     client = Client(root, tmp_path / "cache")
+    client.watching.eager = True  # a kept channel's agent (wire.Hello.watch)
     client.scan()
     assert client.watched(), "watched from the first scan on"
     kept = client.watching.kept["k"]
@@ -156,6 +160,7 @@ def test_a_change_no_event_reports_is_found_by_the_verification_scan(
     root = tmp_path / "t"
     tree(root)
     client = Client(root, tmp_path / "cache")
+    client.scan()
     client.scan()
     kept = client.watching.kept["k"]
     assert kept is not None

@@ -85,6 +85,8 @@ class Agent:
         return self.caches[root]
 
     def hello(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        if header.get("watch"):  # a kept channel: its trees will be scanned again
+            self.watching.eager = True
         return {
             "version": VERSION,
             "protocol": PROTOCOL,

@@ -8,9 +8,9 @@ restart or error, a watch limit reached, when no heartbeat (an event queue read 
 end) came within `bound_s` before the answer, or when the last full scan is older than
 `verify_s` (TETHER_VERIFY_S, 600 s by default): a safety bound for what inotify cannot
 see (writes through a shared mmap, a hard link written from outside the tree, clock or
-file system oddities), after which a full scan replaces the kept entries. A directory created before its watch was
-added may have been filled unseen: the event of its creation makes its whole subtree
-dirty, and it is re-scanned after the watch is in place.
+file system oddities), after which a full scan replaces the kept entries. A directory
+created before its watch was added may have been filled unseen: the event of its creation
+makes its whole subtree dirty, and it is re-scanned after the watch is in place.
 
 Used by the agent for remote scans (agent/scan.py) and by the sync daemon for local ones
 (sync/watching.py): the rule lives once. Standard library only, Python >= 3.8.
@@ -113,7 +113,9 @@ class WatchedTree:
         if self.why is None and now - self.heartbeat_at > self.bound_s:
             self.unsure("no heartbeat from the watcher for %.0f s" % (now - self.heartbeat_at))
         if self.why is None and now - self.scanned_at > self.verify_s:
-            self.unsure("a verification scan is due (%.0f s since the last)" % (now - self.scanned_at))
+            self.unsure(
+                "a verification scan is due (%.0f s since the last)" % (now - self.scanned_at)
+            )
             self.aged = True
         if self.why is not None:
             return None

@@ -265,6 +265,9 @@ class Request(Generic[A]):
 @dataclasses.dataclass
 class Hello(Request[Frame]):
     OP = Op.HELLO
+    # A kept channel (the sync daemon's): the agent watches each tree from its first full
+    # scan on (agent/watching.py), as the same tree will be scanned again.
+    watch: Optional[bool] = None
 
 
 @dataclasses.dataclass(frozen=True)

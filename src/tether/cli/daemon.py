@@ -144,7 +144,7 @@ class Pool:
             if channel.alive:
                 return channel, True
             await channel.close()
-        return await open_channel(target), False
+        return await open_channel(target, kept=True), False
 
     async def reap(self, keep: tuple[str, str, str] | None = None) -> None:
         """Close dead channels, and those of a host whose ssh config has changed."""

@@ -108,7 +108,11 @@ class KeptScans:
 
     def fds(self) -> list[int]:
         """The watchers' event fds worth draining (each readable when events wait)."""
-        return [k.watcher.fd for k in self.kept.values() if k.valid and k.watcher.fd >= 0 and k.tree.why is None]
+        return [
+            k.watcher.fd
+            for k in self.kept.values()
+            if k.valid and k.watcher.fd >= 0 and k.tree.why is None
+        ]
 
     def drain(self) -> None:
         """Read the events queued for every kept tree (between commands only): each tree's
