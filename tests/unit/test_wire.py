@@ -262,3 +262,17 @@ def test_a_long_rows_list_is_encoded_in_chunks_into_the_same_frame(count: int) -
         assert frame[0] == dict(header, n=3)
         assert json.loads(b"".join(parts[1:-1])) == dict(header, n=3)
         assert count <= ROWS_CHUNK or len(parts) > 4, "a long list comes in pieces"
+
+
+def test_a_scan_answer_shares_its_path_and_digest_objects() -> None:
+    # 100,000 files: the remote's rows, the local manifest and the base hold each path and
+    # digest once (interned), not one decoded copy per manifest.
+    import json
+    import sys
+
+    digest = "ab" * 32
+    frame = json.dumps({"token": "t", "rows": [["a/b.py", "file", 1, 2, 420, digest, None]],
+                        "exists": True, "root": "/r"})  # fmt: skip
+    answer = wire.Scan("/r").answer(json.loads(frame), b"")
+    assert answer.rows[0][0] is sys.intern("".join(["a/", "b.py"]))
+    assert answer.rows[0][5] is sys.intern("".join(["ab"] * 32))
