@@ -9,6 +9,7 @@ filled at once, a file replaced by rename) are always uploaded; an overflowed ev
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable
@@ -53,8 +54,7 @@ def hammer(files: list[Path], times: int) -> None:
 
 def test_edits_between_daemon_pushes_are_always_uploaded(synced: SyncProject) -> None:
     root = synced.root
-    synced.push_ok()
-    synced.push_ok()  # the agent watches from its second scan, the daemon from its first
+    synced.push_ok()  # both sides watch from the first push through the daemon
     same(synced)
     write(root / "pkg" / "model.py", "def forward(x):\n    return 5 * x\n")  # right after
     synced.push_ok()
@@ -84,6 +84,33 @@ def test_edits_between_daemon_pushes_are_always_uploaded(synced: SyncProject) ->
     git(root, "checkout", "-q", "-")
     done = synced.push_ok()
     assert "burst" not in {p.split("/")[0] for p in synced.local_tree()}, describe(done)
+    same(synced)
+
+
+def _agent_watches(host: str) -> int:
+    """How many inotify watches the daemon's agent on host holds (its /proc: the sandbox
+    is this machine)."""
+    from tether.cli import daemon
+    from tether.cli.fastpath import socket_path
+
+    answer = daemon.ping(socket_path())
+    assert answer is not None, "no sync daemon answers"
+    (pid,) = [c["agent_pid"] for c in answer["channels"] if c["host"] == host]
+    watches = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+                watches += info.count("inotify wd:")
+    return watches
+
+
+def test_the_agent_watches_from_the_first_push_through_the_daemon(synced: SyncProject) -> None:
+    synced.push_ok()
+    directories = [p for p, found in synced.remote_tree().items() if found[0] == "dir"]
+    assert _agent_watches(synced.host) >= len(directories) + 1, "no watch after one push"
+    write(synced.root / "pkg" / "later.py", "seen through the first push's watches\n")
+    synced.push_ok()
     same(synced)
 
 

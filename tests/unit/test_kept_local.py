@@ -5,6 +5,7 @@ exclude/include, editors' temporary files, symlinks, modes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import subprocess
@@ -163,3 +164,51 @@ def test_a_changed_gitignore_re_lists_everything_beside_and_under_it(tmp_path: P
         assert "d1/e0/v.py" in kept() and "d2/x.py" not in kept()
     finally:
         scans.close()
+
+
+def test_the_idle_daemon_drains_a_burst_so_the_next_push_scans_nothing(tmp_path: Path) -> None:
+    # Three kernel queues' worth of events while no command runs (a long `git checkout`):
+    # the daemon's loop reads them as they come, so the next push re-scans two files.
+    from tether.cli.daemon import Daemon
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    make(root)
+    cache = DigestCache(str(tmp_path / "cache"), str(root))
+    daemon = Daemon(str(tmp_path / "d.sock"), "key")
+    scans = daemon.scans = KeptScans()
+    full: list[int] = []
+
+    def fresh() -> Manifest:
+        return fill_local_digests(root, scan_local(root, SCOPE), cache)
+
+    def counted() -> Manifest:
+        full.append(1)
+        return fresh()
+
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    files = [root / "d0" / "e0" / "f0.py", root / "d1" / "e1" / "f1.py"]
+
+    async def idle_burst() -> Manifest:
+        daemon.loop = asyncio.get_running_loop()
+        scans.manifest(root, SCOPE, counted, lambda: cache)
+        daemon.arm()
+        handles = [os.open(path, os.O_WRONLY | os.O_APPEND) for path in files]
+        try:
+            for _ in range(12):  # a quarter of the queue at a time, the loop idle between
+                for _ in range(limit // 8):
+                    for handle in handles:
+                        os.write(handle, b"#")
+                await asyncio.sleep(0.1)
+        finally:
+            for handle in handles:
+                os.close(handle)
+        await asyncio.sleep(0.1)
+        daemon.disarm()
+        return scans.manifest(root, SCOPE, counted, lambda: cache)
+
+    try:
+        assert asyncio.run(idle_burst()) == fresh()
+    finally:
+        scans.close()
+    assert full == [1], "the burst overflowed the queue: a full scan"

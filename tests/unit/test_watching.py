@@ -5,6 +5,7 @@ directory moved in or out, the kernel's event queue overflowing)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from tether.agent import inotify
 from tether.agent.fsops import DigestCache
 from tether.agent.scan import ScanMemo, scan_tree
+from tether.agent.watched import WatchedTree
 from tether.agent.watching import Watching
 
 SKIP = [".git", "outputs"]
@@ -115,3 +117,59 @@ def test_an_overflowed_event_queue_gives_a_full_answer(tmp_path: Path) -> None:
     assert client.watched(), "the watcher starts again after an overflow"
     (root / "d1" / "later").write_text("seen by the new watcher")
     assert client.scan() == client.full()
+
+
+def test_the_first_scan_sets_up_the_watches_in_its_own_walk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "t"
+    tree(root)
+    once = Client(root, tmp_path / "cache")
+    once.scan()
+    assert not once.watched(), "an agent that may scan once pays for no watch"
+    client = Client(root, tmp_path / "cache")
+    client.watching.eager = True  # a kept channel's agent (wire.Hello.watch)
+    client.scan()
+    assert client.watched(), "watched from the first scan on"
+    kept = client.watching.kept["k"]
+    assert kept is not None
+    apart = inotify.Watcher(str(root), set(SKIP))
+    apart.start()
+    try:
+        assert set(kept.watcher.wds) == set(apart.wds), "the same watches as a walk of its own"
+    finally:
+        apart.close()
+    walks: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if len(args) < 5 and kwargs.get("only") is None:  # a whole-tree walk
+            walks.append(args[0])
+        return scan_tree(*args, **kwargs)
+
+    monkeypatch.setattr("tether.agent.watching.scan_tree", counted)
+    (root / "d0" / "e0" / "f0.py").write_text("seen by a watch of the first walk\n")
+    assert client.scan() == client.full()
+    assert client.answers[-1].get("since") and client.answers[-1]["rows"]
+    assert walks == [], "the second scan re-stats what changed, no walk"
+
+
+def test_a_change_no_event_reports_is_found_by_the_verification_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_VERIFY_S", "0.5")
+    root = tmp_path / "t"
+    tree(root)
+    client = Client(root, tmp_path / "cache")
+    client.scan()
+    client.scan()
+    kept = client.watching.kept["k"]
+    assert kept is not None
+    fd = kept.watcher.fd
+    (root / "d1" / "e1" / "f1.py").write_text("written with no event\n")
+    kept.watcher.drain(WatchedTree(60.0), 0.0)  # the event is lost (as for an mmap write)
+    assert client.scan() != client.full(), "unseen while the kept state is young"
+    time.sleep(0.6)
+    assert client.scan() == client.full(), "found once the bound passed"
+    assert kept.watcher.fd == fd, "the verification scan keeps the sound watcher"
+    (root / "d1" / "e1" / "f1.py").write_text("seen again by the same watcher\n")
+    assert client.scan() == client.full() and client.answers[-1].get("since")

@@ -246,3 +246,33 @@ def test_the_job_ops_that_answer_records_answer_them_typed(tmp_path: Path) -> No
     listed, removed = with_agent(body)
     assert listed == []
     assert [entry["name"] for entry in removed] == ["no-such-job"]
+
+
+@pytest.mark.parametrize("count", [0, 3, 4096, 4097, 10_000])
+def test_a_long_rows_list_is_encoded_in_chunks_into_the_same_frame(count: int) -> None:
+    import json
+
+    from tether.agent.protocol import ROWS_CHUNK, encode_parts, read_frame
+
+    rows = [[f"d/f{i} é", "file", i, 10**18 + i, 0o644, None, None] for i in range(count)]
+    for header in ({"id": 7, "token": "t", "rows": rows, "exists": True}, {"rows": rows}):
+        parts = encode_parts(header, b"pay")
+        frame = read_frame(io.BytesIO(b"".join(parts)))
+        assert frame is not None and frame[1] == b"pay"
+        assert frame[0] == dict(header, n=3)
+        assert json.loads(b"".join(parts[1:-1])) == dict(header, n=3)
+        assert count <= ROWS_CHUNK or len(parts) > 4, "a long list comes in pieces"
+
+
+def test_a_scan_answer_shares_its_path_and_digest_objects() -> None:
+    # 100,000 files: the remote's rows, the local manifest and the base hold each path and
+    # digest once (interned), not one decoded copy per manifest.
+    import json
+    import sys
+
+    digest = "ab" * 32
+    frame = json.dumps({"token": "t", "rows": [["a/b.py", "file", 1, 2, 420, digest, None]],
+                        "exists": True, "root": "/r"})  # fmt: skip
+    answer = wire.Scan("/r").answer(json.loads(frame), b"")
+    assert answer.rows[0][0] is sys.intern("".join(["a/", "b.py"]))
+    assert answer.rows[0][5] is sys.intern("".join(["ab"] * 32))

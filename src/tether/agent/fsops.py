@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -92,8 +93,9 @@ class DigestCache:
         self.dirty = False
         try:
             with open(self.file, encoding="utf-8") as handle:
-                self.data = json.load(handle)
-        except (OSError, ValueError):
+                # Digests interned: one object per digest in every manifest and row.
+                self.data = {key: sys.intern(value) for key, value in json.load(handle).items()}
+        except (OSError, ValueError, AttributeError, TypeError):
             self.data = {}
 
     def known(self, st: os.stat_result) -> Optional[str]:
@@ -148,7 +150,7 @@ def checked_digest(full: str, st: os.stat_result) -> Tuple[str, bool]:
             digest.update(block)
         after = os.fstat(handle.fileno())
     same = stat_key(after) == stat_key(st)
-    return digest.hexdigest(), same and st.st_ctime_ns < started - RACY_NS
+    return sys.intern(digest.hexdigest()), same and st.st_ctime_ns < started - RACY_NS
 
 
 def pid_alive(pid: int, group: bool = False) -> bool:

@@ -85,13 +85,19 @@ def _lib() -> _Lib:
     return _LIB
 
 
+_budget: Optional[int] = None
+
+
 def budget() -> int:
-    """How many watches this process may hold in all."""
-    try:
-        with open("/proc/sys/fs/inotify/max_user_watches") as handle:
-            return int(handle.read()) // SHARE
-    except (OSError, ValueError):
-        return 8192 // SHARE
+    """How many watches this process may hold in all (read once)."""
+    global _budget
+    if _budget is None:
+        try:
+            with open("/proc/sys/fs/inotify/max_user_watches") as handle:
+                _budget = int(handle.read()) // SHARE
+        except (OSError, ValueError):
+            _budget = 8192 // SHARE
+    return _budget
 
 
 def fs_type(path: str) -> Optional[str]:
@@ -128,6 +134,19 @@ class Watcher:
 
     def start(self) -> None:
         """Watch the tree (raises Unwatchable, leaving nothing open)."""
+        self.begin()
+        try:
+            self._add_tree("")
+            if self.broken:
+                raise Unwatchable(self.broken)
+        except BaseException:
+            self.close()
+            raise
+
+    def begin(self) -> None:
+        """Open the watcher with no watch yet: the owner's own walk of the tree adds them
+        (add_dir on each directory before listing it), so a full scan sets them up in the
+        same walk. Raises Unwatchable or OSError (the root is missing), leaving nothing open."""
         kind = fs_type(self.root)
         if kind not in LOCAL_FS:
             raise Unwatchable("file system %s may change unseen" % kind)
@@ -138,12 +157,15 @@ class Watcher:
             raise Unwatchable("inotify_init1: %s" % os.strerror(ctypes.get_errno()))
         try:
             self.dev = os.lstat(self.root).st_dev
-            self._add_tree("")
-            if self.broken:
-                raise Unwatchable(self.broken)
         except BaseException:
             self.close()
             raise
+
+    def add_dir(self, rel: str, full: str, st: os.stat_result) -> None:
+        """Watch the directory rel (lstat'ed as st) before the owner lists it; what goes
+        wrong is kept in `broken` (the owner then gives the watcher up)."""
+        if not self.broken and rel not in self.skip:
+            self._add(rel, full, st)
 
     def close(self) -> None:
         global _in_use
@@ -226,10 +248,10 @@ class Watcher:
             except OSError as error:
                 self.broken = "listing %s: %s" % (full, error.strerror)
 
-    def _add(self, rel: str, full: str) -> bool:
+    def _add(self, rel: str, full: str, known: Optional[os.stat_result] = None) -> bool:
         global _in_use
         try:
-            st = os.lstat(full)
+            st = known or os.lstat(full)
         except OSError:
             return False
         if not stat.S_ISDIR(st.st_mode):

@@ -12,7 +12,7 @@ import os
 import select
 import struct
 import sys
-from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
 PROTOCOL = 1
 MAX_HEADER = 64 * 1024 * 1024
@@ -27,12 +27,33 @@ class ProtocolError(Exception):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
+ROWS_CHUNK = 4096  # a header's "rows" list is encoded this many rows at a time
+
+
 def encode(header: Dict[str, Any], payload: bytes = b"") -> bytes:
     """One frame as bytes."""
+    return b"".join(encode_parts(header, payload))
+
+
+def encode_parts(header: Dict[str, Any], payload: bytes = b"") -> List[bytes]:
+    """One frame as pieces to write in turn (no copy of the whole): a long "rows" list (a
+    whole tree's scan) is encoded a chunk at a time, so a frame of 100,000 rows never
+    exists as one JSON string beside its bytes."""
     if payload:
         header = dict(header, n=len(payload))
-    raw = _ENCODER.encode(header).encode("ascii")
-    return b"".join((_LENGTH.pack(len(raw)), raw, payload))
+    rows = header.get("rows")
+    if not isinstance(rows, list) or len(rows) <= ROWS_CHUNK:
+        raw = _ENCODER.encode(header).encode("ascii")
+        return [_LENGTH.pack(len(raw)), raw, payload]
+    rest = dict(header)
+    del rest["rows"]
+    head = _ENCODER.encode(rest)[:-1]  # without its closing brace
+    parts = [(head + ("," if rest else "") + '"rows":[').encode("ascii")]
+    for start in range(0, len(rows), ROWS_CHUNK):
+        chunk = _ENCODER.encode(rows[start : start + ROWS_CHUNK])[1:-1]
+        parts.append((("," if start else "") + chunk).encode("ascii"))
+    parts.append(b"]}")
+    return [_LENGTH.pack(sum(len(part) for part in parts)), *parts, payload]
 
 
 def decode_header(raw: bytes) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .dirfd import lstat_at, parent_of
 from .fsops import (
@@ -30,10 +30,13 @@ def scan_tree(
     cache: Optional[DigestCache],
     with_digests: bool,
     only: Optional[List[str]] = None,
+    watch: Optional[Callable[[str, str, os.stat_result], None]] = None,
 ) -> Tuple[Dict[str, Row], bool]:
     """Walk root (or only the given subpaths) without following symlinks.
 
-    Returns ({path: row}, root_exists) and removes stale temp files of dead writers.
+    Returns ({path: row}, root_exists) and removes stale temp files of dead writers. With
+    `watch` (a whole-tree walk), watch(rel, full path, lstat) is called on each directory
+    before it is listed (agent/inotify.Watcher.add_dir).
     """
     rows: Dict[str, Row] = {}
     try:
@@ -44,6 +47,10 @@ def scan_tree(
         raise OpError(ErrorKind.NOTDIR, "%s is not a directory" % root)
     skipped = set(skip)
     stack = [""]
+    if watch is not None and only is None:
+        watch("", root, top)
+    else:
+        watch = None
     if only is not None:
         stack = []
         for rel in only:
@@ -96,6 +103,8 @@ def scan_tree(
                 rows[rel] = [rel, "file", st.st_size, st.st_mtime_ns, safe_mode(mode), digest, None]
             elif is_dir(mode):
                 rows[rel] = [rel, "dir", 0, st.st_mtime_ns, safe_mode(mode), None, None]
+                if watch is not None:
+                    watch(rel, item.path, st)
                 stack.append(rel)
             else:
                 row = rows[rel] = row_of(rel, st, item.path)

@@ -22,7 +22,7 @@ import traceback
 from typing import Any, Callable, Dict, Tuple
 
 from . import fsops, writer
-from .protocol import PROTOCOL, FrameReader, encode, grow_pipe
+from .protocol import PROTOCOL, FrameReader, encode_parts, grow_pipe
 from .scan import ScanMemo, scan_tree
 from .watching import Watching
 from .wire import ErrorKind, Op, error_frame, scan_key
@@ -65,9 +65,11 @@ class Agent:
 
     def send(self, header: Dict[str, Any], payload: bytes = b"", flush: bool = True) -> None:
         """Write one frame atomically with respect to other threads."""
-        data = encode(header, payload)
+        parts = encode_parts(header, payload)
         with self.lock:
-            self.out.write(data)
+            for part in parts:
+                if part:
+                    self.out.write(part)
             # Batched, but never for long: a failed write is how a dropped link shows.
             if flush or time.monotonic() - self.flushed > 0.05:
                 self.out.flush()
@@ -85,6 +87,8 @@ class Agent:
         return self.caches[root]
 
     def hello(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        if header.get("watch"):  # a kept channel: its trees will be scanned again
+            self.watching.eager = True
         return {
             "version": VERSION,
             "protocol": PROTOCOL,

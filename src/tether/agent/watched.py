@@ -4,10 +4,13 @@ Pure (no I/O of its own): the owner feeds it the watcher's events and hands it a
 function that looks at the disk. `refresh()` answers the current entries as a delta
 against the previous answer, or None when it cannot be sure, and then the owner does a
 full scan and calls `reset()`. It is unsure after an overflowed event queue, a watcher
-restart or error, a watch limit reached, or when no heartbeat (an event queue read to its
-end) came within `bound_s` before the answer. A directory created before its watch was
-added may have been filled unseen: the event of its creation makes its whole subtree
-dirty, and it is re-scanned after the watch is in place.
+restart or error, a watch limit reached, when no heartbeat (an event queue read to its
+end) came within `bound_s` before the answer, or when the last full scan is older than
+`verify_s` (TETHER_VERIFY_S, 600 s by default): a safety bound for what inotify cannot
+see (writes through a shared mmap, a hard link written from outside the tree, clock or
+file system oddities), after which a full scan replaces the kept entries. A directory
+created before its watch was added may have been filled unseen: the event of its creation
+makes its whole subtree dirty, and it is re-scanned after the watch is in place.
 
 Used by the agent for remote scans (agent/scan.py) and by the sync daemon for local ones
 (sync/watching.py): the rule lives once. Standard library only, Python >= 3.8.
@@ -16,6 +19,7 @@ Used by the agent for remote scans (agent/scan.py) and by the sync daemon for lo
 from __future__ import annotations
 
 import bisect
+import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 # restat(path, deep): the entries a full scan would give at path (and, with deep, under
@@ -24,6 +28,16 @@ Restat = Callable[[str, bool], Dict[str, Any]]
 Delta = Tuple[Dict[str, Any], List[str]]  # (entries new or changed, paths gone)
 # More dirty paths than this: a full scan is cheaper than re-stat'ing them one by one.
 MAX_DIRTY = 5000
+VERIFY_S = 600.0  # a full verification scan at least this often (TETHER_VERIFY_S)
+
+
+def verify_s() -> float:
+    """The age after which kept entries are verified by a full scan (TETHER_VERIFY_S)."""
+    try:
+        value = float(os.environ.get("TETHER_VERIFY_S", ""))
+    except ValueError:
+        return VERIFY_S
+    return value if value >= 0 else VERIFY_S
 
 
 def under(path: str, prefix: str) -> bool:
@@ -34,11 +48,14 @@ def under(path: str, prefix: str) -> bool:
 class WatchedTree:
     """The entries of one tree ({path: value}) and the paths changed since they were read."""
 
-    def __init__(self, bound_s: float) -> None:
+    def __init__(self, bound_s: float, verify: Optional[float] = None) -> None:
         self.bound_s = bound_s
+        self.verify_s = verify_s() if verify is None else verify
         self.entries: Dict[str, Any] = {}
         self.why: Optional[str] = "never scanned"  # None: sure
+        self.aged = False  # unsure only because the last full scan is older than verify_s
         self.heartbeat_at = float("-inf")
+        self.scanned_at = float("-inf")
         self.deep: Set[str] = set()  # these paths and everything under them
         self.shallow: Set[str] = set()  # these paths' own entries (a directory's mtime)
         self._order: Optional[List[str]] = None  # entries' paths, sorted (built on need)
@@ -50,7 +67,9 @@ class WatchedTree:
         harmless), what changed after it comes only as events."""
         self.entries = entries
         self.why = None
+        self.aged = False
         self.heartbeat_at = now
+        self.scanned_at = now
         self.deep.clear()
         self.shallow.clear()
         self._order = None
@@ -59,6 +78,7 @@ class WatchedTree:
         """Events may have been lost: the next answer comes from a full scan."""
         if self.why is None:
             self.why = why
+        self.aged = False  # (set again by refresh when age is the only reason)
         self.deep.clear()
         self.shallow.clear()
 
@@ -92,6 +112,11 @@ class WatchedTree:
         None when unsure (no answer can be trusted): do a full scan and reset()."""
         if self.why is None and now - self.heartbeat_at > self.bound_s:
             self.unsure("no heartbeat from the watcher for %.0f s" % (now - self.heartbeat_at))
+        if self.why is None and now - self.scanned_at > self.verify_s:
+            self.unsure(
+                "a verification scan is due (%.0f s since the last)" % (now - self.scanned_at)
+            )
+            self.aged = True
         if self.why is not None:
             return None
         deep = outermost(self.deep)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from enum import Enum
 from typing import Any, ClassVar, Dict, Generic, List, Optional, Tuple, TypeVar
 
@@ -265,6 +266,9 @@ class Request(Generic[A]):
 @dataclasses.dataclass
 class Hello(Request[Frame]):
     OP = Op.HELLO
+    # A kept channel (the sync daemon's): the agent watches each tree from its first full
+    # scan on (agent/watching.py), as the same tree will be scanned again.
+    watch: Optional[bool] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,9 +295,16 @@ class Scan(Request[ScanAnswer]):
     rows: bool = True
 
     def answer(self, header: Dict[str, Any], payload: bytes) -> ScanAnswer:
+        rows = list(header["rows"])
+        intern = sys.intern  # paths and digests: the objects of the local side's manifests
+        for row in rows:
+            if isinstance(row, list) and len(row) > 5 and isinstance(row[0], str):
+                row[0] = intern(row[0])
+                if isinstance(row[5], str):
+                    row[5] = intern(row[5])
         return ScanAnswer(
             str(header["token"]),
-            list(header["rows"]),
+            rows,
             bool(header["exists"]),
             str(header["root"]),
             header.get("since"),

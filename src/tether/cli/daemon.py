@@ -50,6 +50,7 @@ T = TypeVar("T")
 IDLE_EXIT_S = 600.0
 MAX_COMMANDS = 4  # served at once (a push or pull, and jobs/status beside it)
 WATCH_S = 2.0
+DRAIN_S = 0.02  # events that wake the idle daemon are read this much later, coalesced
 MODULE = "tether.cli.daemon"
 LOG_LIMIT = 1 << 20
 
@@ -145,7 +146,7 @@ class Pool:
             if channel.alive:
                 return channel, True
             await channel.close()
-        return await open_channel(target), False
+        return await open_channel(target, kept=True), False
 
     async def reap(self, keep: tuple[str, str, str] | None = None) -> None:
         """Close dead channels, and those of a host whose ssh config has changed."""
@@ -190,6 +191,8 @@ class Daemon:
         self.stop = asyncio.Event()
         self.inode = 0
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.armed: list[int] = []  # kept scans' watcher fds the loop waits on while idle
+        self.draining: asyncio.TimerHandle | None = None
 
     async def serve(self, lock_fd: int) -> None:
         self.loop = asyncio.get_running_loop()
@@ -292,6 +295,7 @@ class Daemon:
         self.syncing += syncs
         self.serving.append(name)
         command = Command(self.loop)
+        self.disarm()  # the kept scans are drained only while no command runs
         try:
             work = self.loop.run_in_executor(
                 self.executor, self.run_command, request, writer, command
@@ -311,6 +315,43 @@ class Daemon:
             self.syncing -= syncs
             self.serving.remove(name)
             self.last = time.monotonic()
+            if not self.busy:
+                self.arm()
+
+    def arm(self) -> None:
+        """While no command runs, read the kept scans' events as they come (coalesced by
+        DRAIN_S): a burst between pushes never overflows the kernel's queue."""
+        assert self.loop is not None
+        self.disarm()
+        if self.scans is None or self.busy:
+            return
+        for fd in self.scans.fds():
+            self.loop.add_reader(fd, self._readable)
+            self.armed.append(fd)
+
+    def disarm(self) -> None:
+        """Before a command (it may close and reopen watchers): stop waiting on their fds."""
+        assert self.loop is not None
+        for fd in self.armed:
+            self.loop.remove_reader(fd)
+        self.armed.clear()
+        if self.draining is not None:
+            self.draining.cancel()
+            self.draining = None
+
+    def _readable(self) -> None:
+        assert self.loop is not None
+        for fd in self.armed:  # (level-triggered: no more wake-ups until the drain)
+            self.loop.remove_reader(fd)
+        self.armed.clear()
+        if self.draining is None:
+            self.draining = self.loop.call_later(DRAIN_S, self._drain)
+
+    def _drain(self) -> None:
+        self.draining = None
+        if self.scans is not None and not self.busy:
+            self.scans.drain()
+            self.arm()  # the set of sound watchers may have changed
 
     def run_command(
         self, request: dict[str, Any], writer: asyncio.StreamWriter, command: Command

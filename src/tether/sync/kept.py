@@ -7,8 +7,12 @@ last local manifest (scan_local + digests) and an inotify watcher on the tree
 .gitignore re-scans its whole directory); a full scan, exactly as without the daemon,
 whenever the watcher is unsure (overflow, restart, watch budget) or a file that steers
 git's listing without living in the tree changed (the index, info/exclude, git config
-and global excludes, .gitignore files above the root). A command run in its own process never has
-these (Runtime.scans is None).
+and global excludes, .gitignore files above the root), and at least every TETHER_VERIFY_S
+(agent/watched.py: for what inotify cannot see), with a sound watcher kept. The daemon's
+loop drains the watchers while it is idle (drain(), on each watcher's fd), so a burst of
+events between pushes (a `git checkout`) leaves the next push a re-stat of what changed,
+not an overflowed queue. A command run in its own process never has these (Runtime.scans
+is None).
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class KeptScans:
             if _refresh(tree, root, scope, cache):
                 kept.valid = True
                 return dict(tree.entries)
-        if not kept.watching or tree.why is not None:
+        if not kept.watching or (tree.why is not None and not tree.aged):
             kept.watcher.close()
             try:
                 kept.watcher.start()  # before the scan: what changes during it is seen
@@ -101,6 +105,23 @@ class KeptScans:
         tree.reset(manifest if kept.watching else {}, time.monotonic())
         kept.outside, kept.seen, kept.valid = outside, seen, kept.watching
         return dict(manifest)
+
+    def fds(self) -> list[int]:
+        """The watchers' event fds worth draining (each readable when events wait)."""
+        return [
+            k.watcher.fd
+            for k in self.kept.values()
+            if k.valid and k.watcher.fd >= 0 and k.tree.why is None
+        ]
+
+    def drain(self) -> None:
+        """Read the events queued for every kept tree (between commands only): each tree's
+        dirty paths grow (bounded: past watched.MAX_DIRTY it is unsure), the kernel's queue
+        empties, and new directories get their watches."""
+        now = time.monotonic()
+        for kept in self.kept.values():
+            if kept.valid and kept.watcher.fd >= 0:
+                kept.watcher.drain(kept.tree, now)
 
     def close(self) -> None:
         for kept in self.kept.values():

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -192,7 +193,7 @@ def _submit_chunk(
         lane.send("chunk", item.path, Entry(FILE), request)
         return False
     size = offset + len(chunk)
-    sent = Entry(FILE, size, entry.mtime_ns, entry.mode, digest.hexdigest())
+    sent = Entry(FILE, size, entry.mtime_ns, entry.mode, sys.intern(digest.hexdigest()))
     lane.send(action, item.path, sent, request)
     return True
 

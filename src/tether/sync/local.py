@@ -6,6 +6,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,8 @@ def git_paths(root: Path, scope: Scope, under: list[str] | None = None) -> list[
             if not git_root(root):
                 return None
             raise TetherError("git ls-files failed", done.stderr.decode(errors="replace").strip())
-        return [path for path in os.fsdecode(done.stdout).split("\0") if path]
+        # Interned: the same path's string is then one object in every manifest of it.
+        return [sys.intern(path) for path in os.fsdecode(done.stdout).split("\0") if path]
 
     paths = listing("-c", "-o")
     if paths is not None and scope.include:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,11 @@ class Base:
         remote_stat = self.remote_stat
         local_stat = self.local_stat
         rows: list[list[Any]] = data["rows"]
+        intern = sys.intern  # paths and digests: one object each across manifests
         for path, kind, size, mtime_ns, mode, digest, target, remote, local in rows:
+            path = intern(path)
+            if digest is not None:
+                digest = intern(digest)
             entries[path] = Entry(kind, size, mtime_ns, mode, digest, target)
             own = (size, mtime_ns)
             if remote is not None:

@@ -21,9 +21,10 @@ class ChannelPool(Protocol):
     ) -> T: ...
 
 
-async def open_channel(target: Target) -> AgentChannel:
-    """An agent channel to the target's host (master started on first use)."""
-    return await AgentChannel.open(SshTransport(target.host), target.python)
+async def open_channel(target: Target, kept: bool = False) -> AgentChannel:
+    """An agent channel to the target's host (master started on first use); `kept`: one
+    the sync daemon keeps (its agent watches what it scans from the first scan on)."""
+    return await AgentChannel.open(SshTransport(target.host), target.python, kept)
 
 
 async def on_target(

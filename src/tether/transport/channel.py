@@ -70,8 +70,11 @@ class AgentChannel:
         self._helpers: list[AgentChannel] = []
 
     @classmethod
-    async def open(cls, transport: Transport, python: str = "python3") -> AgentChannel:
-        """Start (installing first if needed) the agent on the host and say hello."""
+    async def open(
+        cls, transport: Transport, python: str = "python3", kept: bool = False
+    ) -> AgentChannel:
+        """Start (installing first if needed) the agent on the host and say hello (`kept`:
+        a channel kept between commands, see wire.Hello)."""
         data, digest = agent_zip()
         argv = [*python_argv(python), "-c", BOOTSTRAP, digest]
         process = await transport.spawn(argv)
@@ -85,7 +88,7 @@ class AgentChannel:
             channel._stderr_task = asyncio.create_task(channel._drain_stderr())
             # The hello is not awaited here: its answer comes before any other, and
             # `request` checks it, so the first real request shares its round trip.
-            channel._hello = channel.submit(Hello())
+            channel._hello = channel.submit(Hello(watch=True) if kept else Hello())
             channel._digest = digest
             await channel.flush()
         except BaseException:
