@@ -1,17 +1,19 @@
 """The seam between push and pull (tether.sync.endpoint): both sides answer alike.
 
 A LocalEndpoint (this machine, the agent's writer run here) and a RemoteEndpoint (a real
-agent, started as a local subprocess) are driven through the same calls: each refuses a
-write or delete of a path changed since its scan with the same CHANGED answer, keeps the
-changed file, leaves no temp file, and push and pull settle that answer the same way
-(Report.refused: a conflict). A pull then meets a local edit made while it runs, and
-refuses it exactly like that.
+agent, started as a local subprocess) are driven through the same calls: each scans and
+digests its tree, refuses a write or delete of a path changed since its scan with the same
+CHANGED answer, keeps the changed file and leaves no temp file, and push and pull settle
+that answer the same way (Report.refused: a conflict). A pull then meets a local edit made
+while it runs, and refuses it exactly like that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,9 @@ async def _refusals(side: Endpoint, root: Path, base: Base) -> dict[str, Any]:
     """Scan side, change two files behind its back, then write and delete them as scanned."""
     scanned = await side.scan(base, None)
     assert {"pkg", "pkg/a.txt", "pkg/b.txt"} <= set(scanned)
+    scanned["pkg/a.txt"] = replace(scanned["pkg/a.txt"], digest=None)
+    await side.digests(scanned, ["pkg/a.txt"])
+    assert scanned["pkg/a.txt"].digest == hashlib.sha256(b"scanned\n").hexdigest()
     os.utime(root / "pkg" / "a.txt", ns=(1, 10**18))
     (root / "pkg" / "b.txt").write_text("edited meanwhile, longer\n")
     put = Put(

@@ -107,9 +107,16 @@ class LocalEndpoint:
         return found
 
     async def digests(self, manifest: Manifest, paths: Collection[str]) -> None:
-        missing = _undigested(manifest, paths)
-        if missing:
-            manifest.update(await self.stat(missing))
+        for path in _undigested(manifest, paths):
+            full = os.path.join(self.root, path)
+            try:
+                st = os.lstat(full)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            entry = manifest[path]
+            if entry_for(full, st).kind == FILE and entry.same_stat(st.st_size, st.st_mtime_ns):
+                manifest[path] = entry.with_digest(self.cache.get(full, st, True))
+        self.cache.save()
 
     def submit(self, request: Change) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
