@@ -108,7 +108,6 @@ async def push_pair(
     """
     started = time.monotonic()
     base = pair.base("push", project_root)
-    source = LocalEndpoint(pair.local_root, pair.scope, digest_cache(project_root, pair))
     dest = RemoteEndpoint(channel, pair.remote_root, _skip_list(pair))
     trusted = trust_base and only is not None and not base.pending
     guessed = _remote_from_base(base, only) if trusted and only is not None else None
@@ -117,7 +116,8 @@ async def push_pair(
         covering = None if only is None else _covering(only)
         scanning = asyncio.ensure_future(dest.scan(base, covering))
         await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
-    try:
+    try:  # the digest cache is read while the remote scans
+        source = LocalEndpoint(pair.local_root, pair.scope, digest_cache(project_root, pair))
         local = await source.scan(base, only)
     except BaseException:
         if scanning is not None:
