@@ -25,7 +25,7 @@ from tether.sync.state import Base
 from tether.transport.channel import AgentChannel
 
 Answer = tuple[dict[str, Any], bytes]
-Change = wire.Put | wire.Delete | wire.Read
+FileRequest = wire.Put | wire.Delete | wire.Read
 
 
 class Endpoint(Protocol):
@@ -35,12 +35,13 @@ class Endpoint(Protocol):
     root: str
 
     async def scan(self, base: Base, only: list[str] | None) -> Manifest:
-        """The synced entries under root (under `only`'s prefixes when given)."""
+        """The synced entries under root (under `only`'s prefixes when given); a file's
+        digest may come from `base` where its stat is still the one recorded there."""
 
     async def digests(self, manifest: Manifest, paths: Collection[str]) -> None:
         """Fill in the digests of the files at `paths` in manifest lacking one."""
 
-    def submit(self, request: Change) -> asyncio.Future[Answer]:
+    def submit(self, request: FileRequest) -> asyncio.Future[Answer]:
         """Start a request (pipelined where the side is far); its answer frame, refusals
         included (`ok` false, `kind` an ErrorKind: CHANGED when the check failed)."""
 
@@ -118,7 +119,7 @@ class LocalEndpoint:
                 manifest[path] = entry.with_digest(self.cache.get(full, st, True))
         self.cache.save()
 
-    def submit(self, request: Change) -> asyncio.Future[Answer]:
+    def submit(self, request: FileRequest) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         header, payload = request.to_frame()
         try:
@@ -209,7 +210,7 @@ class RemoteEndpoint:
             if path in manifest and digest is not None:
                 manifest[path] = manifest[path].with_digest(digest)
 
-    def submit(self, request: Change) -> asyncio.Future[Answer]:
+    def submit(self, request: FileRequest) -> asyncio.Future[Answer]:
         return self.channel.submit(request)
 
     async def flush(self) -> None:
