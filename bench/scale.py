@@ -11,7 +11,7 @@ first push <= 0.5x rsync; daemon <= 150 MB and agent <= 40 MB at 100,000 files.
 PASS/MISS is printed, never asserted.
 
     .venv/bin/python bench/scale.py [--small|--quick] [--runs N] [--rtt 0,50]
-                                    [--results bench/RESULTS.md]
+                                    [--only noop,one] [--results bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -85,12 +85,18 @@ def sample(isolation: common.Isolation, scenario: str, rtt_ms: int) -> Memory:
 def main(argv: list[str] | None = None) -> int:
     picker = argparse.ArgumentParser(add_help=False)
     picker.add_argument("--rtt", default="0,50", help="added RTTs in ms, comma-separated")
+    picker.add_argument(
+        "--only", default=None, help="scenarios, comma-separated: " + ", ".join(push.ONLY)
+    )
     picked, rest = picker.parse_known_args(argv)
     args = common.arguments(__doc__ or "", rest)
     size = "quick" if args.quick else "small" if args.small else "full"
     spec = common.TreeSpec(small_files=FILES[size], big_files=0, big_bytes=0)
     runs = args.runs or push.RUNS
     rtts = [int(value) for value in picked.rtt.split(",")]
+    scenarios = push.SCENARIOS
+    if picked.only:
+        scenarios = tuple(push.ONLY[name] for name in picked.only.split(","))
     rows: list[push.Row] = []
     memory: list[Memory] = []
     notes: list[str] = []
@@ -112,7 +118,14 @@ def main(argv: list[str] | None = None) -> int:
                         memory.append(sample(isolation, scenario, rtt_ms))
 
                     found, check = push.bench_rtt(
-                        tree, box.home, alias, rtt_ms, runs, without_daemon=False, after=after
+                        tree,
+                        box.home,
+                        alias,
+                        rtt_ms,
+                        runs,
+                        scenarios,
+                        without_daemon=False,
+                        after=after,
                     )
                 rows += found
                 notes.append(f"{rtt_ms} ms: tether's and rsync's remote copies {check}")

@@ -83,7 +83,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     left = harness.wait_for_leftovers(_ENV)
     for pid, cmdline in left:
         problems.append(f"process {pid} is still alive: {cmdline[:160]}")
-    harness.end_processes([pid for pid, _ in left])
+    from tether.hosts.processes import terminate
+
+    terminate([pid for pid, _ in left])  # exactly these pids (found by session_processes)
     changed = harness.real_ssh_changed(_ENV)
     if changed:
         problems.append(f"the REAL {_ENV.real_ssh_dir} changed during the tests: {changed}")

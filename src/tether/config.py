@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
+from tether import invocation
 from tether.configfile import CONFIG_NAME, find_config_file
 from tether.errors import ConfigError, UsageError
 from tether.safety import host_problem, python_argv, remote_dir_problem
@@ -135,7 +136,7 @@ class Config:
 
 def find_config(start: Path | None = None) -> Path | None:
     """The nearest tether.toml, or pyproject.toml with [tool.tether], from start upward."""
-    found = find_config_file(str(start or Path.cwd()))
+    found = find_config_file(str(start or invocation.cwd()))
     return None if found is None else Path(found)
 
 

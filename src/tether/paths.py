@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from tether import invocation
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,9 +25,7 @@ def state_dir() -> Path:
 
 def state_dir_str() -> str:
     """state_dir() as a string (no pathlib: the send fast path)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
+    base = invocation.getenv("XDG_STATE_HOME") or os.path.join(invocation.home(), ".local", "state")
     return _private_dir(os.path.join(base, "tether"))
 
 
@@ -36,10 +36,10 @@ def trust_store() -> str:
 
 def runtime_dir_str() -> str:
     """A short 0700 directory for control sockets (Unix sockets are limited to ~104 bytes)."""
-    base = os.environ.get("TETHER_RUNTIME_DIR")
+    base = invocation.getenv("TETHER_RUNTIME_DIR")
     if base:
         return _private_dir(base)
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    xdg = invocation.getenv("XDG_RUNTIME_DIR")
     if xdg and len(xdg) < 40 and os.path.isdir(xdg):
         return _private_dir(os.path.join(xdg, "tether"))
     return _private_dir(f"/tmp/tether-{os.getuid()}")
@@ -53,10 +53,10 @@ def runtime_dir() -> Path:
 
 
 def ssh_dir() -> Path:
-    """The user's ~/.ssh (as OpenSSH sees it, through the passwd entry's home)."""
+    """The caller's ~/.ssh ($HOME's, as Path.home() reads it)."""
     from pathlib import Path
 
-    return Path.home() / ".ssh"
+    return Path(invocation.home()) / ".ssh"
 
 
 def _private_dir(path: str) -> str:

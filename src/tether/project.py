@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from tether import invocation
 from tether.config import parse, parse_toml
 from tether.configfile import CONFIG_NAME
 from tether.errors import UsageError
@@ -21,7 +22,7 @@ def _toml_string(value: str) -> str:
 def remote_spelling(path: str) -> str:
     """A remote path as the user meant it: `--path ~/proj` typed in a shell arrives as the
     LOCAL home's /home/me/proj; on the remote that is ~/proj (the remote home may differ)."""
-    home = str(Path.home()).rstrip("/")
+    home = invocation.home().rstrip("/")
     if home and (path == home or path.startswith(home + "/")):
         return "~" + path[len(home) :]
     return path

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tether.config import Target
 from tether.sync.targets import ChannelPool, each_target, on_target
 from tether.transport.channel import AgentChannel
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
 
 T = TypeVar("T")
 
@@ -32,6 +35,8 @@ class Runtime:
     pool: ChannelPool | None = None
     # Runs a coroutine to completion on a long-lived loop (None: asyncio.run).
     submit: Callable[[Coroutine[Any, Any, Any]], Any] | None = None
+    # Local manifests kept current by watchers (the sync daemon's; None: a full scan).
+    scans: KeptScans | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a command's coroutine to completion."""

@@ -16,11 +16,11 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tether import invocation
 from tether.errors import TetherError
 from tether.paths import trust_store
 
@@ -294,15 +294,17 @@ def _brief(config: Config) -> str:
 
 
 def _ask(config: Config, problem: str) -> bool:
-    if os.environ.get("TETHER_NO_PROMPT") or not (sys.stdin.isatty() and sys.stderr.isatty()):
+    if invocation.getenv("TETHER_NO_PROMPT") or not (
+        invocation.stdin().isatty() and invocation.stderr().isatty()
+    ):
         return False
-    sys.stderr.write(f"tether: {problem}\n")
+    invocation.stderr().write(f"tether: {problem}\n")
     for line in summary(config):
-        sys.stderr.write(f"  {line}\n")
-    sys.stderr.write("Trust this config? [y/N] ")
-    sys.stderr.flush()
+        invocation.stderr().write(f"  {line}\n")
+    invocation.stderr().write("Trust this config? [y/N] ")
+    invocation.stderr().flush()
     try:
-        answer = sys.stdin.readline()
+        answer = invocation.stdin().readline()
     except (OSError, KeyboardInterrupt):
         return False
     return answer.strip().lower() in ("y", "yes")

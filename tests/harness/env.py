@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tether.hosts.processes import alive
-
 if TYPE_CHECKING:
     from tether.hosts.sandbox import Sandbox
 
@@ -109,6 +107,12 @@ def setup() -> TestEnv:
     )
     for name in ("XDG_RUNTIME_DIR", "SSH_AUTH_SOCK", "SSH_AGENT_PID", "TMUX", "TMUX_PANE"):
         os.environ.pop(name, None)
+    # A runner that starts the tests with SIGINT ignored (a background job of a
+    # non-interactive shell, as CI runners do) hands that on to every process a test starts,
+    # and Python then never turns SIGINT into KeyboardInterrupt: a test's Ctrl-C would do
+    # nothing (a push went on to the end, exit 0). The tests stand for a user at a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         verify(env)
     except BaseException:
@@ -227,20 +231,6 @@ def wait_for_leftovers(env: TestEnv, grace_s: float = 3.0) -> list[tuple[int, st
         time.sleep(0.1)
         left = session_processes(env)
     return left
-
-
-def end_processes(pids: list[int]) -> None:
-    """SIGTERM, then SIGKILL after 3 s, exactly these pids (found by session_processes)."""
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if alive(pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- sandboxes and helpers

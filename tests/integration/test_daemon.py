@@ -14,7 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,35 +185,142 @@ def test_a_killed_daemon_is_replaced_by_the_next_push(synced: SyncProject) -> No
     assert new_pid != pid
 
 
-def test_ctrl_c_cancels_the_push_in_the_daemon(synced: SyncProject) -> None:
-    synced.push_ok()
-    for index in range(30):
-        write(synced.root / "big" / f"f{index:02d}.bin", os.urandom(1 << 20) * 2)
-    process = start_cli(synced.root, "push")
-    deadline = time.monotonic() + 20
-    while not (synced.remote / "big").exists() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
-    if process.returncode == 0:
-        pytest.skip("the push ended before the interrupt reached it")  # a fast machine
-    assert process.returncode == 130, f"{process.returncode} {out} {err}"
-    assert err.strip().endswith("tether: interrupted")
-    # The daemon stopped that push: once it is idle again, less than all of it landed,
-    # nothing half-written (a temporary cut short is removed by the next push's scan).
+# Where Ctrl-C lands, each made certain by what the test waits for before sending it:
+# the daemon stopped (SIGSTOP) while the client waits on its socket, the push's Scan
+# request seen by the proxy (its answer is 2 s away), 4 MB of uploads through the proxy.
+INTERRUPT_POINTS = ("before-the-command", "during-the-scan", "during-the-uploads")
+
+
+@pytest.mark.parametrize("point", INTERRUPT_POINTS)
+def test_ctrl_c_cancels_the_push_in_the_daemon(
+    make_synced: Any, proxy: Any, proxy_alias: str, point: str
+) -> None:
     from tether.cli import daemon
     from tether.cli.fastpath import socket_path
 
+    synced = make_synced(host=proxy_alias)
+    synced.push_ok()  # the daemon runs and keeps a channel through the proxy
+    files = {f"f{index:02d}.bin": os.urandom(1 << 20) * 2 for index in range(30)}
+    for name, data in files.items():
+        write(synced.root / "big" / name, data)
+    pid, _ = _daemon()
+    log = Path(os.environ["TETHER_RUNTIME_DIR"]) / "sync-daemon.log"
+    logged = log.stat().st_size
+    proxy.set_delay(1000 if point == "during-the-scan" else 150)
+    sent = proxy.stats.bytes_up
+    if point == "before-the-command":
+        os.kill(pid, signal.SIGSTOP)
+    process = start_cli(synced.root, "push")
+    try:
+        if point == "before-the-command":
+            reached = _wait(lambda: _blocked_on_a_socket(process.pid), process)
+        elif point == "during-the-scan":
+            reached = _wait(lambda: proxy.stats.bytes_up > sent, process)
+        else:
+            reached = _wait(lambda: proxy.stats.bytes_up - sent > 4 << 20, process)
+        assert reached, f"the push never got {point}: {process.poll()}"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if point == "before-the-command":
+            os.kill(pid, signal.SIGCONT)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, f"{process.returncode} {out} {err}"
+    assert err.strip().splitlines()[-1:] == ["tether: interrupted"], err
+    # The daemon ended that push as interrupted: once it is idle again, nothing half
+    # written, and every upload that was sent but not answered is recorded as pending.
     deadline = time.monotonic() + 60
     while (daemon.ping(socket_path()) or {}).get("busy") and time.monotonic() < deadline:
         time.sleep(0.05)
-    landed = sorted((synced.remote / "big").glob("*.bin"))
-    assert len(landed) < 30
+    assert daemon.ping(socket_path()) is not None and _daemon()[0] == pid
+    told = log.read_bytes()[logged:].decode(errors="replace")
+    assert "Traceback" not in told and "internal error" not in told, told
+    big = synced.remote / "big"
+    landed = sorted(big.glob("*.bin")) if big.exists() else []
+    pending = [
+        json.loads(path.read_text()) for path in (synced.root / ".tether").rglob("*.pending.json")
+    ]
+    if point == "during-the-uploads":
+        assert len(landed) < 30 and len(pending) == 1, (landed, pending)
+        names = {f"big/{name}" for name in files}
+        # Every file that did not land is pending (some that landed may be too: answers lost).
+        assert names - {f"big/{path.name}" for path in landed} <= set(pending[0]) <= names
+    else:  # nothing was planned yet: nothing sent, nothing pending
+        assert landed == [] and pending == [], (landed, pending)
     for path in landed:
-        assert path.read_bytes() == (synced.root / "big" / path.name).read_bytes(), path
+        assert path.read_bytes() == files[path.name], path
+    # The next push, on the same daemon, completes it: no conflict from what landed.
+    proxy.set_delay(0)
     synced.push_ok()
-    assert len(list((synced.remote / "big").glob("*.bin"))) == 30
-    assert not [p for p in (synced.remote / "big").iterdir() if ".tether-tmp." in p.name]
+    assert _daemon()[0] == pid
+    assert {p.name: p.read_bytes() for p in big.glob("*.bin")} == files
+    assert not [p for p in big.iterdir() if ".tether-tmp." in p.name]
+    assert not list((synced.root / ".tether").rglob("*.pending.json"))
+
+
+def test_ctrl_c_while_the_client_waits_for_the_daemon_to_start(
+    synced: SyncProject, short_runtime: Path
+) -> None:
+    # Another client is starting the daemon (the test holds the start lock): Ctrl-C ends
+    # the wait with the one line and 130, not a traceback.
+    import fcntl
+
+    from tether.cli import daemon
+    from tether.cli.fastpath import fingerprint
+
+    lock_path = short_runtime / f"sync-{fingerprint()}.lock"
+    lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    env = dict(os.environ, TETHER_RUNTIME_DIR=str(short_runtime))
+    process = subprocess.Popen(
+        harness.tether_argv("push"), cwd=synced.root, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        waiting = _wait(lambda: _has_open(process.pid, lock_path), process)
+        assert waiting, f"the client never waited for the start lock: {process.poll()}"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        os.close(lock)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, f"{process.returncode} {out} {err}"
+    assert err.strip() == "tether: interrupted", err
+    assert daemon.running(short_runtime) == {}
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def _wait(condition: Callable[[], bool], process: subprocess.Popen[str]) -> bool:
+    """Poll condition (every 5 ms, 30 s at most) while process runs."""
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def _blocked_on_a_socket(pid: int) -> bool:
+    """pid sleeps in a system call on a socket (the client, once it connected and sent its
+    request, waits on the daemon's socket for the answer)."""
+    try:
+        call = Path(f"/proc/{pid}/syscall").read_text().split()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state != "S" or len(call) < 2 or call[0] == "running":
+            return False
+        return os.readlink(f"/proc/{pid}/fd/{int(call[1], 16)}").startswith("socket:")
+    except (OSError, ValueError):
+        return False
 
 
 def test_no_daemon_runs_with_tether_no_daemon(synced: SyncProject, short_runtime: Path) -> None:
@@ -324,3 +431,113 @@ def test_two_targets_after_an_ssh_config_change(synced: SyncProject, sandbox2: A
         os.utime(ssh_config, ns=(time.time_ns(), time.time_ns()))
         write(synced.root / "pkg" / "model.py", f"X = {time.time_ns()}\n")
         synced.push_ok()
+
+
+def _process_state(pid: int) -> tuple[str, str]:
+    """(cwd, umask) of a process, as the kernel has them."""
+    umask = next(
+        line.split()[1]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("Umask:")
+    )
+    return os.readlink(f"/proc/{pid}/cwd"), umask
+
+
+def test_the_daemon_keeps_its_own_process_state_while_it_serves_a_client(
+    make_synced: Any, proxy: Any, proxy_alias: str
+) -> None:
+    """The command runs under the client's cwd, environment and umask (tether.invocation),
+    but the daemon's own cwd and umask never change: its loop and watchdog, and the next
+    command, must not see one client's state."""
+    from tether.cli import daemon
+    from tether.cli.fastpath import socket_path
+
+    slow = make_synced(host=proxy_alias)
+    slow.push_ok()
+    pid, _ = _daemon()
+    own = _process_state(pid)
+    assert own[0] != str(slow.root)
+    write(slow.root / "train.py", "print('slow')\n")
+    write(slow.remote / "outputs" / "metrics.txt", "loss=0.1\n")
+    os.chmod(slow.remote / "outputs" / "metrics.txt", 0o666)
+    proxy.set_delay(300)
+    process = subprocess.Popen(
+        harness.tether_argv("push"),
+        cwd=slow.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        umask=0o027,
+    )
+    seen: set[tuple[str, str]] = set()
+    busy_samples = 0
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if (daemon.ping(socket_path()) or {}).get("busy") is True:
+                busy_samples += 1
+                seen.add(_process_state(pid))
+            time.sleep(0.01)
+    finally:
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, f"{out} {err}"
+    assert busy_samples >= 3, "the push ended before the daemon was seen serving it"
+    assert seen == {own}, f"the daemon's own cwd/umask changed while serving: {seen}"
+    proxy.set_delay(0)
+    # The client's umask still applies to what its pull writes here.
+    pulled = subprocess.run(
+        harness.tether_argv("pull"), cwd=slow.root, capture_output=True, text=True,
+        timeout=120, umask=0o027,
+    )  # fmt: skip
+    assert pulled.returncode == 0, describe(pulled)
+    assert (slow.root / "outputs" / "metrics.txt").stat().st_mode & 0o777 == 0o640
+    assert _daemon()[0] == pid, "the pull did not run in the same daemon"
+
+
+def test_status_is_served_beside_a_running_push_but_a_second_push_is_not(
+    make_synced: Any, proxy: Any, proxy_alias: str
+) -> None:
+    """The daemon serves jobs/status while a push runs (no process of their own, on its
+    kept imports); a second push or pull runs in its own process (they share kept scans)."""
+    from tether.cli import daemon
+    from tether.cli.fastpath import socket_path
+
+    slow = make_synced(host=proxy_alias)
+    other = make_synced(host=proxy_alias)
+    slow.push_ok()
+    other.push_ok()
+    pid, _ = _daemon()
+    write(slow.root / "train.py", "print('slow')\n")
+    write(other.root / "train.py", "print('other')\n")
+    proxy.set_delay(300)
+    push = start_cli(slow.root, "push")
+    status = second = None
+    seen: set[tuple[str, ...]] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while push.poll() is None and time.monotonic() < deadline:
+            serving = tuple((daemon.ping(socket_path()) or {}).get("serving") or ())
+            seen.add(serving)
+            if serving == ("push",) and status is None:
+                status = start_cli(slow.root, "status", "--json")
+                second = start_cli(other.root, "push")
+            time.sleep(0.01)
+        assert status is not None and second is not None, f"never saw the push served: {seen}"
+        done_status = status.communicate(timeout=120)
+        done_second = second.communicate(timeout=120)
+    finally:
+        out, err = push.communicate(timeout=120)
+        for process in (status, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert push.returncode == 0, f"{out} {err}"
+    assert status.returncode == 0, done_status
+    assert json.loads(done_status[0])[0]["reachable"], done_status
+    assert second.returncode == 0, done_second
+    assert ("push", "status") in seen, f"status was not served beside the push: {seen}"
+    assert not any(names.count("push") > 1 for names in seen), seen
+    assert (slow.remote / "train.py").read_text() == "print('slow')\n"
+    assert (other.remote / "train.py").read_text() == "print('other')\n"
+    assert _daemon()[0] == pid

@@ -15,6 +15,7 @@ import pytest
 from tests.harness import env as harness
 from tests.integration.conftest import ssh_masters
 from tests.integration.test_console_link import pproject
+from tether.hosts.processes import end_process
 
 pytestmark = pytest.mark.integration
 __all__ = ["pproject"]  # a fixture, used by name
@@ -51,9 +52,4 @@ def test_twenty_drops_leave_one_master(
         assert counted.stdout.strip() == str(DROPS), counted.stdout + counted.stderr
         assert len(ssh_masters(proxy_alias)) <= 1, ssh_masters(proxy_alias)
     finally:
-        watch.send_signal(signal.SIGINT)
-        try:
-            watch.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            watch.kill()
-            watch.wait()
+        end_process(watch, signal.SIGINT, grace_s=30)

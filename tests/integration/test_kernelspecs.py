@@ -23,6 +23,7 @@ from tests.harness import env as harness
 from tests.integration.test_console import kernel_pids, stop_helpers
 from tests.integration.test_jupyter import install_spec, jupyter
 from tests.integration.test_jupyter import jupyter_dir as jupyter_dir
+from tether.hosts.processes import end_process
 
 pytestmark = pytest.mark.integration
 
@@ -190,12 +191,7 @@ def jupyter_server(root: Path) -> Iterator[tuple[str, str]]:
         time.sleep(0.2)  # written whole by now (it is small)
         yield str(json.loads(info.read_text())["url"]).rstrip("/"), token
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, grace_s=30)
         log.close()
 
 

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import env as harness
 from tests.integration.test_console import kernel_pids, pid_alive, stop_helpers
 
 pytestmark = pytest.mark.integration
@@ -107,11 +110,8 @@ def test_two_spawns_at_once_start_one_helper(hproject: Path, tether_cli: Cli) ->
     assert helper_processes(target.host, kernel) == [pids[0]]  # the send used it
 
 
-def test_send_to_a_dead_kernel_fails_with_one_line(
-    hproject: Path, sandbox: Any, tether_cli: Cli
-) -> None:
-    first = tether_cli("send", input="print('up')")
-    assert first.returncode == 0 and "up" in first.stdout, first.stderr
+def kill_the_kernel(sandbox: Any) -> int:
+    """SIGKILL the project's remote kernel (its record in the sandbox); its pid."""
     from tether import config
 
     rel = config.load().one(None).path.removeprefix("~/")
@@ -119,9 +119,18 @@ def test_send_to_a_dead_kernel_fails_with_one_line(
     loaded = [json.loads(path.read_text()) for path in records]
     mine = [r for r in loaded if str(r.get("root", "")).endswith(rel)]
     assert len(mine) == 1, loaded
-    for record in mine:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(record["pid"]), signal.SIGKILL)
+    pid = int(mine[0]["pid"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_send_to_a_dead_kernel_fails_with_one_line(
+    hproject: Path, sandbox: Any, tether_cli: Cli
+) -> None:
+    first = tether_cli("send", input="print('up')")
+    assert first.returncode == 0 and "up" in first.stdout, first.stderr
+    kill_the_kernel(sandbox)
     started = time.monotonic()
     done = tether_cli("send", input="print('never')", timeout=60)
     took = time.monotonic() - started
@@ -131,3 +140,59 @@ def test_send_to_a_dead_kernel_fails_with_one_line(
     assert len(lines) == 1, done.stderr
     assert "kernel" in lines[0] and "dead" in lines[0] and "tether kernel restart" in lines[0]
     assert "never" not in done.stdout
+
+
+@pytest.mark.parametrize("state", ["idle", "running-a-cell", "kernel-gone"])
+def test_the_helper_is_gone_when_kernel_stop_returns(
+    hproject: Path, sandbox: Any, tether_cli: Cli, state: str
+) -> None:
+    """Whatever the helper was doing: waiting, serving a send's cell (it takes no request
+    then), or holding a link to a kernel that died (zmq kept it on its way out)."""
+    from tether import config
+    from tether.kernel import background, names
+
+    linked = tether_cli("kernel", "link")
+    assert linked.returncode == 0, linked.stderr
+    target = config.load().one(None)
+    kernel = names.kernel_name(target, None)
+    (helper,) = helper_processes(target.host, kernel)
+    send = None
+    if state == "running-a-cell":
+        send = subprocess.Popen(
+            harness.tether_argv("send"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert send.stdin is not None and send.stdout is not None
+        send.stdin.write("print('started', flush=True)\nimport time\ntime.sleep(120)\n")
+        send.stdin.close()
+        ready, _, _ = select.select([send.stdout], [], [], 60)
+        assert ready and send.stdout.readline() == "started\n"
+    elif state == "kernel-gone":
+        gone = kill_the_kernel(sandbox)
+        deadline = time.monotonic() + 30
+        while pid_alive(gone) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    try:
+        if state == "idle":  # the step of `kernel stop` (and restart) that ends the helper
+            background.stop(target, kernel)
+            assert not pid_alive(helper), "background.stop returned with the helper alive"
+        done = tether_cli("kernel", "stop")
+        assert done.returncode == 0, done.stderr
+        assert not pid_alive(helper), "kernel stop returned with the helper alive"
+        assert helper_processes(target.host, kernel) == []
+        sock_path, pid_path = names.helper_paths(target, kernel)
+        assert not sock_path.exists() and not pid_path.exists()
+    finally:
+        if send is not None and send.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                send.wait(timeout=60)
+            if send.poll() is None:
+                send.kill()
+    if send is not None:
+        assert send.stderr is not None
+        err = send.stderr.read()
+        send.stderr.close()
+        send.stdout.close()
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert send.returncode == 1 and len(lines) == 1, err
+        assert lines[0].startswith("tether: error: "), err

@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness import env as harness
 from tests.integration.conftest import SyncProject, tmp_files
+from tether.hosts.processes import end_process
 
 pytestmark = pytest.mark.integration
 
@@ -55,13 +56,7 @@ class Watch:
             time.sleep(0.02)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            code = self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(10)
+        code = end_process(self.process, signal.SIGINT, grace_s=30)
         self._reader.join(5)
         return code
 

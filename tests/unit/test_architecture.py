@@ -108,3 +108,90 @@ def test_no_module_over_600_lines() -> None:
         if (count := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+# ---- one place for the caller's process state (tether.invocation) ----------------------
+
+# Read through tether.invocation instead: a command the sync daemon runs for a client must
+# see the client's environment, working directory and streams, not the daemon's, and the
+# daemon never swaps its own (issue #23, "an explicit runtime").
+CALLER_STATE = {
+    "os.environ",
+    "os.getenv",
+    "os.getcwd",
+    "os.path.expanduser",
+    "os.path.abspath",
+    "Path.cwd",
+    "Path.home",
+    "sys.stdout",
+    "sys.stderr",
+    "sys.stdin",
+    "typer.echo",
+    "click.echo",
+}
+SUBPROCESS_CALLS = {
+    "subprocess.run",
+    "subprocess.Popen",
+    "subprocess.check_output",
+    "subprocess.call",
+    "asyncio.create_subprocess_exec",
+}
+# Where a process's own state is the point, with why:
+OWN_PROCESS = {
+    "tether.invocation": "the one place that reads it",
+    "tether.cli.fastpath": "the client packs its own state into the daemon request",
+    "tether.cli.daemon": "the daemon's own log and process",
+    "tether.kernel.console": "IPython's terminal app owns the console's terminal",
+    "tether.kernel.shell": "IPython's terminal app owns the console's terminal",
+}
+
+
+def _caller_state_uses(path: Path) -> list[str]:
+    """`name:line` of every direct read of process state (and subprocess without env=)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            name = ast.unparse(node)
+            if name in CALLER_STATE:
+                found.append(f"{name}:{node.lineno}")
+        elif isinstance(node, ast.Call):
+            callee = ast.unparse(node.func)
+            if callee == "print" or (
+                callee.startswith("traceback.print_")
+                and not any(kw.arg == "file" for kw in node.keywords)
+            ):
+                found.append(f"{callee}:{node.lineno}")
+            if callee in SUBPROCESS_CALLS and not any(kw.arg == "env" for kw in node.keywords):
+                found.append(f"{callee} without env=:{node.lineno}")
+    return sorted(found, key=lambda use: int(use.rsplit(":", 1)[1]))
+
+
+def test_the_process_state_finder_finds_each_kind(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os, sys, subprocess\nfrom pathlib import Path\n"
+        "os.environ.get('X')\nPath.home()\nsys.stdout.write('x')\nprint(1)\n"
+        "subprocess.run(['true'])\nsubprocess.run(['true'], env=None)\n"
+        "traceback.print_exc()\ntraceback.print_exc(file=f)\n"
+    )
+    assert _caller_state_uses(sample) == [
+        "os.environ:3",
+        "Path.home:4",
+        "sys.stdout:5",
+        "print:6",
+        "subprocess.run without env=:7",
+        "traceback.print_exc:9",
+    ]
+
+
+def test_client_code_reads_the_callers_state_only_through_invocation() -> None:
+    """Everything tether runs on this machine, but the agent (its own process on the
+    remote) and the modules that own their process (OWN_PROCESS)."""
+    offenders = {
+        name: uses
+        for name, path in sorted(MODULES.items())
+        if not name.startswith("tether.agent")
+        and name not in OWN_PROCESS
+        and (uses := _caller_state_uses(path))
+    }
+    assert offenders == {}

@@ -204,6 +204,8 @@ SHARED_AGENT_MODULES = {
     "shared_jobs": "job names, tmux sessions, states and exit codes",
     "fsops": "the digest cache and OpError the local endpoint shares with the agent's",
     "writer": "the one stat-check, temp-file and rename writer pull uses too",
+    "watched": "the watched-state model: a tree's last scan kept current by events",
+    "inotify": "the inotify watcher (ctypes) that feeds it, on both sides",
 }
 # (client file, agent module) pairs still to move to a shared module.
 AGENT_IMPORTS_TO_MOVE = {("envs/offline.py", "envbuild")}

@@ -72,7 +72,7 @@ def test_a_change_since_the_scan_is_refused_alike_on_both_sides(tmp_path: Path) 
     _tree(here)
     _tree(there)
     cache = DigestCache(str(tmp_path / "cache"), str(here))
-    local = LocalEndpoint(here, Scope.of((), (), ()), cache)
+    local = LocalEndpoint(here, Scope.of((), (), ()), lambda: cache)
     base = Base(tmp_path / "base.json")
 
     async def remote_side(channel: AgentChannel) -> dict[str, Any]:

@@ -150,3 +150,32 @@ def test_recorder_keeps_iopub_and_stops_with_the_kernel(home: Path) -> None:
             os.waitpid(recorder, os.WNOHANG)
         time.sleep(0.05)
     assert not fsops.pid_alive(recorder)
+
+
+def test_a_zombie_kernel_has_ended() -> None:
+    # A detached kernel's parent is init, which in a container may reap it late or never:
+    # `kernel stop` waited for that (pid_alive) though the kernel had exited.
+    import signal
+    import subprocess
+    import time
+
+    from tether.hosts.processes import end_process
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, time; p = subprocess.Popen(['sleep', '60']);"
+         " print(p.pid, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert not kernels._ended(child)
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not kernels._ended(child) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert kernels._ended(child) and fsops.pid_alive(child)  # a zombie: not reaped
+    finally:
+        end_process(parent)
+        assert parent.stdout is not None
+        parent.stdout.close()

@@ -37,7 +37,7 @@ def _files(root: Path, count: int, rng: random.Random) -> list[Upload]:
 def _ends(local: Path, channel: AgentChannel, remote: Path) -> tuple[LocalEndpoint, RemoteEndpoint]:
     """A push's two sides: the local tree, and the remote directory through the agent."""
     source = LocalEndpoint(
-        local, Scope.of((), (), ()), DigestCache(str(local / ".cache"), str(local))
+        local, Scope.of((), (), ()), lambda: DigestCache(str(local / ".cache"), str(local))
     )
     return source, RemoteEndpoint(channel, str(remote))
 

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_ctrl_c_while_an_output_is_printed_interrupts_the_remote_cell(
         helper.close()
     assert interrupted == [True]
     assert code == 130
-    assert "sleeping" in send.sys.stdout.getvalue()  # what the cell printed is shown
+    assert "sleeping" in sys.stdout.getvalue()  # type: ignore[attr-defined]  # shown
 
 
 def test_a_second_ctrl_c_leaves_at_once(

@@ -362,11 +362,14 @@ def _stop(name: str, grace: float) -> Optional[Dict[str, Any]]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, sig)
             stop = time.time() + grace
-            while time.time() < stop and fsops.pid_alive(pid):
+            while True:
+                ended = _ended(pid)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)  # reap it where this agent started it
+                if ended or time.time() >= stop:
+                    break
                 time.sleep(0.05)
-            if not fsops.pid_alive(pid):
+            if ended:
                 break
     recorder = record.get("recorder_pid")
     if isinstance(recorder, int) and _owned(recorder, "recorder.py"):
@@ -376,6 +379,20 @@ def _stop(name: str, grace: float) -> Optional[Dict[str, Any]]:
             os.waitpid(recorder, 0)
     shutil.rmtree(kernel_dir(name), ignore_errors=True)
     return record
+
+
+def _ended(pid: int) -> bool:
+    """The process is gone or a zombie: it has exited, its parent has not reaped it yet.
+    A detached kernel's parent is init, which in a container may reap late (seconds) or
+    never; `kernel stop` waited for that."""
+    if not fsops.pid_alive(pid):
+        return True
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[-1].split()[:1]
+    except OSError:
+        return False  # no /proc here (macOS): pid_alive's word
+    return state in ([b"Z"], [b"X"])
 
 
 def _owned(pid: int, word: str) -> bool:

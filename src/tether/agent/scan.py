@@ -80,7 +80,7 @@ def scan_tree(
         for item in items:
             name = item.name
             if TMP_MARK in name:
-                if _stale_tmp(name):
+                if stale_tmp(name):
                     unlink_quietly(item.path)
                 continue
             rel = head + name
@@ -112,14 +112,21 @@ class ScanMemo:
     def __init__(self) -> None:
         self.scans: Dict[str, Tuple[str, Dict[str, Row]]] = {}
 
-    def answer(self, key: str, since: Optional[str], rows: Dict[str, Row]) -> Dict[str, Any]:
-        """{token, rows} (everything), or {token, since, rows, gone} when the caller holds
-        the answer `since`: the rows that differ from it and the paths gone since."""
+    def remember(
+        self, key: str, rows: Dict[str, Row]
+    ) -> Tuple[str, Optional[Tuple[str, Dict[str, Row]]]]:
+        """Keep rows as the answer to key under a new token: (token, the previous answer)."""
         token = os.urandom(12).hex()
         previous = self.scans.pop(key, None)
         self.scans[key] = (token, rows)
         for _ in range(scans_to_forget([len(held[1]) for held in self.scans.values()])):
             del self.scans[next(iter(self.scans))]
+        return token, previous
+
+    def answer(self, key: str, since: Optional[str], rows: Dict[str, Row]) -> Dict[str, Any]:
+        """{token, rows} (everything), or {token, since, rows, gone} when the caller holds
+        the answer `since`: the rows that differ from it and the paths gone since."""
+        token, previous = self.remember(key, rows)
         if since is None or previous is None or previous[0] != since:
             return {"token": token, "rows": list(rows.values())}
         old = previous[1]
@@ -129,7 +136,7 @@ class ScanMemo:
         return {"token": token, "since": since, "rows": changed, "gone": gone}
 
 
-def _stale_tmp(name: str) -> bool:
+def stale_tmp(name: str) -> bool:
     """A temp file of ours whose writer is gone."""
     try:
         pid = int(name.split(TMP_MARK, 1)[1].split(".", 1)[0])

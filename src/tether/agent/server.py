@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Tuple
 from . import fsops, writer
 from .protocol import PROTOCOL, FrameReader, encode, grow_pipe
 from .scan import ScanMemo, scan_tree
+from .watching import Watching
 from .wire import ErrorKind, Op, error_frame, scan_key
 
 VERSION = "dev"
@@ -42,6 +43,7 @@ class Agent:
         self.writer = writer.Writer()
         self.caches: Dict[str, fsops.DigestCache] = {}
         self.scans = ScanMemo()
+        self.watching = Watching(self.scans)
         self.cache_dir = os.path.expanduser("~/.cache/tether")
         self.handlers: Dict[str, Handler] = {
             Op.HELLO.value: self.hello,
@@ -101,12 +103,19 @@ class Agent:
         skip = header.get("skip", [])
         digests = bool(header.get("digests"))
         only = header.get("only")
+        key = scan_key(root, skip, only, digests)
+        if header.get("rows") and only is None:
+            answer, exists = self.watching.scan(
+                key, root, skip, cache, digests, header.get("since")
+            )
+            cache.save()
+            answer.update(exists=exists, root=root)
+            return answer, b""
         rows, exists = scan_tree(root, skip, cache, digests, only)
         cache.save()
         if not header.get("rows"):
             entries = {path: fsops.entry_of_row(row) for path, row in rows.items()}
             return {"entries": entries, "exists": exists, "root": root}, b""
-        key = scan_key(root, skip, only, digests)
         answer = self.scans.answer(key, header.get("since"), rows)
         answer.update(exists=exists, root=root)
         return answer, b""
@@ -123,6 +132,7 @@ class Agent:
             except (FileNotFoundError, NotADirectoryError):
                 digests[rel] = None
         cache.save()
+        self.watching.touched(root, list(digests))
         return {"digests": digests}, b""
 
     def put(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:

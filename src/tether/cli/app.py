@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
+
+from tether import invocation
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms here
 if TYPE_CHECKING:
@@ -30,21 +31,63 @@ def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run tether with argv (default sys.argv[1:]) and return the process exit code."""
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
-    debug = debug or bool(os.environ.get("TETHER_DEBUG"))
+    debug = debug or bool(invocation.getenv("TETHER_DEBUG"))
     if not debug:
         sys.unraisablehook = _quiet_unraisable
     if args in (["--version"], ["-V"]):
         from tether import __version__
 
-        sys.stdout.write(f"tether {__version__}\n")
+        invocation.stdout().write(f"tether {__version__}\n")
         return 0
-    if args[:1] and args[0] in DAEMON_COMMANDS and not os.environ.get("TETHER_NO_DAEMON"):
+    if args in (["--help"], ["-h"]) and not debug:
+        return _top_help(args)
+    if (
+        args[:1]
+        and args[0] in DAEMON_COMMANDS
+        and not asks_help(args)
+        and not invocation.getenv("TETHER_NO_DAEMON")
+    ):
         from tether.cli.fastpath import via_daemon
 
-        code = via_daemon(args, debug)
+        try:
+            code = via_daemon(args, debug)
+        except KeyboardInterrupt:  # before the daemon answered (relay maps it after)
+            invocation.stderr().write("tether: interrupted\n")
+            return 130
         if code is not None:
             return code
     return run_mapped(args, debug)
+
+
+def _top_help(args: list[str]) -> int:
+    """`tether --help`: the text kept from the last time (tether.cli.helpcache), else
+    rendered by the CLI framework and kept."""
+    import contextlib
+
+    from tether.cli import helpcache
+
+    out = invocation.stdout()
+    cache_key = helpcache.key()
+    text = helpcache.get(cache_key)
+    if text is None:
+        capture = helpcache.Capture(tty=out.isatty())
+        with contextlib.redirect_stdout(capture):  # this process's own: help is never served
+            code = run_mapped(args, False)
+        text = capture.getvalue()
+        if code != 0:
+            out.write(text)
+            return code
+        helpcache.put(cache_key, text)
+    out.write(text)
+    out.flush()
+    return 0
+
+
+def asks_help(args: list[str]) -> bool:
+    """Whether a command line asks for help (run here: help is printed by the CLI framework
+    straight to this process's stdout, which a daemon-served command does not own)."""
+    end = args.index("--") if "--" in args else len(args)
+    return any(arg in ("-h", "--help") for arg in args[:end])
 
 
 def _quiet_unraisable(unraisable: Any) -> None:
@@ -68,11 +111,11 @@ def run_mapped(args: list[str], debug: bool, runtime: Runtime | None = None) -> 
         if debug:
             import traceback
 
-            traceback.print_exc()
+            traceback.print_exc(file=invocation.stderr())
         say_error(error.line())
         return error.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("tether: interrupted\n")
+        invocation.stderr().write("tether: interrupted\n")
         return 130
     except ModuleNotFoundError as error:
         if debug or not error.name or error.name.split(".")[0] == "tether":
@@ -95,8 +138,8 @@ def run_mapped(args: list[str], debug: bool, runtime: Runtime | None = None) -> 
 
 def say_error(line: str) -> None:
     """The one `tether: error: ...` line on stderr."""
-    sys.stderr.write(f"tether: error: {line}\n")
-    sys.stderr.flush()
+    invocation.stderr().write(f"tether: error: {line}\n")
+    invocation.stderr().flush()
 
 
 _COMMANDS: dict[str, Any] = {}  # "" -> the whole tree; a module's name -> its part
@@ -143,9 +186,9 @@ def _run(args: list[str], runtime: Runtime | None = None) -> int:
     try:
         result = command.main(args=args, prog_name="tether", standalone_mode=False, obj=runtime)
     except click_exception as error:
-        error.show()
+        error.show(file=invocation.stderr())
         return int(error.exit_code)
     except Abort:
-        sys.stderr.write("tether: aborted\n")
+        invocation.stderr().write("tether: aborted\n")
         return 1
     return result if isinstance(result, int) else 0

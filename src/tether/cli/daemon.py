@@ -8,10 +8,12 @@ CLI framework, opening an ssh session and starting the remote agent. The daemon 
 them once: it keeps every module imported and one agent channel per (host, python) open
 between commands, so a push is the local scan, one request and one answer.
 
-One daemon per user, tether version and runtime dir; it serves one command at a time (a
-client that finds it busy runs its command in its own process, as without a daemon), each
+One daemon per user, tether version and runtime dir; it serves up to MAX_COMMANDS at once,
+one push or pull among them (they share the kept scans; a client that finds it busy runs
+its command in its own process, as without a daemon), each
 with the client's working directory, environment, umask and terminal (isatty, size) in
-place of its own, and its stdout/stderr sent back as JSON lines ({"o": text}, {"e": text},
+place of its own (a tether.invocation.Invocation: the daemon's own process state is
+never changed), and its stdout/stderr sent back as JSON lines ({"o": text}, {"e": text},
 then {"x": exit code}; {"busy": true} alone when busy). A client that goes away (Ctrl-C,
 killed) cancels its command: the push stops as if its link had been cut (atomic writes,
 pending uploads recorded), and the channels it used are closed. A channel is reused only
@@ -33,25 +35,28 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 from tether.cli.fastpath import PREFIX, fingerprint
 
 if TYPE_CHECKING:
     from tether.config import Target
+    from tether.sync.kept import KeptScans
     from tether.transport.channel import AgentChannel
 
 T = TypeVar("T")
 IDLE_EXIT_S = 600.0
+MAX_COMMANDS = 4  # served at once (a push or pull, and jobs/status beside it)
 WATCH_S = 2.0
 MODULE = "tether.cli.daemon"
 LOG_LIMIT = 1 << 20
 
 
 class ClientStream(io.TextIOBase):
-    """sys.stdout / sys.stderr of the command under way: text goes to its client."""
+    """The stdout / stderr of a command under way (its Invocation's): text goes to its
+    client."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter,
                  key: str, tty: bool) -> None:  # fmt: skip
@@ -176,11 +181,12 @@ class Daemon:
         self.key = key
         self.pid_path = path[: -len(".sock")] + ".pid"
         self.pool = Pool()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-cmd")
+        self.scans: KeptScans | None = None  # made with the first command (a lazy import)
+        self.executor = ThreadPoolExecutor(MAX_COMMANDS, thread_name_prefix="tether-cmd")
         self.last = time.monotonic()
         self.busy = 0
-        self.task: asyncio.Task[Any] | None = None
-        self.abandoned = False
+        self.syncing = 0  # push/pull under way (one at a time: they share the kept scans)
+        self.serving: list[str] = []  # the command names under way (ping says them)
         self.stop = asyncio.Event()
         self.inode = 0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -246,7 +252,7 @@ class Daemon:
             request = {}
         op = request.get("op") if isinstance(request, dict) else None
         try:
-            if op == "run" and self.busy:
+            if op == "run" and not self.takes(request):
                 writer.write(b'{"busy": true}\n')  # the client runs it in its own process
             elif op == "run":
                 code = await self.run_request(request, reader, writer)
@@ -256,6 +262,7 @@ class Daemon:
                     "pid": os.getpid(),
                     "key": self.key,
                     "busy": bool(self.busy),
+                    "serving": sorted(self.serving),
                     "channels": self.pool.describe(),
                 }
                 writer.write((json.dumps(answer) + "\n").encode())
@@ -268,39 +275,142 @@ class Daemon:
         finally:
             writer.close()
 
+    def takes(self, request: dict[str, Any]) -> bool:
+        """Whether a command can start now: a free worker, and no other push or pull for a
+        push or pull (jobs and status run beside anything)."""
+        return self.busy < MAX_COMMANDS and not (self.syncing and _syncs(request))
+
     async def run_request(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> int:
-        """Run one command in the worker thread; cancel it if the client goes away."""
+        """Run one command in a worker thread; cancel it if the client goes away."""
         assert self.loop is not None
+        syncs = _syncs(request)
+        args = request.get("args")
+        name = str(args[0]) if isinstance(args, list) and args else ""
         self.busy += 1
-        self.abandoned = False
+        self.syncing += syncs
+        self.serving.append(name)
+        command = Command(self.loop)
         try:
-            work = self.loop.run_in_executor(self.executor, self.run_command, request, writer)
+            work = self.loop.run_in_executor(
+                self.executor, self.run_command, request, writer, command
+            )
             gone = asyncio.ensure_future(reader.read())
             waiting: set[asyncio.Future[Any]] = {work, gone}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
-                self.abandoned = True
-                if self.task is not None:
-                    self.task.cancel()
+                command.abandoned = True
+                if command.task is not None:
+                    command.task.cancel()
             else:
                 gone.cancel()
             return await work
         finally:
             self.busy -= 1
+            self.syncing -= syncs
+            self.serving.remove(name)
             self.last = time.monotonic()
 
-    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Runtime.submit: run a command's coroutine on the daemon's loop, cancellable."""
-        assert self.loop is not None
-        if self.abandoned:
-            coro.close()
-            raise KeyboardInterrupt
+    def run_command(
+        self, request: dict[str, Any], writer: asyncio.StreamWriter, command: Command
+    ) -> int:
+        """In the worker thread: the command, under an Invocation of the client's working
+        directory, environment (an allowlist: tether.ipc.allowed_env), umask and terminal.
+        Nothing of the daemon's own process state (os.environ, cwd, umask, sys.stdout) is
+        changed, so its loop, its watchdog and anything else it runs keep their own.
 
-        profile = os.environ.get("TETHER_PROFILE")
+        Only the commands the daemon is for (push, pull, jobs, status)."""
+        import contextvars
+
+        return contextvars.copy_context().run(self._run_command, request, writer, command)
+
+    def _run_command(
+        self, request: dict[str, Any], writer: asyncio.StreamWriter, command: Command
+    ) -> int:
+        from tether import invocation
+        from tether.cli.app import DAEMON_COMMANDS, asks_help, run_mapped, say_error
+        from tether.ipc import allowed_env
+        from tether.runtime import Runtime
+
+        assert self.loop is not None
+        tty = request.get("tty") or [False, False]
+        env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
+        umask = request.get("umask")
+        caller = invocation.Invocation(
+            env=allowed_env(env),
+            cwd=str(request.get("cwd")),
+            umask=int(umask) & 0o777 if isinstance(umask, int) else 0o077,
+            stdout=cast("TextIO", ClientStream(self.loop, writer, "o", bool(tty[0]))),
+            stderr=cast("TextIO", ClientStream(self.loop, writer, "e", bool(tty[1]))),
+        )
+        invocation.enter(caller)
+        try:
+            if not os.path.isabs(caller.cwd) or not os.path.isdir(caller.cwd):
+                say_error(f"cannot enter the working directory {caller.cwd!r}")
+                return 1
+            args = [str(arg) for arg in request.get("args", [])]
+            if (args[:1] and args[0] not in DAEMON_COMMANDS) or asks_help(args):
+                say_error(f"the sync daemon does not run `{args[0]}`, run it as a command")
+                return 2
+            debug = bool(request.get("debug"))
+            if self.scans is None:
+                from tether.sync.kept import KeptScans
+
+                self.scans = KeptScans()
+            runtime = Runtime(pool=self.pool, submit=command.run_coroutine, scans=self.scans)
+            profile = invocation.getenv("TETHER_PROFILE")  # a file for cProfile's stats (dev)
+            if not profile:
+                return run_mapped(args, debug, runtime)
+            import cProfile
+
+            profiler = cProfile.Profile()
+            try:
+                return profiler.runcall(run_mapped, args, debug, runtime)
+            finally:
+                profiler.dump_stats(profile)
+        except BaseException as error:  # cancelled, or a bug: one line here, trace logged
+            if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
+                return 130
+            traceback.print_exc(file=sys.stderr)
+            say_error(f"internal error in the sync daemon: {error!r}, see sync-daemon.log")
+            return 1
+
+
+def _syncs(request: dict[str, Any]) -> bool:
+    """Whether the request runs a push or pull."""
+    args = request.get("args")
+    return isinstance(args, list) and args[:1] in (["push"], ["pull"])
+
+
+class Command:
+    """One command the daemon serves: its task on the loop, and whether its client left."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[Any] | None = None
+        self.abandoned = False
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Runtime.submit: run a command's coroutine on the daemon's loop, cancellable, under
+        the command's invocation (the task's own context: the loop's other tasks keep the
+        daemon's).
+
+        A client gone before the coroutine starts, or while it runs, ends it as Ctrl-C
+        would in the command's own process: KeyboardInterrupt (run_mapped: exit 130)."""
+        from tether import invocation
+
+        assert self.loop is not None
+        caller = invocation.current()
+        profile = invocation.getenv("TETHER_PROFILE")
 
         async def tracked() -> Any:
+            invocation.enter(caller)
+            # On the loop, as run_request's check of the client is: the client left either
+            # before this line (abandoned) or after it (self.task is cancelled).
+            if self.abandoned:
+                coro.close()
+                raise asyncio.CancelledError
             self.task = asyncio.current_task()
             profiler = None
             if profile:  # the loop thread's share of a profiled command (dev)
@@ -316,61 +426,12 @@ class Daemon:
                     profiler.disable()
                     profiler.dump_stats(f"{profile}.loop")
 
-        return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
-
-    def run_command(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> int:
-        """In the worker thread: the client's cwd, env and terminal, then the command.
-
-        Only the commands the daemon is for (push, pull, jobs, status), with an allowlist of the
-        client's environment (tether.ipc.allowed_env)."""
-        from tether.cli.app import DAEMON_COMMANDS, run_mapped, say_error
-        from tether.ipc import allowed_env
-        from tether.runtime import Runtime
-
-        assert self.loop is not None
-        tty = request.get("tty") or [False, False]
-        saved = (sys.stdout, sys.stderr, dict(os.environ), os.umask(0o077))
-        os.umask(int(request.get("umask", saved[3])))
-        sys.stdout = ClientStream(self.loop, writer, "o", bool(tty[0]))
-        sys.stderr = ClientStream(self.loop, writer, "e", bool(tty[1]))
         try:
-            os.environ.clear()
-            env = {str(k): str(v) for k, v in dict(request.get("env", {})).items()}
-            os.environ.update(allowed_env(env))
-            try:
-                os.chdir(str(request.get("cwd")))
-            except OSError as error:
-                say_error(f"cannot enter the working directory: {error.strerror}")
-                return 1
-            args = [str(arg) for arg in request.get("args", [])]
-            if args[:1] and args[0] not in DAEMON_COMMANDS:
-                say_error(f"the sync daemon does not run `{args[0]}`, run it as a command")
-                return 2
-            debug = bool(request.get("debug"))
-            runtime = Runtime(pool=self.pool, submit=self.run_coroutine)
-            profile = os.environ.get("TETHER_PROFILE")  # a file for cProfile's stats (dev)
-            if not profile:
-                return run_mapped(args, debug, runtime)
-            import cProfile
-
-            profiler = cProfile.Profile()
-            try:
-                return profiler.runcall(run_mapped, args, debug, runtime)
-            finally:
-                profiler.dump_stats(profile)
-        except BaseException as error:  # cancelled, or a bug: one line here, trace logged
-            if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
-                return 130
-            traceback.print_exc(file=sys.__stderr__)
-            say_error(f"internal error in the sync daemon: {error!r}, see sync-daemon.log")
-            return 1
-        finally:
-            sys.stdout, sys.stderr = saved[0], saved[1]
-            os.umask(saved[3])
-            os.environ.clear()
-            os.environ.update(saved[2])
-            with contextlib.suppress(OSError):
-                os.chdir("/")
+            return asyncio.run_coroutine_threadsafe(tracked(), self.loop).result()
+        except CancelledError:
+            if self.abandoned:  # cancelled by run_request, not by the command itself
+                raise KeyboardInterrupt from None
+            raise
 
 
 def _preload() -> None:
@@ -385,7 +446,7 @@ def _preload() -> None:
 
 
 def ping(path: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The daemon's answer at path ({"pid", "key", "busy", "channels"}), or None."""
+    """The daemon's answer at path ({"pid", "key", "busy", "serving", "channels"}), or None."""
     from tether.ipc import ask
 
     return ask(path, {"op": "ping"}, timeout)

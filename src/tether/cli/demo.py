@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tether import invocation
 from tether.errors import TetherError
 
 T = TypeVar("T")
@@ -137,7 +138,9 @@ class _Tour:
 
     def cli(self, *args: str, stdin: str | None = None, show: bool = False) -> str:
         argv = [sys.executable, "-m", "tether", *args]
-        env = dict(os.environ, COLUMNS=str(max(60, shutil.get_terminal_size().columns - 4)))
+        env = dict(
+            invocation.environ(), COLUMNS=str(max(60, shutil.get_terminal_size().columns - 4))
+        )
         done = self.narrator.step(
             "tether " + " ".join(args),
             lambda: subprocess.run(
@@ -160,12 +163,15 @@ class _Tour:
 
     def watch_edit(self) -> None:
         """Start `tether watch`, save an edit, and time until it is on the remote."""
+        from tether.hosts.processes import end_process
+
         watch = subprocess.Popen(
             [sys.executable, "-m", "tether", "watch"],
             cwd=self.project,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env=invocation.spawn_env(),
         )
         try:
             time.sleep(1.0)
@@ -175,12 +181,7 @@ class _Tour:
                 lambda: self._until_remote("model.py", edited),
             )
         finally:
-            watch.send_signal(signal.SIGINT)
-            try:
-                watch.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                watch.kill()
-                watch.wait()
+            end_process(watch, signal.SIGINT, grace_s=15)
 
     def _until_remote(self, path: str, content: str) -> None:
         (self.project / path).write_text(content)
@@ -220,8 +221,8 @@ def _make_project(project: Path) -> None:
             "".join(f"{i},{i * 2}\n" for i in range(index * 50))
         )
     git = ["git", "-C", str(project)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "init", "-q"], check=True, env=invocation.spawn_env())
+    subprocess.run([*git, "add", "."], check=True, env=invocation.spawn_env())
     subprocess.run(
         [
             *git,
@@ -234,6 +235,7 @@ def _make_project(project: Path) -> None:
             "init",
         ],
         check=True,
+        env=invocation.spawn_env(),
     )
 
 
@@ -243,7 +245,9 @@ def _ssh(host: str, argv: list[str], raw: bool = False) -> str:
     transport = SshTransport(host)
     # raw: a fixed demo command line (no user text), run by the remote shell as written.
     command = [*transport.argv(None), "--", argv[0]] if raw else transport.argv(argv)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=invocation.spawn_env()
+    )
     if done.returncode != 0:
         raise TetherError(
             f"ssh {host} failed",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tether import invocation
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,12 +21,19 @@ def console(stderr: bool = False, markup: bool = False) -> Console:
     `[/]` in a name would be a markup error."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, markup=markup)
+    stream = invocation.stderr() if stderr else invocation.stdout()
+    return Console(
+        file=stream,
+        highlight=False,
+        soft_wrap=False,
+        markup=markup,
+        _environ=invocation.environ(),
+    )
 
 
 def print_json(data: Any) -> None:
     """Print data as indented JSON on stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    invocation.stdout().write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -45,6 +53,13 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     out.print(grid)
 
 
+def say(line: str) -> None:
+    """A plain line on stdout (never wrapped: paths and commands must be copyable)."""
+    stream = invocation.stdout()
+    stream.write(line + "\n")
+    stream.flush()
+
+
 def note(message: str) -> None:
     """A short progress or status line on stderr."""
     console(stderr=True).print(message)
@@ -52,7 +67,7 @@ def note(message: str) -> None:
 
 def warn(message: str) -> None:
     """The `tether: warning: ...` line on stderr."""
-    sys.stderr.write(f"tether: warning: {message}\n")
+    invocation.stderr().write(f"tether: warning: {message}\n")
 
 
 @dataclass(frozen=True)

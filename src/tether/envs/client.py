@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from tether import invocation
 from tether.agent.wire import ErrorKind
 from tether.agent.wire_jobs import EnvSync
 from tether.config import Target
@@ -24,7 +24,7 @@ class EnvError(TetherError):
 
 def builder() -> str:
     """uv (else pip) by default; TETHER_ENV_BUILDER=pip|uv forces one (bench, tests)."""
-    value = os.environ.get("TETHER_ENV_BUILDER", "auto")
+    value = invocation.getenv("TETHER_ENV_BUILDER") or "auto"
     return value if value in ("auto", "uv", "pip") else "auto"
 
 
@@ -164,10 +164,9 @@ def env_line(env: dict[str, Any]) -> str:
 
 def say_stderr(line: str) -> None:
     """Installer progress for commands whose stdout is their result (run, send)."""
-    import sys
-
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    stream = invocation.stderr()
+    stream.write(line + "\n")
+    stream.flush()
 
 
 async def in_env(

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tether import invocation
 from tether.agent.wire import Op
 from tether.agent.wire_jobs import EnvWheelPut, EnvWheels
 from tether.config import Target
@@ -85,7 +86,9 @@ def requirement_args(spec: EnvSpec, directory: Path) -> list[str]:
         argv += ["--extra", extra]
     import subprocess
 
-    done = subprocess.run(argv, cwd=directory, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        argv, cwd=directory, capture_output=True, text=True, check=False, env=invocation.spawn_env()
+    )
     if done.returncode != 0:
         raise OfflineError(f"uv export of uv.lock failed: {_last(done.stderr)}", "", "")
     return ["-r", str(exported)]
@@ -120,6 +123,7 @@ async def download(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL,
+        env=invocation.spawn_env(),
     )
     output, _ = await process.communicate()
     if process.returncode != 0:

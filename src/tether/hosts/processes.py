@@ -1,4 +1,5 @@
-"""Ending processes by PID, safely: zombie-aware liveness, TERM then KILL, bounded waits."""
+"""Ending processes by PID or Popen, safely: zombie-aware liveness, a first signal (TERM,
+INT, or a request of the caller's own) then KILL, bounded waits."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from tether import invocation
 
 
 def alive(pid: int) -> bool:
@@ -26,7 +30,12 @@ def run_quiet(argv: list[str], timeout: float = 5.0) -> None:
     """Run ARGV, ignoring its output and any failure (bounded)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            env=invocation.spawn_env(),
         )
 
 
@@ -47,13 +56,20 @@ def marked_processes(directory: Path) -> Iterator[int]:
 
 
 def terminate(
-    pids: list[int], grace_s: float = 3.0, reap: Callable[[], None] = lambda: None
+    pids: list[int],
+    grace_s: float = 3.0,
+    reap: Callable[[], None] = lambda: None,
+    first: int | None = signal.SIGTERM,
+    killable: Callable[[int], bool] = lambda pid: True,
 ) -> None:
-    """SIGTERM each pid, wait a bounded time, SIGKILL what is left."""
+    """Send `first` to each pid (None: already asked to leave, by a request of its own),
+    wait at most grace_s for them to exit, SIGKILL what is left and `killable` says is
+    still the process meant (its cmdline, against a pid reused since)."""
     live = [pid for pid in set(pids) if pid != os.getpid() and alive(pid)]
-    for pid in live:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
+    if first is not None:
+        for pid in live:
+            with contextlib.suppress(OSError):
+                os.kill(pid, first)
     deadline = time.monotonic() + grace_s
     while live and time.monotonic() < deadline:
         reap()
@@ -61,6 +77,21 @@ def terminate(
         if live:
             time.sleep(0.02)
     for pid in live:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+        if killable(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     reap()
+
+
+def end_process(
+    process: subprocess.Popen[Any], first: int = signal.SIGTERM, grace_s: float = 3.0
+) -> int:
+    """A child of ours: `first`, at most grace_s to exit, else SIGKILL; always reaped (no
+    signal once it is reaped: its pid may be another process's by then). Its exit status."""
+    if process.poll() is None:
+        process.send_signal(first)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()

@@ -25,14 +25,13 @@ import pwd
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tether import paths
+from tether import invocation, paths
 from tether.errors import TetherError
 from tether.hosts import footprint, sandbox_nss, sshd
 from tether.hosts.processes import marked_processes, run_quiet, terminate
@@ -287,6 +286,7 @@ def _keygen(name: str, path: Path, comment: str) -> None:
         text=True,
         timeout=30,
         check=False,
+        env=invocation.spawn_env(),
     )
     if result.returncode != 0:
         why = (result.stderr.strip().splitlines() or ["ssh-keygen failed"])[-1]
@@ -313,6 +313,7 @@ def _wait_ready(sandbox: Sandbox) -> None:
                 text=True,
                 timeout=max(remaining, 1.0),
                 check=False,
+                env=invocation.spawn_env(),
             )
         except subprocess.TimeoutExpired:
             result = None
@@ -411,7 +412,7 @@ def _check_name(name: str) -> None:
 
 def _warn(line: str) -> None:
     text = line if line.startswith("tether: warning:") else f"tether: warning: {line}"
-    sys.stderr.write(text.rstrip("\n") + "\n")
+    invocation.stderr().write(text.rstrip("\n") + "\n")
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether import invocation
 from tether.errors import HostError
 from tether.hosts.sshtext import (
     Line,
@@ -105,7 +106,7 @@ def _include_targets(args: Sequence[str], base: Path) -> list[Path]:
     """Files an `Include` names: ~ expanded, relative to ~/.ssh, globs sorted as OpenSSH does."""
     targets: list[Path] = []
     for arg in args:
-        pattern = os.path.expanduser(arg)
+        pattern = invocation.expanduser(arg)
         if not os.path.isabs(pattern):
             pattern = str(base / pattern)
         targets.extend(Path(p) for p in sorted(glob.glob(pattern)) if os.path.isfile(p))
@@ -243,12 +244,12 @@ def _home_is_passwd_home() -> bool:
         home = pwd.getpwuid(os.getuid()).pw_dir
     except KeyError:
         return False
-    return os.path.realpath(home) == os.path.realpath(Path.home())
+    return os.path.realpath(home) == os.path.realpath(invocation.home())
 
 
 def _run_ssh_g(name: str, config: Path) -> str | None:
     """`ssh -G name` output, None without ssh; reads config with -F only if ssh would not."""
-    ssh = shutil.which("ssh")
+    ssh = shutil.which("ssh", path=invocation.exec_path())
     if ssh is None:
         return None
     argv = [ssh] if _home_is_passwd_home() else [ssh, "-F", str(config)]
@@ -261,6 +262,7 @@ def _run_ssh_g(name: str, config: Path) -> str | None:
             text=True,
             timeout=_SSH_TIMEOUT_S,
             check=False,
+            env=invocation.spawn_env(),
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise _CheckFailed(f"could not check {name} with `ssh -G`: {error}") from error

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tether import invocation
 from tether.errors import TetherError
 from tether.hosts.processes import alive, terminate
 
@@ -37,7 +38,7 @@ def write_passwd(path: Path, uid: int, user: str, home: Path) -> None:
             line = ":".join(fields)
         out.append(line)
     if not found:
-        shell = os.environ.get("SHELL") or "/bin/sh"
+        shell = invocation.getenv("SHELL") or "/bin/sh"
         out.append(f"{user}:x:{uid}:{os.getgid()}::{home}:{shell}")
     path.write_text("\n".join(out) + "\n")
 
@@ -99,7 +100,7 @@ def start_sshd(
     offset = log.stat().st_size if log.exists() else 0
     env = {
         key: value
-        for key, value in os.environ.items()
+        for key, value in invocation.environ().items()
         if not key.startswith("NSS_WRAPPER_") and key != "LD_PRELOAD"
     }
     env.update(session_env)

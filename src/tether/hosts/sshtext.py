@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tether import invocation
 from tether.errors import HostError, UsageError
 
 MARKER = "# added by tether"
@@ -278,7 +279,7 @@ def _local_user() -> str:
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
-        return os.environ.get("USER", "")
+        return invocation.getenv("USER") or ""
 
 
 def _match_applies(args: Sequence[str], name: str, options: Options) -> bool | None:
@@ -326,7 +327,7 @@ def block_applies(line: Line, name: str, options: Options) -> bool | None:
 
 
 def _norm(value: str) -> str:
-    value = os.path.expanduser(value.strip()).lower()
+    value = invocation.expanduser(value.strip()).lower()
     return {"yes": "true", "no": "false"}.get(value, value)
 
 

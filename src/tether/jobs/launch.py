@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tether import invocation
 from tether.agent.wire import TABLE, ErrorKind, Request, explain
 from tether.agent.wire_jobs import JobShow
 from tether.config import Config, SyncRules, Target
@@ -87,7 +88,7 @@ def provenance(
         diff = untracked.diff_with(root, small) or ""
     if len(diff) > DIFF_LIMIT:
         diff = diff[:DIFF_LIMIT] + "\n[tether: diff truncated at 1 MB]\n"
-    here = (cwd or Path.cwd()).resolve()
+    here = (cwd or Path(invocation.cwd())).resolve()
     return {
         "commit": commit,
         "dirty_diff": diff or None,
@@ -100,7 +101,13 @@ def provenance(
 def _git(root: Path, args: list[str]) -> str:
     try:
         done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=False
+            ["git", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=invocation.spawn_env(),
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
@@ -109,7 +116,7 @@ def _git(root: Path, args: list[str]) -> str:
 
 def relative_cwd(root: Path, cwd: Path | None = None) -> str:
     """The working directory relative to the project root ('' at the root or outside)."""
-    here = (cwd or Path.cwd()).resolve()
+    here = (cwd or Path(invocation.cwd())).resolve()
     try:
         rel = here.relative_to(root.resolve())
     except ValueError:

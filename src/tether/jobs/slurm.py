@@ -8,11 +8,11 @@ never a success, whichever way the cluster enforces memory (DESIGN section 10).
 
 from __future__ import annotations
 
-import os
 import shlex
 from functools import partial
 from typing import Any
 
+from tether import invocation
 from tether.agent.wire_jobs import (
     SlurmKill,
     SlurmList,
@@ -43,7 +43,7 @@ QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED")
 
 def conf_override() -> str | None:
     """TETHER_SLURM_CONF: a SLURM_CONF for the remote's Slurm commands (tests set it)."""
-    return os.environ.get("TETHER_SLURM_CONF") or None
+    return invocation.getenv("TETHER_SLURM_CONF") or None
 
 
 # ---- pure: sbatch options ------------------------------------------------------------

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
+from tether import invocation
 from tether.agent.shared_jobs import DEFAULT_SOCKET, SESSION_PREFIX
 from tether.agent.shared_jobs import valid_name as valid_name
 
 
 def socket_name() -> str:
     """The tmux socket tether uses (tests set TETHER_TMUX_SOCKET to a unique one)."""
-    return os.environ.get("TETHER_TMUX_SOCKET") or DEFAULT_SOCKET
+    return invocation.getenv("TETHER_TMUX_SOCKET") or DEFAULT_SOCKET
 
 
 def attach_argv(key: str, sock: str | None = None) -> list[str]:

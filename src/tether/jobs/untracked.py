@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tether import invocation
 from tether.agent.fsops import DigestCache
 from tether.config import SyncRules
 from tether.sync.local import Scope
@@ -27,6 +28,7 @@ CHUNK = 200
 
 
 def _git(root: Path, args: list[str], env: dict[str, str] | None = None) -> str | None:
+    env = env if env is not None else invocation.spawn_env()
     try:
         done = subprocess.run(
             ["git", *args], cwd=root, capture_output=True, timeout=60, check=False, env=env
@@ -92,7 +94,7 @@ def diff_with(root: Path, small: list[str]) -> str | None:
         temp = os.path.join(directory, "index")
         if source.is_file():
             shutil.copy2(source, temp)  # its mtime too: git's racy-clean check needs it
-        env = dict(os.environ, GIT_INDEX_FILE=temp, GIT_LITERAL_PATHSPECS="1")
+        env = dict(invocation.environ(), GIT_INDEX_FILE=temp, GIT_LITERAL_PATHSPECS="1")
         for start in range(0, len(small), CHUNK):
             added = _git(root, ["add", "-f", "-N", "--", *small[start : start + CHUNK]], env)
             if added is None:

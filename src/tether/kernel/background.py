@@ -14,16 +14,17 @@ import json
 import os
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tether import invocation
 from tether.config import Target
 
 LOCK_WAIT_S = 180.0
 IDLE_EXIT_S = 30 * 60.0  # the helper leaves after this long unused
 READY_WAIT_S = 90.0  # the helper waits up to 60 s for the kernel itself
+QUIT_WAIT_S = 0.5  # for the helper's answer to quit (none while it serves a send)
 
 
 def lock_path(target: Target, name: str) -> Path:
@@ -126,6 +127,7 @@ def spawn(target: Target, name: str, remote: dict[str, Any], idle_s: float | Non
                 stderr=output,
                 start_new_session=True,
                 pass_fds=(fd,),
+                env=invocation.spawn_env(),
             )
     # The helper holds the lock (inherited) until it serves or dies: once it is ours
     # again, the link is up (or the helper's log says why not), so whoever printed the
@@ -158,33 +160,40 @@ def link_state(target: Target, name: str, key: str | None = None) -> dict[str, A
 
 
 def stop(target: Target, name: str) -> None:
-    """Ask the helper of (host, kernel) to leave; kill it if it does not."""
+    """End the helper of (host, kernel); it is gone when this returns.
+
+    Asked to quit, it leaves by itself; one that does not take the request within
+    QUIT_WAIT_S (it takes none while it serves a send's cell) gets SIGTERM; SIGKILL after
+    a grace period. Its pid is read first: a leaving helper removes its pidfile before
+    its process ends."""
     import signal
 
+    from tether.hosts.processes import terminate
     from tether.kernel import names
 
     sock_path, pid_path = names.helper_paths(target, name)
+    try:
+        pid: int | None = int(pid_path.read_text())
+    except (OSError, ValueError):
+        pid = None
+    answer = b""
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as conn:
-        conn.settimeout(2)
+        conn.settimeout(QUIT_WAIT_S)
         conn.connect(str(sock_path))
         conn.sendall(b'{"op": "quit"}\n')
-        conn.recv(100)
-    try:
-        pid = int(pid_path.read_text())
-    except (OSError, ValueError):
-        return
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        with contextlib.suppress(OSError):
-            if b"tether.kernel.helper" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
+        answer = conn.recv(100)
+    if pid is not None and _is_helper(pid):
+        first = None if b"bye" in answer else signal.SIGTERM
+        terminate([pid], first=first, killable=_is_helper)
     with contextlib.suppress(OSError):
         pid_path.unlink()
     with contextlib.suppress(OSError):
         sock_path.unlink()
+
+
+def _is_helper(pid: int) -> bool:
+    """pid is still a send helper (not a process that took its pid since)."""
+    try:
+        return b"tether.kernel.helper" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

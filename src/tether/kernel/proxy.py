@@ -43,6 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tether import invocation
 from tether.config import Target
 from tether.envs.spec import EnvSpec
 
@@ -128,7 +129,9 @@ def restart_note(connection_file: str) -> Path:
     """Where a proxy asked to restart leaves that for the next one (same frontend file)."""
     from tether.kernel.names import kernels_dir
 
-    digest = hashlib.sha256(os.path.abspath(connection_file).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        os.path.normpath(invocation.absolute(connection_file)).encode()
+    ).hexdigest()[:16]
     return kernels_dir() / f"restart-{digest}"
 
 
@@ -406,8 +409,8 @@ class _Channel:
 
 
 def _say(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    invocation.stderr().write(line + "\n")
+    invocation.stderr().flush()
 
 
 def main(argv: list[str]) -> int:

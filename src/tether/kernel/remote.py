@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tether import invocation
 from tether.agent.wire import Frame, Request
 from tether.agent.wire_jobs import KernelStart
 from tether.config import Target
@@ -158,6 +159,7 @@ def _mux(host: str, specs: list[str], cancel: bool = False) -> subprocess.Comple
         timeout=30,
         stdin=subprocess.DEVNULL,
         check=False,
+        env=invocation.spawn_env(),
     )
 
 

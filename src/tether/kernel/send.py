@@ -7,7 +7,7 @@ use), and its stdout, stderr, results and traceback printed; exit 1 on an except
 
 from __future__ import annotations
 
-import sys
+from tether import invocation
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: send imports only what a keypress needs
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def read_code(spec: str | None, stdin: Any = None) -> str:
     from tether.errors import UsageError
 
     if spec is None:
-        return smart_dedent((stdin or sys.stdin).read())
+        return smart_dedent((stdin or invocation.stdin()).read())
     try:
         file, start, end = parse_spec(spec)
         try:
@@ -94,7 +94,7 @@ def marked(code: str, file: str, first: int) -> str:
 def fast_main(args: list[str]) -> int:
     """Entry for `tether send ...` (errors are mapped to exit codes by the caller)."""
     if "-h" in args or "--help" in args:
-        sys.stdout.write(USAGE)
+        invocation.stdout().write(USAGE)
         return 0
     spec, on, name = parse_args(args)
     code = read_code(spec)
@@ -111,11 +111,10 @@ def send_code(code: str, on: str | None, name: str | None) -> int:
     loaded config); else the kernel is made sure of, the helper started for next time and
     used; the direct path (a jupyter_client of our own) when the helper cannot be had.
     """
-    import os
 
     from tether.kernel import sendcache
 
-    kept = sendcache.lookup(os.getcwd(), on, name)
+    kept = sendcache.lookup(invocation.cwd(), on, name)
     if kept is not None:
         done = via_helper(kept[0], code, kept[1], lambda: interrupt_kernel(*_kernel(on, name)))
         if done is not None:
@@ -163,14 +162,13 @@ def _start_and_send(
     interrupt: Callable[[], None],
 ) -> int:  # fmt: skip
     """The kernel made sure of, the helper started and used (or a client of our own)."""
-    import os
 
     from tether.envs.spec import find
     from tether.kernel.lifecycle import RemoteKernel
 
     remote = RemoteKernel(target, kernel)
     answer = remote.ensure(find(config))
-    if not os.environ.get("TETHER_SEND_DIRECT"):
+    if not invocation.getenv("TETHER_SEND_DIRECT"):
         remote.link(answer["connection"])  # replaces a stale helper itself
         if wait_for_socket(sock_path, 60.0):
             done = via_helper(sock_path, code, config.root, interrupt)
@@ -188,8 +186,8 @@ def interrupt_kernel(target: Target, kernel: str) -> None:
     """Interrupt the running cell of the remote kernel (Ctrl-C during a send)."""
     from tether.kernel.lifecycle import RemoteKernel
 
-    sys.stderr.write("tether: interrupting the kernel\n")
-    sys.stderr.flush()
+    invocation.stderr().write("tether: interrupting the kernel\n")
+    invocation.stderr().flush()
     RemoteKernel(target, kernel).interrupt()
 
 
@@ -298,8 +296,8 @@ def via_helper(
             if "msg" in answer:
                 failed = render(answer["msg"], root) or failed
             elif "say" in answer:
-                sys.stderr.write(answer["say"] + "\n")
-                sys.stderr.flush()
+                invocation.stderr().write(answer["say"] + "\n")
+                invocation.stderr().flush()
             elif answer.get("stale"):
                 return None
             elif "status" in answer:
@@ -349,29 +347,28 @@ def render(message: dict[str, Any], root: str | Path) -> bool:
     kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
     content = message.get("content", {})
     if kind == "stream":
-        out = sys.stderr if content.get("name") == "stderr" else sys.stdout
+        out = invocation.stderr() if content.get("name") == "stderr" else invocation.stdout()
         out.write(content.get("text", ""))
         out.flush()
     elif kind in ("execute_result", "display_data"):
         data = content.get("data", {})
         if "image/png" in data:
-            sys.stdout.write(f"figure saved: {save_figure(root, data['image/png'])}\n")
+            invocation.stdout().write(f"figure saved: {save_figure(root, data['image/png'])}\n")
         elif "text/plain" in data:
-            sys.stdout.write(data["text/plain"] + "\n")
-        sys.stdout.flush()
+            invocation.stdout().write(data["text/plain"] + "\n")
+        invocation.stdout().flush()
     elif kind == "error":
         text = "\n".join(content.get("traceback", [])) + "\n"
-        sys.stderr.write(text if coloured(sys.stderr) else strip_ansi(text))
-        sys.stderr.flush()
+        invocation.stderr().write(text if coloured(invocation.stderr()) else strip_ansi(text))
+        invocation.stderr().flush()
         return True
     return False
 
 
 def coloured(stream: Any) -> bool:
     """Whether colour may go to stream: a terminal, NO_COLOR unset, TERM not dumb."""
-    import os
 
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+    if invocation.getenv("NO_COLOR") or invocation.getenv("TERM") == "dumb":
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty is not None and isatty())

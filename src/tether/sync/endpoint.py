@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from tether.agent import fsops, wire, writer
 from tether.agent.wire import Digest, Scan, error_frame, scan_key, scans_to_forget
@@ -23,6 +23,9 @@ from tether.core.manifest import FILE, Manifest
 from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
 from tether.sync.state import Base
 from tether.transport.channel import AgentChannel
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
 
 Answer = tuple[dict[str, Any], bytes]
 FileRequest = wire.Put | wire.Delete | wire.Read
@@ -69,7 +72,9 @@ class LocalEndpoint:
 
     Writes go through agent.writer (a pull's files: with the local `umask`, fsynced when
     `durable`); its refusals come back as the agent's error frames. Other OSErrors
-    (a full disk here) are raised, as from any local write.
+    (a full disk here) are raised, as from any local write. `cache` makes the digest
+    cache, read once it is needed; with `scans` (the sync daemon's) a whole-tree scan is
+    the kept manifest, re-scanned where something changed.
     """
 
     host = "local"
@@ -78,21 +83,36 @@ class LocalEndpoint:
         self,
         root: Path,
         scope: Scope,
-        cache: fsops.DigestCache,
+        cache: Callable[[], fsops.DigestCache],
         umask: int = 0,
         durable: bool = False,
+        scans: KeptScans | None = None,
     ) -> None:
         self.path = root
         self.root = str(root)
         self.scope = scope
-        self.cache = cache
+        self.make_cache = cache
+        self.cache: fsops.DigestCache | None = None
+        self.scans = scans
         self.writer = writer.Writer(umask=umask, durable=durable)
 
+    def digest_cache(self) -> fsops.DigestCache:
+        if self.cache is None:
+            self.cache = self.make_cache()
+        return self.cache
+
     async def scan(self, base: Base, only: list[str] | None) -> Manifest:
-        return fill_local_digests(self.path, scan_local(self.path, self.scope, only), self.cache)
+        def fresh() -> Manifest:
+            found = scan_local(self.path, self.scope, only)
+            return fill_local_digests(self.path, found, self.digest_cache())
+
+        if self.scans is not None and only is None:
+            return self.scans.manifest(self.path, self.scope, fresh, self.digest_cache)
+        return fresh()
 
     async def stat(self, paths: Collection[str]) -> Manifest:
         """The entries at exactly these paths, files with digests, no rule applied."""
+        cache = self.digest_cache()
         found: Manifest = {}
         for path in paths:
             full = os.path.join(self.root, path)
@@ -102,13 +122,17 @@ class LocalEndpoint:
                 continue
             entry = entry_for(full, st)
             found[path] = (
-                entry.with_digest(self.cache.get(full, st, True)) if entry.kind == FILE else entry
+                entry.with_digest(cache.get(full, st, True)) if entry.kind == FILE else entry
             )
-        self.cache.save()
+        cache.save()
         return found
 
     async def digests(self, manifest: Manifest, paths: Collection[str]) -> None:
-        for path in _undigested(manifest, paths):
+        missing = _undigested(manifest, paths)
+        if not missing:
+            return
+        cache = self.digest_cache()
+        for path in missing:
             full = os.path.join(self.root, path)
             try:
                 st = os.lstat(full)
@@ -116,8 +140,8 @@ class LocalEndpoint:
                 continue
             entry = manifest[path]
             if entry_for(full, st).kind == FILE and entry.same_stat(st.st_size, st.st_mtime_ns):
-                manifest[path] = entry.with_digest(self.cache.get(full, st, True))
-        self.cache.save()
+                manifest[path] = entry.with_digest(cache.get(full, st, True))
+        cache.save()
 
     def submit(self, request: FileRequest) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from tether import invocation
 from tether.errors import TetherError
 from tether.sync.local import ALWAYS_SKIP, GitignoreRules, Scope, git_root
 from tether.sync.session import Pair
@@ -94,6 +95,7 @@ def git_ignored(root: Path, rels: list[str]) -> set[str]:
         capture_output=True,
         timeout=60,
         check=False,
+        env=invocation.spawn_env(),
     )
     if done.returncode not in (0, 1):
         raise TetherError("git check-ignore failed", done.stderr.decode(errors="replace").strip())

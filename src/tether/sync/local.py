@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether import invocation
 from tether.agent.fsops import DigestCache
 from tether.agent.modes import safe_mode
 from tether.core.ignore import PatternSet
@@ -89,19 +90,24 @@ def git_root(root: Path) -> bool:
             capture_output=True,
             text=True,
             timeout=30,
+            env=invocation.spawn_env(),
         )
     except OSError:
         return False
     return done.returncode == 0 and done.stdout.strip() == "true"
 
 
-def _git_paths(root: Path, scope: Scope) -> list[str] | None:
-    """git's list of the files sync may own; None when root is not in a git work tree."""
+def git_paths(root: Path, scope: Scope, under: list[str] | None = None) -> list[str] | None:
+    """git's list of the files sync may own (at or under the paths `under` only, if given);
+    None when root is not in a git work tree."""
+    specs = [] if under is None else ["--", *(":(literal)" + path for path in under)]
 
     def listing(*flags: str) -> list[str] | None:
-        argv = ["git", "-C", str(root), "ls-files", "-z", *flags, "--exclude-standard"]
+        argv = ["git", "-C", str(root), "ls-files", "-z", *flags, "--exclude-standard", *specs]
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=120)
+            done = subprocess.run(
+                argv, capture_output=True, timeout=120, env=invocation.spawn_env()
+            )
         except OSError:
             return None
         if done.returncode != 0:
@@ -204,13 +210,14 @@ def scan_local(
     scope: Scope,
     only: list[str] | None = None,
     on_vanished: Callable[[str], None] | None = None,
+    listed: list[str] | None = None,
 ) -> Manifest:
     """The synced entries under root (stat only, digests from the cache where valid).
 
     With `only`, exactly those paths (files or whole directories) are taken, ignore rules
     aside (an explicit `tether push PATH` uploads what it names), results still excluded.
+    With `listed`, git's listing is taken from there (git_paths of a part of the tree).
     """
-    listed: list[str] | None = None
     if only is not None:
         listed = []
         for rel in only:
@@ -218,8 +225,8 @@ def scan_local(
             if named.is_dir() and not named.is_symlink():
                 listed += [f"{rel}/{path}" for path in _plain_walk(named)]
             listed.append(rel)
-    else:
-        listed = _git_paths(root, scope)
+    elif listed is None:
+        listed = git_paths(root, scope)
     candidates = _walk_paths(root) if listed is None else listed
     manifest = _Scanned()
     stats: dict[str, os.stat_result] = {}
@@ -287,11 +294,14 @@ def _check_name(rel: str) -> None:
         ) from None
 
 
-def fill_local_digests(root: Path, manifest: Manifest, cache: DigestCache) -> Manifest:
+def fill_local_digests(
+    root: Path, manifest: Manifest, cache: DigestCache, whole: bool = True
+) -> Manifest:
     """Return manifest with a digest on every file (cached by inode, size, mtime and ctime).
 
     A manifest from scan_local brings its lstat results: the digest then describes exactly
-    the stat the entry holds, and costs no second lstat.
+    the stat the entry holds, and costs no second lstat. `whole`: manifest is the whole
+    tree (not a part re-scanned), so digests kept for files not in it may be forgotten.
     """
     stats: dict[str, os.stat_result] = getattr(manifest, "stats", {})
     prefix = os.path.join(root, "")
@@ -313,7 +323,7 @@ def fill_local_digests(root: Path, manifest: Manifest, cache: DigestCache) -> Ma
                     continue
                 entry = entry.with_digest(digest)
         filled[rel] = entry
-    if len(digested) > 2 * len(filled) + 1000:  # forget files long gone
+    if whole and len(digested) > 2 * len(filled) + 1000:  # forget files long gone
         for rel in [rel for rel in digested if rel not in filled]:
             del digested[rel]
     cache.save()
@@ -323,7 +333,7 @@ def fill_local_digests(root: Path, manifest: Manifest, cache: DigestCache) -> Ma
 def check_inside(root: Path, paths: Iterable[str], cwd: Path | None = None) -> list[str]:
     """Turn user-given paths into root-relative POSIX paths; refuse any outside the tree."""
     result = []
-    base = (cwd or Path.cwd()).resolve()
+    base = (cwd or Path(invocation.cwd())).resolve()
     for raw in paths:
         full = Path(os.path.normpath(base / raw))
         try:

@@ -16,7 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tether.agent.modes import current_umask, safe_mode
+from tether import invocation
+from tether.agent.modes import safe_mode
 from tether.agent.wire import Op, Put, Read
 from tether.core.ignore import PatternSet
 from tether.core.manifest import DIR, FILE, LINK, Entry
@@ -52,14 +53,15 @@ async def pull_pair(
     remote = await source.scan(base, None if globs else plain)
     # Planned with the modes the files get here (see writer.Writer): a mode the umask
     # masks is then not a change, and the base records what was written.
-    umask = current_umask()
+    umask = invocation.umask()
     remote = {
         p: _masked(e, umask)
         for p, e in remote.items()
         if not globs or under(p, plain) or globs.match(p)
     }
-    cache = digest_cache(project_root, pair)
-    dest = LocalEndpoint(pair.local_root, Scope.of((), (), ()), cache, umask, durable=True)
+    everything = Scope.of((), (), ())
+    cache = lambda: digest_cache(project_root, pair)  # noqa: E731
+    dest = LocalEndpoint(pair.local_root, everything, cache, umask, durable=True)
     local = await dest.stat(remote)
     await source.digests(remote, set(local))
     plan = plan_pull(remote, local, base.entries, force)
@@ -109,6 +111,8 @@ async def _execute_pull(
         if entry.kind != FILE:
             if entry.kind == LINK:
                 put.target = entry.target or ""
+            else:  # made like any new directory of the caller (the writer masks its umask)
+                put.mode = 0o777
             answer, _ = await dest.submit(put)
             if not report.refused(dest, Op.PUT, answer, upload.path, CHANGED_HERE):
                 _note_backup(answer, report)

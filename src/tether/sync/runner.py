@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tether import invocation
 from tether.config import Config, Target
 from tether.sync.local import check_inside
 from tether.sync.pull import pull_pair
 from tether.sync.session import Report, pairs_for, push_pair
 from tether.sync.targets import ChannelPool, each_target
 from tether.transport.channel import AgentChannel
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
 
 
 async def sync(
@@ -23,19 +26,25 @@ async def sync(
     dry_run: bool,
     cwd: Path | None = None,
     pool: ChannelPool | None = None,
+    scans: KeptScans | None = None,
 ) -> list[Report]:
     """Push or pull the project (and mappings) for each target; reports in target order."""
     only = check_inside(config.root, paths, cwd) if paths else None
-    progress = _Bar() if sys.stderr.isatty() and not dry_run else None
+    progress = _Bar() if invocation.stderr().isatty() and not dry_run else None
 
     async def work(target: Target, channel: AgentChannel) -> list[Report]:
         reports = []
         for pair in pairs_for(config, target):
             if only is not None and pair.local_root != config.root:
                 continue
-            step = push_pair if direction == "push" else pull_pair
             tick = progress.tick if progress is not None else None
-            reports.append(await step(channel, pair, config.root, only, force, dry_run, tick))
+            if direction == "push":
+                done = await push_pair(
+                    channel, pair, config.root, only, force, dry_run, tick, scans=scans
+                )
+            else:
+                done = await pull_pair(channel, pair, config.root, only, force, dry_run, tick)
+            reports.append(done)
         return reports
 
     try:
@@ -80,6 +89,7 @@ class _Bar:
     def tick(self, count: int) -> None:
         self.done += count
         if self.progress is None and self.done >= self.THRESHOLD:
+            from rich.console import Console
             from rich.progress import (
                 DownloadColumn,
                 Progress,
@@ -91,6 +101,7 @@ class _Bar:
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 transient=True,
+                console=Console(file=invocation.stderr(), _environ=invocation.environ()),
             )
             self.progress.start()
             self.task = self.progress.add_task("syncing", total=None)

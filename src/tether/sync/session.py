@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.agent import fsops
 from tether.agent.wire import ErrorKind, Op
@@ -23,6 +23,9 @@ from tether.sync.endpoint import Endpoint, LocalEndpoint, RemoteEndpoint
 from tether.sync.local import Scope
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, refusal
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
 
 CHUNK = lanes.CHUNK  # one request's payload, both ways
 RACED = "changed on the remote during the push"
@@ -98,13 +101,15 @@ async def push_pair(
     dry_run: bool = False,
     progress: Progress | None = None,
     trust_base: bool = False,
+    scans: KeptScans | None = None,
 ) -> Report:
     """Make the remote mirror the local pair on the paths sync owns (see core.plan).
 
     With `only` and `trust_base` (watch's small batches), the remote is taken to still be
     what tether last recorded instead of being scanned: one round trip instead of two.
     Safe, because every write and delete is checked against that expectation by the agent;
-    paths found changed are planned again after a real scan.
+    paths found changed are planned again after a real scan. With `scans` (the sync
+    daemon's), a whole-tree push takes the kept local manifest when nothing changed.
     """
     started = time.monotonic()
     base = pair.base("push", project_root)
@@ -116,8 +121,10 @@ async def push_pair(
         covering = None if only is None else _covering(only)
         scanning = asyncio.ensure_future(dest.scan(base, covering))
         await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
-    try:  # the digest cache is read while the remote scans
-        source = LocalEndpoint(pair.local_root, pair.scope, digest_cache(project_root, pair))
+    source = LocalEndpoint(
+        pair.local_root, pair.scope, lambda: digest_cache(project_root, pair), scans=scans
+    )
+    try:
         local = await source.scan(base, only)
     except BaseException:
         if scanning is not None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from tether import invocation
 from tether.agent.wire import Hello
 from tether.config import Config, Target
 from tether.errors import ConnectionLost, HostError, TetherError, is_transient
@@ -75,7 +75,7 @@ class Status:
     """One live line per target on a terminal; otherwise one plain line per event."""
 
     def __init__(self, names: list[str], stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = stream or invocation.stderr()
         self.targets = {name: TargetState(name) for name in names}
         self.live: Any = None
         if self.stream.isatty():
@@ -84,7 +84,7 @@ class Status:
 
             self.live = Live(
                 self._render(),
-                console=Console(file=self.stream),
+                console=Console(file=self.stream, _environ=invocation.environ()),
                 refresh_per_second=8,
                 transient=False,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
+from tether import invocation
 from tether.transport.base import Result
 
 
@@ -22,6 +23,7 @@ class LocalTransport:
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=invocation.spawn_env(),
         )
         stdout, stderr = await asyncio.wait_for(process.communicate(input), timeout)
         return Result(tuple(argv), process.returncode or 0, stdout, stderr)
@@ -33,6 +35,7 @@ class LocalTransport:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             limit=1 << 20,
+            env=invocation.spawn_env(),
         )
 
     def describe_failure(self, stderr: bytes, returncode: int) -> str | None:

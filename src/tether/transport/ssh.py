@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from tether import invocation
 from tether.errors import HostError
 from tether.paths import runtime_dir
 from tether.safety import host_problem
@@ -109,7 +110,13 @@ def classify(stderr: bytes | str, returncode: int) -> tuple[str, str, bool] | No
 def resolve(host: str) -> dict[str, list[str]]:
     """OpenSSH's own view of a host (`ssh -G`): option -> values."""
     checked_host(host)
-    done = subprocess.run(["ssh", "-G", "--", host], capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        ["ssh", "-G", "--", host],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=invocation.spawn_env(),
+    )
     if done.returncode != 0:
         reason = link_failure(done.stderr, 255) or ("ssh -G failed", "")
         raise HostError(host, reason[0], reason[1])
@@ -137,7 +144,11 @@ def master_alive(host: str, timeout: float = 10) -> bool:
     """Whether tether's master for host answers (blocking; threads that keep a link)."""
     try:
         done = subprocess.run(
-            check_argv(host), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+            check_argv(host),
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            env=invocation.spawn_env(),
         )
     except subprocess.TimeoutExpired:
         return False
@@ -176,6 +187,7 @@ class SshTransport:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=invocation.spawn_env(),
         )
         return await check.wait() == 0
 
@@ -208,6 +220,7 @@ class SshTransport:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=invocation.spawn_env(),
         )
         try:
             _, stderr = await asyncio.wait_for(master.communicate(), timeout=60)
@@ -229,6 +242,7 @@ class SshTransport:
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=invocation.spawn_env(),
         )
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(input), timeout)
@@ -250,6 +264,7 @@ class SshTransport:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             limit=1 << 20,
+            env=invocation.spawn_env(),
         )
 
     def stop_master(self) -> None:
@@ -259,6 +274,7 @@ class SshTransport:
             capture_output=True,
             timeout=20,
             check=False,
+            env=invocation.spawn_env(),
         )
         self._master_ok = False
 

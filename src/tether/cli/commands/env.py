@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from tether import invocation
+from tether.cli.render import say
+
 ENV_HELP = """The remote Python environment, built from what the project already has.
 
 The spec is `[env] requirements = [...]`, else uv.lock (+ pyproject.toml), else
@@ -50,10 +53,9 @@ def _spec() -> tuple[object, object]:
 
 
 def _say(line: str) -> None:
-    import sys
 
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    invocation.stderr().write(line + "\n")
+    invocation.stderr().flush()
 
 
 def sync(
@@ -82,7 +84,7 @@ def sync(
         return client.summary(target, answer, spec)
 
     for line in asyncio.run(each_target(config.pick(on or []), one)):
-        typer.echo(line)
+        say(line)
 
 
 def status(
@@ -132,7 +134,7 @@ def status(
         return
     for target, answer in zip(targets, answers, strict=True):
         for line in client.status_lines(target, spec, answer):
-            typer.echo(line)
+            say(line)
 
 
 def prune(
@@ -161,6 +163,6 @@ def prune(
         removed = answer["removed"]
         assert isinstance(removed, list)
         size = sum(float(env.get("size") or 0) for env in removed)
-        typer.echo(f"{target.name}: {verb} {len(removed)} env(s), {_human(size)}")
+        say(f"{target.name}: {verb} {len(removed)} env(s), {_human(size)}")
         for env in removed:
-            typer.echo(f"  {env.get('digest')} ({env.get('source') or 'unknown spec'})")
+            say(f"  {env.get('digest')} ({env.get('source') or 'unknown spec'})")

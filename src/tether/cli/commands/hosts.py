@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from tether import invocation
+
 host_app = typer.Typer(
     name="host",
     help="""Manage hosts in ~/.ssh/config (stanzas written where OpenSSH honours them).
@@ -60,7 +62,6 @@ def add(
     ~/.ssh/config.tether.bak and `tether host rm NAME` restores the exact bytes.
     """
     import os
-    import sys
 
     from tether.cli import render
     from tether.hosts import sshconfig, sshtext
@@ -73,12 +74,14 @@ def add(
     if identity_file is not None:
         key = identity_file
         if not key.startswith(("~", "/", "%")):
-            key = os.path.abspath(key)  # ssh would read a relative path against its cwd
+            key = os.path.normpath(
+                invocation.absolute(key)
+            )  # ssh would read a relative path against its cwd
         options.append(("IdentityFile", key))
     warnings = sshconfig.add_host(name, options, force=force)
     path = sshconfig.config_path()
-    sys.stdout.write(f"added to {path}:\n{sshtext.format_stanza(name, options)}")
-    if identity_file is not None and not os.path.exists(os.path.expanduser(options[-1][1])):
+    invocation.stdout().write(f"added to {path}:\n{sshtext.format_stanza(name, options)}")
+    if identity_file is not None and not os.path.exists(invocation.expanduser(options[-1][1])):
         render.warn(f"identity file {options[-1][1]} does not exist (yet)")
     for line in warnings:
         render.warn(line)
@@ -141,7 +144,6 @@ def rm(
     Example:
       tether host rm gpu1
     """
-    import sys
 
     from tether.errors import HostError
     from tether.hosts import sshconfig
@@ -153,7 +155,7 @@ def rm(
             f"no `Host {name}` stanza in {path}",
             "run `tether host ls` to see the aliases there",
         )
-    sys.stdout.write(f"removed host {name} from {path}\n")
+    invocation.stdout().write(f"removed host {name} from {path}\n")
 
 
 CHECK_HELP = """Check a host in one round trip: reachable, RTT, python, tmux, ipykernel, GPUs, disk.

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tether import invocation
+
 if TYPE_CHECKING:
     from tether.config import Target
     from tether.transport.channel import AgentChannel
@@ -83,7 +85,6 @@ def show(
 ) -> None:
     """Show a job's provenance."""
     import asyncio
-    import sys
 
     from tether.cli.render import print_json
     from tether.jobs import housekeeping
@@ -99,7 +100,7 @@ def show(
     if as_json:
         print_json(info)
         return
-    sys.stdout.write("".join(line + "\n" for line in housekeeping.show_lines(info)))
+    invocation.stdout().write("".join(line + "\n" for line in housekeeping.show_lines(info)))
 
 
 def rm(
@@ -109,7 +110,6 @@ def rm(
 ) -> None:
     """Remove ended jobs."""
     import asyncio
-    import sys
 
     from tether.cli.app import say_error
     from tether.cli.render import print_json
@@ -153,7 +153,7 @@ def rm(
     for entry in results:
         if entry["removed"] and not as_json:
             kept = "" if entry.get("snapshot") else ", its snapshot kept (a restart uses it)"
-            sys.stdout.write(
+            invocation.stdout().write(
                 f"removed {entry['name']} on {entry['target']}: "
                 f"freed {housekeeping.human(entry['bytes'])}{kept}\n"
             )
@@ -173,7 +173,6 @@ def prune(
 ) -> None:
     """Remove old ended jobs."""
     import asyncio
-    import sys
 
     from tether import config as config_module
     from tether.cli.render import print_json
@@ -191,4 +190,4 @@ def prune(
     if as_json:
         print_json(entries)
         return
-    sys.stdout.write("".join(housekeeping.prune_line(entry) + "\n" for entry in entries))
+    invocation.stdout().write("".join(housekeeping.prune_line(entry) + "\n" for entry in entries))

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
+from tether import invocation
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -105,7 +107,6 @@ def run(
 ) -> None:
     """Start a job."""
     import asyncio
-    import sys
 
     from tether import config as config_module
     from tether.envs import spec as env_spec
@@ -165,7 +166,7 @@ def run(
     if follow_log and len(targets) == 1 and array is None:
         _follow(targets[0], job_name, True)
     else:
-        sys.stdout.write(f"follow it: tether logs {spec.names[0]} -f\n")
+        invocation.stdout().write(f"follow it: tether logs {spec.names[0]} -f\n")
 
 
 def parse_env(values: list[str]) -> dict[str, str]:
@@ -211,9 +212,8 @@ def _report_started(started: list[JobRecord], count: int) -> None:
 
 def _notify_timeout() -> float | None:
     """TETHER_NOTIFY_TIMEOUT (seconds) where set: a shorter hook timeout, for tests."""
-    import os
 
-    text = os.environ.get("TETHER_NOTIFY_TIMEOUT")
+    text = invocation.getenv("TETHER_NOTIFY_TIMEOUT")
     try:
         return float(text) if text else None
     except ValueError:
@@ -226,7 +226,6 @@ def wait(
 ) -> None:
     """Wait for jobs."""
     import asyncio
-    import sys
 
     from tether import config as config_module
     from tether.jobs.wait import describe, succeeded, wait_all
@@ -235,20 +234,20 @@ def wait(
     targets = config.pick(on or [])
 
     def emit(job: JobRecord) -> None:
-        sys.stdout.write(describe(job) + "\n")
-        sys.stdout.flush()
+        invocation.stdout().write(describe(job) + "\n")
+        invocation.stdout().flush()
 
     def say(line: str) -> None:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        invocation.stderr().write(line + "\n")
+        invocation.stderr().flush()
 
     try:
         ended = asyncio.run(wait_all(targets, list(names or []), emit, say))
     except KeyboardInterrupt:
-        sys.stderr.write("tether: stopped waiting; the jobs go on\n")
+        invocation.stderr().write("tether: stopped waiting; the jobs go on\n")
         raise SystemExit(130) from None
     if not ended:
-        sys.stdout.write("no queued or running jobs\n")
+        invocation.stdout().write("no queued or running jobs\n")
     if not all(succeeded(job) for job in ended):
         raise SystemExit(1)
 
@@ -335,7 +334,6 @@ def attach(
 
 def _say_ended(target: Target, job: JobRecord) -> None:
     """An ended job has no session to attach to: its log's tail, then one error line."""
-    import sys
 
     from tether.errors import JobError
 
@@ -344,7 +342,7 @@ def _say_ended(target: Target, job: JobRecord) -> None:
         _follow(target, job.name, False, sink=lines.append)
     tail = b"".join(lines).decode("utf-8", "replace").splitlines()[-TAIL_LINES:]
     for line in tail:
-        sys.stdout.write(line + "\n")
+        invocation.stdout().write(line + "\n")
     reason = f", {job.reason}" if job.reason else ""
     raise JobError(
         f"{job.name} on {target.name} has ended ({job.state_text()}{reason})",
@@ -414,7 +412,6 @@ def _follow(
 ) -> None:
     import asyncio
     import contextlib
-    import sys
 
     from tether.errors import TetherError, is_transient
     from tether.jobs.backend import backend_for
@@ -428,8 +425,8 @@ def _follow(
         if sink is not None:
             sink(data)
         else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            invocation.stdout().buffer.write(data)
+            invocation.stdout().buffer.flush()
         printed += len(data)
 
     async def go() -> dict[str, object]:
@@ -448,7 +445,7 @@ def _follow(
                     raise
                 if not said:
                     why = error.line() if isinstance(error, TetherError) else str(error)
-                    sys.stderr.write(f"tether: lost {target.name} ({why}); reconnecting\n")
+                    invocation.stderr().write(f"tether: lost {target.name} ({why}); reconnecting\n")
                     said = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
@@ -456,8 +453,8 @@ def _follow(
     try:
         header = asyncio.run(go())
     except KeyboardInterrupt:
-        sys.stderr.write(f"tether: detached; {name} goes on (tether logs {name} -f)\n")
+        invocation.stderr().write(f"tether: detached; {name} goes on (tether logs {name} -f)\n")
         return
     if keep and header.get("state") == "exited":
         reason = f" ({header['reason']})" if header.get("reason") else ""
-        sys.stderr.write(f"tether: {name} exited {header.get('exit_code')}{reason}\n")
+        invocation.stderr().write(f"tether: {name} exited {header.get('exit_code')}{reason}\n")

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from tether import invocation
+from tether.cli.render import say
+
 if TYPE_CHECKING:
     from tether.kernel.lifecycle import RemoteKernel
 
@@ -183,9 +186,9 @@ def kernel_ls(
     table(None, ["name", "target", "state", "pid", "started", "link", "dir"], rows)
     for kernel in kernels:
         if kernel.get("local_connection_file"):  # printed whole: a table would wrap it
-            typer.echo(f"{kernel['name']} ({kernel['target']}): {kernel['local_connection_file']}")
+            say(f"{kernel['name']} ({kernel['target']}): {kernel['local_connection_file']}")
     if any(kernel.get("local_connection_file") for kernel in kernels):
-        typer.echo(
+        say(
             "(connection files: for any Jupyter client while the link is up; "
             "`tether kernel link` starts it)"
         )
@@ -215,19 +218,19 @@ def kernel_link(
         log = names.kernels_dir() / "helpers.log"
         raise TetherError(f"the link to kernel {kernel.name} did not start", "", f"see {log}")
     minutes = float(state.get("idle_s") or background.IDLE_EXIT_S) / 60
-    typer.echo(
+    say(
         f"link {state['state']} for kernel {kernel.name} on {kernel.target.name} "
         f"(pid {state['pid']}); it keeps the forwards until {minutes:g} min pass without "
         "a client using the kernel, or `tether kernel stop`"
     )
-    typer.echo(f"connection file: {kernel.local_file}")
+    say(f"connection file: {kernel.local_file}")
 
 
 def kernel_stop(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     """Stop a kernel."""
     kernel = _kernel(on, name)
     kernel.stop()
-    typer.echo(f"stopped kernel {kernel.name} on {kernel.target.name}")
+    say(f"stopped kernel {kernel.name} on {kernel.target.name}")
 
 
 def kernel_restart(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
@@ -242,15 +245,15 @@ def kernel_restart(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     path = kernel.connect(answer["connection"])  # for clients
     kernel.link(answer["connection"])  # and the link that keeps it usable
     pid = answer["record"]["pid"]
-    typer.echo(f"restarted kernel {kernel.name} on {kernel.target.name} (pid {pid})")
-    typer.echo(f"connection file: {path}")
+    say(f"restarted kernel {kernel.name} on {kernel.target.name} (pid {pid})")
+    say(f"connection file: {path}")
 
 
 def kernel_interrupt(name: str = KERNEL_ARG, on: str = ON_TARGET) -> None:
     """Interrupt a kernel's running cell (SIGINT on the remote); the kernel stays."""
     kernel = _kernel(on, name)
     kernel.interrupt()
-    typer.echo(f"interrupted kernel {kernel.name} on {kernel.target.name}")
+    say(f"interrupted kernel {kernel.name} on {kernel.target.name}")
 
 
 def _kernel(on: str | None, name: str | None) -> RemoteKernel:
@@ -273,11 +276,9 @@ def kernel_spec_install(
     target = config.one(on)
     installed, replaced = spec.install(config.root, target, name)
     for old in replaced:
-        typer.echo(f"removed the old kernelspec {old} (now {installed.name})")
-    typer.echo(
-        f"installed kernelspec {installed.name} ({installed.display_name}) in {installed.path}"
-    )
-    typer.echo(
+        say(f"removed the old kernelspec {old} (now {installed.name})")
+    say(f"installed kernelspec {installed.name} ({installed.display_name}) in {installed.path}")
+    say(
         "run a notebook on it: jupyter nbconvert --to notebook --execute "
         f"--ExecutePreprocessor.kernel_name={installed.name} NOTEBOOK.ipynb"
     )
@@ -327,7 +328,7 @@ def kernel_spec_rm(
         config = config_module.load()
         removed = spec.remove_mine(config.root, config.one(on), name)
     for gone in removed:
-        typer.echo(f"removed kernelspec {gone}")
+        say(f"removed kernelspec {gone}")
 
 
 def kernel_install(
@@ -336,7 +337,6 @@ def kernel_install(
 ) -> int:
     """Install ipykernel."""
     import asyncio
-    import sys
 
     from tether import config as config_module
     from tether.agent.wire_jobs import KernelInstall
@@ -347,11 +347,11 @@ def kernel_install(
     python = remote.python_argv(target)
     command = " ".join([*python, "-m", "pip", "install", "--user", "ipykernel"])
     if not yes and not typer.confirm(f"Run `{command}` on {target.host}?", default=False):
-        sys.stderr.write("tether: nothing installed\n")
+        invocation.stderr().write("tether: nothing installed\n")
         return 1
     # A system-managed python (PEP 668) is refused with what to do (agent/wire.TABLE).
     answer = asyncio.run(remote.ask(target, KernelInstall(python)))
     if answer["returncode"] != 0:
         raise RemoteError(target.host, "pip install ipykernel", answer["output"])
-    typer.echo(f"ipykernel installed for {python[0]} on {target.name}")
+    say(f"ipykernel installed for {python[0]} on {target.name}")
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from tether import invocation
+from tether.cli.render import say
+
 INIT_HELP = """Write tether.toml here (target NAME, default = true) and ignore .tether/ in git.
 
 Examples:
@@ -145,11 +148,6 @@ def target_ls(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
     )
 
 
-def say(line: str) -> None:
-    """A plain line (never wrapped: paths and commands must be copyable)."""
-    print(line)
-
-
 def trust(
     show: bool = typer.Option(False, "--show", help="Print the summary; record nothing."),
     as_json: bool = typer.Option(False, "--json", help="The values as JSON."),
@@ -164,7 +162,7 @@ def trust(
     changed = trust_module.changes(config)
     if as_json:
         state = "trusted" if changed is None else ("changed" if changed else "untrusted")
-        print(
+        say(
             json.dumps(
                 {
                     "file": str(config.file),
@@ -205,5 +203,5 @@ def init(
 
     from tether.project import init_project
 
-    written = init_project(Path.cwd(), host, path, target, python, force)
+    written = init_project(Path(invocation.cwd()), host, path, target, python, force)
     say(f"wrote {written} (target {target or host!r}, default = true)")

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from tether import invocation
+from tether.cli.render import say
+
 if TYPE_CHECKING:
     from tether.config import Target
 
@@ -137,7 +140,6 @@ def tunnel(
 ) -> None:
     """Keep a port forward up."""
     import signal
-    import sys
     import time
 
     from tether import config as config_module
@@ -153,9 +155,9 @@ def tunnel(
         )
     spec = forward_spec(remote, local)
 
-    def say(line: str) -> None:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+    def tell(line: str) -> None:
+        invocation.stderr().write(line + "\n")
+        invocation.stderr().flush()
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -163,31 +165,29 @@ def tunnel(
     signal.signal(signal.SIGTERM, stop)
     try:
         _make(target.host, spec)
-        print(
-            f"tunnel: http://127.0.0.1:{local} -> {target.name}:127.0.0.1:{remote}"
-            " (Ctrl-C ends it)",
-            flush=True,
+        say(
+            f"tunnel: http://127.0.0.1:{local} -> {target.name}:127.0.0.1:{remote} (Ctrl-C ends it)"
         )
         delay = 1.0
         while True:
             time.sleep(CHECK_EVERY_S)
             if _master_alive(target.host):
                 continue
-            say(f"tether: the link to {target.host} dropped; re-making the tunnel")
+            tell(f"tether: the link to {target.host} dropped; re-making the tunnel")
             while True:
                 try:
                     _make(target.host, spec)
                 except TetherError as error:
-                    say(f"tether: {error.line()}; retrying in {delay:.0f} s")
+                    tell(f"tether: {error.line()}; retrying in {delay:.0f} s")
                     time.sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX_S)
                     continue
                 delay = 1.0
-                say(f"tether: tunnel re-made on 127.0.0.1:{local}")
+                tell(f"tether: tunnel re-made on 127.0.0.1:{local}")
                 break
     except KeyboardInterrupt:
         _run(control_argv(target.host, "cancel", "-L", spec))
-        say("tether: tunnel closed")
+        tell("tether: tunnel closed")
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
@@ -195,7 +195,13 @@ def _run(argv: list[str]) -> tuple[int, str]:
 
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            env=invocation.spawn_env(),
         )
     except subprocess.TimeoutExpired:
         return 255, "ssh did not answer within 30 s"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from tether import invocation
+
 STATUS_HELP = """Every target at a glance, asked in parallel: reachable, load, GPUs, disk, jobs.
 
 GPUs count as free when no process runs on them, less than 1 GiB of their memory is
@@ -26,7 +28,6 @@ def status(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 ) -> None:
     """Show every target of the project."""
-    import sys
 
     from tether import config as config_module
     from tether import runtime
@@ -40,4 +41,4 @@ def status(
     if as_json:
         print_json(entries)
         return
-    sys.stdout.write("".join(line + "\n" for line in status_module.lines(entries)))
+    invocation.stdout().write("".join(line + "\n" for line in status_module.lines(entries)))

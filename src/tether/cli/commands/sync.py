@@ -89,7 +89,9 @@ def _sync(
         targets = config.pick(names or [])
     on = runtime.of(ctx.obj)
     reports = on.run(
-        runner.sync(config, targets, direction, paths or None, force, dry_run, pool=on.pool)
+        runner.sync(
+            config, targets, direction, paths or None, force, dry_run, pool=on.pool, scans=on.scans
+        )
     )
     if as_json:
         print_json([runner.report_json(report) for report in reports])

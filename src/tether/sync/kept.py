@@ -1,0 +1,194 @@
+"""The sync daemon's kept local scans: a push after no change costs no local scan.
+
+The daemon keeps, per project root it pushed (a few, least recently used dropped), the
+last local manifest (scan_local + digests) and an inotify watcher on the tree
+(agent/inotify.py feeding agent/watched.py). What the watcher's events name is re-scanned
+(git's listing limited to those paths, then scan_local's own rules on them; a changed
+.gitignore re-scans its whole directory); a full scan, exactly as without the daemon,
+whenever the watcher is unsure (overflow, restart, watch budget) or a file that steers
+git's listing without living in the tree changed (the index, info/exclude, git config
+and global excludes, .gitignore files above the root). A command run in its own process never has
+these (Runtime.scans is None).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tether import invocation
+from tether.agent.fsops import DigestCache
+from tether.agent.inotify import Unwatchable, Watcher
+from tether.agent.watched import WatchedTree, ancestors, outermost, under
+from tether.core.manifest import Manifest
+from tether.sync.local import (
+    ALWAYS_SKIP,
+    Scope,
+    entry_for,
+    fill_local_digests,
+    git_paths,
+    scan_local,
+)
+
+KEEP = 4  # project roots (and mappings) kept at most
+BOUND_S = 5.0  # a drain comes right before every answer
+MAX_SPECS = 256  # more changed paths than this: a full scan
+Key = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+StatKey = tuple[int, int, int, int] | None
+
+
+class _Kept:
+    def __init__(self, root: Path) -> None:
+        self.watcher = Watcher(str(root), set(ALWAYS_SKIP))
+        self.tree = WatchedTree(BOUND_S)  # its entries: the kept manifest
+        self.outside: list[Path] = []  # files outside the tree that steer git's listing
+        self.seen: list[StatKey] = []  # their stat at the last full scan
+        self.watching = False
+        self.valid = False
+
+
+class KeptScans:
+    """Local manifests kept current by watchers, by root and [sync] rules."""
+
+    def __init__(self) -> None:
+        self.kept: OrderedDict[Key, _Kept] = OrderedDict()
+
+    def manifest(
+        self,
+        root: Path,
+        scope: Scope,
+        scan: Callable[[], Manifest],
+        cache: Callable[[], DigestCache],
+    ) -> Manifest:
+        """The local manifest of root under scope (scan(): a full one, digests filled):
+        kept, with what changed since re-scanned, or scan() when unsure."""
+        key = (
+            str(root),
+            tuple(scope.exclude.sources(False)),
+            tuple(scope.include.sources(False)),
+            tuple(scope.results.sources(False)),
+        )
+        kept = self.kept.get(key)
+        if kept is None:
+            kept = self.kept[key] = _Kept(root)
+            while len(self.kept) > KEEP:
+                self.kept.popitem(last=False)[1].watcher.close()
+        self.kept.move_to_end(key)
+        tree = kept.tree
+        if kept.watching and kept.valid:
+            kept.watcher.drain(tree, time.monotonic())
+            if [_stat_key(path) for path in kept.outside] != kept.seen:
+                tree.unsure("git's ignore rules or index changed")
+            kept.valid = False  # until the refresh is through
+            if _refresh(tree, root, scope, cache):
+                kept.valid = True
+                return dict(tree.entries)
+        if not kept.watching or tree.why is not None:
+            kept.watcher.close()
+            try:
+                kept.watcher.start()  # before the scan: what changes during it is seen
+                kept.watching = True
+            except (Unwatchable, OSError):
+                kept.watching = False
+        outside = _outside_files(root)
+        seen = [_stat_key(path) for path in outside]
+        manifest = scan()
+        tree.reset(manifest if kept.watching else {}, time.monotonic())
+        kept.outside, kept.seen, kept.valid = outside, seen, kept.watching
+        return dict(manifest)
+
+    def close(self) -> None:
+        for kept in self.kept.values():
+            kept.watcher.close()
+        self.kept.clear()
+
+
+def _refresh(tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], DigestCache]) -> bool:
+    """Re-scan what the events name (git's listing limited to those paths); False: unsure."""
+    for path in list(tree.deep):
+        parent, _, name = path.rpartition("/")
+        if name == ".gitignore":  # git's verdict changes beside and under it
+            tree.changed(parent)
+    if tree.why is not None:
+        return False
+    deep = outermost(tree.deep)
+    if "" in deep or len(deep) > MAX_SPECS:
+        return False
+    affected: set[str] = set()  # each changed path's parent is among the shallow ones
+    for path in tree.shallow:
+        affected |= ancestors(path)
+    part: Manifest = {}
+    if deep:
+        listed = git_paths(root, scope, deep)
+        if listed is None:
+            return False  # not a git work tree: full scans
+        found = scan_local(root, scope, listed=listed)
+        part = fill_local_digests(root, found, cache(), whole=False)
+
+    def restat(path: str, deep: bool) -> dict[str, Any]:
+        if not deep:
+            return {}  # a directory's own entry: set below, with its presence
+        return {p: entry for p, entry in part.items() if under(p, path)}
+
+    if tree.refresh(time.monotonic(), restat) is None:
+        return False
+    prefix = os.path.join(root, "")
+    for path in sorted(affected - {""}, key=lambda p: -p.count("/")):
+        # A directory is in a manifest as the parent of what it holds, with its own stat.
+        if tree.has_under(path):
+            try:
+                tree.put(path, entry_for(prefix + path, os.lstat(prefix + path)))
+                continue
+            except OSError:
+                pass
+        tree.drop(path)
+    return True
+
+
+def _outside_files(root: Path) -> list[Path]:
+    """The files outside the tree that steer git's listing of it."""
+    home = Path(invocation.home())
+    paths = [Path("/etc/gitconfig"), home / ".gitconfig"]
+    config = Path(invocation.getenv("XDG_CONFIG_HOME") or home / ".config") / "git"
+    paths += [config / "config", config / "ignore"]
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--absolute-git-dir", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=invocation.spawn_env(),
+        )
+        excludes = subprocess.run(
+            ["git", "-C", str(root), "config", "--path", "--get", "core.excludesFile"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=invocation.spawn_env(),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return paths
+    lines = done.stdout.splitlines()
+    if done.returncode == 0 and len(lines) == 2:
+        git_dir, top = Path(lines[0]), Path(lines[1])
+        paths += [git_dir / "index", git_dir / "config", git_dir / "info" / "exclude"]
+        above = root
+        while above != top and above != above.parent:
+            above = above.parent
+            paths.append(above / ".gitignore")
+    if excludes.stdout.strip():
+        paths.append(Path(excludes.stdout.strip()))
+    return paths
+
+
+def _stat_key(path: Path) -> StatKey:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -1,0 +1,117 @@
+"""The agent's watched scans (agent/watching.py, real inotify): every answer equals a fresh
+full scan, through the races a watcher has (a directory filled before its watch, a
+directory moved in or out, the kernel's event queue overflowing)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.agent import inotify
+from tether.agent.fsops import DigestCache
+from tether.agent.scan import ScanMemo, scan_tree
+from tether.agent.watching import Watching
+
+SKIP = [".git", "outputs"]
+pytestmark = pytest.mark.skipif(
+    inotify.fs_type("/tmp") not in inotify.LOCAL_FS, reason="no local file system to watch"
+)
+
+
+class Client:
+    """Holds the answers as tether's client does (rows by path, deltas applied)."""
+
+    def __init__(self, root: Path, cache_dir: Path) -> None:
+        self.root = str(root)
+        self.watching = Watching(ScanMemo())
+        self.cache = DigestCache(str(cache_dir), self.root)
+        self.token: str | None = None
+        self.rows: dict[str, Any] = {}
+        self.answers: list[dict[str, Any]] = []
+
+    def scan(self) -> dict[str, Any]:
+        answer, _ = self.watching.scan("k", self.root, SKIP, self.cache, False, self.token)
+        self.answers.append(answer)
+        if answer.get("since") is None:
+            self.rows = {}
+        for row in answer["rows"]:
+            self.rows[row[0]] = row
+        for path in answer.get("gone", []):
+            del self.rows[path]
+        self.token = answer["token"]
+        return self.rows
+
+    def full(self) -> dict[str, Any]:
+        return scan_tree(self.root, SKIP, self.cache, False)[0]
+
+    def watched(self) -> bool:
+        kept = self.watching.kept.get("k")
+        return kept is not None and kept.watcher.fd >= 0
+
+
+def tree(root: Path) -> None:
+    for index in range(30):
+        path = root / f"d{index % 3}" / f"e{index % 2}" / f"f{index}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"x = {index}\n")
+    (root / "outputs").mkdir()
+
+
+def test_watched_answers_follow_every_race(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    tree(root)
+    client = Client(root, tmp_path / "cache")
+    client.scan()
+    client.scan()
+    assert client.watched()
+    # A directory made and filled at once (before any watch on it), nested.
+    (root / "new" / "deep" / "er").mkdir(parents=True)
+    (root / "new" / "deep" / "er" / "f").write_text("unseen by any watch")
+    assert client.scan() == client.full()
+    (root / "new" / "deep" / "er" / "f").write_text("seen by its watch now")
+    assert client.scan() == client.full()
+    # A directory moved within the tree, then written under its new name.
+    (root / "d0").rename(root / "moved")
+    (root / "moved" / "e0" / "f0.py").write_text("after the move\n")
+    assert client.scan() == client.full()
+    # Moved out to a skipped directory and in from it; a file replaced by rename.
+    (root / "d1").rename(root / "outputs" / "d1")
+    (root / "outputs" / "d1" / "e1" / "f1.py").write_text("outside\n")
+    assert client.scan() == client.full()
+    (root / "outputs" / "d1").rename(root / "back")
+    (root / "back" / "e1" / "f1.py").write_text("inside again\n")
+    (root / "d2" / "e0" / "tmp").write_text("replacement")
+    os.replace(root / "d2" / "e0" / "tmp", root / "d2" / "e0" / "f2.py")
+    assert client.scan() == client.full()
+    assert client.answers[-1].get("since") and client.watched()
+    assert client.scan() == client.full() and client.answers[-1]["rows"] == []
+
+
+def test_an_overflowed_event_queue_gives_a_full_answer(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    tree(root)
+    client = Client(root, tmp_path / "cache")
+    client.scan()
+    client.scan()
+    assert client.watched()
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    # Writes to two files in turn: one event each (the kernel merges only repeats), few
+    # paths changed, and the queue overflows: the file made after it has no event.
+    one = os.open(root / "d0" / "e0" / "f0.py", os.O_WRONLY | os.O_APPEND)
+    two = os.open(root / "d1" / "e1" / "f1.py", os.O_WRONLY | os.O_APPEND)
+    try:
+        for _ in range(limit // 2 + 100):
+            os.write(one, b"#")
+            os.write(two, b"#")
+    finally:
+        os.close(one)
+        os.close(two)
+    (root / "d0" / "last").write_text("after the overflow")
+    assert client.scan() == client.full()
+    assert "d0/last" in client.rows
+    assert client.watched(), "the watcher starts again after an overflow"
+    (root / "d1" / "later").write_text("seen by the new watcher")
+    assert client.scan() == client.full()
