@@ -131,17 +131,11 @@ class LocalEndpoint:
         missing = _undigested(manifest, paths)
         if not missing:
             return
-        cache = self.digest_cache()
+        now = await self.stat(missing)
         for path in missing:
-            full = os.path.join(self.root, path)
-            try:
-                st = os.lstat(full)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            entry = manifest[path]
-            if entry_for(full, st).kind == FILE and entry.same_stat(st.st_size, st.st_mtime_ns):
-                manifest[path] = entry.with_digest(cache.get(full, st, True))
-        cache.save()
+            entry, seen = manifest[path], now.get(path)
+            if seen is not None and seen.kind == FILE and entry.same_stat(seen.size, seen.mtime_ns):
+                manifest[path] = entry.with_digest(seen.digest)
 
     def submit(self, request: FileRequest) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
