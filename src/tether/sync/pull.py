@@ -10,6 +10,7 @@ as a push settles the agent's (session.Report.refused).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import replace
@@ -59,9 +60,8 @@ async def pull_pair(
         for p, e in remote.items()
         if not globs or under(p, plain) or globs.match(p)
     }
-    everything = Scope.of((), (), ())
-    cache = lambda: digest_cache(project_root, pair)  # noqa: E731
-    dest = LocalEndpoint(pair.local_root, everything, cache, umask, durable=True)
+    cache = functools.partial(digest_cache, project_root, pair)
+    dest = LocalEndpoint(pair.local_root, Scope.of((), (), ()), cache, umask, durable=True)
     local = await dest.stat(remote)
     await source.digests(remote, set(local))
     plan = plan_pull(remote, local, base.entries, force)
