@@ -761,6 +761,13 @@ def _generation(root: Path, gen: int) -> dict[str, bytes]:
 
 
 def _remote_files(remote: Path) -> dict[str, bytes]:
+    """The remote's files; walked again (bounded) when one vanishes during the walk: after a
+    cut the agent, seeing its input end, removes the temp file of its unfinished write."""
+    for _ in range(50):
+        try:
+            return {p: v[1] for p, v in tree(remote).items() if v[0] == "file"}
+        except FileNotFoundError:
+            time.sleep(0.1)
     return {p: v[1] for p, v in tree(remote).items() if v[0] == "file"}
 
 

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.local_agent import with_agent
+from tether.agent.fsops import DigestCache
 from tether.core.manifest import DIR, FILE, Entry
 from tether.core.plan import Upload
 from tether.sync import lanes
+from tether.sync.endpoint import LocalEndpoint, RemoteEndpoint
+from tether.sync.local import Scope
 from tether.transport.channel import AgentChannel
 
 
@@ -31,6 +34,14 @@ def _files(root: Path, count: int, rng: random.Random) -> list[Upload]:
     return uploads
 
 
+def _ends(local: Path, channel: AgentChannel, remote: Path) -> tuple[LocalEndpoint, RemoteEndpoint]:
+    """A push's two sides: the local tree, and the remote directory through the agent."""
+    source = LocalEndpoint(
+        local, Scope.of((), (), ()), lambda: DigestCache(str(local / ".cache"), str(local))
+    )
+    return source, RemoteEndpoint(channel, str(remote))
+
+
 def test_big_plan_spreads_over_helpers_and_lands_exactly(tmp_path: Path) -> None:
     local, remote = tmp_path / "local", tmp_path / "remote"
     # Enough work that helpers (started on demand, ~0.1 s) join before the main lane ends.
@@ -40,10 +51,10 @@ def test_big_plan_spreads_over_helpers_and_lands_exactly(tmp_path: Path) -> None
 
     def on_answer(header: dict[str, Any], action: str, path: str, entry: Entry, by: Any) -> None:
         answers.append((action, path, header))
-        seen["answered by"].add(by.process.pid)
+        seen["answered by"].add(by.channel.process.pid)
 
     async def body(channel: AgentChannel) -> None:
-        await lanes.run(channel, str(remote), local, [], uploads, on_answer, None)
+        await lanes.run(*_ends(local, channel, remote), [], uploads, on_answer, None)
         seen["helpers"] = [h.process.pid for h in channel.helpers()]
 
     with_agent(body)
@@ -69,7 +80,7 @@ def test_a_host_refusing_helpers_gets_the_push_over_one_channel(tmp_path: Path) 
     async def body(channel: AgentChannel) -> int:
         channel.python = "/nonexistent/python3"  # every helper fails to start
         await lanes.run(
-            channel, str(remote), local, [], uploads,
+            *_ends(local, channel, remote), [], uploads,
             lambda header, action, path, entry, _: answers.append(path), None,
         )  # fmt: skip
         return len(channel._helpers)
@@ -94,7 +105,7 @@ def test_files_under_a_directory_replacing_a_file_wait_for_it(tmp_path: Path) ->
             errors.append((path, header))
 
     async def body(channel: AgentChannel) -> None:
-        await lanes.run(channel, str(remote), local, [], uploads, on_answer, None)
+        await lanes.run(*_ends(local, channel, remote), [], uploads, on_answer, None)
 
     with_agent(body)
     assert errors == []
@@ -107,7 +118,7 @@ def test_a_small_plan_stays_on_the_main_channel(tmp_path: Path) -> None:
     uploads = _files(local, 20, random.Random(4))[:-1]
 
     async def body(channel: AgentChannel) -> int:
-        await lanes.run(channel, str(remote), local, [], uploads, lambda *a: None, None)
+        await lanes.run(*_ends(local, channel, remote), [], uploads, lambda *a: None, None)
         return len(channel._helpers)
 
     assert with_agent(body) == 0

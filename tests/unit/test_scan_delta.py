@@ -2,7 +2,7 @@
 
 Two real local agents: one keeps scanning the same tree (each answer a delta against its
 previous one), the other scans afresh every time; after every edit both must give the same
-manifest (remote_manifest, base digests reused and missing digests filled included).
+manifest (RemoteEndpoint.scan, base digests reused and missing digests filled included).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from tests.harness.local_agent import with_agent
 from tether.core.manifest import FILE, Entry, Manifest
-from tether.sync.session import remote_manifest
+from tether.sync.endpoint import RemoteEndpoint
 from tether.sync.state import Base
 from tether.transport.channel import AgentChannel, op_name
 from tether.transport.local import LocalTransport
@@ -39,15 +39,23 @@ def spy_scans(channel: AgentChannel) -> list[dict[str, Any]]:
     return answers
 
 
+async def remote_manifest(
+    channel: AgentChannel, root: Path, base: Base, need: set[str], only: list[str] | None = None
+) -> Manifest:
+    """The remote tree as a push sees it: scanned, then the digests of `need` filled."""
+    side = RemoteEndpoint(channel, str(root), SKIP)
+    manifest = await side.scan(base, only)
+    await side.digests(manifest, need)
+    return manifest
+
+
 async def full_scan(channel: AgentChannel, root: Path, base: Base, need: set[str]) -> Manifest:
     channel.scan_memo.clear()
-    manifest, _ = await remote_manifest(channel, str(root), base, need, skip=SKIP, digests=False)
-    return manifest
+    return await remote_manifest(channel, root, base, need)
 
 
 async def delta_scan(channel: AgentChannel, root: Path, base: Base, need: set[str]) -> Manifest:
-    manifest, _ = await remote_manifest(channel, str(root), base, need, skip=SKIP, digests=False)
-    return manifest
+    return await remote_manifest(channel, root, base, need)
 
 
 def mutate(root: Path, rng: random.Random, step: int) -> str:
@@ -216,12 +224,8 @@ def test_scans_of_other_roots_skips_or_subpaths_do_not_share_a_memo(tmp_path: Pa
         results: dict[str, Manifest] = {}
         for _ in range(2):
             for name in ("a", "b"):
-                results[name], _ = await remote_manifest(
-                    channel, str(tmp_path / name), base, set(), skip=SKIP, digests=False
-                )
-            sub, _ = await remote_manifest(
-                channel, str(tmp_path / "a"), base, set(), skip=SKIP, digests=False, only=["d0"]
-            )
+                results[name] = await remote_manifest(channel, tmp_path / name, base, set())
+            sub = await remote_manifest(channel, tmp_path / "a", base, set(), only=["d0"])
             assert set(sub) == {p for p in results["a"] if p == "d0" or p.startswith("d0/")}
         assert "only-in-b" in results["b"] and "only-in-b" not in results["a"]
         assert set(results["a"]) | {"only-in-b"} == set(results["b"])

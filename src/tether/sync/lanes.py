@@ -1,5 +1,8 @@
 """Send a push's writes pipelined, spread over several agent channels when the push is big.
 
+Files are read from the source (a LocalEndpoint) and written to the destination endpoint
+(sync/endpoint.py: the remote agent for a push) with its checked writes.
+
 One ssh session carries at most its flow-control window per round trip (OpenSSH's session
 window is 2 MB: ~40 MB/s at 50 ms RTT), and one agent writes one file at a time. A big push
 therefore also uses helper channels (`AgentChannel.open_helper`: more ssh sessions over the
@@ -18,19 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from tether.agent import wire
 from tether.agent.modes import safe_mode
 from tether.core.manifest import DIR, FILE, LINK, Entry
 from tether.core.plan import Delete, Upload
-from tether.transport.channel import AgentChannel
+from tether.sync.endpoint import Endpoint, LocalEndpoint
 
 CHUNK = 1 << 20
 # Bytes and requests a lane may have unanswered before it waits for the oldest answers.
@@ -42,8 +43,8 @@ BIG_BYTES = 16 << 20
 BIG_FILES = 400
 
 Answer = tuple[dict[str, Any], bytes]
-# (answer header, action, path, entry sent, channel) -> None; may raise to stop the push.
-OnAnswer = Callable[[dict[str, Any], str, str, Entry, AgentChannel], None]
+# (answer header, action, path, entry sent, endpoint) -> None; may raise to stop the push.
+OnAnswer = Callable[[dict[str, Any], str, str, Entry, Endpoint], None]
 Progress = Callable[[int], None]
 
 
@@ -58,9 +59,9 @@ class _Request:
 
 @dataclass
 class Lane:
-    """One channel's requests in flight, answered in order."""
+    """One connection's requests in flight, answered in order."""
 
-    channel: AgentChannel
+    endpoint: Endpoint
     on_answer: OnAnswer
     progress: Progress | None
     inflight: deque[_Request] = field(default_factory=deque)
@@ -68,7 +69,7 @@ class Lane:
 
     def send(self, action: str, path: str, entry: Entry, request: wire.Put | wire.Delete) -> None:
         """Queue one request (its answer is settled in order by `settle`)."""
-        future = self.channel.submit(request)
+        future = self.endpoint.submit(request)
         size = len(request.payload) if isinstance(request, wire.Put) else 0
         self.inflight.append(_Request(future, action, path, entry, size))
         self.waiting += size
@@ -76,15 +77,15 @@ class Lane:
     async def settle(self, limit: int = 0, requests: int = 0) -> None:
         """Hand queued requests to ssh, then take answers until at most limit bytes and
         `requests` requests are unanswered (0, 0: all)."""
-        await self.channel.flush()
+        await self.endpoint.flush()
         if self.inflight:
-            await self.channel.ready()  # the agent's hello (its version) comes first
+            await self.endpoint.ready()  # the agent's hello (its version) comes first
         while self.inflight and (self.waiting > limit or len(self.inflight) > requests):
             request = self.inflight[0]
             header, _ = await request.future
             self.inflight.popleft()
             self.waiting -= request.size
-            self.on_answer(header, request.action, request.path, request.entry, self.channel)
+            self.on_answer(header, request.action, request.path, request.entry, self.endpoint)
             if self.progress is not None and request.size:
                 self.progress(request.size)
 
@@ -93,29 +94,29 @@ class Lane:
         if self.waiting > WINDOW or len(self.inflight) > REQUESTS:
             await self.settle(WINDOW // 2, REQUESTS // 2)
         else:
-            await self.channel.flush()
+            await self.endpoint.flush()
 
 
-def delete(lane: Lane, root: str, item: Delete) -> None:
-    request = wire.Delete(root, item.path, expect=item.expect.to_json(), backup=item.backup)
+def delete(lane: Lane, item: Delete) -> None:
+    root, expect = lane.endpoint.root, item.expect.to_json()
+    request = wire.Delete(root, item.path, expect=expect, backup=item.backup)
     lane.send("delete", item.path, item.expect, request)
 
 
 async def upload(
     lane: Lane,
-    root: str,
-    local_root: Path,
+    source: LocalEndpoint,
     item: Upload,
     between: Callable[[], None] | None = None,
 ) -> None:
     """Send one upload: a directory or link in one request, a file in 1 MB chunks (with
     `between()` called after each chunk but the last)."""
     entry = item.entry
-    action, put = _put(root, item)
+    action, put = _put(lane.endpoint.root, item)
     if entry.kind in (DIR, LINK):
         lane.send(action, item.path, entry, replace(put, kind=entry.kind, target=entry.target))
         return
-    handle = _open(local_root, item)
+    handle = source.open(item.path)  # None: gone since the scan, settled by the next push
     if handle is None:
         return
     with handle:
@@ -131,11 +132,11 @@ async def upload(
             await lane.pace()
 
 
-def upload_small(lane: Lane, root: str, local_root: Path, item: Upload) -> bool:
+def upload_small(lane: Lane, source: LocalEndpoint, item: Upload) -> bool:
     """upload() of a file that fits in one request, without waiting; False (nothing sent)
     if it has grown to a chunk or more since the scan."""
-    action, put = _put(root, item)
-    handle = _open(local_root, item)
+    action, put = _put(lane.endpoint.root, item)
+    handle = source.open(item.path)
     if handle is None:
         return True
     with handle:
@@ -156,13 +157,6 @@ def _put(root: str, item: Upload) -> tuple[str, wire.Put]:
         mode=safe_mode(item.entry.mode),
     )
     return item.action, put
-
-
-def _open(local_root: Path, item: Upload) -> BinaryIO | None:
-    try:
-        return open(os.path.join(local_root, item.path), "rb")
-    except FileNotFoundError:
-        return None  # gone since the scan: stays pending, settled by the next push's scan
 
 
 def _submit_chunk(
@@ -205,9 +199,8 @@ def is_big(uploads: list[Upload]) -> bool:
 
 
 async def run(
-    channel: AgentChannel,
-    root: str,
-    local_root: Path,
+    source: LocalEndpoint,
+    dest: Endpoint,
     deletes: list[Delete],
     uploads: list[Upload],
     on_answer: OnAnswer,
@@ -219,7 +212,7 @@ async def run(
     first = [item for item in ordered if item.entry.kind != FILE]
     # Biggest first: the lanes end together, on small files.
     files = deque(sorted((i for i in ordered if i.entry.kind == FILE), key=_size, reverse=True))
-    main = Lane(channel, on_answer, progress)
+    main = Lane(dest, on_answer, progress)
     mix = _mix(files)
     lanes = LANES if is_big(uploads) else 1
     # Helpers wait for the main lane's first requests when those change what is there.
@@ -230,32 +223,32 @@ async def run(
 
     async def main_lane() -> None:
         for gone in deletes:
-            delete(main, root, gone)
+            delete(main, gone)
         for item in first:
-            await upload(main, root, local_root, item)
+            await upload(main, source, item)
             await main.pace()
         if ordered_first:
             await main.settle()
             opened.set()
-        await _drain(main, root, local_root, files, mix)
+        await _drain(main, source, files, mix)
 
     if lanes == 1:
         await main_lane()
         return
     working: set[asyncio.Task[None]] = set()
 
-    async def helper_lane(helper: AgentChannel | None) -> None:
+    async def helper_lane(helper: Endpoint | None) -> None:
         if helper is None:
-            helper = await channel.open_helper()
+            helper = await dest.open_helper()
         await opened.wait()
         if helper is None or not files:
             return
         task = asyncio.current_task()
         assert task is not None
         working.add(task)
-        await _drain(Lane(helper, on_answer, progress), root, local_root, files, mix)
+        await _drain(Lane(helper, on_answer, progress), source, files, mix)
 
-    spare: list[AgentChannel | None] = [*channel.helpers()[: lanes - 1]]
+    spare: list[Endpoint | None] = [*dest.idle_helpers()[: lanes - 1]]
     spare += [None] * (lanes - 1 - len(spare))
     main_task = asyncio.create_task(main_lane())
     tasks = {main_task, *(asyncio.create_task(helper_lane(h)) for h in spare)}
@@ -280,10 +273,10 @@ async def run(
         await asyncio.gather(*tasks, return_exceptions=True)
         # A helper left with answers outstanding (or a half-sent file) is not reused.
         with contextlib.suppress(Exception):
-            await channel.drop_helpers(every=not finished)
+            await dest.drop_helpers(every=not finished)
 
 
-async def _drain(lane: Lane, root: str, local_root: Path, files: deque[Upload], mix: int) -> None:
+async def _drain(lane: Lane, source: LocalEndpoint, files: deque[Upload], mix: int) -> None:
     """Send files from the shared queue until it is empty, then take every answer.
 
     While a big file goes out in chunks, `mix` small files from the queue's end go after
@@ -295,12 +288,12 @@ async def _drain(lane: Lane, root: str, local_root: Path, files: deque[Upload], 
             if not files or files[-1].entry.size >= CHUNK:
                 return
             item = files.pop()
-            if not upload_small(lane, root, local_root, item):
+            if not upload_small(lane, source, item):
                 files.appendleft(item)  # grown since the scan: sent in chunks, in turn
                 return
 
     while files:
-        await upload(lane, root, local_root, files.popleft(), between)
+        await upload(lane, source, files.popleft(), between)
         await lane.pace()
     await lane.settle()
 

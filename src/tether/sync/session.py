@@ -1,24 +1,26 @@
 """Push (and what pull shares): scan both sides, plan with the pure planner, execute pipelined,
-record base. Pull itself is tether.sync.pull."""
+record base. Pull itself is tether.sync.pull; both drive a source endpoint into a destination
+endpoint (sync/endpoint.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.agent import fsops
-from tether.agent.wire import Digest, ErrorKind, Op, Scan, scan_key, scans_to_forget
+from tether.agent.wire import ErrorKind, Op
 from tether.config import Config, Target
 from tether.core.manifest import FILE, Entry, Manifest
 from tether.core.plan import Conflict, Plan, plan_push
 from tether.errors import TetherError
 from tether.sync import lanes, speculate
-from tether.sync.local import Scope, fill_local_digests, scan_local
+from tether.sync.endpoint import Endpoint, LocalEndpoint, RemoteEndpoint
+from tether.sync.local import Scope
 from tether.sync.state import Base, base_file
 from tether.transport.channel import AgentChannel, refusal
 
@@ -60,6 +62,21 @@ class Report:
     backups: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def refused(self, side: Endpoint, op: Op, header: dict[str, Any], path: str, race: str) -> bool:
+        """Whether side refused a request, the refusal noted: a path found changed since
+        the scan (the write-and-check's CHANGED) is a conflict for `race`, anything else an
+        error of this report; the side's internal error is raised."""
+        error = refusal(side.host, op, header)
+        if error is None:
+            return False
+        if error.kind is ErrorKind.CHANGED:
+            self.conflicts.append(Conflict(path, race))
+        elif error.kind is ErrorKind.INTERNAL:
+            raise error
+        else:
+            self.errors.append(error.what)
+        return True
+
 
 def pairs_for(config: Config, target: Target) -> list[Pair]:
     """The project pair plus one per mapping."""
@@ -73,63 +90,6 @@ def pairs_for(config: Config, target: Target) -> list[Pair]:
 def _skip_list(pair: Pair) -> list[str]:
     plain = [pattern.strip("/") for pattern in pair.results if not set("*?[!") & set(pattern)]
     return [".git", ".tether", *plain]
-
-
-async def remote_manifest(
-    channel: AgentChannel,
-    root: str,
-    base: Base,
-    need: Collection[str] = (),
-    skip: list[str] | None = None,
-    only: list[str] | None = None,
-    digests: bool = False,
-) -> tuple[Manifest, bool]:
-    """Scan root on the remote; fill digests for the `need` paths (one extra request at most).
-
-    A channel that scanned the same tree before asks only for what changed since: its agent
-    keeps its last answer, and the entries it answers are those of a full scan.
-    """
-    request = Scan(root, skip, only, digests)
-    key = scan_key(root, skip, only, digests)
-    memo: dict[str, Any] = channel.scan_memo
-    held: tuple[str, dict[str, list[Any]], dict[str, Any]] | None = memo.get(key)
-    if held is not None:
-        request = replace(request, since=held[0])
-    answer = await channel.call(request)
-    if held is not None and answer.since == held[0]:
-        rows = dict(held[1])
-        for row in answer.rows:
-            rows[row[0]] = row
-        for path in answer.gone:
-            rows.pop(path, None)
-        built = held[2]
-    else:
-        rows = {row[0]: row for row in answer.rows}
-        built = {}
-    memo.pop(key, None)
-    memo[key] = (answer.token, rows, built)
-    for _ in range(scans_to_forget([len(m[1]) for m in memo.values()])):
-        del memo[next(iter(memo))]  # the agent forgets as much (agent/scan.ScanMemo)
-    manifest = base.manifest_of_rows(rows.values(), built)
-    await fill_remote_digests(channel, root, manifest, need)
-    return manifest, answer.exists
-
-
-async def fill_remote_digests(
-    channel: AgentChannel, root: str, manifest: Manifest, paths: Collection[str]
-) -> None:
-    """Ask the agent (one request) for the digests of those files in manifest lacking one."""
-    missing = sorted(
-        path
-        for path, entry in manifest.items()
-        if entry.digest is None and entry.kind == FILE and path in paths
-    )
-    if not missing:
-        return
-    digests = await channel.call(Digest(root, missing))
-    for path, digest in digests.items():
-        if path in manifest and digest is not None:
-            manifest[path] = manifest[path].with_digest(digest)
 
 
 async def push_pair(
@@ -153,26 +113,19 @@ async def push_pair(
     """
     started = time.monotonic()
     base = pair.base("push", project_root)
+    dest = RemoteEndpoint(channel, pair.remote_root, _skip_list(pair))
     trusted = trust_base and only is not None and not base.pending
     guessed = _remote_from_base(base, only) if trusted and only is not None else None
-    scanning: asyncio.Future[tuple[Manifest, bool]] | None = None
+    scanning: asyncio.Future[Manifest] | None = None
     if guessed is None:
         covering = None if only is None else _covering(only)
-        scanning = asyncio.ensure_future(
-            remote_manifest(channel, pair.remote_root, base, skip=_skip_list(pair), only=covering)
-        )
+        scanning = asyncio.ensure_future(dest.scan(base, covering))
         await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
-
-    def scan() -> Manifest:
-        found = scan_local(pair.local_root, pair.scope, only)
-        return fill_local_digests(pair.local_root, found, digest_cache(project_root, pair))
-
+    source = LocalEndpoint(
+        pair.local_root, pair.scope, lambda: digest_cache(project_root, pair), scans=scans
+    )
     try:
-        if scans is not None and only is None:
-            cache = lambda: digest_cache(project_root, pair)  # noqa: E731
-            local = scans.manifest(pair.local_root, pair.scope, scan, cache)
-        else:
-            local = scan()
+        local = await source.scan(base, only)
     except BaseException:
         if scanning is not None:
             scanning.cancel()
@@ -181,14 +134,13 @@ async def push_pair(
     speculation = None
     if scanning is not None and not dry_run and not force:
         # Small edits leave now, behind the scan request (see speculate.py).
-        speculation = await speculate.start(channel, pair.remote_root, pair.local_root, local, base)
+        speculation = await speculate.start(source, dest, local, base)
     if scanning is None:
         assert guessed is not None
         remote = guessed
     else:
-        remote, _ = await scanning
-        need = set(local) | set(base.entries) | set(base.pending)
-        await fill_remote_digests(channel, pair.remote_root, remote, need)
+        remote = await scanning
+        await dest.digests(remote, set(local) | set(base.entries) | set(base.pending))
         if speculation is None:  # else nothing was pending but what is in flight now
             base.adopt_landed(remote, lambda path: only is None or under(path, only))
     base_entries = base.entries
@@ -211,11 +163,11 @@ async def push_pair(
         if speculation is not None:
 
             def settle(header: dict[str, Any], action: str, path: str, entry: Entry) -> None:
-                _settle_one(header, action, path, entry, local, base, report, channel)
+                _settle_one(header, action, path, entry, local, base, report, dest)
 
             todo, outside = await speculation.finish(plan, base, settle)
             report.conflicts = [c for c in report.conflicts if c.path not in outside]
-        await _execute_push(channel, pair, todo, local, remote, base, report, progress)
+        await _execute_push(source, dest, todo, local, base, report, progress)
     finally:
         base.record_same(plan.same, local, remote)
         for path in list(base.entries):
@@ -266,11 +218,10 @@ def under(path: str, prefixes: list[str]) -> bool:
 
 
 async def _execute_push(
-    channel: AgentChannel,
-    pair: Pair,
+    source: LocalEndpoint,
+    dest: RemoteEndpoint,
     plan: Plan,
     local: Manifest,
-    remote: Manifest,
     base: Base,
     report: Report,
     progress: Progress | None,
@@ -280,19 +231,11 @@ async def _execute_push(
     )
 
     def on_answer(
-        header: dict[str, Any], action: str, path: str, entry: Entry, lane: AgentChannel
+        header: dict[str, Any], action: str, path: str, entry: Entry, lane: Endpoint
     ) -> None:
         _settle_one(header, action, path, entry, local, base, report, lane)
 
-    await lanes.run(
-        channel,
-        pair.remote_root,
-        pair.local_root,
-        plan.deletes,
-        plan.uploads,
-        on_answer,
-        progress,
-    )
+    await lanes.run(source, dest, plan.deletes, plan.uploads, on_answer, progress)
 
 
 def _settle_one(
@@ -303,22 +246,16 @@ def _settle_one(
     local: Manifest,
     base: Base,
     report: Report,
-    channel: AgentChannel,
+    dest: Endpoint,
 ) -> None:
     if action in ("create", "update"):
         base.settle_upload(path)
-    refused = refusal(channel.host, Op.DELETE if action == "delete" else Op.PUT, header)
     if action == "chunk":
+        refused = refusal(dest.host, Op.PUT, header)
         if refused is not None:
             report.errors.append(refused.what)
         return
-    if refused is not None:
-        if refused.kind is ErrorKind.CHANGED:
-            report.conflicts.append(Conflict(path, RACED))
-            return
-        if refused.kind is ErrorKind.INTERNAL:
-            raise refused
-        report.errors.append(refused.what)
+    if report.refused(dest, Op.DELETE if action == "delete" else Op.PUT, header, path, RACED):
         return
     backup = header.get("backup")
     if isinstance(backup, str):

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tether.core.manifest import FILE, Entry, Manifest
 from tether.core.plan import Plan, Upload
 from tether.sync import lanes
+from tether.sync.endpoint import Endpoint, LocalEndpoint
 from tether.sync.state import Base
-from tether.transport.channel import AgentChannel
 
 MAX_FILES = 32
 # (answer header, action, path, entry sent) -> None: how the push settles an answer.
@@ -107,7 +106,7 @@ def _same(planned: Upload | None, sent: Upload) -> bool:
 
 
 async def start(
-    channel: AgentChannel, root: str, local_root: Path, local: Manifest, base: Base
+    source: LocalEndpoint, dest: Endpoint, local: Manifest, base: Base
 ) -> Speculation | None:
     """Send the speculative uploads (pending record saved first); None if there are none."""
     items = candidates(local, base)
@@ -118,16 +117,16 @@ async def start(
     def keep(header: dict[str, Any], action: str, path: str, entry: Entry, _: Any) -> None:
         answers[path] = (header, action, entry)
 
-    lane = lanes.Lane(channel, keep, None)
+    lane = lanes.Lane(dest, keep, None)
     base.expect_uploads({item.path: item.entry.digest or "" for item in items})
     for item in items:
-        lanes.upload_small(lane, root, local_root, item)
+        lanes.upload_small(lane, source, item)
     sent_paths = {request.path for request in lane.inflight}
     for item in items:
         if item.path not in sent_paths:
             base.settle_upload(item.path)  # vanished or grown since the scan: not sent
     if not sent_paths:
         return None
-    await channel.flush()
+    await dest.flush()
     sent = {item.path: item for item in items if item.path in sent_paths}
     return Speculation(lane, sent, answers)

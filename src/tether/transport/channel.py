@@ -62,7 +62,7 @@ class AgentChannel:
         self._stderr_tail: list[bytes] = []
         self._closed_reason: str | None = None
         self.received = 0  # frames answered so far (a kept channel that answered is live)
-        # The last scan answers of this agent (see session.remote_manifest): a later scan
+        # The last scan answers of this agent (see sync.endpoint.RemoteEndpoint.scan): a later scan
         # of the same tree is answered with what changed since.
         self.scan_memo: dict[str, Any] = {}
         # More agents on the same host for bulk transfers (see `helpers`), closed with this.

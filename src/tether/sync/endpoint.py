@@ -1,0 +1,260 @@
+"""The two sides of a sync behind one interface: this machine's tree and the agent's.
+
+A push drives source `LocalEndpoint` -> destination `RemoteEndpoint`; a pull the other
+way round. Both sides answer the same typed requests (agent/wire.py: Put, Delete, Read)
+with the same answer frames, and both write with the one write-and-check, the agent's
+Writer (agent/writer.py: temp name, check against what the plan saw, rename, backup):
+the agent runs it on the remote, `LocalEndpoint` runs it here. So a refusal reads alike
+from either side (transport.channel.refusal), and push and pull settle it alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Collection
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+from tether.agent import fsops, wire, writer
+from tether.agent.wire import Digest, Scan, error_frame, scan_key, scans_to_forget
+from tether.core.manifest import FILE, Manifest
+from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
+from tether.sync.state import Base
+from tether.transport.channel import AgentChannel
+
+if TYPE_CHECKING:
+    from tether.sync.kept import KeptScans
+
+Answer = tuple[dict[str, Any], bytes]
+FileRequest = wire.Put | wire.Delete | wire.Read
+
+
+class Endpoint(Protocol):
+    """One side of a sync: a root directory to scan, write (checked) and read."""
+
+    host: str  # the side in messages ("local" here, the ssh host there)
+    root: str
+
+    async def scan(self, base: Base, only: list[str] | None) -> Manifest:
+        """The synced entries under root (under `only`'s prefixes when given); a file's
+        digest may come from `base` where its stat is still the one recorded there."""
+
+    async def digests(self, manifest: Manifest, paths: Collection[str]) -> None:
+        """Fill in the digests of the files at `paths` in manifest lacking one."""
+
+    def submit(self, request: FileRequest) -> asyncio.Future[Answer]:
+        """Start a request (pipelined where the side is far); its answer frame, refusals
+        included (`ok` false, `kind` an ErrorKind: CHANGED when the check failed)."""
+
+    async def flush(self) -> None:
+        """Hand what was submitted to the side (back-pressure)."""
+
+    async def ready(self) -> None:
+        """Wait until the side answers at all."""
+
+    def discard(self, path: str) -> None:
+        """Give up a chunked write of path: its temp file goes."""
+
+    def idle_helpers(self) -> list[Endpoint]:
+        """More connections to this side, open and idle (for a transfer spread over lanes)."""
+
+    async def open_helper(self) -> Endpoint | None:
+        """One more connection to this side; None where there is none to have."""
+
+    async def drop_helpers(self, every: bool = False) -> None:
+        """Close the helpers that are busy or dead (with `every`: all)."""
+
+
+class LocalEndpoint:
+    """The tree under root on this machine, read and written by the agent's own code.
+
+    Writes go through agent.writer (a pull's files: with the local `umask`, fsynced when
+    `durable`); its refusals come back as the agent's error frames. Other OSErrors
+    (a full disk here) are raised, as from any local write. `cache` makes the digest
+    cache, read once it is needed; with `scans` (the sync daemon's) a whole-tree scan is
+    the kept manifest, re-scanned where something changed.
+    """
+
+    host = "local"
+
+    def __init__(
+        self,
+        root: Path,
+        scope: Scope,
+        cache: Callable[[], fsops.DigestCache],
+        umask: int = 0,
+        durable: bool = False,
+        scans: KeptScans | None = None,
+    ) -> None:
+        self.path = root
+        self.root = str(root)
+        self.scope = scope
+        self.make_cache = cache
+        self.cache: fsops.DigestCache | None = None
+        self.scans = scans
+        self.writer = writer.Writer(umask=umask, durable=durable)
+
+    def digest_cache(self) -> fsops.DigestCache:
+        if self.cache is None:
+            self.cache = self.make_cache()
+        return self.cache
+
+    async def scan(self, base: Base, only: list[str] | None) -> Manifest:
+        def fresh() -> Manifest:
+            found = scan_local(self.path, self.scope, only)
+            return fill_local_digests(self.path, found, self.digest_cache())
+
+        if self.scans is not None and only is None:
+            return self.scans.manifest(self.path, self.scope, fresh, self.digest_cache)
+        return fresh()
+
+    async def stat(self, paths: Collection[str]) -> Manifest:
+        """The entries at exactly these paths, files with digests, no rule applied."""
+        cache = self.digest_cache()
+        found: Manifest = {}
+        for path in paths:
+            full = os.path.join(self.root, path)
+            try:
+                st = os.lstat(full)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            entry = entry_for(full, st)
+            found[path] = (
+                entry.with_digest(cache.get(full, st, True)) if entry.kind == FILE else entry
+            )
+        cache.save()
+        return found
+
+    async def digests(self, manifest: Manifest, paths: Collection[str]) -> None:
+        missing = _undigested(manifest, paths)
+        if not missing:
+            return
+        now = await self.stat(missing)
+        for path in missing:
+            entry, seen = manifest[path], now.get(path)
+            if seen is not None and seen.kind == FILE and entry.same_stat(seen.size, seen.mtime_ns):
+                manifest[path] = entry.with_digest(seen.digest)
+
+    def submit(self, request: FileRequest) -> asyncio.Future[Answer]:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        header, payload = request.to_frame()
+        try:
+            if isinstance(request, wire.Put):
+                answer: Answer = self.writer.put(self.root, header, payload), b""
+            elif isinstance(request, wire.Delete):
+                answer = writer.delete(self.root, header), b""
+            else:
+                answer = writer.read(self.root, header)
+        except fsops.OpError as error:
+            answer = error_frame(error.kind, str(error)), b""
+        future.set_result(answer)
+        return future
+
+    def open(self, path: str) -> BinaryIO | None:
+        """A file to send, or None when it is gone since the scan."""
+        try:
+            return open(os.path.join(self.root, path), "rb")
+        except FileNotFoundError:
+            return None
+
+    async def flush(self) -> None:
+        return None
+
+    async def ready(self) -> None:
+        return None
+
+    def discard(self, path: str) -> None:
+        self.writer.discard_path(self.root, path)
+
+    def idle_helpers(self) -> list[Endpoint]:
+        return []
+
+    async def open_helper(self) -> Endpoint | None:
+        return None
+
+    async def drop_helpers(self, every: bool = False) -> None:
+        return None
+
+    def close(self) -> None:
+        """Remove the temp files of writes left unfinished."""
+        self.writer.close()
+
+
+class RemoteEndpoint:
+    """The tree under root on a host, through the agent on an AgentChannel.
+
+    `skip`: top-level names its scans leave out. Scans ask the agent only for what changed
+    since the same scan on the same channel (the agent keeps its last answer).
+    """
+
+    def __init__(self, channel: AgentChannel, root: str, skip: list[str] | None = None) -> None:
+        self.channel = channel
+        self.host = channel.host
+        self.root = root
+        self.skip = skip
+
+    async def scan(self, base: Base, only: list[str] | None) -> Manifest:
+        request = Scan(self.root, self.skip, only, False)
+        key = scan_key(self.root, self.skip, only, False)
+        memo: dict[str, Any] = self.channel.scan_memo
+        held: tuple[str, dict[str, list[Any]], dict[str, Any]] | None = memo.get(key)
+        if held is not None:
+            request = replace(request, since=held[0])
+        answer = await self.channel.call(request)
+        if held is not None and answer.since == held[0]:
+            rows = dict(held[1])
+            for row in answer.rows:
+                rows[row[0]] = row
+            for path in answer.gone:
+                rows.pop(path, None)
+            built = held[2]
+        else:
+            rows = {row[0]: row for row in answer.rows}
+            built = {}
+        memo.pop(key, None)
+        memo[key] = (answer.token, rows, built)
+        for _ in range(scans_to_forget([len(m[1]) for m in memo.values()])):
+            del memo[next(iter(memo))]  # the agent forgets as much (agent/scan.ScanMemo)
+        return base.manifest_of_rows(rows.values(), built)
+
+    async def digests(self, manifest: Manifest, paths: Collection[str]) -> None:
+        missing = _undigested(manifest, paths)
+        if not missing:
+            return
+        digests = await self.channel.call(Digest(self.root, missing))
+        for path, digest in digests.items():
+            if path in manifest and digest is not None:
+                manifest[path] = manifest[path].with_digest(digest)
+
+    def submit(self, request: FileRequest) -> asyncio.Future[Answer]:
+        return self.channel.submit(request)
+
+    async def flush(self) -> None:
+        await self.channel.flush()
+
+    async def ready(self) -> None:
+        await self.channel.ready()
+
+    def discard(self, path: str) -> None:
+        return None  # the agent removes the temp file of a write it never finished
+
+    def idle_helpers(self) -> list[Endpoint]:
+        return [RemoteEndpoint(h, self.root, self.skip) for h in self.channel.helpers()]
+
+    async def open_helper(self) -> Endpoint | None:
+        helper = await self.channel.open_helper()
+        return None if helper is None else RemoteEndpoint(helper, self.root, self.skip)
+
+    async def drop_helpers(self, every: bool = False) -> None:
+        await self.channel.drop_helpers(every)
+
+
+def _undigested(manifest: Manifest, paths: Collection[str]) -> list[str]:
+    """The files of manifest at paths that have no digest yet, sorted."""
+    return sorted(
+        path
+        for path, entry in manifest.items()
+        if entry.digest is None and entry.kind == FILE and path in paths
+    )
