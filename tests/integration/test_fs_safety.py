@@ -72,7 +72,17 @@ def test_pull_brings_no_setuid_setgid_or_sticky_and_applies_the_umask(
         assert _mode(root / "outputs" / "shared" / "f.txt") == 0o644 & ~0o027
         assert _mode(root / "outputs" / "shared") & SPECIAL == 0
         assert _mode(root / "outputs" / "shared") == 0o777 & ~0o027
+        # outputs/ itself is made on the way to its files, with the caller's umask too.
+        assert _mode(root / "outputs") == 0o777 & ~0o027
         assert tmp_files(root) == []
+        # A pull of one deep file makes the directories on its way, with the umask too.
+        deep = remote / "outputs" / "deep" / "er" / "y.txt"
+        deep.parent.mkdir(parents=True)
+        deep.write_text("y\n")
+        one = _report(synced.pull("--json", "outputs/deep/er/y.txt"))
+        assert one["errors"] == [] and (root / "outputs" / "deep" / "er" / "y.txt").exists()
+        assert _mode(root / "outputs" / "deep") == 0o777 & ~0o027
+        assert _mode(root / "outputs" / "deep" / "er") == 0o777 & ~0o027
 
         # Nothing changed: nothing to do (the masked mode is not a change).
         again = _report(synced.pull("--json"))

@@ -39,9 +39,10 @@ def open_root(root: str, create: bool) -> int:
         raise OpError(ErrorKind.NOTDIR, "%s is not a directory" % root) from None
 
 
-def open_dir(parent: int, name: str, where: str, create: bool) -> int:
-    """A handle on the directory `name` in `parent` (made first with `create`), never
-    through a symlink; `where` is its full path, for messages."""
+def open_dir(parent: int, name: str, where: str, create: bool, mode: Optional[int] = None) -> int:
+    """A handle on the directory `name` in `parent` (made first with `create`, with `mode`
+    exactly when given, else 0o777 minus this process's umask), never through a symlink;
+    `where` is its full path, for messages."""
     try:
         return os.open(name, DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
@@ -50,18 +51,24 @@ def open_dir(parent: int, name: str, where: str, create: bool) -> int:
     except OSError as error:
         raise refusal(error, parent, name, where) from None
     # FileExistsError: made meanwhile by another writer (agents of one push share a tree).
+    made = False
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, 0o777, dir_fd=parent)
+        made = True
     try:
-        return os.open(name, DIR_FLAGS, dir_fd=parent)
+        handle = os.open(name, DIR_FLAGS, dir_fd=parent)
     except OSError as error:
         raise refusal(error, parent, name, where) from None
+    if made and mode is not None:
+        os.fchmod(handle, mode)
+    return handle
 
 
-def open_parent(root: str, rel: str, create: bool) -> Tuple[int, str]:
+def open_parent(root: str, rel: str, create: bool, mode: Optional[int] = None) -> Tuple[int, str]:
     """(a handle on rel's parent directory, rel's last component); the caller closes it.
 
-    FileNotFoundError when a directory on the way is missing (unless `create`)."""
+    FileNotFoundError when a directory on the way is missing (unless `create`: then made,
+    with `mode` when given, see open_dir)."""
     check_rel(rel)
     parts = rel.split("/")
     handle = open_root(root, create)
@@ -69,7 +76,7 @@ def open_parent(root: str, rel: str, create: bool) -> Tuple[int, str]:
         where = root
         for part in parts[:-1]:
             where = os.path.join(where, part)
-            child = open_dir(handle, part, where, create)
+            child = open_dir(handle, part, where, create, mode)
             os.close(handle)
             handle = child
     except BaseException:
@@ -79,9 +86,11 @@ def open_parent(root: str, rel: str, create: bool) -> Tuple[int, str]:
 
 
 @contextlib.contextmanager
-def parent_of(root: str, rel: str, create: bool) -> Iterator[Tuple[int, str]]:
+def parent_of(
+    root: str, rel: str, create: bool, mode: Optional[int] = None
+) -> Iterator[Tuple[int, str]]:
     """open_parent() as a context: the handle is closed at the end."""
-    handle, name = open_parent(root, rel, create)
+    handle, name = open_parent(root, rel, create, mode)
     try:
         yield handle, name
     finally:

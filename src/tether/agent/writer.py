@@ -69,16 +69,21 @@ class Writer:
     next scan must find the bits it sent (the planner compares execute bits, so a masked
     copy would look changed at every push). Pull's writer masks with the local umask:
     a pulled file is made like any new file here (sync.pull plans with the same
-    masked modes). `durable`: fsync each file before its rename (pull).
+    masked modes). `durable`: fsync each file before its rename (pull). `parents`: the
+    mode of directories made on the way to a path (None: 0o777 minus this process's
+    umask; pull in the sync daemon passes the caller's, whose umask is not the daemon's).
     """
 
-    def __init__(self, umask: int = 0, durable: bool = False) -> None:
+    def __init__(
+        self, umask: int = 0, durable: bool = False, parents: Optional[int] = None
+    ) -> None:
         # Files being written in chunks: key -> (descriptor, its directory's handle, temp
         # name). The directory handle is the one the temp file was made in: the final
         # rename happens there, wherever that directory has been moved since.
         self.open: Dict[str, Tuple[int, int, str]] = {}
         self.umask = umask
         self.durable = durable
+        self.parents = parents
 
     def put(self, root: str, header: Dict[str, Any], payload: bytes) -> Dict[str, Any]:
         rel = check_rel(header["path"])
@@ -91,14 +96,14 @@ class Writer:
     ) -> Dict[str, Any]:
         kind = header.get("kind", "file")
         if kind in ("dir", "link"):
-            with parent_of(root, rel, create=True) as (parent, name):
+            with parent_of(root, rel, create=True, mode=self.parents) as (parent, name):
                 if kind == "dir":
                     return self._mkdir(parent, name, full, header)
                 return self._link(parent, name, full, header)
         key = root + "\x00" + rel
         if header.get("offset", 0) == 0:
             self.discard(key)
-            parent, name = open_parent(root, rel, create=True)
+            parent, name = open_parent(root, rel, create=True, mode=self.parents)
             tmp = temp_name(name)
             try:
                 fd = os.open(tmp, _CREATE, 0o600, dir_fd=parent)

@@ -94,7 +94,7 @@ class LocalEndpoint:
         self.make_cache = cache
         self.cache: fsops.DigestCache | None = None
         self.scans = scans
-        self.writer = writer.Writer(umask=umask, durable=durable)
+        self.writer = writer.Writer(umask=umask, durable=durable, parents=0o777 & ~umask)
 
     def digest_cache(self) -> fsops.DigestCache:
         if self.cache is None:
