@@ -131,3 +131,25 @@ def test_rows_reused_between_saves_write_what_a_fresh_encoding_would(tmp_path: P
     assert json.loads(fresh.read_text()) == json.loads(file.read_text())
     assert again.entries["a.py"].size == 4 and again.remote_stat["a.py"] == (4, 12)
     assert "c" not in again.entries and again.local_stat["n"] == (2, 61)
+
+
+def test_a_save_removes_the_temp_files_of_a_process_killed_while_saving(tmp_path: Path) -> None:
+    import subprocess
+
+    file = tmp_path / "state" / "push.json"
+    file.parent.mkdir()
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)  # a pid that has ended (reaped)
+    live = os.getppid()  # a running process: its save may be under way
+    left = [file.parent / f".push.json.{dead}.tmp", file.parent / f".push.pending.json.{dead}.tmp"]
+    kept = [
+        file.parent / f".push.json.{live}.tmp",
+        file.parent / ".push.json.x1.tmp",
+        file.parent / ".other.json.1.tmp",
+    ]
+    for path in left + kept:
+        path.write_text("{")
+    sample(file).save()
+    assert [path for path in left if path.exists()] == []
+    assert [path for path in kept if not path.exists()] == []
+    assert Base.load(file).entries == sample(file).entries

@@ -16,10 +16,20 @@ from tether import invocation
 
 
 def alive(pid: int) -> bool:
-    """True if PID exists and is not a zombie."""
+    """True if PID exists and is not a zombie (without /proc: exists)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             stat = handle.read()
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return False
+        try:  # no /proc (macOS): signal 0 says whether it exists
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
     except OSError:
         return False
     state = stat.rsplit(b")", 1)[-1].split()[:1]

@@ -212,6 +212,7 @@ class Base:
             for path in [path for path in encoded if path not in self.entries]:
                 del encoded[path]
         self.file.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temps(self.file)
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
         document = f'{{"version": {VERSION}, "rows": [{", ".join(parts)}]}}'
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -276,6 +277,25 @@ class Base:
             for path in [path for path in built if path not in result]:
                 del built[path]
         return result
+
+
+def _remove_dead_temps(file: Path) -> None:
+    """Remove the temp files of file and its pending file left by a process that died
+    while saving (`.NAME.PID.tmp`, PID no longer running): a killed push leaves nothing."""
+    from tether.hosts.processes import alive
+
+    try:
+        present = os.listdir(file.parent)
+    except OSError:
+        return
+    for name in (file.name, _pending_file(file).name):
+        prefix = f".{name}."
+        for found in present:
+            pid = found[len(prefix) : -len(".tmp")]
+            ours = found.startswith(prefix) and found.endswith(".tmp") and pid.isdigit()
+            if ours and int(pid) != os.getpid() and not alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(file.parent / found)
 
 
 def _pending_file(file: Path) -> Path:
