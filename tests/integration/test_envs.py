@@ -75,7 +75,9 @@ def leftovers(home: Path) -> list[str]:
 
 
 def record_of(home: Path, name: str) -> dict[str, Any]:
-    (path,) = (home / ".local" / "share" / "tether" / "jobs").glob(f"*-{name}.json")
+    """The newest job record called name (other tests' jobs share the sandbox's home)."""
+    found = (home / ".local" / "share" / "tether" / "jobs").glob(f"*-{name}.json")
+    path = max(found, key=lambda p: p.stat().st_mtime_ns)
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 
