@@ -9,14 +9,15 @@ import time
 
 from tether.hosts.processes import alive, end_process, terminate
 
-# Prints "ready" once its handlers are set, so no signal lands before them.
+# Prints "ready" once its handlers are set, so no signal lands before them (an uncaught
+# KeyboardInterrupt would end it as killed by SIGINT, -2).
 CHILD = """
 import signal, sys, time
 if sys.argv[1] == "ignore":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: a SIGINT right after it is still caught
     time.sleep(60)
 except KeyboardInterrupt:
     sys.exit(7)

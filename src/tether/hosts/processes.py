@@ -3,6 +3,7 @@ INT, or a request of the caller's own) then KILL, bounded waits."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -36,17 +37,36 @@ def alive(pid: int) -> bool:
     return state not in ([b"Z"], [b"X"])
 
 
+def run_text(argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run ARGV (no stdin, the caller's env), its output captured as text; bounded:
+    subprocess.TimeoutExpired after timeout."""
+    return subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=invocation.spawn_env(),
+    )
+
+
+async def spawn_piped(argv: list[str]) -> asyncio.subprocess.Process:
+    """Start ARGV with pipes on all three streams (the caller's env), for a frame channel."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        limit=1 << 20,
+        env=invocation.spawn_env(),
+    )
+
+
 def run_quiet(argv: list[str], timeout: float = 5.0) -> None:
     """Run ARGV, ignoring its output and any failure (bounded)."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            env=invocation.spawn_env(),
-        )
+    with contextlib.suppress(OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        run_text(argv, timeout)
 
 
 def marked_processes(directory: Path) -> Iterator[int]:

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tether import invocation
 from tether.agent.wire import Frame, Request
 from tether.agent.wire_jobs import KernelStart
 from tether.config import Target
@@ -152,15 +151,9 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _mux(host: str, specs: list[str], cancel: bool = False) -> subprocess.CompletedProcess[str]:
     """`ssh -O forward|cancel` on the host's master (never a new connection)."""
-    return subprocess.run(
-        forward_argv(host, specs, cancel),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        check=False,
-        env=invocation.spawn_env(),
-    )
+    from tether.hosts.processes import run_text
+
+    return run_text(forward_argv(host, specs, cancel), timeout=30)
 
 
 def stale(path: Path) -> bool:

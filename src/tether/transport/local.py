@@ -29,14 +29,9 @@ class LocalTransport:
         return Result(tuple(argv), process.returncode or 0, stdout, stderr)
 
     async def spawn(self, argv: list[str]) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            limit=1 << 20,
-            env=invocation.spawn_env(),
-        )
+        from tether.hosts.processes import spawn_piped
+
+        return await spawn_piped(argv)
 
     def describe_failure(self, stderr: bytes, returncode: int) -> str | None:
         return None

@@ -258,14 +258,9 @@ class SshTransport:
 
     async def spawn(self, argv: list[str]) -> asyncio.subprocess.Process:
         await self.ensure_master()
-        return await asyncio.create_subprocess_exec(
-            *self.argv(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            limit=1 << 20,
-            env=invocation.spawn_env(),
-        )
+        from tether.hosts.processes import spawn_piped
+
+        return await spawn_piped(self.argv(argv))
 
     def stop_master(self) -> None:
         """Close this host's master (ignoring a master that is not running)."""

@@ -193,16 +193,10 @@ def tunnel(
 def _run(argv: list[str]) -> tuple[int, str]:
     import subprocess
 
+    from tether.hosts.processes import run_text
+
     try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            env=invocation.spawn_env(),
-        )
+        done = run_text(argv, timeout=30)
     except subprocess.TimeoutExpired:
         return 255, "ssh did not answer within 30 s"
     return done.returncode, done.stderr.strip()
