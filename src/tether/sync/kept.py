@@ -87,7 +87,9 @@ class KeptScans:
         if kept is None:
             kept = self.kept[key] = _Kept(root)
             while len(self.kept) > KEEP:
-                self.kept.popitem(last=False)[1].watcher.close()
+                gone = self.kept.popitem(last=False)[1]
+                gone.watcher.close()
+                self.marks = {f: m for f, m in self.marks.items() if m.local is not gone}
         self.kept.move_to_end(key)
         kept.serial += 1
         self.last = None
@@ -138,6 +140,7 @@ class KeptScans:
         for kept in self.kept.values():
             kept.watcher.close()
         self.kept.clear()
+        self.marks.clear()
 
 
 def _refresh(
