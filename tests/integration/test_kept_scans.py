@@ -168,3 +168,30 @@ def test_what_steers_git_from_outside_the_tree_is_seen_without_an_event(
     git(root, "add", "-f", "table.dat")
     synced.push_ok()
     assert (synced.remote / "table.dat").read_text() == "ignored, then added by force\n"
+
+
+def test_incremental_pushes_keep_every_safety_rule(synced: SyncProject) -> None:
+    """Pushes through the daemon plan only what changed (sync/incremental.py): a remote edit
+    between them is a conflict, never overwritten; the conflict is reported again by the
+    next push though nothing changed since (a path left out of sync is planned again); a
+    local delete deletes; a remote delete is uploaded again."""
+    root, remote = synced.root, synced.remote
+    write(root / "kept.py", "kept = 1\n")
+    write(root / "doomed.py", "doomed = 1\n")
+    write(root / "gone.py", "gone = 1\n")
+    synced.push_ok()
+    synced.push_ok()  # the daemon's mark: from here on, pushes plan what changed
+    write(remote / "kept.py", "edited on the remote\n")
+    for _ in range(2):
+        done = synced.push()
+        assert done.returncode == 3, describe(done)
+        assert "kept.py" in done.stdout + done.stderr, describe(done)
+        assert (remote / "kept.py").read_text() == "edited on the remote\n"
+    (root / "doomed.py").unlink()
+    (remote / "gone.py").unlink()
+    write(remote / "kept.py", "kept = 1\n")  # put back: in sync again
+    synced.push_ok()
+    assert not (remote / "doomed.py").exists()
+    assert (remote / "gone.py").read_text() == "gone = 1\n"
+    synced.push_ok()
+    same(synced)

@@ -10,7 +10,7 @@ The planner never touches a disk. Its promises, each proven by property tests:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from tether.core.manifest import DIR, Entry, Manifest
@@ -73,15 +73,24 @@ def plan_push(
     base: Manifest,
     synced: Callable[[str], bool] = _always,
     force: bool = False,
+    paths: Collection[str] | None = None,
 ) -> Plan:
     """Plan a push: make remote mirror local on the paths sync owns.
 
     `local` is already filtered by the ignore rules; `synced(path)` says whether a path that
     is not local now is still under sync (False for ignored and results paths, which are
-    never touched). Entries need digests wherever content must be compared.
+    never touched). Entries need digests wherever content must be compared. With `paths`,
+    only those paths are planned (sync/incremental.py: every other path is known to be in
+    sync and unchanged, which the whole plan would find the same).
     """
     result = Plan()
-    for path in sorted(set(base) - set(local), key=_deepest_first):
+    if paths is None:
+        gone: Collection[str] = set(base) - set(local)
+        present: Collection[str] = local
+    else:
+        gone = [path for path in paths if path in base and path not in local]
+        present = [path for path in paths if path in local]
+    for path in sorted(gone, key=_deepest_first):
         if not synced(path):
             continue
         remote_entry = remote.get(path)
@@ -99,7 +108,7 @@ def plan_push(
                 Conflict(path, "deleted locally but changed on the remote since the last push")
             )
     deleted = {delete.path for delete in result.deletes}
-    for path in sorted(local):
+    for path in sorted(present):
         remote_entry = remote.get(path)
         if (
             remote_entry is not None

@@ -94,6 +94,8 @@ class LocalEndpoint:
         self.make_cache = cache
         self.cache: fsops.DigestCache | None = None
         self.scans = scans
+        # The kept scan's (tree, serial, paths changed or None) of the last scan, if kept.
+        self.changes: tuple[object, int, set[str] | None] | None = None
         self.writer = writer.Writer(umask=umask, durable=durable, parents=0o777 & ~umask)
 
     def digest_cache(self) -> fsops.DigestCache:
@@ -106,8 +108,11 @@ class LocalEndpoint:
             found = scan_local(self.path, self.scope, only)
             return fill_local_digests(self.path, found, self.digest_cache())
 
+        self.changes = None
         if self.scans is not None and only is None:
-            return self.scans.manifest(self.path, self.scope, fresh, self.digest_cache)
+            found = self.scans.manifest(self.path, self.scope, fresh, self.digest_cache)
+            self.changes = self.scans.last
+            return found
         return fresh()
 
     async def stat(self, paths: Collection[str]) -> Manifest:
@@ -194,6 +199,10 @@ class RemoteEndpoint:
         self.host = channel.host
         self.root = root
         self.skip = skip
+        self.token: str | None = None  # the agent's token of the last scan's answer
+        # The token that answer is a delta against, and the paths it names (changed or
+        # gone); (None, None) for a whole answer.
+        self.delta: tuple[str | None, set[str] | None] = (None, None)
 
     async def scan(self, base: Base, only: list[str] | None) -> Manifest:
         request = Scan(self.root, self.skip, only, False)
@@ -203,6 +212,7 @@ class RemoteEndpoint:
         if held is not None:
             request = replace(request, since=held[0])
         answer = await self.channel.call(request)
+        self.token, self.delta = answer.token, (None, None)
         if held is not None and answer.since == held[0]:
             rows = dict(held[1])
             for row in answer.rows:
@@ -210,6 +220,7 @@ class RemoteEndpoint:
             for path in answer.gone:
                 rows.pop(path, None)
             built = held[2]
+            self.delta = (held[0], {row[0] for row in answer.rows} | set(answer.gone))
         else:
             rows = {row[0]: row for row in answer.rows}
             built = {}
@@ -253,8 +264,9 @@ class RemoteEndpoint:
 
 def _undigested(manifest: Manifest, paths: Collection[str]) -> list[str]:
     """The files of manifest at paths that have no digest yet, sorted."""
-    return sorted(
-        path
-        for path, entry in manifest.items()
-        if entry.digest is None and entry.kind == FILE and path in paths
-    )
+    found = []
+    for path in paths:
+        entry = manifest.get(path)
+        if entry is not None and entry.digest is None and entry.kind == FILE:
+            found.append(path)
+    return sorted(found)

@@ -30,6 +30,7 @@ from tether.agent.fsops import DigestCache
 from tether.agent.inotify import Unwatchable, Watcher
 from tether.agent.watched import WatchedTree, ancestors, outermost, under
 from tether.core.manifest import Manifest
+from tether.sync.incremental import Mark
 from tether.sync.local import (
     ALWAYS_SKIP,
     Scope,
@@ -54,6 +55,7 @@ class _Kept:
         self.seen: list[StatKey] = []  # their stat at the last full scan
         self.watching = False
         self.valid = False
+        self.serial = 0  # manifests handed out
 
 
 class KeptScans:
@@ -61,6 +63,10 @@ class KeptScans:
 
     def __init__(self) -> None:
         self.kept: OrderedDict[Key, _Kept] = OrderedDict()
+        # The last manifest's tree, its serial there, and the paths changed since the
+        # serial before (None after a full scan): sync/incremental.py's local changes.
+        self.last: tuple[object, int, set[str] | None] | None = None
+        self.marks: dict[str, Mark] = {}  # by base file: what the last push left in sync
 
     def manifest(
         self,
@@ -81,16 +87,22 @@ class KeptScans:
         if kept is None:
             kept = self.kept[key] = _Kept(root)
             while len(self.kept) > KEEP:
-                self.kept.popitem(last=False)[1].watcher.close()
+                gone = self.kept.popitem(last=False)[1]
+                gone.watcher.close()
+                self.marks = {f: m for f, m in self.marks.items() if m.local is not gone}
         self.kept.move_to_end(key)
+        kept.serial += 1
+        self.last = None
         tree = kept.tree
         if kept.watching and kept.valid:
             kept.watcher.drain(tree, time.monotonic())
             if [_stat_key(path) for path in kept.outside] != kept.seen:
                 tree.unsure("git's ignore rules or index changed")
             kept.valid = False  # until the refresh is through
-            if _refresh(tree, root, scope, cache):
+            changed = _refresh(tree, root, scope, cache)
+            if changed is not None:
                 kept.valid = True
+                self.last = (kept, kept.serial, changed)
                 return dict(tree.entries)
         if not kept.watching or (tree.why is not None and not tree.aged):
             kept.watcher.close()
@@ -104,6 +116,7 @@ class KeptScans:
         manifest = scan()
         tree.reset(manifest if kept.watching else {}, time.monotonic())
         kept.outside, kept.seen, kept.valid = outside, seen, kept.watching
+        self.last = (kept, kept.serial, None)
         return dict(manifest)
 
     def fds(self) -> list[int]:
@@ -127,19 +140,23 @@ class KeptScans:
         for kept in self.kept.values():
             kept.watcher.close()
         self.kept.clear()
+        self.marks.clear()
 
 
-def _refresh(tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], DigestCache]) -> bool:
-    """Re-scan what the events name (git's listing limited to those paths); False: unsure."""
+def _refresh(
+    tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], DigestCache]
+) -> set[str] | None:
+    """Re-scan what the events name (git's listing limited to those paths): the paths
+    whose entries may have changed; None: unsure."""
     for path in list(tree.deep):
         parent, _, name = path.rpartition("/")
         if name == ".gitignore":  # git's verdict changes beside and under it
             tree.changed(parent)
     if tree.why is not None:
-        return False
+        return None
     deep = outermost(tree.deep)
     if "" in deep or len(deep) > MAX_SPECS:
-        return False
+        return None
     affected: set[str] = set()  # each changed path's parent is among the shallow ones
     for path in tree.shallow:
         affected |= ancestors(path)
@@ -147,7 +164,7 @@ def _refresh(tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], Di
     if deep:
         listed = git_paths(root, scope, deep)
         if listed is None:
-            return False  # not a git work tree: full scans
+            return None  # not a git work tree: full scans
         found = scan_local(root, scope, listed=listed)
         part = fill_local_digests(root, found, cache(), whole=False)
 
@@ -156,8 +173,10 @@ def _refresh(tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], Di
             return {}  # a directory's own entry: set below, with its presence
         return {p: entry for p, entry in part.items() if under(p, path)}
 
-    if tree.refresh(time.monotonic(), restat) is None:
-        return False
+    delta = tree.refresh(time.monotonic(), restat)
+    if delta is None:
+        return None
+    changed = set(delta[0]) | set(delta[1]) | (affected - {""})
     prefix = os.path.join(root, "")
     for path in sorted(affected - {""}, key=lambda p: -p.count("/")):
         # A directory is in a manifest as the parent of what it holds, with its own stat.
@@ -168,7 +187,7 @@ def _refresh(tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], Di
             except OSError:
                 pass
         tree.drop(path)
-    return True
+    return changed
 
 
 def _outside_files(root: Path) -> list[Path]:

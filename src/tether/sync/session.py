@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from tether.config import Config, Target
 from tether.core.manifest import FILE, Entry, Manifest
 from tether.core.plan import Conflict, Plan, plan_push
 from tether.errors import TetherError
-from tether.sync import lanes, speculate
+from tether.sync import incremental, lanes, speculate
 from tether.sync.endpoint import Endpoint, LocalEndpoint, RemoteEndpoint
 from tether.sync.local import Scope
 from tether.sync.state import Base, base_file
@@ -113,6 +113,9 @@ async def push_pair(
     """
     started = time.monotonic()
     base = pair.base("push", project_root)
+    pending = list(base.pending)
+    # The last push's mark (sync/incremental.py), taken: set again only by a push done well.
+    mark = scans.marks.pop(str(base.file), None) if scans is not None and only is None else None
     dest = RemoteEndpoint(channel, pair.remote_root, _skip_list(pair))
     trusted = trust_base and only is not None and not base.pending
     guessed = _remote_from_base(base, only) if trusted and only is not None else None
@@ -131,16 +134,22 @@ async def push_pair(
             scanning.cancel()
             await asyncio.gather(scanning, return_exceptions=True)
         raise
+    here = incremental.local_paths(mark, base.stamp, source.changes, pending)
     speculation = None
     if scanning is not None and not dry_run and not force:
         # Small edits leave now, behind the scan request (see speculate.py).
-        speculation = await speculate.start(source, dest, local, base)
+        speculation = await speculate.start(source, dest, local, base, here)
     if scanning is None:
         assert guessed is not None
         remote = guessed
     else:
         remote = await scanning
-        await dest.digests(remote, set(local) | set(base.entries) | set(base.pending))
+    changed = incremental.changed_paths(mark, here, dest.delta)
+    if scanning is not None:
+        wanted: Collection[str] = (
+            set(local) | set(base.entries) | set(base.pending) if changed is None else changed
+        )
+        await dest.digests(remote, wanted)
         if speculation is None:  # else nothing was pending but what is in flight now
             base.adopt_landed(remote, lambda path: only is None or under(path, only))
     base_entries = base.entries
@@ -154,7 +163,7 @@ async def push_pair(
         # Still here but not scanned: hidden by .gitignore, so never touched (see plan_push).
         return not os.path.lexists(os.path.join(pair.local_root, path))
 
-    plan = plan_push(local, remote, base_entries, synced, force)
+    plan = plan_push(local, remote, base_entries, synced, force, changed)
     report = Report(pair.target, pair.remote_root, plan, conflicts=list(plan.conflicts))
     if dry_run:
         return report
@@ -169,14 +178,17 @@ async def push_pair(
             report.conflicts = [c for c in report.conflicts if c.path not in outside]
         await _execute_push(source, dest, todo, local, base, report, progress)
     finally:
-        base.record_same(plan.same, local, remote)
-        for path in list(base.entries):
-            if only is not None and not under(path, only):
-                continue  # outside the named paths: local and remote were not scanned
-            if path not in local and path not in remote and synced(path):
-                base.forget(path)
+        # Outside the named paths (`only`), local and remote were not scanned.
+        scanned = (lambda path: True) if only is None else (lambda path: under(path, only))
+        incremental.record_plan(base, plan, local, remote, synced, changed, scanned)
         base.save()
         report.seconds = time.monotonic() - started
+    if scans is not None and only is None and source.changes is not None and dest.token:
+        unsettled = incremental.unsettled_after(plan, local, base.entries, changed)
+        unsettled |= base.pending.keys() | (speculation.sent.keys() if speculation else set())
+        scans.marks[str(base.file)] = incremental.Mark(
+            base.stamp, source.changes[0], source.changes[1], dest.token, frozenset(unsettled)
+        )
     raced = [c.path for c in report.conflicts if c.reason == RACED]
     if guessed is not None and raced:
         again = await push_pair(channel, pair, project_root, raced, force, False, progress)

@@ -21,7 +21,7 @@ saved before they leave, so a cut at any moment is settled by the next push as u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +36,15 @@ MAX_FILES = 32
 Settle = Callable[[dict[str, Any], str, str, Entry], None]
 
 
-def candidates(local: Manifest, base: Base) -> list[Upload]:
-    """The updates a push makes if the remote is as recorded: small files edited here."""
+def candidates(local: Manifest, base: Base, paths: Collection[str] | None = None) -> list[Upload]:
+    """The updates a push makes if the remote is as recorded: small files edited here
+    (among `paths` when given: every other local path is the base's, incremental.py)."""
     if base.pending:
         return []
     found: list[Upload] = []
     entries, stats = base.entries, base.remote_stat
-    for path, entry in local.items():
+    items = local.items() if paths is None else ((p, local[p]) for p in sorted(paths) if p in local)
+    for path, entry in items:
         if entry.kind != FILE or entry.size >= lanes.CHUNK:
             continue
         known = entries.get(path)
@@ -106,10 +108,14 @@ def _same(planned: Upload | None, sent: Upload) -> bool:
 
 
 async def start(
-    source: LocalEndpoint, dest: Endpoint, local: Manifest, base: Base
+    source: LocalEndpoint,
+    dest: Endpoint,
+    local: Manifest,
+    base: Base,
+    paths: Collection[str] | None = None,
 ) -> Speculation | None:
     """Send the speculative uploads (pending record saved first); None if there are none."""
-    items = candidates(local, base)
+    items = candidates(local, base, paths)
     if not items:
         return None
     answers: dict[str, tuple[dict[str, Any], str, Entry]] = {}

@@ -29,6 +29,8 @@ class Base:
     # Uploads sent but not yet answered (path -> digest of the bytes sent): after a cut,
     # a remote file holding exactly those bytes is tether's own write, not a remote edit.
     pending: dict[str, str] = field(default_factory=dict)
+    # The base file as this process read or wrote it last (inode, size, mtime, ctime).
+    stamp: tuple[int, int, int, int] | None = None
 
     @classmethod
     def load(cls, file: Path) -> Base:
@@ -50,7 +52,7 @@ class Base:
                 stamp = _stamp(os.fstat(handle.fileno()))
                 held = _LOADED.get(str(file))
                 if held is not None and held[0] == stamp:
-                    return held[1].copy()
+                    return held[1].copy(stamp)
                 data = json.loads(handle.read())
             base = cls(file)
             if data.get("version") == VERSION:
@@ -62,9 +64,9 @@ class Base:
         except (OSError, ValueError, TypeError, AttributeError, KeyError, IndexError):
             return cls(file)
         _remember(stamp, base)
-        return base.copy()
+        return base.copy(stamp)
 
-    def copy(self) -> Base:
+    def copy(self, stamp: tuple[int, int, int, int] | None = None) -> Base:
         """A clean base with the same contents (entries are immutable, so shared)."""
         return Base(
             self.file,
@@ -72,6 +74,7 @@ class Base:
             dict(self.remote_stat),
             dict(self.local_stat),
             pending=dict(self.pending),
+            stamp=stamp,
         )
 
     def _load_rows(self, data: dict[str, Any]) -> None:
@@ -223,6 +226,7 @@ class Base:
             stamp = _stamp(os.fstat(handle.fileno()))
         self._save_pending()
         self.dirty = False
+        self.stamp = stamp
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
         _remember(stamp, written)

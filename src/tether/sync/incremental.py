@@ -1,0 +1,105 @@
+"""Incremental push planning: a push in the sync daemon costs what changed, not the tree.
+
+After a push, every path is either in sync (local == remote == base, all three recorded,
+or on neither side and not in the base) or not: the plan left it to a conflict, an
+upload or a delete, or it lies in the base without being local (ignored, results). The
+daemon keeps, per base file, a `Mark`: the paths not in sync, the local kept scan's
+serial (sync/kept.py) and the remote scan's token (the agent's delta answers) of that
+push, and the stamp of the base file it saved. The next push plans only
+
+    changed = local changes since that serial | remote changes since that token
+              | the paths not in sync | pending uploads,
+
+every other path being in sync and unchanged on both sides: the whole plan would find it
+the same and record it again as it is (property-tested: tests/property/test_incremental.py).
+Whenever anything of that is not known for certain, the push plans the whole tree, as a
+command in its own process always does: no mark (first push, a failed or dry push, a push
+of named paths), a full local scan or another consumer of the kept scan in between, a
+remote answer that is not a delta against the mark's token, or a base file other than the
+one saved (another process pushed, or it was edited).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from tether.core.manifest import Manifest
+from tether.core.plan import Plan
+from tether.sync.state import Base
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What one push left: see the module's docstring."""
+
+    stamp: tuple[int, int, int, int] | None  # the base file as saved (state.Base.stamp)
+    local: object  # the kept tree (held: never the id of another)
+    serial: int  # the kept tree's serial of that push's manifest
+    token: str  # the agent's token of that push's remote scan
+    unsettled: frozenset[str]
+
+
+def local_paths(
+    mark: Mark | None,
+    stamp: tuple[int, int, int, int] | None,
+    local: tuple[object, int, set[str] | None] | None,
+    pending: Collection[str],
+) -> set[str] | None:
+    """The paths changed here or not in sync since the mark, or None: unknown.
+
+    `stamp`: the base file's as loaded; `local`: the kept scan's (tree, serial, changed)."""
+    if mark is None or local is None or mark.stamp is None or stamp != mark.stamp:
+        return None
+    tree, serial, local_changed = local
+    if tree is not mark.local or serial != mark.serial + 1 or local_changed is None:
+        return None
+    return set(local_changed) | mark.unsettled | set(pending)
+
+
+def changed_paths(
+    mark: Mark | None, here: set[str] | None, remote: tuple[str | None, set[str] | None]
+) -> set[str] | None:
+    """The paths a push must plan (`here`: local_paths'), or None: plan them all.
+
+    `remote`: the token the scan's delta answer is against and the paths it names."""
+    since, remote_changed = remote
+    if mark is None or here is None or remote_changed is None:
+        return None
+    if since is None or since != mark.token:
+        return None
+    return here | remote_changed
+
+
+def unsettled_after(
+    plan: Plan, local: Manifest, base_entries: Manifest, paths: Collection[str] | None
+) -> set[str]:
+    """Of the planned paths (None: all), those not in sync once the plan's `same` are
+    recorded and the paths gone from both sides are forgotten (`base_entries` then)."""
+    same = set(plan.same)
+    considered = set(local) | set(base_entries) if paths is None else paths
+    return {
+        path for path in considered if path not in same and (path in local or path in base_entries)
+    }
+
+
+def _everywhere(path: str) -> bool:
+    return True
+
+
+def record_plan(
+    base: Base,
+    plan: Plan,
+    local: Manifest,
+    remote: Manifest,
+    synced: Callable[[str], bool],
+    paths: Collection[str] | None,
+    scanned: Callable[[str], bool] = _everywhere,
+) -> None:
+    """What a push records beside its writes: the plan's `same` paths, and the paths gone
+    from both sides (of the planned ones, None: all; and of the `scanned` ones) forgotten."""
+    base.record_same(plan.same, local, remote)
+    entries = base.entries
+    for path in list(entries) if paths is None else [p for p in paths if p in entries]:
+        if path not in local and path not in remote and scanned(path) and synced(path):
+            base.forget(path)
