@@ -89,13 +89,16 @@ def test_edits_between_daemon_pushes_are_always_uploaded(synced: SyncProject) ->
 
 def _agent_watches(host: str) -> int:
     """How many inotify watches the daemon's agent on host holds (its /proc: the sandbox
-    is this machine)."""
+    is this machine). Where it keeps several (commands served at once each took a channel),
+    the one used last: a channel goes back to the end of its host's idle list."""
     from tether.cli import daemon
     from tether.cli.fastpath import socket_path
 
     answer = daemon.ping(socket_path())
     assert answer is not None, "no sync daemon answers"
-    (pid,) = [c["agent_pid"] for c in answer["channels"] if c["host"] == host]
+    pids = [c["agent_pid"] for c in answer["channels"] if c["host"] == host]
+    assert pids, f"the daemon keeps no agent on {host}"
+    pid = pids[-1]
     watches = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(OSError):
