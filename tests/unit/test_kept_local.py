@@ -9,6 +9,7 @@ import asyncio
 import os
 import random
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,15 +110,22 @@ def mutate(root: Path, rng: random.Random, step: int) -> str:
     return f"{action} {victim.relative_to(root)} in {folder.relative_to(root)}"
 
 
-def test_the_kept_manifest_is_a_fresh_scan_after_every_edit(tmp_path: Path) -> None:
+def project(tmp_path: Path) -> tuple[Path, DigestCache, Callable[[], Manifest]]:
+    """A made project, its digest cache and a fresh full scan of it."""
     root = tmp_path / "proj"
     root.mkdir()
     make(root)
     cache = DigestCache(str(tmp_path / "cache"), str(root))
-    scans = KeptScans()
 
     def fresh() -> Manifest:
         return fill_local_digests(root, scan_local(root, SCOPE), cache)
+
+    return root, cache, fresh
+
+
+def test_the_kept_manifest_is_a_fresh_scan_after_every_edit(tmp_path: Path) -> None:
+    root, cache, fresh = project(tmp_path)
+    scans = KeptScans()
 
     full = []
 
@@ -138,14 +146,8 @@ def test_the_kept_manifest_is_a_fresh_scan_after_every_edit(tmp_path: Path) -> N
 
 
 def test_a_changed_gitignore_re_lists_everything_beside_and_under_it(tmp_path: Path) -> None:
-    root = tmp_path / "proj"
-    root.mkdir()
-    make(root)
-    cache = DigestCache(str(tmp_path / "cache"), str(root))
+    root, cache, fresh = project(tmp_path)
     scans = KeptScans()
-
-    def fresh() -> Manifest:
-        return fill_local_digests(root, scan_local(root, SCOPE), cache)
 
     def kept() -> Manifest:
         return scans.manifest(root, SCOPE, fresh, lambda: cache)

@@ -62,13 +62,19 @@ def tree(root: Path) -> None:
     (root / "outputs").mkdir()
 
 
-def test_watched_answers_follow_every_race(tmp_path: Path) -> None:
+def watched_client(tmp_path: Path) -> tuple[Path, Client]:
+    """A tree scanned twice by an agent, which now watches it."""
     root = tmp_path / "t"
     tree(root)
     client = Client(root, tmp_path / "cache")
     client.scan()
     client.scan()
     assert client.watched()
+    return root, client
+
+
+def test_watched_answers_follow_every_race(tmp_path: Path) -> None:
+    root, client = watched_client(tmp_path)
     # A directory made and filled at once (before any watch on it), nested.
     (root / "new" / "deep" / "er").mkdir(parents=True)
     (root / "new" / "deep" / "er" / "f").write_text("unseen by any watch")
@@ -93,12 +99,7 @@ def test_watched_answers_follow_every_race(tmp_path: Path) -> None:
 
 
 def test_an_overflowed_event_queue_gives_a_full_answer(tmp_path: Path) -> None:
-    root = tmp_path / "t"
-    tree(root)
-    client = Client(root, tmp_path / "cache")
-    client.scan()
-    client.scan()
-    assert client.watched()
+    root, client = watched_client(tmp_path)
     limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     # Writes to two files in turn: one event each (the kernel merges only repeats), few
     # paths changed, and the queue overflows: the file made after it has no event.

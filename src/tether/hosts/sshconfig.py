@@ -254,16 +254,10 @@ def _run_ssh_g(name: str, config: Path) -> str | None:
         return None
     argv = [ssh] if _home_is_passwd_home() else [ssh, "-F", str(config)]
     argv += ["-G", "--", name]
+    from tether.hosts.processes import run_text
+
     try:
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=_SSH_TIMEOUT_S,
-            check=False,
-            env=invocation.spawn_env(),
-        )
+        proc = run_text(argv, timeout=_SSH_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise _CheckFailed(f"could not check {name} with `ssh -G`: {error}") from error
     if proc.returncode != 0:
