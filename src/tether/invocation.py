@@ -53,22 +53,6 @@ def current() -> Invocation | None:
     return _CURRENT.get()
 
 
-class running:
-    """Run the block (and the tasks it creates) under `invocation`; put back on exit."""
-
-    def __init__(self, invocation: Invocation | None) -> None:
-        self.invocation = invocation
-        self.token: contextvars.Token[Invocation | None] | None = None
-
-    def __enter__(self) -> Invocation | None:
-        self.token = _CURRENT.set(self.invocation)
-        return self.invocation
-
-    def __exit__(self, *exc: object) -> None:
-        if self.token is not None:
-            _CURRENT.reset(self.token)
-
-
 def enter(invocation: Invocation | None) -> None:
     """Set the invocation for the rest of the current task (an asyncio task's own context:
     the daemon's coroutine wrapper, which runs in the loop thread, calls this first)."""
