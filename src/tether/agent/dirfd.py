@@ -30,9 +30,17 @@ _REFUSED = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)
 
 def open_root(root: str, create: bool) -> int:
     """A handle on the tree's root (made first with `create`); FileNotFoundError if absent."""
-    if create:
-        with contextlib.suppress(FileExistsError):  # a file there: refused just below
-            os.makedirs(root, exist_ok=True)
+    try:
+        return _open_root(root)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):  # a file there: refused just below
+        os.makedirs(root, exist_ok=True)
+    return _open_root(root)
+
+
+def _open_root(root: str) -> int:
     try:
         return os.open(root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
     except NotADirectoryError:

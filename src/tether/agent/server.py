@@ -42,6 +42,7 @@ class Agent:
         self.flushed = time.monotonic()
         self.writer = writer.Writer()
         self.caches: Dict[str, fsops.DigestCache] = {}
+        self.roots: Dict[str, str] = {}  # sync_root's answers (a pure function of the text)
         self.scans = ScanMemo()
         self.watching = Watching(self.scans)
         self.cache_dir = os.path.expanduser("~/.cache/tether")
@@ -50,6 +51,7 @@ class Agent:
             Op.SCAN.value: self.scan,
             Op.DIGEST.value: self.digest,
             Op.PUT.value: self.put,
+            Op.PUT_BATCH.value: self.put_batch,
             Op.DELETE.value: self.delete,
             Op.READ.value: self.read,
             Op.PROBE.value: self.probe,
@@ -139,14 +141,33 @@ class Agent:
         self.watching.touched(root, list(digests))
         return {"digests": digests}, b""
 
+    def root(self, header: Dict[str, Any]) -> str:
+        """fsops.sync_root of the request's root, worked out once per root (a push sends
+        it with each of its thousands of requests)."""
+        given = header["root"]
+        found = self.roots.get(given) if isinstance(given, str) else None
+        if found is None:
+            found = fsops.sync_root(given)
+            if len(self.roots) >= 64:
+                self.roots.clear()
+            self.roots[given] = found
+        return found
+
     def put(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        return self.writer.put(fsops.sync_root(header["root"]), header, payload), b""
+        return self.writer.put(self.root(header), header, payload), b""
+
+    def put_batch(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
+        items = header["items"]
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise fsops.OpError(ErrorKind.PROTOCOL, "a batch's items are not objects")
+        answers = self.writer.put_batch(self.root(header), items, payload, failure)
+        return {"answers": answers}, b""
 
     def delete(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        return writer.delete(fsops.sync_root(header["root"]), header), b""
+        return writer.delete(self.root(header), header), b""
 
     def read(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        return writer.read(fsops.sync_root(header["root"]), header)
+        return writer.read(self.root(header), header)
 
     def probe(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         """Everything `host check` wants, in one answer."""
@@ -197,18 +218,23 @@ class Agent:
             return
         try:
             answer, data = handler(header, payload)
-        except fsops.OpError as error:
-            answer, data = error_frame(error.kind, str(error)), b""
-        except OSError as error:
-            converted = fsops.os_error(error, str(error.filename or ""))
-            answer, data = error_frame(converted.kind, str(converted)), b""
         except Exception as error:
-            answer = error_frame(ErrorKind.INTERNAL, "%s: %s" % (type(error).__name__, error))
-            answer["trace"] = traceback.format_exc()
-            data = b""
+            answer, data = failure(error), b""
         answer.setdefault("ok", True)
         answer["id"] = request_id
         self.send(answer, data, flush=False)
+
+
+def failure(error: Exception) -> Dict[str, Any]:
+    """The error answer of a request that raised `error` (while it is being handled)."""
+    if isinstance(error, fsops.OpError):
+        return error_frame(error.kind, str(error))
+    if isinstance(error, OSError):
+        converted = fsops.os_error(error, str(error.filename or ""))
+        return error_frame(converted.kind, str(converted))
+    answer = error_frame(ErrorKind.INTERNAL, "%s: %s" % (type(error).__name__, error))
+    answer["trace"] = traceback.format_exc()
+    return answer
 
 
 def _version(argv: Any) -> Any:
@@ -282,9 +308,30 @@ def main(argv: Any = None) -> int:
     # normal path, so half-written temp files are removed before we go.
     for number in (signal.SIGHUP, signal.SIGTERM):
         signal.signal(number, _leave)
-    with contextlib.suppress(BrokenPipeError, SystemExit):
+    with contextlib.suppress(BrokenPipeError, SystemExit), _profiled():
         Agent(out).serve(sys.stdin.fileno())
     return 0
+
+
+@contextlib.contextmanager
+def _profiled() -> Any:
+    """With TETHER_AGENT_PROFILE=DIR in the agent's environment (set by the remote
+    host, e.g. bench/profile_first.py's sandbox), the agent runs under cProfile and leaves
+    DIR/agent-PID.prof when it ends: where a push's time goes on the remote."""
+    where = os.environ.get("TETHER_AGENT_PROFILE")
+    if not where:
+        yield
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        with contextlib.suppress(OSError):
+            profiler.dump_stats(os.path.join(where, "agent-%d.prof" % os.getpid()))
 
 
 def _leave(number: int, frame: Any) -> None:

@@ -28,6 +28,7 @@ class Op(str, Enum):
     SCAN = "scan"
     DIGEST = "digest"
     PUT = "put"
+    PUT_BATCH = "put_batch"
     DELETE = "delete"
     READ = "read"
     PROBE = "probe"
@@ -339,6 +340,21 @@ class Put(Request[Frame]):
     offset: Optional[int] = None
     last: Optional[bool] = None
     mtime_ns: Optional[int] = None
+    payload: bytes = b""
+
+
+@dataclasses.dataclass
+class PutBatch(Request[Frame]):
+    """Several whole files, directories or links in one request (a first push's thousands
+    of small files): `items` holds one Put header each (its fields but root, offset and
+    last; "n": the length of its bytes), the bytes of all of them concatenated in the
+    payload in that order. Each item is written and checked alone, exactly as its own Put
+    would be; the answer's "answers" holds each one's Put answer (an error frame for a
+    refused one), in order."""
+
+    OP = Op.PUT_BATCH
+    root: str
+    items: List[Dict[str, Any]]
     payload: bytes = b""
 
 

@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .dirfd import (
     backup_name,
@@ -101,6 +101,10 @@ class Writer:
                     return self._mkdir(parent, name, full, header)
                 return self._link(parent, name, full, header)
         key = root + "\x00" + rel
+        if header.get("offset", 0) == 0 and header.get("last", True):
+            self.discard(key)  # a whole file in one request
+            with parent_of(root, rel, create=True, mode=self.parents) as (parent, name):
+                return self._whole(parent, name, full, header, payload)
         if header.get("offset", 0) == 0:
             self.discard(key)
             parent, name = open_parent(root, rel, create=True, mode=self.parents)
@@ -131,6 +135,71 @@ class Writer:
                 raise
         finally:
             os.close(parent)
+
+    def put_batch(
+        self,
+        root: str,
+        items: List[Dict[str, Any]],
+        payload: bytes,
+        failed: Callable[[Exception], Dict[str, Any]],
+    ) -> List[Dict[str, Any]]:
+        """Each item written as by its own `put` (its bytes the next "n" of payload), in
+        order; an item that raises is answered with failed(error) and the rest go on.
+
+        Consecutive files in one directory share one handle on it, opened once (as a
+        chunked write keeps its directory's handle between its requests)."""
+        offset = 0
+        answers: List[Dict[str, Any]] = []
+        held: Optional[Tuple[str, int]] = None  # (directory's rel, its handle)
+        try:
+            for item in items:
+                size = int(item.get("n", 0))
+                data = payload[offset : offset + size]
+                offset += size
+                try:
+                    if len(data) != size:
+                        raise OpError(ErrorKind.PROTOCOL, "a batch's payload is too short")
+                    rel = check_rel(item["path"])
+                    whole = item.get("offset", 0) == 0 and item.get("last", True)
+                    if item.get("kind", "file") != "file" or not whole:
+                        answers.append(self.put(root, item, data))
+                        continue
+                    if self.open:
+                        self.discard(root + "\x00" + rel)
+                    full = os.path.join(root, rel)
+                    folder, _, name = rel.rpartition("/")
+                    with _named(full):
+                        if held is None or held[0] != folder:
+                            if held is not None:
+                                os.close(held[1])
+                                held = None
+                            held = (folder, open_parent(root, rel, True, self.parents)[0])
+                        answers.append(self._whole(held[1], name, full, item, data))
+                except Exception as error:  # answered like a request of its own
+                    answers.append(failed(error))
+        finally:
+            if held is not None:
+                os.close(held[1])
+        return answers
+
+    def _whole(
+        self, parent: int, name: str, full: str, header: Dict[str, Any], payload: bytes
+    ) -> Dict[str, Any]:
+        """Write a whole file to a temp name in `parent`, then check and rename it."""
+        tmp = temp_name(name)
+        fd = os.open(tmp, _CREATE, 0o600, dir_fd=parent)
+        try:
+            _write_all(fd, payload)
+        except BaseException:
+            os.close(fd)
+            unlink_quietly_at(parent, tmp)
+            raise
+        written = self._finish(fd, parent, tmp, header)
+        try:
+            return self._commit(parent, tmp, name, full, header, written)
+        except BaseException:
+            unlink_quietly_at(parent, tmp)
+            raise
 
     def _finish(self, fd: int, parent: int, tmp: str, header: Dict[str, Any]) -> os.stat_result:
         """Mode, mtime (and with `durable` the data) of a written temp file; closes it."""

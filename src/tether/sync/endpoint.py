@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tether.sync.kept import KeptScans
 
 Answer = tuple[dict[str, Any], bytes]
-FileRequest = wire.Put | wire.Delete | wire.Read
+FileRequest = wire.Put | wire.PutBatch | wire.Delete | wire.Read
 
 
 class Endpoint(Protocol):
@@ -148,6 +148,9 @@ class LocalEndpoint:
         try:
             if isinstance(request, wire.Put):
                 answer: Answer = self.writer.put(self.root, header, payload), b""
+            elif isinstance(request, wire.PutBatch):
+                answers = self.writer.put_batch(self.root, request.items, payload, _refused)
+                answer = {"ok": True, "answers": answers}, b""
             elif isinstance(request, wire.Delete):
                 answer = writer.delete(self.root, header), b""
             else:
@@ -260,6 +263,13 @@ class RemoteEndpoint:
 
     async def drop_helpers(self, every: bool = False) -> None:
         await self.channel.drop_helpers(every)
+
+
+def _refused(error: Exception) -> dict[str, Any]:
+    """A batch item's refusal here: an OpError as the agent's error frame; others raise."""
+    if isinstance(error, fsops.OpError):
+        return error_frame(error.kind, str(error))
+    raise error
 
 
 def _undigested(manifest: Manifest, paths: Collection[str]) -> list[str]:
