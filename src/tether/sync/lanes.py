@@ -36,7 +36,9 @@ from tether.core.plan import Delete, Upload
 from tether.sync.endpoint import Endpoint, LocalEndpoint
 
 CHUNK = 1 << 20
-# Bytes and requests a lane may have unanswered before it waits for the oldest answers.
+# Bytes and writes (files, directories, links, deletes: a batch counts each of its items) a
+# lane may have unanswered before it waits for the oldest answers. The count keeps the
+# lanes busy alike: a lane never holds much more of the shared queue than it can soon write.
 WINDOW = 32 << 20
 REQUESTS = 512
 # Channels a big push spreads over (the main one and helpers), and what makes it big.
@@ -73,6 +75,7 @@ class Lane:
     progress: Progress | None
     inflight: deque[_Request] = field(default_factory=deque)
     waiting: int = 0  # payload bytes unanswered
+    writes: int = 0  # writes unanswered
 
     def send(self, action: str, path: str, entry: Entry, request: wire.Put | wire.Delete) -> None:
         """Queue one request (its answer is settled in order by `settle`)."""
@@ -80,6 +83,7 @@ class Lane:
         size = len(request.payload) if isinstance(request, wire.Put) else 0
         self.inflight.append(_Request(future, action, path, entry, size))
         self.waiting += size
+        self.writes += 1
 
     def send_batch(self, items: list[tuple[str, str, Entry]], request: wire.PutBatch) -> None:
         """Queue a batch of writes; each item's answer is settled as its own request's."""
@@ -87,18 +91,20 @@ class Lane:
         size = len(request.payload)
         self.inflight.append(_Request(future, "batch", "", Entry(FILE), size, items))
         self.waiting += size
+        self.writes += len(items)
 
     async def settle(self, limit: int = 0, requests: int = 0) -> None:
         """Hand queued requests to ssh, then take answers until at most limit bytes and
-        `requests` requests are unanswered (0, 0: all)."""
+        `requests` writes are unanswered (0, 0: all)."""
         await self.endpoint.flush()
         if self.inflight:
             await self.endpoint.ready()  # the agent's hello (its version) comes first
-        while self.inflight and (self.waiting > limit or len(self.inflight) > requests):
+        while self.inflight and (self.waiting > limit or self.writes > requests):
             request = self.inflight[0]
             header, _ = await request.future
             self.inflight.popleft()
             self.waiting -= request.size
+            self.writes -= 1 if request.items is None else len(request.items)
             if request.items is None:
                 self.on_answer(header, request.action, request.path, request.entry, self.endpoint)
             else:
@@ -110,7 +116,7 @@ class Lane:
 
     async def pace(self) -> None:
         """Wait for answers while too much is unanswered; else only for ssh to take bytes."""
-        if self.waiting > WINDOW or len(self.inflight) > REQUESTS:
+        if self.waiting > WINDOW or self.writes > REQUESTS:
             await self.settle(WINDOW // 2, REQUESTS // 2)
         else:
             await self.endpoint.flush()
