@@ -92,9 +92,10 @@ def test_each_item_of_a_batch_is_written_and_checked_alone(tmp_path: Path, side:
     assert not [p for p in root.rglob("*") if ".tether-tmp." in p.name]
 
 
-def test_items_past_the_end_of_a_short_payload_are_refused_not_cut(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wrong", [10, -3, "3"])
+def test_items_past_a_wrong_length_are_refused_not_cut(tmp_path: Path, wrong: Any) -> None:
     root = tmp_path / "remote"
-    items = [{"path": "a", "n": 3}, {"path": "b", "n": 10}, {"path": "c", "n": 1}]
+    items = [{"path": "a", "n": 3}, {"path": "b", "n": wrong}, {"path": "c", "n": 3}]
 
     async def body(channel: AgentChannel) -> dict[str, Any]:
         header, _ = await channel.submit(PutBatch(str(root), items, b"aaabbb"))

@@ -153,7 +153,9 @@ class Writer:
         held: Optional[Tuple[str, int]] = None  # (directory's rel, its handle)
         try:
             for item in items:
-                size = int(item.get("n", 0))
+                size = item.get("n", 0)
+                if not isinstance(size, int) or size < 0:
+                    size = len(payload) + 1  # refused below, as is every item after it
                 data = payload[offset : offset + size]
                 offset += size
                 try:
