@@ -419,9 +419,11 @@ class Daemon:
 
 
 def _syncs(request: dict[str, Any]) -> bool:
-    """Whether the request runs a push or pull."""
+    """Whether the request runs a command that uses the kept scans (push, pull)."""
+    from tether.cli.app import KEPT_STATE_COMMANDS
+
     args = request.get("args")
-    return isinstance(args, list) and args[:1] in (["push"], ["pull"])
+    return isinstance(args, list) and bool(args) and args[0] in KEPT_STATE_COMMANDS
 
 
 class Command:
@@ -486,7 +488,7 @@ def _preload() -> None:
     _command()
 
 
-def ping(path: str, timeout: float = 2.0) -> dict[str, Any] | None:
+def ping(path: str, timeout: float = 5.0) -> dict[str, Any] | None:
     """The daemon's answer at path ({"pid", "key", "busy", "serving", "channels"}), or None."""
     from tether.ipc import ask
 
