@@ -110,10 +110,7 @@ def _watched_inodes(host: str) -> set[int]:
 
 
 def test_the_daemons_agent_watches_every_directory_of_the_project(synced: SyncProject) -> None:
-    # (Watching from the very first push of a fresh daemon does not happen yet: the agent
-    # watches from its second scan of the tree there; see the closing note of session 5.)
-    synced.push_ok()
-    synced.push_ok()
+    synced.push_ok()  # one push of a fresh daemon: the tree was made by it
     directories = [p for p, found in synced.remote_tree().items() if found[0] == "dir"]
     wanted = {(synced.remote / d).stat().st_ino for d in directories}
     wanted.add(synced.remote.stat().st_ino)
