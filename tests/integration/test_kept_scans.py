@@ -202,3 +202,32 @@ def test_incremental_pushes_keep_every_safety_rule(synced: SyncProject) -> None:
     assert (remote / "gone.py").read_text() == "gone = 1\n"
     synced.push_ok()
     same(synced)
+
+
+def test_the_push_after_a_first_push_plans_only_what_changed(synced: SyncProject) -> None:
+    """The first push of a fresh daemon scans both trees in full and uploads everything;
+    it still leaves a mark, so the next push plans only the changed paths (and a remote
+    edit after the first push is still a conflict, never overwritten)."""
+    import json
+
+    root, remote = synced.root, synced.remote
+    for index in range(40):
+        write(root / "many" / f"d{index % 4}" / f"f{index}.py", f"x = {index}\n")
+    write(root / "kept.py", "kept = 1\n")
+    first = json.loads(synced.push_ok("--json").stdout)[0]
+    assert first["considered"] is None, first  # a first push plans the whole tree
+    write(root / "pkg" / "model.py", "def forward(x):\n    return 7 * x\n")
+    write(remote / "kept.py", "edited on the remote\n")
+    done = synced.push("--json")
+    assert done.returncode == 3, describe(done)
+    second = json.loads(done.stdout)[0]
+    assert second["planned"]["uploads"] == ["pkg/model.py"], second
+    assert [c["path"] for c in second["conflicts"]] == ["kept.py"], second
+    assert (remote / "kept.py").read_text() == "edited on the remote\n"
+    # The changed file, the remote's edit, and at most the directories that hold them
+    # (a directory's mtime changes with what it holds): not the ~50 paths of the tree.
+    assert second["considered"] is not None and second["considered"] <= 8, second
+    write(remote / "kept.py", "kept = 1\n")
+    third = json.loads(synced.push_ok("--json").stdout)[0]
+    assert third["considered"] is not None and third["considered"] <= 4, third
+    same(synced)
