@@ -82,14 +82,16 @@ def in_sync(path: str, local: Manifest, remote: Manifest, base: Base) -> bool:
     sides (the remote's digest is the base's where its stat is the recorded one) and
     records it again as it is (entry and both stats unchanged)."""
     here = local.get(path)
-    if here is None or base.entries.get(path) != here:
+    known = base.entries.get(path)
+    if here is None or (known is not here and known != here):
         return False
     there = remote.get(path)
-    if there is None or not here.same_content(there):
-        return False
-    return base.local_stat.get(path) == (here.size, here.mtime_ns) and base.remote_stat.get(
-        path
-    ) == (there.size, there.mtime_ns)
+    return (
+        there is not None
+        and here.same_content(there)
+        and base.local_stat.get(path) == (here.size, here.mtime_ns)
+        and base.remote_stat.get(path) == (there.size, there.mtime_ns)
+    )
 
 
 def to_plan(
