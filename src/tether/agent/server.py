@@ -140,7 +140,11 @@ class Agent:
         return {"digests": digests}, b""
 
     def put(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        return self.writer.put(fsops.sync_root(header["root"]), header, payload), b""
+        root = fsops.sync_root(header["root"])
+        answer = self.writer.put(root, header, payload)
+        if self.watching.kept:
+            self.watching.wrote(root)
+        return answer, b""
 
     def delete(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         return writer.delete(fsops.sync_root(header["root"]), header), b""
