@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
+import json
 import os
 import platform
 import random
@@ -418,34 +420,113 @@ def machine() -> str:
     )
 
 
-def report(tables: Sequence[Table], results: Path | None, heading: str) -> None:
-    """Print the tables; with a results file, append them there as one section."""
+@dataclass(frozen=True)
+class Measure:
+    """One number of a bench, kept for bench/readme_table.py: tether's value beside its peer's.
+
+    key names the measurement within its script ("noop", "first", "help", ...); value and
+    peer are seconds (unit "s") or megabytes ("MB"); goal is the issue's goal in words
+    ("<= 80 ms", "<= 0.5x rsync") and verdict "PASS", "MISS" or "" where no goal applies.
+    """
+
+    key: str
+    rtt_ms: int
+    value: float
+    peer: float | None = None
+    peer_name: str = ""
+    goal: str = ""
+    verdict: str = ""
+    runs: int = 0
+    unit: str = "s"
+
+
+def verdict(met: bool) -> str:
+    """PASS or MISS."""
+    return "PASS" if met else "MISS"
+
+
+def measures_path(results: Path) -> Path:
+    """The JSON file that holds the measures of the scripts writing to results."""
+    return results.with_suffix(".json")
+
+
+def read_measures(results: Path) -> dict[str, Any]:
+    """{script: {"variant", "machine", "measures": [Measure as a dict, ...]}} (empty if none)."""
+    path = measures_path(results)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_measures(results: Path, script: str, variant: str, measures: Sequence[Measure]) -> None:
+    """Record script's measures in the JSON file beside results (other scripts' kept)."""
+    data = read_measures(results)
+    data[script] = {
+        "variant": variant,
+        "machine": machine(),
+        "measures": [dataclasses.asdict(m) for m in measures],
+    }
+    path = measures_path(results)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def variant_of(args: argparse.Namespace) -> str:
+    """Which size a script ran at: "quick", "small" or "full"."""
+    return "quick" if args.quick else "small" if args.small else "full"
+
+
+def report(
+    tables: Sequence[Table],
+    results: Path | None,
+    heading: str,
+    measures: Sequence[Measure] = (),
+    script: str = "",
+    variant: str = "full",
+) -> None:
+    """Print the tables; with a results file, append them there as one section and record
+    the measures (under script, e.g. "push") in the JSON file beside it."""
     text = "\n".join(table.markdown() for table in tables)
     print(text, flush=True)
     if results is not None:
         section = f"## {heading}\n\n{machine()}\n\n{text}\n"
         with results.open("a", encoding="utf-8") as handle:
             handle.write(section)
+        if script:
+            write_measures(results, script, variant, measures)
 
 
 QUICK_RUNS = 2
 
 
-def arguments(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags every bench script takes: --small, --quick, --runs, --results FILE.
+def arguments(
+    description: str,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The flags every bench script takes: --small, --quick, --runs, --results FILE, and
+    those extra(parser) adds (so that --help lists them all).
 
     --quick is --small with QUICK_RUNS samples per median (unless --runs says otherwise):
     the plumbing checked in a few minutes, not numbers to quote.
     """
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", action="store_true", help="a quick, smaller variant")
     parser.add_argument(
         "--quick", action="store_true", help=f"--small with {QUICK_RUNS} runs: a smoke test"
     )
     parser.add_argument("--runs", type=int, default=0, help="samples per median (0: default)")
     parser.add_argument(
-        "--results", type=Path, default=None, help=f"append the tables to this file ({RESULTS})"
+        "--results",
+        type=Path,
+        default=None,
+        help=f"append the tables to this file ({RESULTS}) and the numbers to its .json",
     )
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.small = True

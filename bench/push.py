@@ -92,12 +92,31 @@ class Row:
     alone: common.Timing | None  # TETHER_NO_DAEMON=1: the whole push in its own process
     alone_rsync: common.Timing | None  # rsync, interleaved with `alone`
 
-    def cells(self, goals: dict[str, Goal]) -> list[str]:
+    def goal(self, goals: dict[str, Goal]) -> tuple[str, str]:
+        """The goal in words and PASS/MISS, or two empty strings where none applies."""
         goal = goals.get(self.scenario)
-        applies = goal is not None and goal.rtt_ms == self.rtt_ms
-        verdict = ""
-        if goal is not None and applies:
-            verdict = "PASS" if goal.met(self.tether.median, self.rsync.median) else "MISS"
+        if goal is None or goal.rtt_ms != self.rtt_ms:
+            return "", ""
+        return goal.text(), common.verdict(goal.met(self.tether.median, self.rsync.median))
+
+    def measures(self, goals: dict[str, Goal]) -> list[common.Measure]:
+        """The row's numbers for run_all's README table (and the no-daemon pass's)."""
+        key = KEYS[self.scenario]
+        goal, verdict = self.goal(goals)
+        runs = len(self.tether.samples)
+        found = [
+            common.Measure(key, self.rtt_ms, self.tether.median, self.rsync.median,
+                           "rsync -a", goal, verdict, runs),
+        ]  # fmt: skip
+        if self.alone is not None and self.alone_rsync is not None:
+            found.append(
+                common.Measure(f"{key}, no daemon", self.rtt_ms, self.alone.median,
+                               self.alone_rsync.median, "rsync -a", "", "", runs)
+            )  # fmt: skip
+        return found
+
+    def cells(self, goals: dict[str, Goal]) -> list[str]:
+        goal, verdict = self.goal(goals)
         alone = ["-", "-"]
         if self.alone is not None and self.alone_rsync is not None:
             alone = [
@@ -111,7 +130,7 @@ class Row:
             common.seconds(self.tether_sync_s),
             common.seconds(self.rsync.median),
             common.ratio(self.tether.median, self.rsync.median),
-            goal.text() if goal is not None and applies else "-",
+            goal or "-",
             verdict,
             *alone,
         ]
@@ -257,6 +276,7 @@ def compare_remotes(pusher: Pusher) -> str:
 
 
 ONLY = {"first": FIRST, "cold": COLD, "noop": NOOP, "one": ONE}
+KEYS = {scenario: key for key, scenario in ONLY.items()}
 
 
 def bench_rtt(
@@ -309,13 +329,15 @@ def table(title: str, rows: list[Row], goals: dict[str, Goal]) -> common.Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    picker = argparse.ArgumentParser(add_help=False)
-    picker.add_argument("--only", choices=sorted(ONLY), default=None)
-    picked, rest = picker.parse_known_args(argv)
-    args = common.arguments(__doc__ or "", rest)
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--only", choices=sorted(ONLY), default=None, help="one scenario, to iterate"
+        )
+
+    args = common.arguments(__doc__ or "", argv, extra)
     spec = common.SMALL_TREE if args.small else common.FULL_TREE
     runs = args.runs or RUNS
-    scenarios = SCENARIOS if picked.only is None else (ONLY[picked.only],)
+    scenarios = SCENARIOS if args.only is None else (ONLY[args.only],)
     rows: list[Row] = []
     checks: list[str] = []
     with common.isolated() as isolation:
@@ -344,7 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         *checks,
         *(row.spread() for row in rows),
     ]
-    common.report([result], args.results, "bench/push.py" + (" --small" if args.small else ""))
+    common.report(
+        [result],
+        args.results,
+        "bench/push.py" + (" --small" if args.small else ""),
+        [measure for row in rows for measure in row.measures(GOALS)],
+        "push",
+        common.variant_of(args),
+    )
     return 0
 
 

@@ -83,20 +83,25 @@ def sample(isolation: common.Isolation, scenario: str, rtt_ms: int) -> Memory:
 
 
 def main(argv: list[str] | None = None) -> int:
-    picker = argparse.ArgumentParser(add_help=False)
-    picker.add_argument("--rtt", default="0,50", help="added RTTs in ms, comma-separated")
-    picker.add_argument(
-        "--only", default=None, help="scenarios, comma-separated: " + ", ".join(push.ONLY)
-    )
-    picked, rest = picker.parse_known_args(argv)
-    args = common.arguments(__doc__ or "", rest)
-    size = "quick" if args.quick else "small" if args.small else "full"
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--rtt", default="0,50", help="added RTTs in ms, comma-separated (default: 0,50)"
+        )
+        parser.add_argument(
+            "--only", default=None, help="scenarios, comma-separated: " + ", ".join(push.ONLY)
+        )
+
+    args = common.arguments(__doc__ or "", argv, extra)
+    size = common.variant_of(args)
     spec = common.TreeSpec(small_files=FILES[size], big_files=0, big_bytes=0)
     runs = args.runs or push.RUNS
-    rtts = [int(value) for value in picked.rtt.split(",")]
+    rtts = [int(value) for value in args.rtt.split(",")]
     scenarios = push.SCENARIOS
-    if picked.only:
-        scenarios = tuple(push.ONLY[name] for name in picked.only.split(","))
+    if args.only:
+        unknown = sorted(set(args.only.split(",")) - set(push.ONLY))
+        if unknown:
+            raise SystemExit(f"scale.py: no such scenario: {', '.join(unknown)}")
+        scenarios = tuple(push.ONLY[name] for name in args.only.split(","))
     rows: list[push.Row] = []
     memory: list[Memory] = []
     notes: list[str] = []
@@ -148,7 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         f"first scenario's first run), the cold one's since the last run of {push.COLD!r}; "
         "agent: the largest live `tether_agent.server` process on the sandbox",
     ]
-    common.report([times, peaks], args.results, f"bench/scale.py ({size})")
+    measures = [measure for row in rows for measure in row.measures(GOALS)]
+    for kind, goal_mb in (("daemon", DAEMON_GOAL_MB), ("agent", AGENT_GOAL_MB)):
+        values = [(m.daemon_mb if kind == "daemon" else m.agent_mb, m.rtt_ms) for m in memory]
+        known = [(value, rtt) for value, rtt in values if value is not None]
+        if known:
+            peak, rtt = max(known)
+            measures.append(
+                common.Measure(f"{kind} MB", rtt, peak, None, "", f"<= {goal_mb} MB",
+                               common.verdict(peak <= goal_mb), len(known), "MB")
+            )  # fmt: skip
+    common.report([times, peaks], args.results, f"bench/scale.py ({size})", measures, "scale", size)
     return 0
 
 

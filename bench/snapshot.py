@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 
-RUNS = 5
+RUNS = 7
 
 
 def hard_links(src: Path, dest: Path) -> None:
