@@ -130,6 +130,14 @@ def row(line: Line, measures: Sequence[dict[str, Any]]) -> list[str]:
     return [line.work, tether, peer, ratio, joined(goals), joined(verdicts)]
 
 
+def spread(runs: Sequence[int]) -> str:
+    """How many runs the medians are of: "7" or "7 to 15"."""
+    if not runs:
+        return "?"
+    low, high = min(runs), max(runs)
+    return str(low) if low == high else f"{low} to {high}"
+
+
 def load(machine: str) -> str:
     """The 1-minute load average of a script's machine line ("?" if it has none)."""
     found = re.search(r"load average ([0-9.]+)", machine)
@@ -140,6 +148,7 @@ def build(data: Mapping[str, Any]) -> tuple[str, list[str]]:
     """The table (markdown, with its notes) and the lines whose numbers are missing."""
     rows: list[list[str]] = []
     missing: list[str] = []
+    runs: list[int] = []
     for line in LINES:
         measures = [find(data, part) for part in line.parts]
         found = [m for m in measures if m is not None]
@@ -147,6 +156,7 @@ def build(data: Mapping[str, Any]) -> tuple[str, list[str]]:
             missing.append(line.work)
             continue
         rows.append(row(line, found))
+        runs += [int(m.get("runs") or 0) for m in found if m.get("unit", "s") == "s"]
     widths = [max(len(cells[i]) for cells in [list(HEADERS), *rows]) for i in range(len(HEADERS))]
 
     def text(cells: Sequence[str]) -> str:
@@ -165,8 +175,8 @@ def build(data: Mapping[str, Any]) -> tuple[str, list[str]]:
         "when each script finished: "
         + ", ".join(f"{s} {load(m)}" for s, m in sorted(machines.items()))
         + ". tether is timed as the user runs it (a subprocess, the sync daemon warm unless "
-        "said); medians of at least 7 interleaved runs; every number at 0 and 50 ms added "
-        "RTT, with its spread, is in `bench/RESULTS.md`.",
+        f"said); medians of {spread(runs)} interleaved runs; every number at 0 and 50 ms "
+        "added RTT, with its spread, is in `bench/RESULTS.md`.",
     ]
     alone = find(data, ALONE)
     if alone is not None and alone.get("peer"):

@@ -99,6 +99,7 @@ def test_one_row_per_issue_row_with_peer_ratio_goal_and_verdict(tmp_path: Path) 
     assert memory[1:] == ["321 MB / 35 MB", "-", "-", "<= 150 MB / <= 40 MB", "MISS / PASS"]
     assert re.search(r"when each script finished: jobs [0-9.]+, push [0-9.]+, scale", block)
     assert "no-op push at 50 ms takes 535 ms (0.75x rsync)" in block
+    assert "medians of 7 interleaved runs" in block  # as many as the fixture's measures say
 
 
 def test_a_full_run_rewrites_only_between_the_markers(tmp_path: Path) -> None:
