@@ -10,6 +10,9 @@ median of 7 interleaved runs (tether, rsync, tether, rsync, ...):
   first push, cold daemon
                     the same with the sync daemon stopped before each of tether's runs (the
                     first command after a login or an upgrade starts it)
+                    (both first pushes are one pass: cold, warm, no daemon, rsync, ...; the
+                    warm run is served by the daemon the cold run just started, and one
+                    rsync sample per run is the peer of all three)
   no-op push        nothing changed
   one file changed  one source file rewritten before each run
 
@@ -47,6 +50,7 @@ RUNS = 7
 SANDBOX = "bench-push"
 FIRST, COLD, NOOP, ONE = "first push", "first push, cold daemon", "no-op push", "one file changed"
 SCENARIOS = (FIRST, COLD, NOOP, ONE)
+FIRST_BOTH = "first push, cold and warm daemon"  # the pass that measures both
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,7 @@ class Pusher:
         self.rsync_dir = f"rs{rtt_ms}"
         self.tether_remote = box_home / self.tether_dir
         self.rsync_remote = box_home / self.rsync_dir
-        self.sync_seconds: list[float] = []
+        self.sync_seconds: dict[str, list[float]] = {}
         self.rsync_argv = [
             "rsync",
             "-a",
@@ -175,14 +179,15 @@ class Pusher:
             cwd=self.tree.root,
         )  # fmt: skip
 
-    def tether(self, env: dict[str, str] | None = None) -> None:
+    def tether(self, env: dict[str, str] | None = None, label: str = "warm") -> None:
         done = common.run([common.tether_bin(), "push", "--json"], cwd=self.tree.root, env=env)
         reports = json.loads(done.stdout)
         problems = [r for r in reports if r["errors"] or r["conflicts"]]
         if problems:
             raise RuntimeError(f"tether push reported problems: {problems}")
         if env is None:
-            self.sync_seconds.append(sum(float(r["seconds"]) for r in reports))
+            seconds = sum(float(r["seconds"]) for r in reports)
+            self.sync_seconds.setdefault(label, []).append(seconds)
 
     def alone(self) -> None:
         """tether push without the sync daemon (its own process, ssh session and agent)."""
@@ -213,11 +218,11 @@ class Pusher:
         prepare: Callable[[str, int], None] | None,
         without_daemon: bool = True,
     ) -> Row:
-        self.sync_seconds = []
+        self.sync_seconds = {}
         timings = common.side_by_side(
             runs, {"tether": self.tether, "rsync": self.rsync}, prepare=prepare
         )
-        synced = statistics.median(self.sync_seconds)
+        synced = statistics.median(self.sync_seconds["warm"])
         if not without_daemon:
             return Row(scenario, rtt_ms, timings["tether"], synced, timings["rsync"], None, None)
         # Apart, so that neither variant's pushes disturb the other's state between runs.
@@ -233,6 +238,35 @@ class Pusher:
             apart["tether alone"],
             apart["rsync"],
         )
+
+    def measure_first(self, rtt_ms: int, runs: int, without_daemon: bool = True) -> list[Row]:
+        """FIRST and COLD in one pass: per run tether with the daemon stopped first, tether
+        served by the daemon that run started (warm), [tether without a daemon,] rsync.
+
+        Every run starts from an empty remote dir, so no variant leaves state for the
+        next; rsync's samples are the peer of every row (one rsync pass, not one per row).
+        """
+        self.sync_seconds = {}
+        actions: dict[str, Callable[[], None]] = {
+            "tether cold": lambda: self.tether(label="cold"),
+            "tether": self.tether,
+        }
+        if without_daemon:
+            actions["tether alone"] = self.alone
+        actions["rsync"] = self.rsync
+
+        def prepare(name: str, index: int) -> None:
+            (self.fresh_cold if name == "tether cold" else self.fresh)(name, index)
+
+        timings = common.side_by_side(runs, actions, prepare=prepare)
+        rsync = timings["rsync"]
+        alone = timings.get("tether alone")
+        return [
+            Row(FIRST, rtt_ms, timings["tether"], statistics.median(self.sync_seconds["warm"]),
+                rsync, alone, rsync if alone is not None else None),
+            Row(COLD, rtt_ms, timings["tether cold"],
+                statistics.median(self.sync_seconds["cold"]), rsync, None, None),
+        ]  # fmt: skip
 
     def cleanup(self) -> None:
         common.remove(self.tether_remote)
@@ -307,7 +341,15 @@ def bench_rtt(
             ONE: change_one_file(tree),
         }
         rows = []
+        together = FIRST in scenarios and COLD in scenarios
         for scenario in (name for name in SCENARIOS if name in scenarios):
+            if together and scenario == COLD:
+                continue  # measured with FIRST
+            if together and scenario == FIRST:
+                rows += pusher.measure_first(rtt_ms, runs, without_daemon)
+                if after is not None:
+                    after(FIRST_BOTH)
+                continue
             # The cold daemon costs the same with or without it: one pass is enough.
             alone = without_daemon and scenario != COLD
             rows.append(pusher.measure(scenario, rtt_ms, runs, prepares[scenario], alone))
@@ -358,9 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         "warm, as for a user); tether sync s: the time tether itself reports for the sync",
         "no daemon s: the same command with TETHER_NO_DAEMON=1 (its own process imports the "
         "CLI, opens an ssh session and starts an agent: tether before the daemon), measured "
-        "in a second pass interleaved with rsync again (its ratio is to that pass's rsync)",
+        "in a second pass interleaved with rsync again (its ratio is to that pass's rsync); "
+        "for first pushes in the same pass as the cold and warm runs",
         f"{COLD}: the sync daemon is stopped before each of tether's runs, so the command "
-        "starts it (and its agent); warm rows are served by a running daemon",
+        "starts it (and its agent); warm rows are served by a running daemon; the first "
+        "pushes are one pass (cold, warm, no daemon, rsync, ...) whose rsync samples are the "
+        "peer of every first-push row",
         "rsync: `rsync -a --delete --exclude=/.git --exclude=/.tether -e 'ssh <tether's "
         "ControlMaster options>'`; the master is opened before timing and shared by both",
         *checks,

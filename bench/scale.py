@@ -4,10 +4,11 @@ A generated git project of 100,000 small files (bench/push.py's file shapes: ~3 
 15 to a directory, no large files; --small: 10,000; --quick: 2,000) is pushed to a sandbox
 sshd at 0 and 50 ms added RTT (latency proxy, 25 ms each way; --rtt picks) with push.py's
 scenarios, medians of 7 interleaved runs (tether, rsync, ...): first push with the sync
-daemon warm and cold, no-op push, one file changed. After each scenario the peak resident
-set size (VmHWM) of the sync daemon and of the agents (the remote side, on the sandbox) is
-read from /proc. Goals (issue #26, at 0 ms RTT): no-op and one-file push <= 1 RTT + 50 ms,
-first push <= 0.5x rsync; daemon <= 150 MB and agent <= 40 MB at 100,000 files.
+daemon cold and warm (one pass: cold, warm, rsync, ...), no-op push, one file changed.
+After each scenario the peak resident set size (VmHWM) of the sync daemon and of the
+agents (the remote side, on the sandbox) is read from /proc. Goals (issue #26, at 0 ms
+RTT): no-op and one-file push <= 1 RTT + 50 ms, first push <= 0.5x rsync; daemon <= 150 MB
+and agent <= 40 MB at 100,000 files.
 PASS/MISS is printed, never asserted.
 
     .venv/bin/python bench/scale.py [--small|--quick] [--runs N] [--rtt 0,50]
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     times.notes = [
         *notes,
         "tether s: wall time of `tether push --json` as a subprocess, served by the sync "
-        f"daemon; {push.COLD}: the daemon is stopped before each of tether's runs",
+        f"daemon; {push.COLD}: the daemon is stopped before each of tether's runs; the two "
+        "first pushes are one pass (cold, warm, rsync, ...: the warm run is served by the "
+        "daemon the cold run started) and share rsync's samples",
         "rsync: `rsync -a --delete --exclude=/.git --exclude=/.tether` over tether's "
         "ControlMaster (opened before timing)",
         *(row.spread() for row in rows),
@@ -149,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         [m.cells() for m in memory],
     )
     peaks.notes = [
-        "read after each scenario's runs; the warm daemon's peak is since it started (the "
-        f"first scenario's first run), the cold one's since the last run of {push.COLD!r}; "
-        "agent: the largest live `tether_agent.server` process on the sandbox",
+        "read after each scenario's runs: the peak of the daemon running then, since it "
+        "started (the last cold first push started it: it served that push, a warm first "
+        "push and the scenarios since); agent: the largest live `tether_agent.server` "
+        "process on the sandbox",
     ]
     measures = [measure for row in rows for measure in row.measures(GOALS)]
     for kind, goal_mb in (("daemon", DAEMON_GOAL_MB), ("agent", AGENT_GOAL_MB)):
