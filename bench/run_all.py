@@ -3,7 +3,8 @@
     .venv/bin/python bench/run_all.py [--small|--quick] [--results PATH] [--only SCRIPT ...]
                                       [--readme README.md] [--no-readme]
 
-Each script runs as its own process (its own temporary home and sandbox) with --small or
+Every script in bench/ is a bench except the helpers (NOT_BENCHES) and the profilers
+(profile_*.py). Each script runs as its own process (its own temporary home and sandbox) with --small or
 --quick passed through, and appends its tables to the results file, which is rewritten
 from scratch with the machine and date at the top. A script that fails is reported in the
 file and the others still run; the exit status says whether all succeeded. --quick (smaller
@@ -21,6 +22,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,10 +37,27 @@ SCRIPTS = (
     "startup.py", "ssh_master.py", "watch.py", "jobs.py", "snapshot.py", "push.py", "scale.py",
 )  # fmt: skip
 SCRIPT_TIMEOUT_S = 3600  # scale.py pushes 100,000 files 60 times
+NOT_A_BENCH_PREFIX = "profile_"  # profilers (bench/profile_*.py) take their own flags
+
+
+def bench_scripts(names: Iterable[str]) -> list[str]:
+    """The bench scripts among the file names of bench/, in the order run_all runs them:
+    SCRIPTS first, then any other script by name (not the helpers, not the profilers)."""
+    extra = sorted(
+        name
+        for name in names
+        if name.endswith(".py")
+        and name not in NOT_BENCHES
+        and name not in SCRIPTS
+        and not name.startswith(NOT_A_BENCH_PREFIX)
+    )
+    return [*SCRIPTS, *extra]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", action="store_true", help="the small variant of each bench")
     parser.add_argument("--quick", action="store_true", help="a smoke test of every bench")
     parser.add_argument("--results", type=Path, default=common.RESULTS, help="file to write")
@@ -64,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     common.measures_path(results).write_text("{}\n", encoding="utf-8")
     failed = []
-    extra = sorted(p.name for p in common.BENCH.glob("*.py") if p.name not in NOT_BENCHES)
-    scripts = [*SCRIPTS, *(name for name in extra if name not in SCRIPTS)]
+    scripts = bench_scripts(p.name for p in common.BENCH.glob("*.py"))
     if args.only:
         wanted = {name if name.endswith(".py") else f"{name}.py" for name in args.only}
         unknown = wanted - set(scripts)

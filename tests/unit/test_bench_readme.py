@@ -19,6 +19,7 @@ sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
 import readme_table  # noqa: E402
+import run_all  # noqa: E402
 
 # (script, key, rtt_ms, value, peer, peer_name, goal, verdict, unit): one per Part in LINES.
 FIXTURE = [
@@ -152,3 +153,11 @@ def test_the_project_readme_has_the_markers() -> None:
     text = (BENCH.parent / "README.md").read_text()
     assert text.count(readme_table.BEGIN) == 1
     assert text.index(readme_table.BEGIN) < text.index(readme_table.END)
+
+
+def test_run_all_runs_every_bench_script_but_not_the_helpers_or_profilers() -> None:
+    names = ["common.py", "readme_table.py", "run_all.py", "profile_first.py", "zz_new.py",
+             "RESULTS.md", "RESULTS.json", "push.py", "env.py", "send.py"]  # fmt: skip
+    assert run_all.bench_scripts(names) == [*run_all.SCRIPTS, "env.py", "send.py", "zz_new.py"]
+    on_disk = run_all.bench_scripts(path.name for path in BENCH.glob("*"))
+    assert set(on_disk) >= {"push.py", "scale.py", "watch.py", "send.py", "jobs.py", "startup.py"}
