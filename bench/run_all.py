@@ -4,11 +4,12 @@
                                       [--readme README.md] [--no-readme]
 
 Every script in bench/ is a bench except the helpers (NOT_BENCHES) and the profilers
-(profile_*.py). Each script runs as its own process (its own temporary home and sandbox) with --small or
---quick passed through, and appends its tables to the results file, which is rewritten
-from scratch with the machine and date at the top. A script that fails is reported in the
-file and the others still run; the exit status says whether all succeeded. --quick (smaller
-trees, 2 runs per median) checks the plumbing in minutes; its numbers are not for quoting.
+(profile_*.py). Each script runs as its own process (its own temporary home and sandbox)
+with --small or --quick passed through, and appends its tables to the results file, which
+is rewritten from scratch with the machine and date at the top. A script that fails is
+reported in the file and the others still run; the exit status says whether all succeeded.
+--quick (smaller trees, 2 runs per median) checks the plumbing in minutes; its numbers are
+not for quoting.
 
 Each script also records its numbers in the JSON file beside the results file
 (RESULTS.json). A full run (no --small, --quick or --only) then rewrites the README's
