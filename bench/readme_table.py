@@ -120,7 +120,7 @@ def row(line: Line, measures: Sequence[dict[str, Any]]) -> list[str]:
         peer = ratio = "-"
     else:
         unit = str(measures[0].get("unit", "s"))
-        peer = " / ".join(amount(float(value or 0), unit) for value in peers)
+        peer = joined([amount(float(value or 0), unit) for value in peers])
         peer += f" (`{peer_name}`)" if peer_name else ""
         ratio = " / ".join(
             f"{float(m['value']) / float(m['peer']):.2f}x" if m["peer"] else "n/a" for m in measures
@@ -171,7 +171,8 @@ def build(data: Mapping[str, Any]) -> tuple[str, list[str]]:
     first = next(iter(machines.values()), "")
     out += [
         "",
-        f"Measured by `make bench` ({first.split('; load average')[0]}); load average (1 min) "
+        f"Measured by `make bench` ({first.split('; load average')[0].removeprefix('machine: ')}"
+        "); load average (1 min) "
         "when each script finished: "
         + ", ".join(f"{s} {load(m)}" for s, m in sorted(machines.items()))
         + ". tether is timed as the user runs it (a subprocess, the sync daemon warm unless "

@@ -94,6 +94,8 @@ def test_one_row_per_issue_row_with_peer_ratio_goal_and_verdict(tmp_path: Path) 
         "1.83 s / 2.49 s", "4.91 s / 4.69 s (`rsync -a`)", "0.37x / 0.53x", "<= 0.5x rsync",
         "PASS / MISS",
     ]  # fmt: skip
+    jobs = rows["`tether jobs` / `status` over 4 hosts, 50 ms RTT"]
+    assert jobs[2:4] == ["467 ms (`4 x ssh tmux ls`)", "0.21x / 0.19x"]  # one peer, shown once
     start = rows["`tether --help` / `status --help` (a command's start)"]
     assert start[1] == "python + 75 / 18 ms"
     memory = rows["peak RSS at 100,000 files: daemon / agent"]
