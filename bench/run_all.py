@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     results.write_text(
         f"# tether benchmarks{variant}\n\n{common.machine()}\n\n"
         "Written by `bench/run_all.py`; every number is a median of several runs, "
-        "tether side by side with rsync or plain ssh over the same connection.\n\n",
+        "tether side by side with rsync or plain ssh over the same connection (the numbers "
+        f"also in `{common.measures_path(results).name}`).\n\n",
         encoding="utf-8",
     )
     common.measures_path(results).write_text("{}\n", encoding="utf-8")
