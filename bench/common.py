@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime
-import json
 import os
 import platform
 import random
@@ -27,8 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import measured
+from measured import Measure, measures_path, read_measures, verdict
+
 if TYPE_CHECKING:
     from tether.hosts.sandbox import Sandbox
+
+# Re-exported: the bench scripts use common.Measure, common.verdict, ...
+__all__ = ["Measure", "measures_path", "read_measures", "verdict"]
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -420,58 +424,6 @@ def machine() -> str:
     )
 
 
-@dataclass(frozen=True)
-class Measure:
-    """One number of a bench, kept for bench/readme_table.py: tether's value beside its peer's.
-
-    key names the measurement within its script ("noop", "first", "help", ...); value and
-    peer are seconds (unit "s") or megabytes ("MB"); goal is the issue's goal in words
-    ("<= 80 ms", "<= 0.5x rsync") and verdict "PASS", "MISS" or "" where no goal applies.
-    """
-
-    key: str
-    rtt_ms: int
-    value: float
-    peer: float | None = None
-    peer_name: str = ""
-    goal: str = ""
-    verdict: str = ""
-    runs: int = 0
-    unit: str = "s"
-
-
-def verdict(met: bool) -> str:
-    """PASS or MISS."""
-    return "PASS" if met else "MISS"
-
-
-def measures_path(results: Path) -> Path:
-    """The JSON file that holds the measures of the scripts writing to results."""
-    return results.with_suffix(".json")
-
-
-def read_measures(results: Path) -> dict[str, Any]:
-    """{script: {"variant", "machine", "measures": [Measure as a dict, ...]}} (empty if none)."""
-    path = measures_path(results)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_measures(results: Path, script: str, variant: str, measures: Sequence[Measure]) -> None:
-    """Record script's measures in the JSON file beside results (other scripts' kept)."""
-    data = read_measures(results)
-    data[script] = {
-        "variant": variant,
-        "machine": machine(),
-        "measures": [dataclasses.asdict(m) for m in measures],
-    }
-    path = measures_path(results)
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def variant_of(args: argparse.Namespace) -> str:
     """Which size a script ran at: "quick", "small" or "full"."""
     return "quick" if args.quick else "small" if args.small else "full"
@@ -494,7 +446,7 @@ def report(
         with results.open("a", encoding="utf-8") as handle:
             handle.write(section)
         if script:
-            write_measures(results, script, variant, measures)
+            measured.write_measures(results, script, variant, machine(), measures)
 
 
 QUICK_RUNS = 2

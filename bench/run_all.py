@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import readme_table
 
-NOT_BENCHES = {"common.py", "run_all.py", "readme_table.py"}
+NOT_BENCHES = {"common.py", "measured.py", "run_all.py", "readme_table.py"}
 # Every bench script (each takes --results FILE, --small and --quick), cheapest first;
 # the others in bench/ run after these.
 SCRIPTS = (

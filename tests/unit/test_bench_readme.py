@@ -158,8 +158,8 @@ def test_the_project_readme_has_the_markers() -> None:
 
 
 def test_run_all_runs_every_bench_script_but_not_the_helpers_or_profilers() -> None:
-    names = ["common.py", "readme_table.py", "run_all.py", "profile_first.py", "zz_new.py",
-             "RESULTS.md", "RESULTS.json", "push.py", "env.py", "send.py"]  # fmt: skip
+    names = ["common.py", "measured.py", "readme_table.py", "run_all.py", "profile_first.py",
+             "zz_new.py", "RESULTS.md", "RESULTS.json", "push.py", "env.py", "send.py"]  # fmt: skip
     assert run_all.bench_scripts(names) == [*run_all.SCRIPTS, "env.py", "send.py", "zz_new.py"]
     on_disk = run_all.bench_scripts(path.name for path in BENCH.glob("*"))
     assert set(on_disk) >= {"push.py", "scale.py", "watch.py", "send.py", "jobs.py", "startup.py"}
