@@ -1,6 +1,7 @@
-"""What a client of the sync daemon (cli/fastpath.py) and the daemon say to each other, in
-a form the client reads and writes without importing `json` or `socket` (with what they
-pull in, `re`, `enum` and more, ~10 ms of a ~40 ms command on a 2-core machine).
+"""What a client of the sync daemon (cli/fastpath.py) and the daemon say to each other
+(and `tether send` and its helper, kernel/helper.py), in a form the client reads and
+writes without importing `json` or `socket` (with what they pull in, `re`, `enum` and
+more, ~10 ms of a ~40 ms command on a 2-core machine).
 
 The client sends one JSON line (its request: argv, cwd, environment, terminal), written
 by `request_line` for the few types a request holds; the daemon reads it with `json`.
@@ -9,6 +10,7 @@ the UTF-8 text (surrogates passed through, so any str arrives as it was sent):
 
     o  text for the client's stdout      e  text for its stderr
     x  the exit code, in digits (last)   b  busy: run the command in your own process
+    s  stale (the send helper: its kernel changed, take the direct path)
 
 Only the client's own daemon (same user, same tether: the socket's name carries the
 source's fingerprint) ever talks to it. No import at all.
@@ -20,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-OUT, ERR, EXIT, BUSY = "o", "e", "x", "b"
+OUT, ERR, EXIT, BUSY, STALE = "o", "e", "x", "b", "s"
 HEAD = 5
 
 # JSON's escapes for what may not appear raw in a string (control characters, quote,
