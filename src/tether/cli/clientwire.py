@@ -63,6 +63,17 @@ def frame(kind: str, text: str) -> bytes:
     return kind.encode("ascii") + len(data).to_bytes(4, "big") + data
 
 
+def shown(kind: str, text: str, out: Any, err: Any) -> bool:
+    """Write an `o` or `e` frame's text to its stream (flushed at once: progress, prompts);
+    False for a frame of any other kind."""
+    stream = out if kind == OUT else err if kind == ERR else None
+    if stream is None:
+        return False
+    stream.write(text)
+    stream.flush()
+    return True
+
+
 def frames(buffer: bytearray) -> list[tuple[str, str]]:
     """The whole frames at the start of buffer, removed from it (a partial one stays)."""
     found = []

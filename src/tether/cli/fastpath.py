@@ -116,15 +116,11 @@ def relay(conn: _socket.socket, path: str) -> int | None:
                 break
             buffer += chunk
             for kind, text in clientwire.frames(buffer):
+                if clientwire.shown(kind, text, sys.stdout, sys.stderr):
+                    continue
                 if kind == clientwire.BUSY:
                     return None
-                if kind == clientwire.OUT:
-                    sys.stdout.write(text)
-                    sys.stdout.flush()
-                elif kind == clientwire.ERR:
-                    sys.stderr.write(text)
-                    sys.stderr.flush()
-                elif kind == clientwire.EXIT:
+                if kind == clientwire.EXIT:
                     return int(text)
     except KeyboardInterrupt:
         sys.stderr.write("tether: interrupted\n")

@@ -298,13 +298,9 @@ def via_helper(
                     break
                 buffer += chunk
                 for kind, text in clientwire.frames(buffer):
-                    if kind == clientwire.OUT:
-                        invocation.stdout().write(text)
-                        invocation.stdout().flush()
-                    elif kind == clientwire.ERR:
-                        invocation.stderr().write(text)
-                        invocation.stderr().flush()
-                    elif kind == clientwire.STALE:
+                    if clientwire.shown(kind, text, invocation.stdout(), invocation.stderr()):
+                        continue
+                    if kind == clientwire.STALE:
                         return None
                     elif kind == clientwire.EXIT:
                         if interrupted or ctrl_c.count:  # (a Ctrl-C now: the cell ended anyway)
