@@ -112,7 +112,7 @@ def test_pending_uploads_live_in_a_small_file_beside_the_base(tmp_path: Path) ->
         assert Base.load(file).pending == {}
 
 
-def test_rows_reused_between_saves_write_what_a_fresh_encoding_would(tmp_path: Path) -> None:
+def test_a_changed_base_saves_what_a_fresh_encoding_would(tmp_path: Path) -> None:
     file = tmp_path / "state" / "push.json"
     base = sample(file)
     base.save()
@@ -122,7 +122,6 @@ def test_rows_reused_between_saves_write_what_a_fresh_encoding_would(tmp_path: P
     base.save()
     state._LOADED.clear()
     again = Base.load(file)
-    state._ENCODED.clear()
     fresh = tmp_path / "fresh" / "push.json"
     copy = again.copy()
     copy.file = fresh
@@ -131,3 +130,18 @@ def test_rows_reused_between_saves_write_what_a_fresh_encoding_would(tmp_path: P
     assert json.loads(fresh.read_text()) == json.loads(file.read_text())
     assert again.entries["a.py"].size == 4 and again.remote_stat["a.py"] == (4, 12)
     assert "c" not in again.entries and again.local_stat["n"] == (2, 61)
+
+
+def test_a_saved_base_changed_again_never_leaks_into_the_next_load(tmp_path: Path) -> None:
+    """The in-process copy shares its dictionaries with the saved base until it changes."""
+    file = tmp_path / "push.json"
+    base = sample(file)
+    base.save()
+    base.record("a.py", Entry(FILE, 9, 90, 0o644, "9" * 64), Entry(FILE, 9, 91), None)
+    base.record("n", Entry(FILE, 1, 1, 0o644, "1" * 64), None, None)
+    base.forget("b")
+    loaded = Base.load(file)
+    assert contents(loaded) == contents(sample(file))
+    loaded.forget("a.py")
+    assert "a.py" in Base.load(file).entries and "a.py" in base.entries
+    assert base.remote_stat["a.py"] == (9, 91) and base.local_stat["a.py"] == (3, 10)
