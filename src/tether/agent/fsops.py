@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import stat
+import struct
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -82,37 +83,56 @@ class DigestCache:
     lies RACY_NS before the read began: a later write then always changes the key (ctime
     is set by the kernel on every write, and no tool can set it back), even one of the same
     size landing within the same timestamp tick as the write before it.
+
+    In memory, one packed bytes object per inode (size, mtime_ns, ctime_ns, the 32 digest
+    bytes): a key of an older ctime can never match again, so one per inode is all that
+    serves. On disk (version 3), the same records with the inode in front, 64 bytes each;
+    the version 2 file ({"ino:size:mtime:ctime": hex}) is read when there is no other and
+    removed at the first save.
     """
 
     def __init__(self, cache_dir: str, root: str) -> None:
         key = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        self.file = os.path.join(cache_dir, "digests-2-%s.json" % key)
-        # The cache of older versions (no ctime in its keys): removed at the first save.
+        self.file = os.path.join(cache_dir, "digests-3-%s.bin" % key)
+        # The caches of older versions: read when there is no newer, removed at the first save.
+        self.json_file = os.path.join(cache_dir, "digests-2-%s.json" % key)
         self.old_file = os.path.join(cache_dir, "digests-%s.json" % key)
-        self.data: Dict[str, str] = {}
+        self.data: Dict[int, bytes] = {}
         self.dirty = False
         try:
-            with open(self.file, encoding="utf-8") as handle:
-                # Digests interned: one object per digest in every manifest and row.
-                self.data = {key: sys.intern(value) for key, value in json.load(handle).items()}
-        except (OSError, ValueError, AttributeError, TypeError):
+            self.data = _read_records(self.file)
+        except FileNotFoundError:
+            self.data = _read_json_cache(self.json_file)
+            self.dirty = bool(self.data)  # written in the new form at the first save
+        except OSError:
             self.data = {}
+
+    def count(self) -> int:
+        """How many digests are held (one per inode)."""
+        return len(self.data)
 
     def known(self, st: os.stat_result) -> Optional[str]:
         """The cached digest for a stat, if any (no I/O)."""
         if not self.data:
             return None
-        return self.data.get(stat_key(st))
+        return self._lookup(st)
+
+    def _lookup(self, st: os.stat_result) -> Optional[str]:
+        held = self.data.get(st.st_ino)
+        if held is None or held[:_STAT_SIZE] != _stat_bytes(st):
+            return None
+        # Interned: one object per digest in every manifest and row.
+        return sys.intern(held[_STAT_SIZE:].hex())
 
     def get(self, full: str, st: os.stat_result, compute: bool) -> Optional[str]:
         if not self.data and not compute:
             return None
-        key = stat_key(st)
-        digest = self.data.get(key)
+        digest = self._lookup(st)
         if digest is None and compute:
             digest, settled = checked_digest(full, st)
-            if settled:
-                self.data[key] = digest
+            key = _stat_bytes(st)
+            if settled and key:
+                self.data[st.st_ino] = key + bytes.fromhex(digest)
                 self.dirty = True
         return digest
 
@@ -121,11 +141,64 @@ class DigestCache:
             return
         os.makedirs(os.path.dirname(self.file), exist_ok=True)
         tmp = "%s.%d.tmp" % (self.file, os.getpid())
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(self.data, handle)
+        pack = _INODE.pack
+        with open(tmp, "wb") as handle:
+            items = list(self.data.items())
+            for start in range(0, len(items), 4096):
+                handle.write(b"".join(pack(i) + r for i, r in items[start : start + 4096]))
         os.replace(tmp, self.file)
         self.dirty = False
+        unlink_quietly(self.json_file)
         unlink_quietly(self.old_file)
+
+
+_INODE = struct.Struct("<Q")
+_STAT = struct.Struct("<qqq")
+_STAT_SIZE = _STAT.size
+_RECORD_SIZE = _INODE.size + _STAT_SIZE + 32
+
+
+def _stat_bytes(st: os.stat_result) -> bytes:
+    try:
+        return _STAT.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except struct.error:  # out of range: never cached (no record holds such a stat)
+        return b""
+
+
+def _read_records(path: str) -> Dict[int, bytes]:
+    """The version 3 cache file: 64-byte records (a torn tail is left out)."""
+    data: Dict[int, bytes] = {}
+    unpack = _INODE.unpack_from
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(_RECORD_SIZE * 4096)
+            for start in range(0, len(block) - _RECORD_SIZE + 1, _RECORD_SIZE):
+                (inode,) = unpack(block, start)
+                data[inode] = block[start + _INODE.size : start + _RECORD_SIZE]
+            if len(block) < _RECORD_SIZE * 4096:
+                return data
+
+
+def _read_json_cache(path: str) -> Dict[int, bytes]:
+    """The version 2 cache file ({"ino:size:mtime:ctime": hex digest}); entries that do not
+    parse are left out, an unreadable file is an empty cache."""
+    data: Dict[int, bytes] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = json.load(handle)
+        items = list(loaded.items())
+    except (OSError, ValueError, AttributeError, TypeError):
+        return data
+    del loaded
+    for key, digest in items:
+        try:
+            inode, size, mtime_ns, ctime_ns = (int(part) for part in key.split(":"))
+            raw = bytes.fromhex(digest)
+            if len(raw) == 32:
+                data[inode] = _STAT.pack(size, mtime_ns, ctime_ns) + raw
+        except (ValueError, TypeError, AttributeError, struct.error, OverflowError):
+            continue
+    return data
 
 
 def stat_key(st: os.stat_result) -> str:
