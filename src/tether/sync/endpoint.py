@@ -21,7 +21,7 @@ from tether.agent import fsops, wire, writer
 from tether.agent.wire import Digest, Scan, error_frame, scan_key, scans_to_forget
 from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
 from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
-from tether.sync.state import Base
+from tether.sync.state import Base, Version
 from tether.transport.channel import AgentChannel
 
 if TYPE_CHECKING:
@@ -208,8 +208,9 @@ class RemoteEndpoint:
         request = Scan(self.root, self.skip, only, False)
         key = scan_key(self.root, self.skip, only, False)
         memo: dict[str, Any] = self.channel.scan_memo
-        # token -> (the entries of that answer, the paths whose digest came from the base)
-        held: tuple[str, dict[str, Entry], set[str]] | None = memo.pop(key, None)
+        # (the agent's token, the manifest of that answer, the paths whose digest came from
+        # the base, the base's version then): patched with the next answer's delta.
+        held: tuple[str, dict[str, Entry], set[str], Version] | None = memo.pop(key, None)
         if held is not None:
             request = replace(request, since=held[0])
         answer = await self.channel.call(request)
@@ -219,16 +220,22 @@ class RemoteEndpoint:
             for path in answer.gone:
                 scanned.pop(path, None)
                 filled.discard(path)
-            self.delta = (held[0], {row[0] for row in answer.rows} | set(answer.gone))
+            changed = {row[0] for row in answer.rows} | set(answer.gone)
+            self.delta = (held[0], changed)
+            # Digests come from the base: its paths changed since count as changed here.
+            moved = base.changed_since(held[3])
+            recheck: set[str] | None = None if moved is None else moved | changed
         else:
             scanned, filled = {}, set()
+            recheck = None
         del held
         _take_rows(answer.rows, scanned, filled)
-        memo[key] = (answer.token, scanned, filled)
+        manifest = base.remote_entries(scanned, filled, recheck)
+        memo[key] = (answer.token, scanned, filled, base.version())
         del answer
         for _ in range(scans_to_forget([len(m[1]) for m in memo.values()])):
             del memo[next(iter(memo))]  # the agent forgets as much (agent/scan.ScanMemo)
-        return base.remote_entries(scanned, filled)
+        return manifest
 
     async def digests(self, manifest: Manifest, paths: Collection[str]) -> None:
         missing = _undigested(manifest, paths)

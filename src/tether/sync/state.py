@@ -7,7 +7,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,14 @@ class Base:
         self.entries: Manifest = {} if entries is None else entries
         self._stats: dict[str, Pair] = {}
         self._shared = False  # entries and _stats are also the in-process copy's
-        # The encoded blocks of rows saved last (_BLOCKS) hold this base's rows but for the
-        # blocks changed since, when _token is theirs.
-        self._token: object | None = None
-        self._changed: set[int] = set()
+        # The contents this base started from (a load, a save: never changed once made) and
+        # the paths whose entry or stats changed since (None: too many to list); the origin
+        # before the last save with the paths that save wrote. The encoded blocks of the
+        # rows saved last (_BLOCKS) are this base's but for the paths touched, when they
+        # were encoded from its origin.
+        self._origin = object()
+        self._touched: set[str] | None = set()
+        self._since: tuple[object, frozenset[str] | None] | None = None
         self.dirty = dirty
         # Uploads sent but not yet answered (path -> digest of the bytes sent): after a
         # cut, a remote file holding exactly those bytes is tether's own write, not a
@@ -182,8 +187,9 @@ class Base:
         other.entries = self.entries
         other._stats = self._stats
         other._shared = self._shared = True
-        other._token = self._token
-        other._changed = set(self._changed)
+        other._origin = self._origin
+        other._touched = None if self._touched is None else set(self._touched)
+        other._since = self._since
         return other
 
     def _own(self) -> None:
@@ -240,7 +246,7 @@ class Base:
         if known is not entry and known != entry:
             self.entries[path] = entry
             self.dirty = True
-            self._changed.add(hash(path) & _BLOCK_MASK)
+            self._touch(path)
         pair = _pair(_side(remote_stat, entry), _side(local_stat, entry))
         if pair != old:
             if pair is _UNKNOWN:
@@ -248,7 +254,33 @@ class Base:
             else:
                 self._stats[path] = pair
             self.dirty = True
-            self._changed.add(hash(path) & _BLOCK_MASK)
+            self._touch(path)
+
+    def _touch(self, path: str) -> None:
+        touched = self._touched
+        if touched is not None:
+            touched.add(path)
+            if len(touched) > _TOUCHED_MAX:
+                self._touched = None
+
+    def version(self) -> Version:
+        """What this base holds now, for changed_since (cheap: no copy of the entries)."""
+        touched = self._touched
+        return Version(self._origin, None if touched is None else frozenset(touched))
+
+    def changed_since(self, version: Version) -> set[str] | None:
+        """The paths whose entry or stats may differ from those of the base at version
+        (taken of this base, or of a copy of the file this base was loaded from, before the
+        save it was loaded after); None when that is not known (then: any)."""
+        then = version.touched
+        if then is None or self._touched is None:
+            return None
+        if version.origin is self._origin:
+            return self._touched | then
+        since = self._since
+        if since is None or since[0] is not version.origin or since[1] is None:
+            return None
+        return self._touched | then | since[1]
 
     def record(self, path: str, entry: Entry, remote: Entry | None, local: Entry | None) -> None:
         """Remember that path now holds entry on both sides (with each side's stat)."""
@@ -310,7 +342,7 @@ class Base:
             self.dirty = self.dirty or path in self.entries
             self.entries.pop(path, None)
             self._stats.pop(path, None)
-            self._changed.add(hash(path) & _BLOCK_MASK)
+            self._touch(path)
 
     def save(self) -> None:
         """Write atomically (temp + rename), only when something changed since load.
@@ -322,9 +354,9 @@ class Base:
         if not self.dirty:
             return
         held = _BLOCKS.get(str(self.file))
-        if held is not None and self._token is not None and held[0] is self._token:
+        if held is not None and held[0] is self._origin and self._touched is not None:
             texts = list(held[1])
-            redo = self._changed
+            redo = {hash(path) & _BLOCK_MASK for path in self._touched}
         else:
             texts = [""] * (_BLOCK_MASK + 1)
             redo = set(range(_BLOCK_MASK + 1))
@@ -364,9 +396,11 @@ class Base:
         self._save_pending()
         self.dirty = False
         self.stamp = stamp
-        token = self._token = object()
-        self._changed = set()
-        _BLOCKS[str(self.file)] = (token, texts)
+        touched = None if self._touched is None else frozenset(self._touched)
+        self._since = (self._origin, touched)
+        origin = self._origin = object()
+        self._touched = set()
+        _BLOCKS[str(self.file)] = (origin, texts)
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
         _remember(stamp, written)
@@ -383,35 +417,23 @@ class Base:
         tmp.write_text(json.dumps(self.pending), encoding="utf-8")
         os.replace(tmp, path)
 
-    def manifest_of_rows(
-        self, rows: Iterable[Sequence[Any]], built: dict[str, Any] | None = None
+    def remote_entries(
+        self, scanned: dict[str, Entry], filled: set[str], paths: Iterable[str] | None = None
     ) -> Manifest:
-        """The agent's compact rows ([path, kind, size, mtime_ns, mode, digest, target]) as
-        a manifest of the remote, each file without a digest taking the base's when its stat
-        is still the one the base recorded there (one pass, one Entry per row).
-
-        `built` (optional) is kept for callers of old; the remote endpoint keeps Entries
-        (`remote_entries`) instead of rows.
-        """
-        entries: dict[str, Entry] = {}
-        for row in rows:
-            _, kind, size, mtime_ns, mode, digest, target = row
-            entries[row[0]] = Entry(kind, size, mtime_ns, mode, digest, target)
-        return self.remote_entries(entries, set())
-
-    def remote_entries(self, scanned: dict[str, Entry], filled: set[str]) -> Manifest:
         """The remote's entries as scanned, each file without a digest taking the base's
         when its stat is still the one the base recorded there; a copy is returned.
 
         `scanned` and `filled` are the caller's, kept between scans: scanned's entries are
         updated in place (a digest taken from the base, or given back when the base no
         longer has it), and `filled` holds the paths whose digest came from the base. The
-        same base again changes nothing (no Entry made).
+        same base again changes nothing (no Entry made). `paths`: only these are looked at
+        (None: all), the others being as a scan with this base left them (changed_since).
         """
         known = self.entries
         stats = self._stats
         unknown = _UNKNOWN
-        for path, entry in scanned.items():
+        for path in scanned if paths is None else [p for p in paths if p in scanned]:
+            entry = scanned[path]
             digest = entry.digest
             if digest is None:
                 if entry.kind != FILE:
@@ -476,6 +498,16 @@ def _read_pending(path: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in data.items()}
 
 
+@dataclass(frozen=True)
+class Version:
+    """A base's contents at one moment (Base.version): its origin and the paths touched."""
+
+    origin: object
+    touched: frozenset[str] | None
+
+
+# More paths than this touched since a base's origin: not listed (as good as all of them).
+_TOUCHED_MAX = 20_000
 # Base files this process read or wrote, by path: (stamp of the file then, its contents).
 _LOADED: dict[str, tuple[tuple[int, int, int, int], Base]] = {}
 _KEEP = 16
