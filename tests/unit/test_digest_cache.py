@@ -140,3 +140,29 @@ def test_a_cache_of_the_older_json_form_is_read_and_rewritten(tmp_path: Path) ->
     again = fsops.DigestCache(str(cache_dir), str(tmp_path))
     assert again.count() == 2
     assert [again.get(str(f), os.lstat(f), True) for f in files] == fake
+
+
+def test_a_kept_cache_is_read_once_and_serves_only_the_file_it_came_from(
+    tmp_path: Path, settled: None
+) -> None:
+    """keep=True (the sync daemon's): the records this process read or saved serve the next
+    cache of the same file while that file is unchanged, never the changes of another."""
+    files = [tmp_path / name for name in ("a", "b")]
+    for file in files:
+        file.write_bytes(file.name.encode())
+    cache_dir = str(tmp_path / "cache")
+    first = fsops.DigestCache(cache_dir, str(tmp_path), keep=True)
+    assert first.get(str(files[0]), os.lstat(files[0]), True) == sha(b"a")
+    first.save()
+    second = fsops.DigestCache(cache_dir, str(tmp_path), keep=True)
+    assert second.data is first.data  # not read again
+    assert second.get(str(files[1]), os.lstat(files[1]), True) == sha(b"b")
+    assert second.data is not first.data and first.count() == 1  # changed: its own
+    third = fsops.DigestCache(cache_dir, str(tmp_path), keep=True)
+    assert third.count() == 1 and third.known(os.lstat(files[1])) is None  # b not saved
+    # Another process saves the cache (temp + rename): read again.
+    other = fsops.DigestCache(cache_dir, str(tmp_path))
+    assert other.get(str(files[1]), os.lstat(files[1]), True) == sha(b"b")
+    other.save()
+    again = fsops.DigestCache(cache_dir, str(tmp_path), keep=True)
+    assert again.count() == 2 and again.known(os.lstat(files[1])) == sha(b"b")

@@ -18,7 +18,7 @@ import stat
 import struct
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 
 from . import roots
 from .modes import safe_mode
@@ -89,9 +89,13 @@ class DigestCache:
     serves. On disk (version 3), the same records with the inode in front, 64 bytes each;
     the version 2 file ({"ino:size:mtime:ctime": hex}) is read when there is no other and
     removed at the first save.
+
+    `keep` (the sync daemon's): the records this process read or saved last serve the next
+    cache of the same file while that file is unchanged (same inode, size, mtime and
+    ctime: every save replaces it), shared until either changes them.
     """
 
-    def __init__(self, cache_dir: str, root: str) -> None:
+    def __init__(self, cache_dir: str, root: str, keep: bool = False) -> None:
         key = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
         self.file = os.path.join(cache_dir, "digests-3-%s.bin" % key)
         # The caches of older versions: read when there is no newer, removed at the first save.
@@ -99,13 +103,26 @@ class DigestCache:
         self.old_file = os.path.join(cache_dir, "digests-%s.json" % key)
         self.data: Dict[int, bytes] = {}
         self.dirty = False
+        self.keep = keep
+        self._shared = False  # data is also the kept copy's
         try:
-            self.data = _read_records(self.file)
+            self.data = self._read()
         except FileNotFoundError:
             self.data = _read_json_cache(self.json_file)
             self.dirty = bool(self.data)  # written in the new form at the first save
         except OSError:
             self.data = {}
+
+    def _read(self) -> Dict[int, bytes]:
+        with open(self.file, "rb") as handle:
+            if not self.keep:
+                return _read_records(handle)
+            stamp = _file_stamp(os.fstat(handle.fileno()))
+            held = _KEPT.get(self.file)
+            if held is None or held[0] != stamp:
+                held = _keep(self.file, stamp, _read_records(handle))
+        self._shared = True
+        return held[1]
 
     def count(self) -> int:
         """How many digests are held (one per inode)."""
@@ -132,6 +149,9 @@ class DigestCache:
             digest, settled = checked_digest(full, st)
             key = _stat_bytes(st)
             if settled and key:
+                if self._shared:
+                    self.data = dict(self.data)
+                    self._shared = False
                 self.data[st.st_ino] = key + bytes.fromhex(digest)
                 self.dirty = True
         return digest
@@ -146,7 +166,12 @@ class DigestCache:
             items = list(self.data.items())
             for start in range(0, len(items), 4096):
                 handle.write(b"".join(pack(i) + r for i, r in items[start : start + 4096]))
-        os.replace(tmp, self.file)
+            handle.flush()
+            os.replace(tmp, self.file)
+            stamp = _file_stamp(os.fstat(handle.fileno()))  # after the rename (its ctime)
+        if self.keep:
+            _keep(self.file, stamp, self.data)
+            self._shared = True
         self.dirty = False
         unlink_quietly(self.json_file)
         unlink_quietly(self.old_file)
@@ -165,18 +190,36 @@ def _stat_bytes(st: os.stat_result) -> bytes:
         return b""
 
 
-def _read_records(path: str) -> Dict[int, bytes]:
+def _read_records(handle: BinaryIO) -> Dict[int, bytes]:
     """The version 3 cache file: 64-byte records (a torn tail is left out)."""
     data: Dict[int, bytes] = {}
     unpack = _INODE.unpack_from
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(_RECORD_SIZE * 4096)
-            for start in range(0, len(block) - _RECORD_SIZE + 1, _RECORD_SIZE):
-                (inode,) = unpack(block, start)
-                data[inode] = block[start + _INODE.size : start + _RECORD_SIZE]
-            if len(block) < _RECORD_SIZE * 4096:
-                return data
+    while True:
+        block = handle.read(_RECORD_SIZE * 4096)
+        for start in range(0, len(block) - _RECORD_SIZE + 1, _RECORD_SIZE):
+            (inode,) = unpack(block, start)
+            data[inode] = block[start + _INODE.size : start + _RECORD_SIZE]
+        if len(block) < _RECORD_SIZE * 4096:
+            return data
+
+
+Stamp = Tuple[int, int, int, int]
+# The caches kept (DigestCache(keep=True)) by file: (the file's stamp, its records); the
+# last few only (each is tens of MB at 100,000 files).
+_KEPT: Dict[str, Tuple[Stamp, Dict[int, bytes]]] = {}
+_KEEP = 2
+
+
+def _file_stamp(st: os.stat_result) -> Stamp:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _keep(file: str, stamp: Stamp, data: Dict[int, bytes]) -> Tuple[Stamp, Dict[int, bytes]]:
+    _KEPT.pop(file, None)
+    held = _KEPT[file] = (stamp, data)
+    while len(_KEPT) > _KEEP:
+        del _KEPT[next(iter(_KEPT))]
+    return held
 
 
 def _read_json_cache(path: str) -> Dict[int, bytes]:
