@@ -120,6 +120,8 @@ def test_a_changed_base_saves_what_a_fresh_encoding_would(tmp_path: Path) -> Non
     base.record("a.py", Entry(FILE, 4, 11, 0o644, "9" * 64), Entry(FILE, 4, 12), None)
     base.forget("c")
     base.record("n", Entry(FILE, 2, 60, 0o600, "8" * 64), Entry(FILE, 2, 60), Entry(FILE, 2, 61))
+    base.forget("b")
+    base.record("b", Entry(FILE, 5, 21, 0o755, "e" * 64), None, Entry(FILE, 5, 21))
     base.save()
     state._LOADED.clear()
     again = Base.load(file)
@@ -128,7 +130,16 @@ def test_a_changed_base_saves_what_a_fresh_encoding_would(tmp_path: Path) -> Non
     copy.file = fresh
     copy.dirty = True
     copy.save()
-    assert json.loads(fresh.read_text()) == json.loads(file.read_text())
+
+    def rows(path: Path) -> dict[str, list[object]]:
+        document = json.loads(path.read_text())
+        assert document["version"] == state.VERSION
+        found = {row[0]: row for row in document["rows"]}  # rows in any order
+        assert len(found) == len(document["rows"])
+        return found
+
+    assert rows(fresh) == rows(file)
+    assert again.remote_stat.get("b") is None and again.local_stat["b"] == (5, 21)
     assert again.entries["a.py"].size == 4 and again.remote_stat["a.py"] == (4, 12)
     assert "c" not in again.entries and again.local_stat["n"] == (2, 61)
 

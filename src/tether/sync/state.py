@@ -354,56 +354,77 @@ class Base:
         if not self.dirty:
             return
         held = _BLOCKS.get(str(self.file))
-        if held is not None and held[0] is self._origin and self._touched is not None:
+        touched = self._touched
+        if held is not None and held[0] is self._origin and touched is not None:
             texts = list(held[1])
-            redo = {hash(path) & _BLOCK_MASK for path in self._touched}
+            by_block: dict[int, list[str]] = {}
+            for path in touched:
+                by_block.setdefault(hash(path) & _BLOCK_MASK, []).append(path)
+            if len(by_block) <= _PATCHED_BLOCKS:
+                self._patch_blocks(texts, by_block)
+            else:
+                self._encode_blocks(texts, set(by_block))
         else:
             texts = [""] * (_BLOCK_MASK + 1)
-            redo = set(range(_BLOCK_MASK + 1))
-        stats = self._stats
-        unknown = _UNKNOWN
-        blocks: dict[int, list[list[Any]]] = {block: [] for block in redo}
-        mask = _BLOCK_MASK
-        for path, entry in self.entries.items():
-            rows = blocks.get(hash(path) & mask)
-            if rows is not None:
-                rows.append(
-                    [
-                        path,
-                        entry.kind,
-                        entry.size,
-                        entry.mtime_ns,
-                        entry.mode,
-                        entry.digest,
-                        entry.target,
-                        *stats.get(path, unknown),
-                    ]
-                )
-        for block, rows in blocks.items():
-            texts[block] = json.dumps(rows)[1:-1]
-        del blocks
-        document = f'{{"version": {VERSION}, "rows": [{", ".join(t for t in texts if t)}]}}'
+            self._encode_blocks(texts, set(range(_BLOCK_MASK + 1)))
         self.file.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_temps(self.file)
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(document)
+            handle.write(f'{{"version": {VERSION}, "rows": [')
+            handle.write(", ".join(text for text in texts if text))
+            handle.write("]}")
             handle.flush()
             os.replace(tmp, self.file)
             # The stamp of the file just written (rename changes its ctime, not its inode).
             stamp = _stamp(os.fstat(handle.fileno()))
-        del document
         self._save_pending()
         self.dirty = False
         self.stamp = stamp
-        touched = None if self._touched is None else frozenset(self._touched)
-        self._since = (self._origin, touched)
+        self._since = (self._origin, None if touched is None else frozenset(touched))
         origin = self._origin = object()
         self._touched = set()
         _BLOCKS[str(self.file)] = (origin, texts)
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
         _remember(stamp, written)
+
+    def _row(self, path: str, entry: Entry) -> list[Any]:
+        """The saved row of path (see _load_rows)."""
+        return [
+            path,
+            entry.kind,
+            entry.size,
+            entry.mtime_ns,
+            entry.mode,
+            entry.digest,
+            entry.target,
+            *self._stats.get(path, _UNKNOWN),
+        ]
+
+    def _encode_blocks(self, texts: list[str], redo: set[int]) -> None:
+        """Encode the rows of the blocks in redo into texts (one pass over the entries)."""
+        blocks: dict[int, list[list[Any]]] = {block: [] for block in redo}
+        mask = _BLOCK_MASK
+        row = self._row
+        for path, entry in self.entries.items():
+            rows = blocks.get(hash(path) & mask)
+            if rows is not None:
+                rows.append(row(path, entry))
+        for block, rows in blocks.items():
+            texts[block] = json.dumps(rows)[1:-1]
+
+    def _patch_blocks(self, texts: list[str], by_block: dict[int, list[str]]) -> None:
+        """Encode again the blocks of a few touched paths from their saved texts: the
+        touched paths' rows replaced (or dropped: forgotten), the others' kept."""
+        for block, paths in by_block.items():
+            touched = set(paths)
+            rows = [row for row in json.loads(f"[{texts[block]}]") if row[0] not in touched]
+            for path in sorted(touched):
+                entry = self.entries.get(path)
+                if entry is not None:
+                    rows.append(self._row(path, entry))
+            texts[block] = json.dumps(rows)[1:-1]
 
     def _save_pending(self) -> None:
         """The pending uploads in their own small file (removed when there are none)."""
@@ -513,6 +534,8 @@ _LOADED: dict[str, tuple[tuple[int, int, int, int], Base]] = {}
 _KEEP = 16
 # The rows of the base files this process wrote, encoded in blocks: file -> (token, texts).
 _BLOCK_MASK = 255
+# Up to this many blocks touched, a save patches their texts instead of a pass over the rows.
+_PATCHED_BLOCKS = 32
 _BLOCKS: dict[str, tuple[object, list[str]]] = {}
 
 
