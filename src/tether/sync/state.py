@@ -533,7 +533,7 @@ _TOUCHED_MAX = 20_000
 _LOADED: dict[str, tuple[tuple[int, int, int, int], Base]] = {}
 _KEEP = 16
 # The rows of the base files this process wrote, encoded in blocks: file -> (token, texts).
-_BLOCK_MASK = 255
+_BLOCK_MASK = 1023
 # Up to this many blocks touched, a save patches their texts instead of a pass over the rows.
 _PATCHED_BLOCKS = 32
 _BLOCKS: dict[str, tuple[object, list[str]]] = {}
