@@ -55,9 +55,8 @@ def _follow(base: Base, model: Manifest) -> None:
         if entry is None:
             base.forget(path)
         elif base.entries.get(path) != entry:
-            base.entries[path] = entry
-            base.remote_stat.pop(path, None)
-            base.local_stat.pop(path, None)
+            base.forget(path)
+            base.record(path, entry, None, None)
 
 
 def _written(base: Base, before: Manifest, world: World, local: Manifest) -> None:

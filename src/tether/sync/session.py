@@ -303,7 +303,7 @@ def _settle_one(
 
 def digest_cache(project_root: Path, pair: Pair) -> fsops.DigestCache:
     """The local digest cache of a pair (kept in the project's .tether/, mappings too)."""
-    return fsops.DigestCache(str(project_root / ".tether"), str(pair.local_root))
+    return fsops.DigestCache(str(project_root / ".tether"), str(pair.local_root), keep=True)
 
 
 def raise_for_errors(reports: list[Report]) -> None:
