@@ -25,8 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import measured
+from measured import Measure, measures_path, read_measures, verdict
+
 if TYPE_CHECKING:
     from tether.hosts.sandbox import Sandbox
+
+# Re-exported: the bench scripts use common.Measure, common.verdict, ...
+__all__ = ["Measure", "measures_path", "read_measures", "verdict"]
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -418,34 +424,61 @@ def machine() -> str:
     )
 
 
-def report(tables: Sequence[Table], results: Path | None, heading: str) -> None:
-    """Print the tables; with a results file, append them there as one section."""
+def variant_of(args: argparse.Namespace) -> str:
+    """Which size a script ran at: "quick", "small" or "full"."""
+    return "quick" if args.quick else "small" if args.small else "full"
+
+
+def report(
+    tables: Sequence[Table],
+    results: Path | None,
+    heading: str,
+    measures: Sequence[Measure] = (),
+    script: str = "",
+    variant: str = "full",
+) -> None:
+    """Print the tables; with a results file, append them there as one section and record
+    the measures (under script, e.g. "push") in the JSON file beside it."""
     text = "\n".join(table.markdown() for table in tables)
     print(text, flush=True)
     if results is not None:
         section = f"## {heading}\n\n{machine()}\n\n{text}\n"
         with results.open("a", encoding="utf-8") as handle:
             handle.write(section)
+        if script:
+            measured.write_measures(results, script, variant, machine(), measures)
 
 
 QUICK_RUNS = 2
 
 
-def arguments(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags every bench script takes: --small, --quick, --runs, --results FILE.
+def arguments(
+    description: str,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The flags every bench script takes: --small, --quick, --runs, --results FILE, and
+    those extra(parser) adds (so that --help lists them all).
 
     --quick is --small with QUICK_RUNS samples per median (unless --runs says otherwise):
     the plumbing checked in a few minutes, not numbers to quote.
     """
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", action="store_true", help="a quick, smaller variant")
     parser.add_argument(
         "--quick", action="store_true", help=f"--small with {QUICK_RUNS} runs: a smoke test"
     )
     parser.add_argument("--runs", type=int, default=0, help="samples per median (0: default)")
     parser.add_argument(
-        "--results", type=Path, default=None, help=f"append the tables to this file ({RESULTS})"
+        "--results",
+        type=Path,
+        default=None,
+        help=f"append the tables to this file ({RESULTS}) and the numbers to its .json",
     )
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.small = True

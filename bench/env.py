@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         f"median of {runs} runs (no change: {max(runs, 5)}, interleaved with ssh true); "
         f"spread cold uv {cold_uv.spread()} s, cold pip {cold_pip.spread()} s"
     )
-    common.report([table], args.results, "bench/env.py")
+    measures = [
+        common.Measure(label, 0, timing.median, cold_uv.median, "cold uv", runs=len(timing.samples))
+        for label, timing in cases
+    ]
+    common.report([table], args.results, "bench/env.py", measures, "env", common.variant_of(args))
     return 0
 
 

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         ["RTT", "tether jobs s", "tether status s", f"{HOSTS}x ssh tmux ls s", "1x ssh tmux ls s",
          "jobs / 4x ssh", "goal s", ""],
     )  # fmt: skip
+    measures: list[common.Measure] = []
     with common.isolated() as isolation, contextlib.ExitStack() as stack:
         os.environ["TETHER_TMUX_SOCKET"] = sock
         boxes = [stack.enter_context(common.sandbox(f"bench-jobs{i}")) for i in range(HOSTS)]
@@ -103,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 goal = (rtt_ms + GOAL_EXTRA_MS) / 1000
                 held = rtt_ms == GOAL_RTT_MS
+                for key, timing in (("jobs", jobs), ("status", status)):
+                    measures.append(
+                        common.Measure(
+                            key, rtt_ms, timing.median, four.median,
+                            f"{HOSTS} x ssh tmux ls", f"<= {goal * 1000:.0f} ms" if held else "",
+                            common.verdict(timing.median <= goal) if held else "", runs,
+                        )
+                    )  # fmt: skip
                 table.rows.append(
                     [
                         f"{rtt_ms} ms",
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         f"median of {runs} interleaved runs; 50 ms = 25 ms each way (proxy); goal (issue #26): "
         f"1 RTT + {GOAL_EXTRA_MS} ms at {GOAL_RTT_MS} ms, for jobs and status",
     )
-    common.report([table], args.results, "bench/jobs.py")
+    common.report([table], args.results, "bench/jobs.py", measures, "jobs", common.variant_of(args))
     return 0
 
 

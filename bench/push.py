@@ -10,6 +10,9 @@ median of 7 interleaved runs (tether, rsync, tether, rsync, ...):
   first push, cold daemon
                     the same with the sync daemon stopped before each of tether's runs (the
                     first command after a login or an upgrade starts it)
+                    (both first pushes are one pass: cold, warm, no daemon, rsync, ...; the
+                    warm run is served by the daemon the cold run just started, and one
+                    rsync sample per run is the peer of all three)
   no-op push        nothing changed
   one file changed  one source file rewritten before each run
 
@@ -47,6 +50,7 @@ RUNS = 7
 SANDBOX = "bench-push"
 FIRST, COLD, NOOP, ONE = "first push", "first push, cold daemon", "no-op push", "one file changed"
 SCENARIOS = (FIRST, COLD, NOOP, ONE)
+FIRST_BOTH = "first push, cold and warm daemon"  # the pass that measures both
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,31 @@ class Row:
     alone: common.Timing | None  # TETHER_NO_DAEMON=1: the whole push in its own process
     alone_rsync: common.Timing | None  # rsync, interleaved with `alone`
 
-    def cells(self, goals: dict[str, Goal]) -> list[str]:
+    def goal(self, goals: dict[str, Goal]) -> tuple[str, str]:
+        """The goal in words and PASS/MISS, or two empty strings where none applies."""
         goal = goals.get(self.scenario)
-        applies = goal is not None and goal.rtt_ms == self.rtt_ms
-        verdict = ""
-        if goal is not None and applies:
-            verdict = "PASS" if goal.met(self.tether.median, self.rsync.median) else "MISS"
+        if goal is None or goal.rtt_ms != self.rtt_ms:
+            return "", ""
+        return goal.text(), common.verdict(goal.met(self.tether.median, self.rsync.median))
+
+    def measures(self, goals: dict[str, Goal]) -> list[common.Measure]:
+        """The row's numbers for run_all's README table (and the no-daemon pass's)."""
+        key = KEYS[self.scenario]
+        goal, verdict = self.goal(goals)
+        runs = len(self.tether.samples)
+        found = [
+            common.Measure(key, self.rtt_ms, self.tether.median, self.rsync.median,
+                           "rsync -a", goal, verdict, runs),
+        ]  # fmt: skip
+        if self.alone is not None and self.alone_rsync is not None:
+            found.append(
+                common.Measure(f"{key}, no daemon", self.rtt_ms, self.alone.median,
+                               self.alone_rsync.median, "rsync -a", "", "", runs)
+            )  # fmt: skip
+        return found
+
+    def cells(self, goals: dict[str, Goal]) -> list[str]:
+        goal, verdict = self.goal(goals)
         alone = ["-", "-"]
         if self.alone is not None and self.alone_rsync is not None:
             alone = [
@@ -111,7 +134,7 @@ class Row:
             common.seconds(self.tether_sync_s),
             common.seconds(self.rsync.median),
             common.ratio(self.tether.median, self.rsync.median),
-            goal.text() if goal is not None and applies else "-",
+            goal or "-",
             verdict,
             *alone,
         ]
@@ -135,7 +158,7 @@ class Pusher:
         self.rsync_dir = f"rs{rtt_ms}"
         self.tether_remote = box_home / self.tether_dir
         self.rsync_remote = box_home / self.rsync_dir
-        self.sync_seconds: list[float] = []
+        self.sync_seconds: dict[str, list[float]] = {}
         self.rsync_argv = [
             "rsync",
             "-a",
@@ -156,14 +179,15 @@ class Pusher:
             cwd=self.tree.root,
         )  # fmt: skip
 
-    def tether(self, env: dict[str, str] | None = None) -> None:
+    def tether(self, env: dict[str, str] | None = None, label: str = "warm") -> None:
         done = common.run([common.tether_bin(), "push", "--json"], cwd=self.tree.root, env=env)
         reports = json.loads(done.stdout)
         problems = [r for r in reports if r["errors"] or r["conflicts"]]
         if problems:
             raise RuntimeError(f"tether push reported problems: {problems}")
         if env is None:
-            self.sync_seconds.append(sum(float(r["seconds"]) for r in reports))
+            seconds = sum(float(r["seconds"]) for r in reports)
+            self.sync_seconds.setdefault(label, []).append(seconds)
 
     def alone(self) -> None:
         """tether push without the sync daemon (its own process, ssh session and agent)."""
@@ -194,11 +218,11 @@ class Pusher:
         prepare: Callable[[str, int], None] | None,
         without_daemon: bool = True,
     ) -> Row:
-        self.sync_seconds = []
+        self.sync_seconds = {}
         timings = common.side_by_side(
             runs, {"tether": self.tether, "rsync": self.rsync}, prepare=prepare
         )
-        synced = statistics.median(self.sync_seconds)
+        synced = statistics.median(self.sync_seconds["warm"])
         if not without_daemon:
             return Row(scenario, rtt_ms, timings["tether"], synced, timings["rsync"], None, None)
         # Apart, so that neither variant's pushes disturb the other's state between runs.
@@ -214,6 +238,35 @@ class Pusher:
             apart["tether alone"],
             apart["rsync"],
         )
+
+    def measure_first(self, rtt_ms: int, runs: int, without_daemon: bool = True) -> list[Row]:
+        """FIRST and COLD in one pass: per run tether with the daemon stopped first, tether
+        served by the daemon that run started (warm), [tether without a daemon,] rsync.
+
+        Every run starts from an empty remote dir, so no variant leaves state for the
+        next; rsync's samples are the peer of every row (one rsync pass, not one per row).
+        """
+        self.sync_seconds = {}
+        actions: dict[str, Callable[[], None]] = {
+            "tether cold": lambda: self.tether(label="cold"),
+            "tether": self.tether,
+        }
+        if without_daemon:
+            actions["tether alone"] = self.alone
+        actions["rsync"] = self.rsync
+
+        def prepare(name: str, index: int) -> None:
+            (self.fresh_cold if name == "tether cold" else self.fresh)(name, index)
+
+        timings = common.side_by_side(runs, actions, prepare=prepare)
+        rsync = timings["rsync"]
+        alone = timings.get("tether alone")
+        return [
+            Row(FIRST, rtt_ms, timings["tether"], statistics.median(self.sync_seconds["warm"]),
+                rsync, alone, rsync if alone is not None else None),
+            Row(COLD, rtt_ms, timings["tether cold"],
+                statistics.median(self.sync_seconds["cold"]), rsync, None, None),
+        ]  # fmt: skip
 
     def cleanup(self) -> None:
         common.remove(self.tether_remote)
@@ -257,6 +310,7 @@ def compare_remotes(pusher: Pusher) -> str:
 
 
 ONLY = {"first": FIRST, "cold": COLD, "noop": NOOP, "one": ONE}
+KEYS = {scenario: key for key, scenario in ONLY.items()}
 
 
 def bench_rtt(
@@ -287,7 +341,15 @@ def bench_rtt(
             ONE: change_one_file(tree),
         }
         rows = []
+        together = FIRST in scenarios and COLD in scenarios
         for scenario in (name for name in SCENARIOS if name in scenarios):
+            if together and scenario == COLD:
+                continue  # measured with FIRST
+            if together and scenario == FIRST:
+                rows += pusher.measure_first(rtt_ms, runs, without_daemon)
+                if after is not None:
+                    after(FIRST_BOTH)
+                continue
             # The cold daemon costs the same with or without it: one pass is enough.
             alone = without_daemon and scenario != COLD
             rows.append(pusher.measure(scenario, rtt_ms, runs, prepares[scenario], alone))
@@ -309,13 +371,15 @@ def table(title: str, rows: list[Row], goals: dict[str, Goal]) -> common.Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    picker = argparse.ArgumentParser(add_help=False)
-    picker.add_argument("--only", choices=sorted(ONLY), default=None)
-    picked, rest = picker.parse_known_args(argv)
-    args = common.arguments(__doc__ or "", rest)
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--only", choices=sorted(ONLY), default=None, help="one scenario, to iterate"
+        )
+
+    args = common.arguments(__doc__ or "", argv, extra)
     spec = common.SMALL_TREE if args.small else common.FULL_TREE
     runs = args.runs or RUNS
-    scenarios = SCENARIOS if picked.only is None else (ONLY[picked.only],)
+    scenarios = SCENARIOS if args.only is None else (ONLY[args.only],)
     rows: list[Row] = []
     checks: list[str] = []
     with common.isolated() as isolation:
@@ -336,15 +400,25 @@ def main(argv: list[str] | None = None) -> int:
         "warm, as for a user); tether sync s: the time tether itself reports for the sync",
         "no daemon s: the same command with TETHER_NO_DAEMON=1 (its own process imports the "
         "CLI, opens an ssh session and starts an agent: tether before the daemon), measured "
-        "in a second pass interleaved with rsync again (its ratio is to that pass's rsync)",
+        "in a second pass interleaved with rsync again (its ratio is to that pass's rsync); "
+        "for first pushes in the same pass as the cold and warm runs",
         f"{COLD}: the sync daemon is stopped before each of tether's runs, so the command "
-        "starts it (and its agent); warm rows are served by a running daemon",
+        "starts it (and its agent); warm rows are served by a running daemon; the first "
+        "pushes are one pass (cold, warm, no daemon, rsync, ...) whose rsync samples are the "
+        "peer of every first-push row",
         "rsync: `rsync -a --delete --exclude=/.git --exclude=/.tether -e 'ssh <tether's "
         "ControlMaster options>'`; the master is opened before timing and shared by both",
         *checks,
         *(row.spread() for row in rows),
     ]
-    common.report([result], args.results, "bench/push.py" + (" --small" if args.small else ""))
+    common.report(
+        [result],
+        args.results,
+        "bench/push.py" + (" --small" if args.small else ""),
+        [measure for row in rows for measure in row.measures(GOALS)],
+        "push",
+        common.variant_of(args),
+    )
     return 0
 
 

@@ -4,10 +4,11 @@ A generated git project of 100,000 small files (bench/push.py's file shapes: ~3 
 15 to a directory, no large files; --small: 10,000; --quick: 2,000) is pushed to a sandbox
 sshd at 0 and 50 ms added RTT (latency proxy, 25 ms each way; --rtt picks) with push.py's
 scenarios, medians of 7 interleaved runs (tether, rsync, ...): first push with the sync
-daemon warm and cold, no-op push, one file changed. After each scenario the peak resident
-set size (VmHWM) of the sync daemon and of the agents (the remote side, on the sandbox) is
-read from /proc. Goals (issue #26, at 0 ms RTT): no-op and one-file push <= 1 RTT + 50 ms,
-first push <= 0.5x rsync; daemon <= 150 MB and agent <= 40 MB at 100,000 files.
+daemon cold and warm (one pass: cold, warm, rsync, ...), no-op push, one file changed.
+After each scenario the peak resident set size (VmHWM) of the sync daemon and of the
+agents (the remote side, on the sandbox) is read from /proc. Goals (issue #26, at 0 ms
+RTT): no-op and one-file push <= 1 RTT + 50 ms, first push <= 0.5x rsync; daemon <= 150 MB
+and agent <= 40 MB at 100,000 files.
 PASS/MISS is printed, never asserted.
 
     .venv/bin/python bench/scale.py [--small|--quick] [--runs N] [--rtt 0,50]
@@ -83,20 +84,25 @@ def sample(isolation: common.Isolation, scenario: str, rtt_ms: int) -> Memory:
 
 
 def main(argv: list[str] | None = None) -> int:
-    picker = argparse.ArgumentParser(add_help=False)
-    picker.add_argument("--rtt", default="0,50", help="added RTTs in ms, comma-separated")
-    picker.add_argument(
-        "--only", default=None, help="scenarios, comma-separated: " + ", ".join(push.ONLY)
-    )
-    picked, rest = picker.parse_known_args(argv)
-    args = common.arguments(__doc__ or "", rest)
-    size = "quick" if args.quick else "small" if args.small else "full"
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--rtt", default="0,50", help="added RTTs in ms, comma-separated (default: 0,50)"
+        )
+        parser.add_argument(
+            "--only", default=None, help="scenarios, comma-separated: " + ", ".join(push.ONLY)
+        )
+
+    args = common.arguments(__doc__ or "", argv, extra)
+    size = common.variant_of(args)
     spec = common.TreeSpec(small_files=FILES[size], big_files=0, big_bytes=0)
     runs = args.runs or push.RUNS
-    rtts = [int(value) for value in picked.rtt.split(",")]
+    rtts = [int(value) for value in args.rtt.split(",")]
     scenarios = push.SCENARIOS
-    if picked.only:
-        scenarios = tuple(push.ONLY[name] for name in picked.only.split(","))
+    if args.only:
+        unknown = sorted(set(args.only.split(",")) - set(push.ONLY))
+        if unknown:
+            raise SystemExit(f"scale.py: no such scenario: {', '.join(unknown)}")
+        scenarios = tuple(push.ONLY[name] for name in args.only.split(","))
     rows: list[push.Row] = []
     memory: list[Memory] = []
     notes: list[str] = []
@@ -133,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     times.notes = [
         *notes,
         "tether s: wall time of `tether push --json` as a subprocess, served by the sync "
-        f"daemon; {push.COLD}: the daemon is stopped before each of tether's runs",
+        f"daemon; {push.COLD}: the daemon is stopped before each of tether's runs; the two "
+        "first pushes are one pass (cold, warm, rsync, ...: the warm run is served by the "
+        "daemon the cold run started) and share rsync's samples",
         "rsync: `rsync -a --delete --exclude=/.git --exclude=/.tether` over tether's "
         "ControlMaster (opened before timing)",
         *(row.spread() for row in rows),
@@ -144,11 +152,22 @@ def main(argv: list[str] | None = None) -> int:
         [m.cells() for m in memory],
     )
     peaks.notes = [
-        "read after each scenario's runs; the warm daemon's peak is since it started (the "
-        f"first scenario's first run), the cold one's since the last run of {push.COLD!r}; "
-        "agent: the largest live `tether_agent.server` process on the sandbox",
+        "read after each scenario's runs: the peak of the daemon running then, since it "
+        "started (the last cold first push started it: it served that push, a warm first "
+        "push and the scenarios since); agent: the largest live `tether_agent.server` "
+        "process on the sandbox",
     ]
-    common.report([times, peaks], args.results, f"bench/scale.py ({size})")
+    measures = [measure for row in rows for measure in row.measures(GOALS)]
+    for kind, goal_mb in (("daemon", DAEMON_GOAL_MB), ("agent", AGENT_GOAL_MB)):
+        values = [(m.daemon_mb if kind == "daemon" else m.agent_mb, m.rtt_ms) for m in memory]
+        known = [(value, rtt) for value, rtt in values if value is not None]
+        if known:
+            peak, rtt = max(known)
+            measures.append(
+                common.Measure(f"{kind} MB", rtt, peak, None, "", f"<= {goal_mb} MB",
+                               common.verdict(peak <= goal_mb), len(known), "MB")
+            )  # fmt: skip
+    common.report([times, peaks], args.results, f"bench/scale.py ({size})", measures, "scale", size)
     return 0
 
 

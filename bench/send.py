@@ -35,6 +35,7 @@ RUNS = 10
 SANDBOX = "bench-send"
 GOAL_EXTRA_MS = 40
 CODE = "print(1)\n"
+MEASURES: list[common.Measure] = []  # what bench_rtt measured, for the JSON beside results
 LOADED_TARGET = 1000
 LOAD_MODULES = f"""\
 import importlib, pkgutil, sys
@@ -114,6 +115,11 @@ def bench_rtt(box: Sandbox, rtt_ms: int, runs: int) -> tuple[list[str], float]:
             common.run([common.tether_bin(), "kernel", "stop"], cwd=root)
     tether, plain = timings["send"], timings["ssh"]
     goal = rtt_ms / 1000 + GOAL_EXTRA_MS / 1000
+    MEASURES.append(
+        common.Measure("send", rtt_ms, tether.median, plain.median, "ssh host python3 -c",
+                       f"<= {goal * 1000:.0f} ms", common.verdict(tether.median <= goal), runs)
+    )  # fmt: skip
+    MEASURES.append(common.Measure("cold send", rtt_ms, cold, None, "", "", "", 1))
     row = [
         f"{rtt_ms} ms",
         f"{tether.median * 1000:.0f}",
@@ -121,7 +127,7 @@ def bench_rtt(box: Sandbox, rtt_ms: int, runs: int) -> tuple[list[str], float]:
         f"{plain.median * 1000:.0f}",
         common.ratio(tether.median, plain.median),
         f"<= {goal * 1000:.0f}",
-        "PASS" if tether.median <= goal else "MISS",
+        MEASURES[-2].verdict,
         f"{cold * 1000:.0f}",
         f"{tether.spread()} / {plain.spread()}",
     ]
@@ -217,7 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         f"median of {runs * 3}; the client reads the kernel's local connection file (ipc "
         "over tether's forwards, 0 ms added RTT), as a notebook's kernel proxy does",
     ]
-    common.report([table, reload_table], args.results, "bench/send.py")
+    common.report(
+        [table, reload_table],
+        args.results,
+        "bench/send.py",
+        MEASURES,
+        "send",
+        common.variant_of(args),
+    )
     return 0
 
 

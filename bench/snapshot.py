@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 
-RUNS = 5
+RUNS = 7
 
 
 def hard_links(src: Path, dest: Path) -> None:
@@ -116,7 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         f"`tether run --no-push -- true`, warm, 0 ms RTT, {common.SMALL_TREE.small_files}-file "
         f"tree: {common.seconds(run_latency.median)} s (spread {run_latency.spread()})"
     )
-    common.report([table], args.results, "bench/snapshot.py")
+    measures = [
+        common.Measure("snapshot copy", 0, timings["copy"].median, timings["cp"].median,
+                       "cp -a", runs=runs),
+        common.Measure("snapshot hard links", 0, timings["links"].median,
+                       timings["cp"].median, "cp -a", runs=runs),
+        common.Measure("run --no-push", 0, run_latency.median, runs=runs),
+    ]  # fmt: skip
+    common.report(
+        [table], args.results, "bench/snapshot.py", measures, "snapshot", common.variant_of(args)
+    )
     return 0
 
 

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "ssh ALIAS true: plain vs tether's ControlMaster",
         ["RTT", "plain s", "with master s", "master/plain", "master - RTT (ms)"],
     )
+    measures: list[common.Measure] = []
     with common.isolated(), common.sandbox(SANDBOX) as box:
         for rtt_ms in RTTS_MS:
             with common.rtt_alias(box, rtt_ms) as alias:
@@ -59,11 +60,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"{(master.median - rtt_ms / 1000) * 1000:.0f}",
                 ]
             )
+            measures.append(
+                common.Measure("ssh true", rtt_ms, master.median, plain.median,
+                               "ssh without a master", runs=runs)
+            )  # fmt: skip
             table.notes.append(
                 f"spread @ {rtt_ms} ms: plain {plain.spread()} s, master {master.spread()} s"
             )
     table.notes.insert(0, f"median of {runs} interleaved runs; 50 ms = 25 ms each way (proxy)")
-    common.report([table], args.results, "bench/ssh_master.py")
+    common.report(
+        [table], args.results, "bench/ssh_master.py", measures, "ssh_master",
+        common.variant_of(args),
+    )  # fmt: skip
     return 0
 
 

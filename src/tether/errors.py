@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `tether send` imports this on a keypress
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class TetherError(Exception):

@@ -5,12 +5,11 @@ daemon, the send helpers). Standard library only, cheap to import: the fast path
 from __future__ import annotations
 
 import fcntl
-import json
-import socket
 import time
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms here
 if TYPE_CHECKING:
+    import socket
     from typing import Any
 
 POLL_S = 0.01
@@ -19,6 +18,9 @@ POLL_S = 0.01
 def ask(path: str, request: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:
     """Send one JSON line to the unix socket at path and read one back; None if nothing
     answers there (no socket, refused, timeout, not JSON, not an object)."""
+    import json  # here, not at the top: the fast paths import this module for lock_within
+    import socket
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
@@ -48,6 +50,7 @@ def peer_is_me(conn: socket.socket) -> bool:
     vouches for it: SO_PEERCRED). Local servers answer nobody else, whatever the socket's
     file mode or directory allow (OpenSSH's mux master does the same)."""
     import os
+    import socket
     import struct
 
     try:

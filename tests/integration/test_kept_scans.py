@@ -10,6 +10,7 @@ filled at once, a file replaced by rename) are always uploaded; an overflowed ev
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -110,10 +111,7 @@ def _watched_inodes(host: str) -> set[int]:
 
 
 def test_the_daemons_agent_watches_every_directory_of_the_project(synced: SyncProject) -> None:
-    # (Watching from the very first push of a fresh daemon does not happen yet: the agent
-    # watches from its second scan of the tree there; see the closing note of session 5.)
-    synced.push_ok()
-    synced.push_ok()
+    synced.push_ok()  # one push of a fresh daemon: the tree was made by it
     directories = [p for p, found in synced.remote_tree().items() if found[0] == "dir"]
     wanted = {(synced.remote / d).stat().st_ino for d in directories}
     wanted.add(synced.remote.stat().st_ino)
@@ -204,4 +202,33 @@ def test_incremental_pushes_keep_every_safety_rule(synced: SyncProject) -> None:
     assert not (remote / "doomed.py").exists()
     assert (remote / "gone.py").read_text() == "gone = 1\n"
     synced.push_ok()
+    same(synced)
+
+
+def test_the_push_after_a_first_push_plans_only_what_changed(synced: SyncProject) -> None:
+    """The first push of a fresh daemon scans both trees in full and uploads everything;
+    it still leaves a mark, so the next push plans only the changed paths (and a remote
+    edit after the first push is still a conflict, never overwritten)."""
+    root, remote = synced.root, synced.remote
+    for index in range(40):
+        write(root / "many" / f"d{index % 4}" / f"f{index}.py", f"x = {index}\n")
+    write(root / "kept.py", "kept = 1\n")
+    first = json.loads(synced.push_ok("--json").stdout)[0]
+    assert first["considered"] is None, first  # a first push plans the whole tree
+    write(root / "pkg" / "model.py", "def forward(x):\n    return 7 * x\n")
+    write(remote / "kept.py", "edited on the remote\n")
+    done = synced.push("--json")
+    assert done.returncode == 3, describe(done)
+    second = json.loads(done.stdout)[0]
+    assert second["planned"]["uploads"] == ["pkg/model.py"], second
+    assert [c["path"] for c in second["conflicts"]] == ["kept.py"], second
+    assert (remote / "kept.py").read_text() == "edited on the remote\n"
+    # The changed file, the remote's edit, and at most the directories (a directory's
+    # mtime changes with what the push put in it): not the ~50 paths of the tree.
+    directories = sum(1 for found in synced.local_tree().values() if found[0] == "dir")
+    assert second["considered"] is not None, second
+    assert second["considered"] <= 2 + directories < len(synced.local_tree()) // 2, second
+    write(remote / "kept.py", "kept = 1\n")
+    third = json.loads(synced.push_ok("--json").stdout)[0]
+    assert third["considered"] is not None and third["considered"] <= 4, third
     same(synced)

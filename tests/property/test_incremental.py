@@ -5,8 +5,12 @@ pushes with remote races, cut pushes, pulls) are replayed; at every push after t
 the push is planned twice: whole, and only on a changed set made the way the daemon makes
 it (the local paths changed since the last push's scan, the remote paths changed since
 the last push's scan, incremental.unsettled_after of the last push) plus random extra
-paths. Both must give the same uploads, deletes and conflicts, and record the same base
-(entries and both sides' stats). A changed set one true change short must be caught.
+paths, less the paths found in sync as the base records them (incremental.to_plan: the
+base holds both sides' stats, each write recording the remote's as the agent answers it,
+so the push after a first push finds its writes in sync). Both must give the same uploads,
+deletes and conflicts, and record the same base (entries and both sides' stats). A changed
+set one true change short, and a to_plan that trusts the base without the remote, must be
+caught.
 """
 
 from __future__ import annotations
@@ -17,7 +21,17 @@ from pathlib import Path
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
-from tests.property.test_plan_invariants import STEPS, Cut, Push, Step, World, _manifest, synced
+from tests.property.test_plan_invariants import (
+    STEPS,
+    Cut,
+    Edit,
+    Push,
+    Step,
+    World,
+    Write,
+    _manifest,
+    synced,
+)
 from tether.core.manifest import Manifest
 from tether.core.plan import Plan, plan_push
 from tether.sync import incremental
@@ -26,6 +40,7 @@ from tether.sync.state import Base
 EXTRAS = st.lists(st.integers(min_value=0, max_value=200), max_size=60)
 Case = tuple[list[Step], list[int], int | None]
 Unsettled = Callable[[Plan, Manifest, Manifest, "set[str] | None"], set[str]]
+ToPlan = Callable[[set[str], "set[str]", Manifest, Manifest, Base], set[str]]
 
 
 def _diff(before: Manifest, after: Manifest) -> set[str]:
@@ -40,9 +55,18 @@ def _follow(base: Base, model: Manifest) -> None:
         if entry is None:
             base.forget(path)
         elif base.entries.get(path) != entry:
-            base.entries[path] = entry
-            base.remote_stat.pop(path, None)
-            base.local_stat.pop(path, None)
+            base.forget(path)
+            base.record(path, entry, None, None)
+
+
+def _written(base: Base, before: Manifest, world: World, local: Manifest) -> None:
+    """Record what a push wrote as its answers do: the entry sent, the remote's stat after
+    the write, the local stat where the bytes sent are the local file's."""
+    for path, entry in world.base.items():
+        there = world.remote.get(path)
+        if there is not None and there != before.get(path) and there.same_content(entry):
+            here = local.get(path)
+            base.record(path, entry, there, here if here == entry else None)
 
 
 def _recorded(
@@ -53,7 +77,11 @@ def _recorded(
     return after
 
 
-def _mismatches(case: Case, unsettled_after: Unsettled = incremental.unsettled_after) -> list[str]:
+def _mismatches(
+    case: Case,
+    unsettled_after: Unsettled = incremental.unsettled_after,
+    to_plan: ToPlan = incremental.to_plan,
+) -> list[str]:
     """Replay the steps; at each push, how the incremental plan differs from the whole one.
 
     `drop`: remove the drop-th (mod size) path of each push's true changes from its
@@ -80,7 +108,7 @@ def _mismatches(case: Case, unsettled_after: Unsettled = incremental.unsettled_a
                 true.discard(sorted(true)[drop % len(true)])
             known = sorted(set(local) | set(remote) | set(base))
             extra = {known[next(picks, 0) % len(known)] for _ in range(3)} if known else set()
-            changed = true | (extra if drop is None else set())
+            changed = to_plan(true | (extra if drop is None else set()), set(), local, remote, real)
             some = plan_push(local, remote, base, synced, step.force, changed)
             for what in ("uploads", "deletes", "conflicts"):
                 if getattr(some, what) != getattr(whole, what):
@@ -96,6 +124,8 @@ def _mismatches(case: Case, unsettled_after: Unsettled = incremental.unsettled_a
             some = whole
         real = _recorded(real, whole, local, remote, None)
         world.apply(step)
+        if isinstance(step, Push):
+            _written(real, remote, world, local)
         unsettled = unsettled_after(some, local, world.base, changed)
         last = (local, remote, unsettled)
     return found
@@ -129,3 +159,55 @@ def test_forgetting_the_paths_left_out_of_sync_is_caught() -> None:
         settings=settings(max_examples=3000, database=None, deadline=None, phases=[Phase.generate]),
     )
     assert _mismatches(found, lambda *_: set())
+
+
+def _trusting(
+    changed: set[str], keep: set[str], local: Manifest, remote: Manifest, base: Base
+) -> set[str]:
+    """A to_plan that takes a path unchanged here as in sync, without looking at the remote."""
+    return {path for path in changed if local.get(path) != base.entries.get(path)}
+
+
+def test_a_to_plan_that_trusts_the_base_without_the_remote_is_caught() -> None:
+    found = find(
+        CASES,
+        lambda case: bool(_mismatches(case, to_plan=_trusting)),
+        settings=settings(max_examples=3000, database=None, deadline=None, phases=[Phase.generate]),
+    )
+    assert _mismatches(found, to_plan=_trusting)
+
+
+def test_the_push_after_a_first_push_finds_the_writes_in_sync() -> None:
+    """A first push (whole: no mark) uploads everything; the next one's changed set, all of
+    those writes as the remote delta names them again, shrinks to what changed since."""
+    steps: list[Step] = [
+        Write("local", "a.py", "a"),
+        Write("local", "pkg/b.py", "b"),
+        Write("local", "pkg/c.py", "c"),
+        Push(),
+        Edit("local", 0, "a2"),
+        Push(),
+        Push(),
+    ]
+    world = World(check_convergence=False)
+    real = Base(Path("/nonexistent/base.json"))
+    sizes = []
+    last: tuple[Manifest, Manifest] | None = None
+    for step in steps:
+        if not isinstance(step, Push):
+            world.apply(step)
+            continue
+        local, remote = _manifest(world.local, synced), dict(world.remote)
+        _follow(real, dict(world.base))
+        whole = plan_push(local, remote, dict(world.base), synced)
+        if last is not None:
+            changed = incremental.to_plan(
+                _diff(last[0], local) | _diff(last[1], remote), set(), local, remote, real
+            )
+            sizes.append(len(changed))
+        real = _recorded(real, whole, local, remote, None)
+        world.apply(step)
+        _written(real, remote, world, local)
+        last = (local, remote)
+    assert sizes == [1, 0], sizes  # the edited file, then nothing
+    assert _mismatches((steps, [], None)) == []

@@ -99,3 +99,62 @@ def test_help_and_typos_see_every_command_and_nothing_heavy(
     found = imported_by(argv, tmp_path)
     assert {f"tether.cli.commands.{name}" for name in MODULES} <= found
     assert not set(HEAVY) & found
+
+
+def test_the_sync_daemon_client_imports_neither_json_nor_socket(tmp_path: Path) -> None:
+    """The path of every push, pull, jobs and status (cli/fastpath.py): `json` and `socket`
+    (with re, enum, ...) cost ~10 ms of a fresh interpreter on the 2-core CI machine."""
+    code = (
+        "import sys\n"
+        "from tether.cli.app import main\n"
+        "from tether.cli import clientwire, fastpath\n"
+        "fastpath.socket_path()\n"
+        "fastpath.connect(sys.argv[1])\n"
+        "clientwire.request_line(fastpath._request(['push'], False))\n"
+        "clientwire.frames(bytearray(clientwire.frame('x', '0')))\n"
+        "print(sorted(sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "no.sock")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    import ast
+
+    found = set(ast.literal_eval(done.stdout.splitlines()[-1]))
+    assert not {"json", "socket", "re", "enum", "typing", *HEAVY} & found
+
+
+def test_a_send_through_its_helper_imports_neither_json_nor_re(tmp_path: Path) -> None:
+    """`tether send` on a keypress (kernel/send.py's fast path: the kept answer, the
+    selection, the helper's frames): json, re, socket and signal (enum) cost ~10 ms."""
+    (tmp_path / "tether.toml").write_text("[targets.t]\nhost = 'h'\npath = '~/p'\n")
+    (tmp_path / "code.py").write_text("if True:\n    x = 1\n")
+    code = (
+        "import sys\n"
+        "from tether.cli.app import main\n"
+        "from tether.kernel import send, sendcache\n"
+        "from tether.core.dedent import parse_spec, select_lines, smart_dedent\n"
+        "file, start, end = parse_spec('code.py:2')\n"
+        "smart_dedent(select_lines(open(file).read(), start, end))\n"
+        "sendcache.lookup('.', None, None)\n"
+        "assert send.via_helper(sys.argv[1], 'x', '.') is None\n"
+        "with send.CtrlC():\n"
+        "    pass\n"
+        "print(sorted(sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "no.sock")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    import ast
+
+    found = set(ast.literal_eval(done.stdout.splitlines()[-1]))
+    assert not {"json", "socket", "re", "enum", "signal", "typing", *HEAVY} & found

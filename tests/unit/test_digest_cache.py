@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -54,9 +55,9 @@ def test_a_digest_is_not_cached_under_a_stat_the_bytes_no_longer_have(
     file.write_bytes(b"newer bytes")
     cache = fsops.DigestCache(str(tmp_path / "cache"), str(tmp_path))
     assert cache.get(str(file), stale, True) == sha(b"newer bytes")
-    assert cache.data == {}
+    assert cache.count() == 0
     assert cache.get(str(file), os.lstat(file), True) == sha(b"newer bytes")
-    assert list(cache.data.values()) == [sha(b"newer bytes")]
+    assert cache.count() == 1 and cache.known(os.lstat(file)) == sha(b"newer bytes")
 
 
 def test_a_file_written_just_now_is_hashed_but_not_cached(tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_a_file_written_just_now_is_hashed_but_not_cached(tmp_path: Path) -> Non
     file.write_bytes(b"fresh")
     cache = fsops.DigestCache(str(tmp_path / "cache"), str(tmp_path))
     assert cache.get(str(file), os.lstat(file), True) == sha(b"fresh")
-    assert cache.data == {}
+    assert cache.count() == 0
     assert cache.get(str(file), os.lstat(file), False) is None
 
 
@@ -113,3 +114,55 @@ def test_repeated_scans_see_an_edit_that_keeps_size_and_mtime(
         scanned = fill_local_digests(tmp_path, scan_local(tmp_path, scope), cache)
         assert scanned["f"].digest == sha(b"two")
         assert scanned["f"].mtime_ns == before.st_mtime_ns
+
+
+def test_a_cache_of_the_older_json_form_is_read_and_rewritten(tmp_path: Path) -> None:
+    """Version 2 ({"ino:size:mtime:ctime": hex}) still serves its digests; the first save
+    writes the compact form and removes it."""
+    files = [tmp_path / name for name in ("a", "b")]
+    for file in files:
+        file.write_bytes(file.name.encode())
+    fake = ["1" * 64, "2" * 64]  # not the bytes' digests: served only from the cache
+    cache_dir = tmp_path / "cache"
+    probe = fsops.DigestCache(str(cache_dir), str(tmp_path))
+    old = cache_dir / os.path.basename(probe.file).replace("digests-3-", "digests-2-")
+    old = old.with_suffix(".json")
+    cache_dir.mkdir()
+    rows = {fsops.stat_key(os.lstat(f)): digest for f, digest in zip(files, fake, strict=True)}
+    rows["not:a:key"] = "3" * 64
+    rows["1:2:3:4"] = "not hex"
+    old.write_text(json.dumps(rows))
+    cache = fsops.DigestCache(str(cache_dir), str(tmp_path))
+    assert [cache.known(os.lstat(f)) for f in files] == fake
+    cache.save()
+    assert not old.exists()
+    assert [p.name for p in cache_dir.iterdir()] == [os.path.basename(probe.file)]
+    again = fsops.DigestCache(str(cache_dir), str(tmp_path))
+    assert again.count() == 2
+    assert [again.get(str(f), os.lstat(f), True) for f in files] == fake
+
+
+def test_a_kept_cache_is_read_once_and_serves_only_the_file_it_came_from(
+    tmp_path: Path, settled: None
+) -> None:
+    """keep=True (the sync daemon's): the records this process read or saved serve the next
+    cache of the same file while that file is unchanged, never the changes of another."""
+    files = [tmp_path / name for name in ("a", "b")]
+    for file in files:
+        file.write_bytes(file.name.encode())
+    cache_dir = str(tmp_path / "cache")
+    first = fsops.DigestCache(cache_dir, str(tmp_path), keep=True)
+    assert first.get(str(files[0]), os.lstat(files[0]), True) == sha(b"a")
+    first.save()
+    second = fsops.DigestCache(cache_dir, str(tmp_path), keep=True)
+    assert second.data is first.data  # not read again
+    assert second.get(str(files[1]), os.lstat(files[1]), True) == sha(b"b")
+    assert second.data is not first.data and first.count() == 1  # changed: its own
+    third = fsops.DigestCache(cache_dir, str(tmp_path), keep=True)
+    assert third.count() == 1 and third.known(os.lstat(files[1])) is None  # b not saved
+    # Another process saves the cache (temp + rename): read again.
+    other = fsops.DigestCache(cache_dir, str(tmp_path))
+    assert other.get(str(files[1]), os.lstat(files[1]), True) == sha(b"b")
+    other.save()
+    again = fsops.DigestCache(cache_dir, str(tmp_path), keep=True)
+    assert again.count() == 2 and again.known(os.lstat(files[1])) == sha(b"b")

@@ -244,3 +244,59 @@ def test_past_the_total_cap_files_are_hashed_only(tmp_path: Path) -> None:
     entries, small = untracked.describe(root, untracked.pushed_untracked(root, SyncRules()))
     assert len(entries) == 20 and len(small) == untracked.TOTAL // 60_000
     assert all(entry["sha256"] for entry in entries)
+
+
+# ---- disk use: kept sizes of frozen snapshots ------------------------------------------
+
+
+def fresh_use(root: str) -> dict[str, Any]:
+    """disk_use as measured from scratch (no kept sizes)."""
+    from tether.agent import du
+
+    kept = Path(du._sizes_path())
+    kept.unlink(missing_ok=True)
+    answer, _ = housekeeping.disk_use({"root": root}, b"")
+    kept.unlink(missing_ok=True)
+    return dict(answer["snapshots"])
+
+
+def test_status_walks_a_frozen_snapshot_once_and_its_totals_stay_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    root = str(tmp_path / f"proj-{tag}")
+    snaps = [Path(snapshots_dir()) / "unit" / f"du{i}-{tag}" for i in range(4)]
+    for index, snap in enumerate(snaps):
+        (snap / "sub").mkdir(parents=True)
+        (snap / "sub" / "w.bin").write_bytes(os.urandom(20_000 * (index + 1)))
+    os.link(snaps[2] / "sub" / "w.bin", snaps[3] / "sub" / "shared.bin")  # shared: walked
+    now = time.time()
+    fake_job(f"d0-{tag}", root, snaps[0], now - 60)
+    fake_job(f"d1-{tag}", root, snaps[1], now - 30)
+    running = fake_job(f"d2-{tag}", root, snaps[2], now)
+    running["ended"] = None  # may still write into its snapshot
+    write_json(record_path(running["key"]), running)
+    fake_job(f"d3-{tag}", root, snaps[3], now - 10)
+    expected = fresh_use(root)
+    housekeeping.disk_use({"root": root}, b"")  # measures and keeps the frozen ones
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        listed.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    answer, _ = housekeeping.disk_use({"root": root}, b"")
+    assert answer["snapshots"] == expected
+    walked = {path for path in listed if f"-{tag}" in path}
+    frozen_alone = [str(s) for s in snaps[:2]]
+    assert not [p for p in walked if any(p.startswith(s) for s in frozen_alone)], walked
+    assert any(p.startswith(str(snaps[2])) for p in walked)  # running: walked each time
+    assert any(p.startswith(str(snaps[3])) for p in walked)  # shares an inode: walked
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    # A file added at a frozen snapshot's top changes its directory: measured again.
+    (snaps[0] / "late.bin").write_bytes(os.urandom(50_000))
+    again, _ = housekeeping.disk_use({"root": root}, b"")
+    assert again["snapshots"] == fresh_use(root)
+    assert again["snapshots"]["project_bytes"] >= expected["project_bytes"] + 50_000

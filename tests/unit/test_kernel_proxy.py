@@ -10,6 +10,7 @@ import pytest
 
 from tether.config import Target
 from tether.kernel import names, proxy, send, spec
+from tether.kernel.output import strip_ansi
 
 HEADER = json.dumps({"msg_id": "m1", "msg_type": "execute_request"}).encode()
 BODY = [HEADER, b"{}", b"{}", b'{"code": "1"}']
@@ -100,7 +101,7 @@ def test_ansi_escapes_are_stripped_for_plain_streams(monkeypatch: pytest.MonkeyP
     text = (
         "\x1b[31mZeroDivisionError\x1b[39m \x1b[38;5;28;01mfor\x1b[0m \x1b]8;;f\x07link\x1b]8;;\x07"
     )
-    assert send.strip_ansi(text) == "ZeroDivisionError for link"
+    assert strip_ansi(text) == "ZeroDivisionError for link"
 
     class Tty:
         def isatty(self) -> bool:

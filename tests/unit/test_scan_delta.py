@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.harness.local_agent import with_agent
 from tether.core.manifest import FILE, Entry, Manifest
+from tether.sync import state
 from tether.sync.endpoint import RemoteEndpoint
 from tether.sync.state import Base
 from tether.transport.channel import AgentChannel, op_name
@@ -230,5 +231,56 @@ def test_scans_of_other_roots_skips_or_subpaths_do_not_share_a_memo(tmp_path: Pa
         assert "only-in-b" in results["b"] and "only-in-b" not in results["a"]
         assert set(results["a"]) | {"only-in-b"} == set(results["b"])
         assert all(isinstance(entry, Entry) for entry in results["a"].values())
+
+    with_agent(body)
+
+
+def test_digests_taken_from_the_base_follow_what_the_last_push_recorded(tmp_path: Path) -> None:
+    """A repeated scan patches the kept manifest with the agent's delta: a path whose base
+    entry or remote stat a push recorded since (a new digest, a stat that moved, forgotten,
+    learned again) takes its digest from the base anew though nothing changed there."""
+    root = tmp_path / "remote"
+    root.mkdir()
+    make_tree(root)
+    file = tmp_path / "state" / "push.json"
+    other = tmp_path / "state" / "pull.json"
+
+    def push_records(base: Base, path: str, step: int, scanned: Entry) -> None:
+        """What one push records of path, by step."""
+        entry = base.entries.get(path, scanned.with_digest("0" * 64))
+        if step % 4 == 0:
+            base.record(path, entry.with_digest(f"{step:064d}"), scanned, None)
+        elif step % 4 == 1:
+            base.record(path, entry, Entry(FILE, scanned.size + 1, scanned.mtime_ns), None)
+        elif step % 4 == 2:
+            base.forget(path)
+        else:
+            base.record(path, scanned.with_digest(f"{step:064d}"), scanned, scanned)
+
+    async def body(steady: AgentChannel) -> None:
+        answers = spy_scans(steady)
+        fresh = await AgentChannel.open(LocalTransport(), "python3")
+        try:
+            base = Base(file)
+            first = await delta_scan(steady, root, base, set())
+            files = sorted(path for path, entry in first.items() if entry.kind == FILE)
+            for path in files:
+                base.record(path, first[path].with_digest("a" * 64), first[path], first[path])
+            base.save()
+            for step in range(12):
+                base = Base.load(file)  # the next push's base: the copy of the file saved
+                got = await delta_scan(steady, root, base, set())
+                assert answers[-1].get("since") and answers[-1]["rows"] == []
+                assert got == await full_scan(fresh, root, base, set()), f"step {step}"
+                for path in files[step % 3 :: 5]:
+                    push_records(base, path, step, first[path])
+                base.save()
+                if step == 5:
+                    state._LOADED.clear()  # as after another process saved the file
+                if step == 8:  # another base scans the same tree on the channel between
+                    pulled = await delta_scan(steady, root, Base.load(other), set())
+                    assert all(entry.digest is None for entry in pulled.values())
+        finally:
+            await fresh.close()
 
     with_agent(body)

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from tether.cli import clientwire
 from tether.kernel import send
 
 
 class Helper:
-    """A helper's socket: reads the request, writes `lines`, then waits for `release`."""
+    """A helper's socket: reads the request, writes `lines` (frames), then waits for `release`."""
 
-    def __init__(self, path: Path, lines: list[dict[str, object]]) -> None:
+    def __init__(self, path: Path, lines: list[tuple[str, str]]) -> None:
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen(1)
@@ -35,12 +36,13 @@ class Helper:
     def serve(self) -> None:
         conn, _ = self.server.accept()
         with conn:
-            conn.recv(1 << 16)
-            for line in self.lines:
-                conn.sendall(json.dumps(line).encode() + b"\n")
+            request = json.loads(conn.recv(1 << 16))
+            assert set(request) >= {"code", "root", "colour"}
+            for kind, text in self.lines:
+                conn.sendall(clientwire.frame(kind, text))
             self.release.wait(10)
             with contextlib.suppress(OSError):  # the send may have left (second Ctrl-C)
-                conn.sendall(b'{"status": "error"}\n')
+                conn.sendall(clientwire.frame(clientwire.EXIT, "1"))
 
     def close(self) -> None:
         self.release.set()
@@ -62,8 +64,8 @@ class SignallingStdout(io.StringIO):
         return super().write(text)
 
 
-def stream(text: str) -> dict[str, object]:
-    return {"msg": {"msg_type": "stream", "content": {"name": "stdout", "text": text}}}
+def stream(text: str) -> tuple[str, str]:
+    return (clientwire.OUT, text)
 
 
 def test_ctrl_c_while_an_output_is_printed_interrupts_the_remote_cell(

@@ -72,7 +72,8 @@ def test_a_base_replaced_on_disk_is_read_again(tmp_path: Path) -> None:
     other = sample(file)
     other.record("a.py", Entry(FILE, 3, 10, 0o644, "9" * 64), None, None)
     document = json.loads(file.read_text())
-    document["rows"][0][5] = "9" * 64
+    (row,) = (row for row in document["rows"] if row[0] == "a.py")  # rows in any order
+    row[5] = "9" * 64
     tmp = tmp_path / "other.tmp"
     tmp.write_text(json.dumps(document))
     assert tmp.stat().st_size == file.stat().st_size
@@ -112,23 +113,33 @@ def test_pending_uploads_live_in_a_small_file_beside_the_base(tmp_path: Path) ->
         assert Base.load(file).pending == {}
 
 
-def test_rows_reused_between_saves_write_what_a_fresh_encoding_would(tmp_path: Path) -> None:
+def test_a_changed_base_saves_what_a_fresh_encoding_would(tmp_path: Path) -> None:
     file = tmp_path / "state" / "push.json"
     base = sample(file)
     base.save()
     base.record("a.py", Entry(FILE, 4, 11, 0o644, "9" * 64), Entry(FILE, 4, 12), None)
     base.forget("c")
     base.record("n", Entry(FILE, 2, 60, 0o600, "8" * 64), Entry(FILE, 2, 60), Entry(FILE, 2, 61))
+    base.forget("b")
+    base.record("b", Entry(FILE, 5, 21, 0o755, "e" * 64), None, Entry(FILE, 5, 21))
     base.save()
     state._LOADED.clear()
     again = Base.load(file)
-    state._ENCODED.clear()
     fresh = tmp_path / "fresh" / "push.json"
     copy = again.copy()
     copy.file = fresh
     copy.dirty = True
     copy.save()
-    assert json.loads(fresh.read_text()) == json.loads(file.read_text())
+
+    def rows(path: Path) -> dict[str, list[object]]:
+        document = json.loads(path.read_text())
+        assert document["version"] == state.VERSION
+        found = {row[0]: row for row in document["rows"]}  # rows in any order
+        assert len(found) == len(document["rows"])
+        return found
+
+    assert rows(fresh) == rows(file)
+    assert again.remote_stat.get("b") is None and again.local_stat["b"] == (5, 21)
     assert again.entries["a.py"].size == 4 and again.remote_stat["a.py"] == (4, 12)
     assert "c" not in again.entries and again.local_stat["n"] == (2, 61)
 
@@ -153,3 +164,38 @@ def test_a_save_removes_the_temp_files_of_a_process_killed_while_saving(tmp_path
     assert [path for path in left if path.exists()] == []
     assert [path for path in kept if not path.exists()] == []
     assert Base.load(file).entries == sample(file).entries
+
+
+def test_a_saved_base_changed_again_never_leaks_into_the_next_load(tmp_path: Path) -> None:
+    """The in-process copy shares its dictionaries with the saved base until it changes."""
+    file = tmp_path / "push.json"
+    base = sample(file)
+    base.save()
+    base.record("a.py", Entry(FILE, 9, 90, 0o644, "9" * 64), Entry(FILE, 9, 91), None)
+    base.record("n", Entry(FILE, 1, 1, 0o644, "1" * 64), None, None)
+    base.forget("b")
+    loaded = Base.load(file)
+    assert contents(loaded) == contents(sample(file))
+    loaded.forget("a.py")
+    assert "a.py" in Base.load(file).entries and "a.py" in base.entries
+    assert base.remote_stat["a.py"] == (9, 91) and base.local_stat["a.py"] == (3, 10)
+
+
+def test_two_bases_of_one_file_saved_in_turn_each_write_their_own_rows(tmp_path: Path) -> None:
+    """Blocks encoded for one save serve only the base they were encoded from."""
+    file = tmp_path / "push.json"
+    sample(file).save()
+    first, second = Base.load(file), Base.load(file)
+    first.record("a.py", Entry(FILE, 4, 11, 0o644, "9" * 64), Entry(FILE, 4, 11), None)
+    first.save()
+    second.record("n", Entry(FILE, 1, 1, 0o644, "1" * 64), None, None)
+    second.forget("b")
+    second.save()
+    state._LOADED.clear()
+    again = Base.load(file)
+    assert contents(again) == contents(second)
+    assert again.entries["a.py"].digest == "d" * 64 and "b" not in again.entries
+    again.record("c", Entry(FILE, 7, 70, 0o644, "7" * 64), None, Entry(FILE, 7, 71))
+    again.save()
+    state._LOADED.clear()
+    assert contents(Base.load(file)) == contents(again)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.sync import events, watch
+from tether.sync import events, filewatch, watch
 from tether.sync.local import Scope, scan_local
 from tether.sync.session import Pair
 
@@ -159,20 +159,70 @@ def test_status_line_shows_the_state() -> None:
     assert "(12 ms)" in line and "queue 3" in line and "1 conflict(s): a.py" in line
 
 
-def test_a_burst_of_writes_is_a_few_batches(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["inotify", "watchfiles"])
+def test_a_burst_of_writes_is_a_few_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    if backend == "watchfiles":  # what a root inotify cannot promise is watched by
+        monkeypatch.setattr(filewatch, "_started", lambda roots: None)
     batches: list[list[str]] = []
+    whole: list[bool] = []
+
+    def dispatch(paths: list[str], everything: bool) -> None:
+        batches.append(paths)
+        whole.append(everything)
 
     async def go() -> None:
         stop = asyncio.Event()
-        task = asyncio.create_task(watch._watch_files([tmp_path], batches.append, stop))
+        task = asyncio.create_task(filewatch.watch_paths([tmp_path], dispatch, stop))
         await asyncio.sleep(0.3)
+        (tmp_path / "sub").mkdir()
         for index in range(300):
             (tmp_path / f"f{index}").write_text("x")
+        await asyncio.sleep(0.5)
+        (tmp_path / "sub" / "deep").write_text("x")  # in a directory made while watched
         await asyncio.sleep(0.5)
         stop.set()
         await asyncio.wait_for(task, 5)
 
     asyncio.run(go())
     seen = {os.path.basename(path) for batch in batches for path in batch}
-    assert seen == {f"f{index}" for index in range(300)}
-    assert len(batches) <= 5, [len(batch) for batch in batches]
+    assert seen >= {f"f{index}" for index in range(300)} | {"sub", "deep"}
+    assert len(batches) <= 6, [len(batch) for batch in batches]
+    assert not any(whole)
+
+
+def test_lost_events_push_everything_and_watching_goes_on(tmp_path: Path) -> None:
+    """An overflowed inotify queue: dispatch(everything) once, then watchfiles takes over."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    calls: list[tuple[list[str], bool]] = []
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            filewatch.watch_paths([tmp_path], lambda p, e: calls.append((p, e)), stop)
+        )
+        await asyncio.sleep(0.3)
+        # The loop reads nothing while this runs (no await): the kernel's queue overflows.
+        one = os.open(tmp_path / "a", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        two = os.open(tmp_path / "b", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for _ in range(limit // 2 + 100):
+                os.write(one, b"#")
+                os.write(two, b"#")
+        finally:
+            os.close(one)
+            os.close(two)
+        await asyncio.sleep(0.8)
+        (tmp_path / "later").write_text("seen after the overflow")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            path.endswith("later") for paths, _ in calls for path in paths
+        ):
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(go())
+    assert [everything for _, everything in calls].count(True) == 1
+    assert any(path.endswith("later") for paths, _ in calls for path in paths)

@@ -174,3 +174,43 @@ def test_a_change_no_event_reports_is_found_by_the_verification_scan(
     assert kept.watcher.fd == fd, "the verification scan keeps the sound watcher"
     (root / "d1" / "e1" / "f1.py").write_text("seen again by the same watcher\n")
     assert client.scan() == client.full() and client.answers[-1].get("since")
+
+
+def test_a_root_missing_at_the_first_scan_is_watched_from_the_first_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first push: the kept channel's scan finds no root; the push's writes make it.
+    root = tmp_path / "t"
+    client = Client(root, tmp_path / "cache")
+    client.watching.eager = True
+    assert client.scan() == {}
+    assert not client.watched()
+    (root / "d0").mkdir(parents=True)  # the first write makes the root and a directory
+    client.watching.wrote(str(root))
+    assert client.watched(), "watched from the first write under the root"
+    tree(root)  # the rest of the push: more directories, each after the first write
+    for directory in sorted(p for p in root.rglob("*") if p.is_dir()):
+        (directory / "w.py").write_text("written into it\n")
+        client.watching.wrote(str(root))
+    kept = client.watching.kept["k"]
+    assert kept is not None
+    apart = inotify.Watcher(str(root), set(SKIP))
+    apart.start()
+    try:
+        assert set(kept.watcher.wds) == set(apart.wds), "every directory watched after the push"
+    finally:
+        apart.close()
+    walks: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if len(args) < 5 and kwargs.get("only") is None:  # a whole-tree walk
+            walks.append(args[0])
+        return scan_tree(*args, **kwargs)
+
+    monkeypatch.setattr("tether.agent.watching.scan_tree", counted)
+    assert client.scan() == client.full(), "the answer after the writes holds all of them"
+    assert client.answers[-1].get("since"), "a difference from the first (empty) answer"
+    assert walks == [], "the scan after the push re-stats what changed, no walk"
+    (root / "d1" / "later.py").write_text("seen through a watch\n")
+    assert client.scan() == client.full()
+    assert client.answers[-1]["rows"] and walks == []

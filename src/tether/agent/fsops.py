@@ -15,9 +15,10 @@ import hashlib
 import json
 import os
 import stat
+import struct
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 
 from . import roots
 from .modes import safe_mode
@@ -82,37 +83,76 @@ class DigestCache:
     lies RACY_NS before the read began: a later write then always changes the key (ctime
     is set by the kernel on every write, and no tool can set it back), even one of the same
     size landing within the same timestamp tick as the write before it.
+
+    In memory, one packed bytes object per inode (size, mtime_ns, ctime_ns, the 32 digest
+    bytes): a key of an older ctime can never match again, so one per inode is all that
+    serves. On disk (version 3), the same records with the inode in front, 64 bytes each;
+    the version 2 file ({"ino:size:mtime:ctime": hex}) is read when there is no other and
+    removed at the first save.
+
+    `keep` (the sync daemon's): the records this process read or saved last serve the next
+    cache of the same file while that file is unchanged (same inode, size, mtime and
+    ctime: every save replaces it), shared until either changes them.
     """
 
-    def __init__(self, cache_dir: str, root: str) -> None:
+    def __init__(self, cache_dir: str, root: str, keep: bool = False) -> None:
         key = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        self.file = os.path.join(cache_dir, "digests-2-%s.json" % key)
-        # The cache of older versions (no ctime in its keys): removed at the first save.
+        self.file = os.path.join(cache_dir, "digests-3-%s.bin" % key)
+        # The caches of older versions: read when there is no newer, removed at the first save.
+        self.json_file = os.path.join(cache_dir, "digests-2-%s.json" % key)
         self.old_file = os.path.join(cache_dir, "digests-%s.json" % key)
-        self.data: Dict[str, str] = {}
+        self.data: Dict[int, bytes] = {}
         self.dirty = False
+        self.keep = keep
+        self._shared = False  # data is also the kept copy's
         try:
-            with open(self.file, encoding="utf-8") as handle:
-                # Digests interned: one object per digest in every manifest and row.
-                self.data = {key: sys.intern(value) for key, value in json.load(handle).items()}
-        except (OSError, ValueError, AttributeError, TypeError):
+            self.data = self._read()
+        except FileNotFoundError:
+            self.data = _read_json_cache(self.json_file)
+            self.dirty = bool(self.data)  # written in the new form at the first save
+        except OSError:
             self.data = {}
+
+    def _read(self) -> Dict[int, bytes]:
+        with open(self.file, "rb") as handle:
+            if not self.keep:
+                return _read_records(handle)
+            stamp = _file_stamp(os.fstat(handle.fileno()))
+            held = _KEPT.get(self.file)
+            if held is None or held[0] != stamp:
+                held = _keep(self.file, stamp, _read_records(handle))
+        self._shared = True
+        return held[1]
+
+    def count(self) -> int:
+        """How many digests are held (one per inode)."""
+        return len(self.data)
 
     def known(self, st: os.stat_result) -> Optional[str]:
         """The cached digest for a stat, if any (no I/O)."""
         if not self.data:
             return None
-        return self.data.get(stat_key(st))
+        return self._lookup(st)
+
+    def _lookup(self, st: os.stat_result) -> Optional[str]:
+        held = self.data.get(st.st_ino)
+        if held is None or held[:_STAT_SIZE] != _stat_bytes(st):
+            return None
+        # Interned: one object per digest in every manifest and row.
+        return sys.intern(held[_STAT_SIZE:].hex())
 
     def get(self, full: str, st: os.stat_result, compute: bool) -> Optional[str]:
         if not self.data and not compute:
             return None
-        key = stat_key(st)
-        digest = self.data.get(key)
+        digest = self._lookup(st)
         if digest is None and compute:
             digest, settled = checked_digest(full, st)
-            if settled:
-                self.data[key] = digest
+            key = _stat_bytes(st)
+            if settled and key:
+                if self._shared:
+                    self.data = dict(self.data)
+                    self._shared = False
+                self.data[st.st_ino] = key + bytes.fromhex(digest)
                 self.dirty = True
         return digest
 
@@ -121,11 +161,87 @@ class DigestCache:
             return
         os.makedirs(os.path.dirname(self.file), exist_ok=True)
         tmp = "%s.%d.tmp" % (self.file, os.getpid())
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(self.data, handle)
-        os.replace(tmp, self.file)
+        pack = _INODE.pack
+        with open(tmp, "wb") as handle:
+            items = list(self.data.items())
+            for start in range(0, len(items), 4096):
+                handle.write(b"".join(pack(i) + r for i, r in items[start : start + 4096]))
+            handle.flush()
+            os.replace(tmp, self.file)
+            stamp = _file_stamp(os.fstat(handle.fileno()))  # after the rename (its ctime)
+        if self.keep:
+            _keep(self.file, stamp, self.data)
+            self._shared = True
         self.dirty = False
+        unlink_quietly(self.json_file)
         unlink_quietly(self.old_file)
+
+
+_INODE = struct.Struct("<Q")
+_STAT = struct.Struct("<qqq")
+_STAT_SIZE = _STAT.size
+_RECORD_SIZE = _INODE.size + _STAT_SIZE + 32
+
+
+def _stat_bytes(st: os.stat_result) -> bytes:
+    try:
+        return _STAT.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except struct.error:  # out of range: never cached (no record holds such a stat)
+        return b""
+
+
+def _read_records(handle: BinaryIO) -> Dict[int, bytes]:
+    """The version 3 cache file: 64-byte records (a torn tail is left out)."""
+    data: Dict[int, bytes] = {}
+    unpack = _INODE.unpack_from
+    while True:
+        block = handle.read(_RECORD_SIZE * 4096)
+        for start in range(0, len(block) - _RECORD_SIZE + 1, _RECORD_SIZE):
+            (inode,) = unpack(block, start)
+            data[inode] = block[start + _INODE.size : start + _RECORD_SIZE]
+        if len(block) < _RECORD_SIZE * 4096:
+            return data
+
+
+Stamp = Tuple[int, int, int, int]
+# The caches kept (DigestCache(keep=True)) by file: (the file's stamp, its records); the
+# last few only (each is tens of MB at 100,000 files).
+_KEPT: Dict[str, Tuple[Stamp, Dict[int, bytes]]] = {}
+_KEEP = 2
+
+
+def _file_stamp(st: os.stat_result) -> Stamp:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _keep(file: str, stamp: Stamp, data: Dict[int, bytes]) -> Tuple[Stamp, Dict[int, bytes]]:
+    _KEPT.pop(file, None)
+    held = _KEPT[file] = (stamp, data)
+    while len(_KEPT) > _KEEP:
+        del _KEPT[next(iter(_KEPT))]
+    return held
+
+
+def _read_json_cache(path: str) -> Dict[int, bytes]:
+    """The version 2 cache file ({"ino:size:mtime:ctime": hex digest}); entries that do not
+    parse are left out, an unreadable file is an empty cache."""
+    data: Dict[int, bytes] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = json.load(handle)
+        items = list(loaded.items())
+    except (OSError, ValueError, AttributeError, TypeError):
+        return data
+    del loaded
+    for key, digest in items:
+        try:
+            inode, size, mtime_ns, ctime_ns = (int(part) for part in key.split(":"))
+            raw = bytes.fromhex(digest)
+            if len(raw) == 32:
+                data[inode] = _STAT.pack(size, mtime_ns, ctime_ns) + raw
+        except (ValueError, TypeError, AttributeError, struct.error, OverflowError):
+            continue
+    return data
 
 
 def stat_key(st: os.stat_result) -> str:

@@ -18,7 +18,7 @@ import stat
 import time
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from . import fsops, jobs, kernels, slurm
+from . import du, fsops, jobs, kernels, slurm
 from . import jobstore as store
 from .gpus import key_of
 from .wire import ErrorKind
@@ -94,33 +94,6 @@ def snapshot_of(record: Dict[str, Any]) -> Optional[str]:
     return _inside(record.get("snapshot"), store.snapshots_dir())
 
 
-def _walk(top: str) -> Iterable[Tuple[str, os.stat_result]]:
-    """(path, lstat) of top and everything under it, never following links."""
-    try:
-        st = os.lstat(top)
-    except OSError:
-        return
-    yield top, st
-    if not stat.S_ISDIR(st.st_mode):
-        return
-    stack = [top]
-    while stack:
-        directory = stack.pop()
-        try:
-            with os.scandir(directory) as listing:
-                entries = list(listing)
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            yield entry.path, st
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(entry.path)
-
-
 class Ledger:
     """Counts links seen per inode: an inode is freed once all its links were seen."""
 
@@ -131,7 +104,7 @@ class Ledger:
         """Bytes these paths free, given the paths added before them go too."""
         freed = 0
         for top in paths:
-            for _, st in _walk(top):
+            for _, st in du.walk(top):
                 if stat.S_ISDIR(st.st_mode):
                     freed += st.st_blocks * 512
                     continue
@@ -152,7 +125,7 @@ def _remove_tree(top: str) -> None:
         return
     except OSError:
         pass
-    for path, st in _walk(top):
+    for path, st in du.walk(top):
         if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
             with contextlib.suppress(OSError):
                 os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
@@ -230,21 +203,25 @@ def job_prune(header: Dict[str, Any], payload: bytes) -> Answer:
 
 
 def disk_use(header: Dict[str, Any], payload: bytes) -> Answer:
-    """Snapshot and log disk use: the host's, and this project's (root) where asked."""
+    """Snapshot and log disk use: the host's, and this project's (root) where asked. The
+    snapshots only ended jobs use are measured once and kept (agent/du.py)."""
     top = store.snapshots_dir()
-    host = _usage([top])
+    records = store.all_records()
+    usage = du.Usage(du.frozen_snapshots(records, snapshot_of), du.load_kept())
+    host = usage.measure([top])
     count = sum(len(_subdirs(project)) for project in _subdirs(top))
     answer: Dict[str, Any] = {"path": top, "count": count, **host}
-    answer["logs_bytes"] = _usage([store.logs_dir()])["bytes"]
+    answer["logs_bytes"] = du.Usage(set(), {}).measure([store.logs_dir()])["bytes"]
     if header.get("root"):
-        mine_records = [r for r in store.all_records() if _mine(r, header)]
+        mine_records = [r for r in records if _mine(r, header)]
         snaps = sorted({s for s in (snapshot_of(r) for r in mine_records) if s})
-        mine = _usage(snaps)
+        mine = usage.measure(snaps)
         answer.update(
             project_count=len(snaps),
             project_bytes=mine["bytes"],
             project_own_bytes=mine["own_bytes"],
         )
+    du.save_kept(usage)
     return {"snapshots": answer}, b""
 
 
@@ -254,21 +231,6 @@ def _subdirs(path: str) -> List[str]:
             return [entry.path for entry in listing if entry.is_dir(follow_symlinks=False)]
     except OSError:
         return []
-
-
-def _usage(tops: List[str]) -> Dict[str, int]:
-    """bytes: blocks of every inode once (du); own_bytes: of those not linked elsewhere."""
-    seen: Dict[Inode, List[int]] = {}  # inode -> [links seen, nlink, bytes, is a dir]
-    for top in tops:
-        for _, st in _walk(top):
-            key = (st.st_dev, st.st_ino)
-            if key not in seen:
-                is_dir = int(stat.S_ISDIR(st.st_mode))
-                seen[key] = [0, st.st_nlink, st.st_blocks * 512, is_dir]
-            seen[key][0] += 1
-    total = sum(entry[2] for entry in seen.values())
-    own = sum(entry[2] for entry in seen.values() if entry[3] or entry[0] >= entry[1])
-    return {"bytes": total, "own_bytes": own}
 
 
 def job_show(header: Dict[str, Any], payload: bytes) -> Answer:

@@ -19,9 +19,9 @@ import os
 import stat
 import struct
 import sys
-from typing import Dict, Optional, Set
+from typing import Dict, Optional, Protocol, Set
 
-from .watched import WatchedTree, under
+from .watched import under
 
 IN_MODIFY = 0x2
 IN_ATTRIB = 0x4
@@ -52,6 +52,19 @@ LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "f2fs", 
 # The share of the user's inotify watches (max_user_watches) this process may take: the
 # rest is left to editors and other tools of the same user.
 SHARE = 4
+
+
+class Events(Protocol):
+    """Where a drain puts what it read: WatchedTree (agent/watched.py), or `tether watch`'s
+    collector (sync/filewatch.py). Paths are relative to the root ("" the root)."""
+
+    def changed(self, path: str) -> None: ...
+
+    def touched(self, path: str) -> None: ...
+
+    def unsure(self, why: str) -> None: ...
+
+    def heartbeat(self, now: float) -> None: ...
 
 
 class Unwatchable(Exception):
@@ -176,7 +189,7 @@ class Watcher:
         self.paths.clear()
         self.wds.clear()
 
-    def drain(self, tree: WatchedTree, now: float) -> None:
+    def drain(self, tree: Events, now: float) -> None:
         """Read every queued event into tree, then a heartbeat (or make it unsure)."""
         if self.fd < 0:
             tree.unsure("the watcher is closed")
@@ -195,7 +208,7 @@ class Watcher:
         else:
             tree.heartbeat(now)
 
-    def _events(self, data: bytes, tree: WatchedTree) -> None:
+    def _events(self, data: bytes, tree: Events) -> None:
         offset = 0
         while offset + HEADER.size <= len(data):
             wd, mask, _cookie, length = HEADER.unpack_from(data, offset)

@@ -58,9 +58,23 @@ def encode_parts(header: Dict[str, Any], payload: bytes = b"") -> List[bytes]:
 
 def decode_header(raw: bytes) -> Dict[str, Any]:
     """Parse a header's JSON; ProtocolError if it is not an object."""
+    return decode_header_text(header_text(raw))
+
+
+def header_text(raw: bytes) -> str:
+    """A header's bytes as text (ASCII); ProtocolError if they are not. A reader of large
+    frames lets the bytes go before decoding the text (decode_header_text)."""
     try:
-        header = json.loads(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as error:
+        return raw.decode("ascii")
+    except UnicodeDecodeError as error:
+        raise ProtocolError("bad frame header: %s" % error) from None
+
+
+def decode_header_text(text: str) -> Dict[str, Any]:
+    """decode_header of the header's text."""
+    try:
+        header = json.loads(text)
+    except ValueError as error:
         raise ProtocolError("bad frame header: %s" % error) from None
     if not isinstance(header, dict):
         raise ProtocolError("frame header is not an object")

@@ -154,13 +154,20 @@ class Agent:
         return found
 
     def put(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
-        return self.writer.put(self.root(header), header, payload), b""
+        root = self.root(header)
+        answer = self.writer.put(root, header, payload)
+        if self.watching.kept:
+            self.watching.wrote(root)
+        return answer, b""
 
     def put_batch(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         items = header["items"]
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise fsops.OpError(ErrorKind.PROTOCOL, "a batch's items are not objects")
-        answers = self.writer.put_batch(self.root(header), items, payload, failure)
+        root = self.root(header)
+        answers = self.writer.put_batch(root, items, payload, failure)
+        if self.watching.kept:
+            self.watching.wrote(root)
         return {"answers": answers}, b""
 
     def delete(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:

@@ -7,7 +7,11 @@ daemon's, wire.Hello.watch), else from its second (an agent that scans once, for
 command run without the daemon, never pays for the watches: ~80 ms a first scan of
 100,000 files in 6,700 directories), the watches added in the scan's own walk (each
 directory's right before it is listed), a few roots at most (the least recently
-scanned one is dropped). A full scan is due at least every TETHER_VERIFY_S
+scanned one is dropped). A root found missing (a first push) is watched from the first
+write this agent makes under it (`wrote`: a walk of what is there then, while it is
+nearly empty), and each later write reads the events, so directories the push makes
+get their watches as they come; the next answer is then the difference from the last
+one the client holds, as after a full scan. A full scan is due at least every TETHER_VERIFY_S
 (agent/watched.py), with the watches kept. Anything the watcher cannot promise (not
 Linux, NFS, overflow, the watch budget) makes that scan a full one, as without it.
 Standard library only, Python >= 3.8.
@@ -36,6 +40,10 @@ class _Kept:
         self.key = key
         self.watcher = Watcher(root, set(skip))
         self.tree = WatchedTree(BOUND_S)
+        # The root was missing at the last scan: (skip, cache, digests) of that scan, for
+        # the walk that starts the watches at the first write under the root.
+        self.missing: Optional[Tuple[List[str], DigestCache, bool]] = None
+        self.fresh = False  # the tree was reset after the last answer: answer by difference
 
 
 class Watching:
@@ -64,14 +72,16 @@ class Watching:
             if answer is not None:
                 return answer, True
         watch = None
+        if kept is not None:
+            kept.missing, kept.fresh = None, False  # this scan's answer is the full one
         if kept is not None and kept.watcher.fd < 0:
             try:
                 kept.watcher.begin()  # its watches come with the walk, each before a listing
                 watch = kept.watcher.add_dir
             except Unwatchable:
                 self.kept[key] = kept = None  # never here: full scans from now on
-            except OSError:
-                del self.kept[key]  # the root is missing: try again next time
+            except OSError:  # the root is missing: watched from the first write there
+                kept.missing = (list(skip), cache, digests)
                 kept = None
         try:
             rows, exists = scan_tree(root, skip, cache, digests, watch=watch)
@@ -86,6 +96,44 @@ class Watching:
             elif exists:
                 kept.tree.reset(rows, time.monotonic())
         return self.memo.answer(key, since, rows), exists
+
+    def wrote(self, root: str) -> None:
+        """This agent just wrote under root: a kept tree of root found missing at its scan
+        is watched from now on (a walk of what is there), and the watched trees of root read
+        their events (a directory the write made gets its watch now, not at the next scan)."""
+        for kept in self.kept.values():
+            if kept is None or kept.watcher.root != root:
+                continue
+            if kept.missing is not None:
+                self._begin(kept, *kept.missing)
+            elif kept.watcher.fd >= 0 and kept.tree.why is None:
+                kept.watcher.drain(kept.tree, time.monotonic())
+
+    def _begin(self, kept: _Kept, skip: List[str], cache: DigestCache, digests: bool) -> None:
+        """Start watching a root found missing at its last scan, if it is there now."""
+        kept.missing = None
+        root = kept.watcher.root
+        try:
+            kept.watcher.begin()
+        except Unwatchable:
+            self.kept[kept.key] = None
+            return
+        except OSError:
+            kept.missing = (skip, cache, digests)  # still missing
+            return
+        try:
+            rows, exists = scan_tree(root, skip, cache, digests, watch=kept.watcher.add_dir)
+        except (OSError, OpError):
+            rows, exists = {}, False
+        if kept.watcher.broken:
+            kept.watcher.close()
+            self.kept[kept.key] = None
+        elif not exists:
+            kept.watcher.close()
+            kept.missing = (skip, cache, digests)
+        else:
+            kept.tree.reset(rows, time.monotonic())
+            kept.fresh = True
 
     def touched(self, root: str, paths: List[str]) -> None:
         """Paths whose digest the agent just computed: the next answer re-reads them (a full
@@ -133,6 +181,9 @@ class Watching:
             if not tree.aged or watcher.broken:  # a verification scan keeps a sound watcher
                 watcher.close()
             return None
+        if kept.fresh:  # reset since the last answer (`wrote`): the difference from it
+            kept.fresh = False
+            return self.memo.answer(kept.key, since, dict(tree.entries))
         token, previous = self.memo.remember(kept.key, tree.entries)
         if since is None or previous is None or previous[0] != since:
             return {"token": token, "rows": list(tree.entries.values())}

@@ -16,9 +16,12 @@ if TYPE_CHECKING:
 EPILOG = "Docs: README.md. Add --debug to any command for a traceback on errors."
 # Commands served by the long-lived local sync daemon (tether.cli.daemon), which keeps an
 # agent channel per target open: a push costs one round trip instead of an ssh session,
-# an agent start and the CLI framework's import. Short commands only: the daemon runs one
-# command at a time.
+# an agent start and the CLI framework's import. Short commands only: the daemon serves a
+# few at once (cli/daemon.MAX_COMMANDS).
 DAEMON_COMMANDS = ("push", "pull", "jobs", "status")
+# Those of them that use the daemon's kept scans and marks (sync/kept.py,
+# sync/incremental.py): one at a time; another runs in its own process meanwhile.
+KEPT_STATE_COMMANDS = ("push", "pull")
 
 
 def _split_debug(argv: list[str]) -> tuple[list[str], bool]:

@@ -13,8 +13,8 @@ one push or pull among them (they share the kept scans; a client that finds it b
 its command in its own process, as without a daemon), each
 with the client's working directory, environment, umask and terminal (isatty, size) in
 place of its own (a tether.invocation.Invocation: the daemon's own process state is
-never changed), and its stdout/stderr sent back as JSON lines ({"o": text}, {"e": text},
-then {"x": exit code}; {"busy": true} alone when busy). A client that goes away (Ctrl-C,
+never changed), and its stdout/stderr sent back in frames (cli/clientwire.py: its text,
+then the exit code; "busy" alone when busy). A client that goes away (Ctrl-C,
 killed) cancels its command: the push stops as if its link had been cut (atomic writes,
 pending uploads recorded), and the channels it used are closed. A channel is reused only
 while alive and while ~/.ssh/config is unchanged (so a changed HostName or key never
@@ -39,6 +39,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
+from tether.cli import clientwire
 from tether.cli.fastpath import PREFIX, fingerprint
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class ClientStream(io.TextIOBase):
         if isinstance(text, bytes):  # click writes bytes to streams it thinks binary
             text = text.decode("utf-8", "replace")
         if text:
-            data = (json.dumps({self.key: text}) + "\n").encode()
+            data = clientwire.frame(self.key, text)
             with contextlib.suppress(RuntimeError):  # the loop closed: the daemon is leaving
                 self.loop.call_soon_threadsafe(self._send, data)
         return len(text)
@@ -256,10 +257,11 @@ class Daemon:
         op = request.get("op") if isinstance(request, dict) else None
         try:
             if op == "run" and not self.takes(request):
-                writer.write(b'{"busy": true}\n')  # the client runs it in its own process
+                # The client runs it in its own process.
+                writer.write(clientwire.frame(clientwire.BUSY, ""))
             elif op == "run":
                 code = await self.run_request(request, reader, writer)
-                writer.write((json.dumps({"x": code}) + "\n").encode())
+                writer.write(clientwire.frame(clientwire.EXIT, str(code)))
             elif op == "ping":
                 answer = {
                     "pid": os.getpid(),
@@ -382,8 +384,8 @@ class Daemon:
             env=allowed_env(env),
             cwd=str(request.get("cwd")),
             umask=int(umask) & 0o777 if isinstance(umask, int) else 0o077,
-            stdout=cast("TextIO", ClientStream(self.loop, writer, "o", bool(tty[0]))),
-            stderr=cast("TextIO", ClientStream(self.loop, writer, "e", bool(tty[1]))),
+            stdout=cast("TextIO", ClientStream(self.loop, writer, clientwire.OUT, bool(tty[0]))),
+            stderr=cast("TextIO", ClientStream(self.loop, writer, clientwire.ERR, bool(tty[1]))),
         )
         invocation.enter(caller)
         try:
@@ -419,9 +421,11 @@ class Daemon:
 
 
 def _syncs(request: dict[str, Any]) -> bool:
-    """Whether the request runs a push or pull."""
+    """Whether the request runs a command that uses the kept scans (push, pull)."""
+    from tether.cli.app import KEPT_STATE_COMMANDS
+
     args = request.get("args")
-    return isinstance(args, list) and args[:1] in (["push"], ["pull"])
+    return isinstance(args, list) and bool(args) and args[0] in KEPT_STATE_COMMANDS
 
 
 class Command:
@@ -486,7 +490,7 @@ def _preload() -> None:
     _command()
 
 
-def ping(path: str, timeout: float = 2.0) -> dict[str, Any] | None:
+def ping(path: str, timeout: float = 5.0) -> dict[str, Any] | None:
     """The daemon's answer at path ({"pid", "key", "busy", "serving", "channels"}), or None."""
     from tether.ipc import ask
 

@@ -166,7 +166,7 @@ def keep_through_drops(app: Any, target: Target, name: str, remote: dict[str, An
 def save_figures(shell: Any, root: Path) -> None:
     """PNG output (plt.show(), display(Image)) is saved under .tether/figures/ and its path
     printed, as `send` does; other images are left to the console."""
-    from tether.kernel.send import save_figure
+    from tether.kernel.output import save_figure
 
     def save(data: dict[str, Any]) -> bool:
         if "image/png" not in data:

@@ -4,12 +4,13 @@ the kernel connection and keeps its forwards.
     python -m tether.kernel.helper SPEC_JSON
 
 `tether send` (stdlib only) connects to its 0600 unix socket, writes one JSON line
-{"code", "root"} and reads JSON lines back: {"msg": {"msg_type", "content"}} for each
-output of that execution, then {"status": "ok"|"error"}; {"stale": true} means the
-kernel changed (restart) and the helper is leaving, so send takes the direct path.
-{"op": "quit"} ends it (`tether kernel stop` / `restart`); {"op": "ping"} answers
-{"pong": true, "key", "stale", "pid", "link", "idle_s", "idle_for"}; {"op": "idle",
-"seconds"} sets its idle time.
+{"code", "root", "colour"} and reads frames back (cli/clientwire.py, so send imports
+neither json nor socket): the execution's outputs rendered here (kernel/output.py) as
+stdout and stderr text, notices on stderr, then the exit code (1 if it raised); a
+"stale" frame means the kernel changed (restart) and the helper is leaving, so send
+takes the direct path. {"op": "quit"} ends it (`tether kernel stop` / `restart`); {"op":
+"ping"} answers {"pong": true, "key", "stale", "pid", "link", "idle_s", "idle_for"};
+{"op": "idle", "seconds"} sets its idle time.
 
 It is also the kernel's background link for outside Jupyter clients (the local
 connection file `kernel ls` shows): first sends and `tether kernel link` start it, and
@@ -41,6 +42,7 @@ import time
 from typing import Any
 
 from tether import invocation
+from tether.cli import clientwire
 from tether.config import Target
 from tether.ipc import peer_is_me
 from tether.kernel.background import IDLE_EXIT_S
@@ -55,6 +57,15 @@ def send_line(conn: socket.socket, data: dict[str, Any]) -> bool:
     """Write one JSON line; False if the send process has gone."""
     try:
         conn.sendall(json.dumps(data).encode() + b"\n")
+    except OSError:
+        return False
+    return True
+
+
+def send_frame(conn: socket.socket, kind: str, text: str) -> bool:
+    """Write one frame to a send; False if it has gone."""
+    try:
+        conn.sendall(clientwire.frame(kind, text))
     except OSError:
         return False
     return True
@@ -106,7 +117,7 @@ class Helper:
         invocation.stderr().write(line + "\n")
         invocation.stderr().flush()
         if self.conn is not None:
-            send_line(self.conn, {"say": line})
+            send_frame(self.conn, clientwire.ERR, line + "\n")
 
     def stale(self) -> bool:
         """The local connection file no longer names this kernel (restarted or stopped)."""
@@ -199,19 +210,31 @@ class Helper:
             return True
         self.active_at = time.monotonic()
         if self.stale():
-            send_line(conn, {"stale": True})
+            send_frame(conn, clientwire.STALE, "")
             return False
         self.conn = conn
         try:
-            status = self.execute(conn, str(request.get("code", "")))
+            status = self.execute(conn, str(request.get("code", "")), request)
         finally:
             self.conn = None
             self.active_at = time.monotonic()
-        send_line(conn, {"status": status})
+        send_frame(conn, clientwire.EXIT, "1" if status == "error" else "0")
         return True
 
-    def execute(self, conn: socket.socket, code: str) -> str:
-        """Run code; stream its outputs to conn; 'ok' or 'error'."""
+    def execute(self, conn: socket.socket, code: str, request: dict[str, Any]) -> str:
+        """Run code; stream its outputs to conn, rendered for the send's terminal (its
+        project root for figures, colour or not); 'ok' or 'error'."""
+        from tether.kernel.output import render
+
+        root = str(request.get("root") or ".")
+        colour = request.get("colour") is True
+
+        def out(text: str) -> None:
+            send_frame(conn, clientwire.OUT, text)
+
+        def err(text: str) -> None:
+            send_frame(conn, clientwire.ERR, text)
+
         while self.client.shell_channel.msg_ready():  # stale replies of lost executions
             self.client.shell_channel.get_msg(timeout=0)
         if self.kernel_dead():
@@ -233,8 +256,9 @@ class Helper:
                 if content.get("execution_state") == "idle":
                     break
                 continue
-            failed = failed or kind == "error"
-            send_line(conn, {"msg": {"msg_type": kind, "content": content}})
+            failed = (
+                render({"msg_type": kind, "content": content}, root, out, err, colour) or failed
+            )
         deadline = time.monotonic() + REPLY_WAIT_S
         while time.monotonic() < deadline:
             try:

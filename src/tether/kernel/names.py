@@ -57,8 +57,13 @@ def socket_prefix(target: Target, name: str, key: str) -> Path:
     return kernels_dir() / f"k-{digest}"
 
 
+PROTOCOL = "frames-1"  # what `tether send` and the helper say (kernel/helper.py)
+
+
 def helper_paths(target: Target, name: str) -> tuple[Path, Path]:
     """(unix socket, pidfile) of the send helper of (host, kernel): short, hashed names."""
-    digest = hashlib.sha256(f"{target.host}\0{name}".encode()).hexdigest()[:16]
+    # PROTOCOL in the name: a send never talks to a helper of an older tether that speaks
+    # another protocol (that one leaves after its idle time).
+    digest = hashlib.sha256(f"{target.host}\0{name}\0{PROTOCOL}".encode()).hexdigest()[:16]
     directory = kernels_dir()
     return directory / f"h-{digest}.sock", directory / f"h-{digest}.pid"

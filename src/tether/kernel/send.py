@@ -212,31 +212,33 @@ class CtrlC:
     """
 
     def __init__(self) -> None:
-        import socket
+        import os
 
         self.count = 0
-        self.wakeup, self._write = socket.socketpair()
+        self.wakeup, self._write = os.pipe()
         for end in (self.wakeup, self._write):
-            end.setblocking(False)
+            os.set_blocking(end, False)
         self._saved: tuple[Any, int] | None = None
 
     def __enter__(self) -> CtrlC:
-        import signal
-        import threading
+        import _signal  # type: ignore[import-not-found]  # C; `signal` imports enum (~4 ms)
 
-        if threading.current_thread() is threading.main_thread():
-            handler = signal.signal(signal.SIGINT, self._on_sigint)
-            self._saved = (handler, signal.set_wakeup_fd(self._write.fileno()))
+        try:  # refused outside the main thread (ValueError): then nothing changes
+            wake = _signal.set_wakeup_fd(self._write)
+        except ValueError:
+            return self
+        self._saved = (_signal.signal(_signal.SIGINT, self._on_sigint), wake)
         return self
 
     def __exit__(self, *_: object) -> None:
-        import signal
+        import _signal
+        import os
 
         if self._saved is not None:
-            signal.set_wakeup_fd(self._saved[1])
-            signal.signal(signal.SIGINT, self._saved[0])
-        self.wakeup.close()
-        self._write.close()
+            _signal.signal(_signal.SIGINT, self._saved[0])
+            _signal.set_wakeup_fd(self._saved[1])
+        os.close(self.wakeup)
+        os.close(self._write)
 
     def _on_sigint(self, *_: object) -> None:
         self.count += 1
@@ -244,11 +246,13 @@ class CtrlC:
             raise KeyboardInterrupt
 
     def drain(self) -> None:
-        import contextlib
+        import os
 
-        with contextlib.suppress(BlockingIOError):
-            while self.wakeup.recv(512):
+        try:
+            while os.read(self.wakeup, 512):
                 pass
+        except BlockingIOError:
+            pass
 
 
 def via_helper(
@@ -260,50 +264,50 @@ def via_helper(
     Ctrl-C interrupts the cell on the remote (interrupt()) and shows what it printed up to
     there, then 130; a second Ctrl-C leaves at once.
     """
-    import json
+    import _socket  # the C module: `socket` imports enum, selectors, ...
     import select
-    import socket
 
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    from tether.cli import clientwire
+
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    request = {"code": code, "root": str(root), "colour": coloured(invocation.stderr())}
     try:
         conn.connect(str(sock_path))
-        conn.sendall(json.dumps({"code": code}).encode() + b"\n")
+        conn.sendall(clientwire.request_line(request))
     except OSError:
         conn.close()
         return None
-    failed = interrupted = False
-    buffer = b""
-    with conn, CtrlC() as ctrl_c:
-        while True:
-            if ctrl_c.count and not interrupted:
-                if interrupt is None:
-                    raise KeyboardInterrupt
-                interrupted = True
-                interrupt()
-            end = buffer.find(b"\n")
-            if end < 0:
-                ready, _, _ = select.select([conn, ctrl_c.wakeup], [], [])
+    interrupted = False
+    buffer = bytearray()
+    try:
+        with CtrlC() as ctrl_c:
+            while True:
+                if ctrl_c.count and not interrupted:
+                    if interrupt is None:
+                        raise KeyboardInterrupt
+                    interrupted = True
+                    interrupt()
+                watched: list[Any] = [conn, ctrl_c.wakeup]
+                ready, _, _ = select.select(watched, [], [])
                 if ctrl_c.wakeup in ready:
                     ctrl_c.drain()
-                if conn in ready:
-                    chunk = conn.recv(1 << 16)
-                    if not chunk:
-                        break
-                    buffer += chunk
-                continue
-            line, buffer = buffer[:end], buffer[end + 1 :]
-            answer = json.loads(line)
-            if "msg" in answer:
-                failed = render(answer["msg"], root) or failed
-            elif "say" in answer:
-                invocation.stderr().write(answer["say"] + "\n")
-                invocation.stderr().flush()
-            elif answer.get("stale"):
-                return None
-            elif "status" in answer:
-                if interrupted or ctrl_c.count:  # (a Ctrl-C just now: the cell ended anyway)
-                    return 130
-                return 1 if failed or answer["status"] == "error" else 0
+                if conn not in ready:
+                    continue
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    break
+                buffer += chunk
+                for kind, text in clientwire.frames(buffer):
+                    if clientwire.shown(kind, text, invocation.stdout(), invocation.stderr()):
+                        continue
+                    if kind == clientwire.STALE:
+                        return None
+                    elif kind == clientwire.EXIT:
+                        if interrupted or ctrl_c.count:  # (a Ctrl-C now: the cell ended anyway)
+                            return 130
+                        return 1 if text != "0" else 0
+    finally:
+        conn.close()
     from tether.errors import TetherError
 
     raise TetherError("the send helper went away during the run", "", "run it again")
@@ -327,11 +331,23 @@ def execute(connection_file: Path, code: str, root: str | Path, timeout: float =
                 f"within {timeout:.0f} s",
                 "try `tether kernel restart`",
             ) from None
+        from tether.kernel.output import render
+
         failed = False
+        colour = coloured(invocation.stderr())
+
+        def write(stream: Any) -> Callable[[str], None]:
+            def to(text: str) -> None:
+                stream.write(text)
+                stream.flush()
+
+            return to
+
+        out, err = write(invocation.stdout()), write(invocation.stderr())
 
         def show(message: dict[str, Any]) -> None:
             nonlocal failed
-            failed = render(message, root) or failed
+            failed = render(message, root, out, err, colour) or failed
 
         reply = client.execute_interactive(
             code, store_history=True, output_hook=show, allow_stdin=False, timeout=None
@@ -342,29 +358,6 @@ def execute(connection_file: Path, code: str, root: str | Path, timeout: float =
         client.stop_channels()
 
 
-def render(message: dict[str, Any], root: str | Path) -> bool:
-    """Print one iopub message; True if it reports an error."""
-    kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
-    content = message.get("content", {})
-    if kind == "stream":
-        out = invocation.stderr() if content.get("name") == "stderr" else invocation.stdout()
-        out.write(content.get("text", ""))
-        out.flush()
-    elif kind in ("execute_result", "display_data"):
-        data = content.get("data", {})
-        if "image/png" in data:
-            invocation.stdout().write(f"figure saved: {save_figure(root, data['image/png'])}\n")
-        elif "text/plain" in data:
-            invocation.stdout().write(data["text/plain"] + "\n")
-        invocation.stdout().flush()
-    elif kind == "error":
-        text = "\n".join(content.get("traceback", [])) + "\n"
-        invocation.stderr().write(text if coloured(invocation.stderr()) else strip_ansi(text))
-        invocation.stderr().flush()
-        return True
-    return False
-
-
 def coloured(stream: Any) -> bool:
     """Whether colour may go to stream: a terminal, NO_COLOR unset, TERM not dumb."""
 
@@ -372,23 +365,3 @@ def coloured(stream: Any) -> bool:
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty is not None and isatty())
-
-
-def strip_ansi(text: str) -> str:
-    """text without ANSI escape sequences (CSI and OSC)."""
-    import re
-
-    return re.sub(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])", "", text)
-
-
-def save_figure(root: str | Path, encoded: str) -> Path:
-    """Decode a base64 PNG into .tether/figures/ under the project; its path."""
-    import base64
-    import time
-    from pathlib import Path
-
-    directory = Path(root) / ".tether" / "figures"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"figure-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.png"
-    path.write_bytes(base64.b64decode(encoded))
-    return path

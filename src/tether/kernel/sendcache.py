@@ -12,15 +12,16 @@ unchanged (present or absent as before); anything else goes through `config.load
 the trust check again. ctime changes on every write (utime cannot set it), and an answer
 whose files changed within RACY_NS is not kept: a second change within the file system's
 timestamp granularity (2 s on FAT and some network file systems) could look the same.
-Standard library only.
+Standard library only, and not even `json` (with the `re` it imports, ~10 ms of a
+keypress): the file is a list of frames (cli/clientwire.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from tether.cli import clientwire
 from tether.configfile import find_config_file
 from tether.errors import TetherError
 from tether.paths import runtime_dir_str, trust_store
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-FILE_NAME = "send-cache.json"
+FILE_NAME = "send-cache.v2"
 RACY_NS = 3_000_000_000
 ENTRIES = 64
 
@@ -40,7 +41,9 @@ def _path() -> str:
 
 
 def _key(config_file: str, on: str | None, name: str | None) -> str:
-    return json.dumps([config_file, on, name])
+    return "\0".join(
+        [config_file, "" if on is None else "=" + on, "" if name is None else "=" + name]
+    )
 
 
 def signature(path: str) -> list[int] | None:
@@ -53,12 +56,40 @@ def signature(path: str) -> list[int] | None:
 
 
 def _load() -> dict[str, Any]:
+    """{key: {"socket", "root", "files": {path: signature}}} as kept ({} if unreadable)."""
     try:
-        with open(_path(), encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+        with open(_path(), "rb") as handle:
+            buffer = bytearray(handle.read())
+    except OSError:
         return {}
-    return data if isinstance(data, dict) else {}
+    data: dict[str, Any] = {}
+    entry: dict[str, Any] = {}
+    path = None
+    try:
+        for kind, text in clientwire.frames(buffer):
+            if kind == "k":
+                entry = data[text] = {"files": {}}
+            elif kind in ("s", "r") and entry:
+                entry["socket" if kind == "s" else "root"] = text
+            elif kind == "f" and entry:
+                path = text
+            elif kind == "g" and entry and path is not None:
+                entry["files"][path] = [int(n) for n in text.split()] if text else None
+                path = None
+    except ValueError:  # not ours, or cut short: the slow path writes it anew
+        return {}
+    return data
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    parts = []
+    for key, entry in data.items():
+        parts += [clientwire.frame("k", key), clientwire.frame("s", str(entry["socket"]))]
+        parts.append(clientwire.frame("r", str(entry["root"])))
+        for path, kept in entry["files"].items():
+            parts.append(clientwire.frame("f", path))
+            parts.append(clientwire.frame("g", "" if kept is None else " ".join(map(str, kept))))
+    return b"".join(parts)
 
 
 def lookup(cwd: str, on: str | None, name: str | None) -> tuple[str, str] | None:
@@ -107,8 +138,8 @@ def remember(
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_dump(data))
         os.replace(tmp, path)
     except OSError:  # not kept: the next send loads the config again
         if os.path.lexists(tmp):

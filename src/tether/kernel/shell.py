@@ -32,7 +32,8 @@ from pygments.token import Token
 from zmq import ZMQError
 
 from tether.kernel.link import Link
-from tether.kernel.send import MARK_PREFIX, coloured, strip_ansi
+from tether.kernel.output import strip_ansi
+from tether.kernel.send import MARK_PREFIX, coloured
 
 SENT = "send"  # the label of others' cells
 REPLY_LOST_S = 1.0  # after the cell's idle, a reply this late was lost with the link

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from tether.agent import fsops, wire, writer
 from tether.agent.wire import Digest, Scan, error_frame, scan_key, scans_to_forget
-from tether.core.manifest import FILE, Manifest
+from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
 from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
-from tether.sync.state import Base
+from tether.sync.state import Base, Version
 from tether.transport.channel import AgentChannel
 
 if TYPE_CHECKING:
@@ -211,27 +211,34 @@ class RemoteEndpoint:
         request = Scan(self.root, self.skip, only, False)
         key = scan_key(self.root, self.skip, only, False)
         memo: dict[str, Any] = self.channel.scan_memo
-        held: tuple[str, dict[str, list[Any]], dict[str, Any]] | None = memo.get(key)
+        # (the agent's token, the manifest of that answer, the paths whose digest came from
+        # the base, the base's version then): patched with the next answer's delta.
+        held: tuple[str, dict[str, Entry], set[str], Version] | None = memo.pop(key, None)
         if held is not None:
             request = replace(request, since=held[0])
         answer = await self.channel.call(request)
         self.token, self.delta = answer.token, (None, None)
         if held is not None and answer.since == held[0]:
-            rows = dict(held[1])
-            for row in answer.rows:
-                rows[row[0]] = row
+            scanned, filled = held[1], held[2]
             for path in answer.gone:
-                rows.pop(path, None)
-            built = held[2]
-            self.delta = (held[0], {row[0] for row in answer.rows} | set(answer.gone))
+                scanned.pop(path, None)
+                filled.discard(path)
+            changed = {row[0] for row in answer.rows} | set(answer.gone)
+            self.delta = (held[0], changed)
+            # Digests come from the base: its paths changed since count as changed here.
+            moved = base.changed_since(held[3])
+            recheck: set[str] | None = None if moved is None else moved | changed
         else:
-            rows = {row[0]: row for row in answer.rows}
-            built = {}
-        memo.pop(key, None)
-        memo[key] = (answer.token, rows, built)
+            scanned, filled = {}, set()
+            recheck = None
+        del held
+        _take_rows(answer.rows, scanned, filled)
+        manifest = base.remote_entries(scanned, filled, recheck)
+        memo[key] = (answer.token, scanned, filled, base.version())
+        del answer
         for _ in range(scans_to_forget([len(m[1]) for m in memo.values()])):
             del memo[next(iter(memo))]  # the agent forgets as much (agent/scan.ScanMemo)
-        return base.manifest_of_rows(rows.values(), built)
+        return manifest
 
     async def digests(self, manifest: Manifest, paths: Collection[str]) -> None:
         missing = _undigested(manifest, paths)
@@ -270,6 +277,30 @@ def _refused(error: Exception) -> dict[str, Any]:
     if isinstance(error, fsops.OpError):
         return error_frame(error.kind, str(error))
     raise error
+
+
+_KINDS = {FILE: FILE, DIR: DIR, LINK: LINK}
+
+
+def _take_rows(rows: list[Any], scanned: dict[str, Entry], filled: set[str]) -> None:
+    """The agent's rows ([path, kind, size, mtime_ns, mode, digest, target]) into scanned as
+    Entries, each row let go as soon as it is one (no decoded answer beside the manifest);
+    kinds and modes are shared objects."""
+    kinds = _KINDS
+    modes = _MODES
+    for index, row in enumerate(rows):
+        path, kind, size, mtime_ns, mode, digest, target = row
+        rows[index] = None
+        if type(kind) is str:
+            kind = kinds.get(kind, kind)
+        if type(mode) is int:
+            mode = modes.get(mode, mode)
+        scanned[path] = Entry(kind, size, mtime_ns, mode, digest, target)
+        filled.discard(path)
+    rows.clear()
+
+
+_MODES: dict[int, int] = {mode: mode for mode in range(0o10000)}
 
 
 def _undigested(manifest: Manifest, paths: Collection[str]) -> list[str]:

@@ -12,6 +12,12 @@ push, and the stamp of the base file it saved. The next push plans only
 
 every other path being in sync and unchanged on both sides: the whole plan would find it
 the same and record it again as it is (property-tested: tests/property/test_incremental.py).
+Of those, a path found in sync as the base records it (`in_sync`: the same content on both
+sides, the base's entry the local one, both sides' stats the recorded ones) is left out
+too, as the whole plan would find it the same and record nothing new: so a push that wrote
+much (a first push, its full scans of both trees leaving a mark like any other), whose
+writes the next remote delta names again, costs the next push a look at each, not a plan.
+A path with an upload pending or in flight is always planned.
 Whenever anything of that is not known for certain, the push plans the whole tree, as a
 command in its own process always does: no mark (first push, a failed or dry push, a push
 of named paths), a full local scan or another consumer of the kept scan in between, a
@@ -69,6 +75,31 @@ def changed_paths(
     if since is None or since != mark.token:
         return None
     return here | remote_changed
+
+
+def in_sync(path: str, local: Manifest, remote: Manifest, base: Base) -> bool:
+    """Whether path is in sync as base records it: the whole plan finds it the same on both
+    sides (the remote's digest is the base's where its stat is the recorded one) and
+    records it again as it is (entry and both stats unchanged)."""
+    here = local.get(path)
+    known = base.entries.get(path)
+    if here is None or (known is not here and known != here):
+        return False
+    there = remote.get(path)
+    return (
+        there is not None
+        and here.same_content(there)
+        and base.local_stat.get(path) == (here.size, here.mtime_ns)
+        and base.remote_stat.get(path) == (there.size, there.mtime_ns)
+    )
+
+
+def to_plan(
+    changed: set[str], keep: Collection[str], local: Manifest, remote: Manifest, base: Base
+) -> set[str]:
+    """Of changed_paths' answer, the paths to plan: those not in_sync, and `keep` (uploads
+    pending or in flight, which the base records before the plan) always."""
+    return {path for path in changed if path in keep or not in_sync(path, local, remote, base)}
 
 
 def unsettled_after(

@@ -70,6 +70,7 @@ def report_json(report: Report) -> dict[str, Any]:
             "uploads": [u.path for u in plan.uploads],
             "deletes": [d.path for d in plan.deletes],
         },
+        "considered": report.considered,  # paths planned by the daemon; null: the tree
         "conflicts": [{"path": c.path, "reason": c.reason} for c in report.conflicts],
         "backups": report.backups,
         "errors": report.errors,

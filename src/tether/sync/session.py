@@ -61,6 +61,9 @@ class Report:
     conflicts: list[Conflict] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # How many paths the plan considered when it planned only the changed ones (the sync
+    # daemon's incremental push, sync/incremental.py); None: the whole tree.
+    considered: int | None = None
 
     def refused(self, side: Endpoint, op: Op, header: dict[str, Any], path: str, race: str) -> bool:
         """Whether side refused a request, the refusal noted: a path found changed since
@@ -145,6 +148,11 @@ async def push_pair(
     else:
         remote = await scanning
     changed = incremental.changed_paths(mark, here, dest.delta)
+    if changed is not None:
+        sent = speculation.sent.keys() if speculation is not None else set()
+        changed = incremental.to_plan(
+            changed, {*pending, *base.pending, *sent}, local, remote, base
+        )
     if scanning is not None:
         wanted: Collection[str] = (
             set(local) | set(base.entries) | set(base.pending) if changed is None else changed
@@ -165,6 +173,7 @@ async def push_pair(
 
     plan = plan_push(local, remote, base_entries, synced, force, changed)
     report = Report(pair.target, pair.remote_root, plan, conflicts=list(plan.conflicts))
+    report.considered = None if changed is None else len(changed)
     if dry_run:
         return report
     try:
@@ -294,7 +303,7 @@ def _settle_one(
 
 def digest_cache(project_root: Path, pair: Pair) -> fsops.DigestCache:
     """The local digest cache of a pair (kept in the project's .tether/, mappings too)."""
-    return fsops.DigestCache(str(project_root / ".tether"), str(pair.local_root))
+    return fsops.DigestCache(str(project_root / ".tether"), str(pair.local_root), keep=True)
 
 
 def raise_for_errors(reports: list[Report]) -> None:

@@ -7,8 +7,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +17,134 @@ from tether.core.manifest import FILE, Entry, Manifest
 VERSION = 2
 
 
-@dataclass
-class Base:
-    """What tether last synced: content entries plus the stats seen on each side then."""
+# A path's recorded stats on each side: None when unknown, OWN when the entry's own
+# (size, mtime_ns), else (size, mtime_ns). Kept as one (remote, local) pair per path, the
+# common pairs shared (no tuple per path for them).
+OWN = 0
+Stat = tuple[int, int]
+Side = Stat | int | None
+Pair = tuple[Side, Side]
+_PAIRS: dict[Pair, Pair] = {
+    pair: pair for pair in ((OWN, OWN), (OWN, None), (None, OWN), (None, None))
+}
+_UNKNOWN: Pair = (None, None)
 
-    file: Path
-    entries: Manifest = field(default_factory=dict)
-    remote_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
-    local_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
-    dirty: bool = False
-    # Uploads sent but not yet answered (path -> digest of the bytes sent): after a cut,
-    # a remote file holding exactly those bytes is tether's own write, not a remote edit.
-    pending: dict[str, str] = field(default_factory=dict)
-    # The base file as this process read or wrote it last (inode, size, mtime, ctime).
-    stamp: tuple[int, int, int, int] | None = None
+
+class _Stats(Mapping[str, Stat]):
+    """One side's recorded stats (read-only), made from the base's compact pairs."""
+
+    def __init__(self, base: Base, side: int) -> None:
+        self._base = base
+        self._side = side
+
+    def __getitem__(self, path: str) -> Stat:
+        stat: Stat | None = self.get(path)
+        if stat is None:
+            raise KeyError(path)
+        return stat
+
+    def get(self, path: str, default: Any = None) -> Any:
+        base = self._base
+        pair = base._stats.get(path)
+        if pair is None:
+            return default
+        side = pair[self._side]
+        if side is None:
+            return default
+        if side == OWN:
+            entry = base.entries[path]
+            return (entry.size, entry.mtime_ns)
+        return side
+
+    def __contains__(self, path: object) -> bool:
+        pair = self._base._stats.get(path)  # type: ignore[call-overload]
+        return pair is not None and pair[self._side] is not None
+
+    def __iter__(self) -> Iterator[str]:
+        side = self._side
+        return (path for path, pair in self._base._stats.items() if pair[side] is not None)
+
+    def __len__(self) -> int:
+        side = self._side
+        return sum(1 for pair in self._base._stats.values() if pair[side] is not None)
+
+
+def _side(stat: Stat | None, entry: Entry) -> Side:
+    if stat is None:
+        return None
+    if stat[0] == entry.size and stat[1] == entry.mtime_ns:
+        return OWN
+    return stat
+
+
+def _absolute(side: Side, entry: Entry | None) -> Stat | None:
+    if side is None or entry is None:
+        return None
+    if isinstance(side, tuple):
+        return side
+    return (entry.size, entry.mtime_ns)
+
+
+def _pair(remote: Side, local: Side) -> Pair:
+    pair = (remote, local)
+    return (
+        _PAIRS.get(pair, pair)
+        if not isinstance(remote, tuple) and not isinstance(local, tuple)
+        else pair
+    )
+
+
+class Base:
+    """What tether last synced: content entries plus the stats seen on each side then.
+
+    `entries` is the synced manifest (read it, never change it: it may be shared with the
+    in-process copy of the file; the methods below change it). `remote_stat` and
+    `local_stat` are read-only views of the (size, mtime_ns) recorded on each side.
+    """
+
+    def __init__(
+        self,
+        file: Path,
+        entries: Manifest | None = None,
+        remote_stat: dict[str, Stat] | None = None,
+        local_stat: dict[str, Stat] | None = None,
+        dirty: bool = False,
+        pending: dict[str, str] | None = None,
+        stamp: tuple[int, int, int, int] | None = None,
+    ) -> None:
+        self.file = file
+        self.entries: Manifest = {} if entries is None else entries
+        self._stats: dict[str, Pair] = {}
+        self._shared = False  # entries and _stats are also the in-process copy's
+        # The contents this base started from (a load, a save: never changed once made) and
+        # the paths whose entry or stats changed since (None: too many to list); the origin
+        # before the last save with the paths that save wrote. The encoded blocks of the
+        # rows saved last (_BLOCKS) are this base's but for the paths touched, when they
+        # were encoded from its origin.
+        self._origin = object()
+        self._touched: set[str] | None = set()
+        self._since: tuple[object, frozenset[str] | None] | None = None
+        self.dirty = dirty
+        # Uploads sent but not yet answered (path -> digest of the bytes sent): after a
+        # cut, a remote file holding exactly those bytes is tether's own write, not a
+        # remote edit.
+        self.pending: dict[str, str] = {} if pending is None else pending
+        # The base file as this process read or wrote it last (inode, size, mtime, ctime).
+        self.stamp = stamp
+        for path, entry in self.entries.items():
+            remote = None if remote_stat is None else remote_stat.get(path)
+            local = None if local_stat is None else local_stat.get(path)
+            pair = _pair(_side(remote, entry), _side(local, entry))
+            if pair is not _UNKNOWN:
+                self._stats[path] = pair
+
+    @property
+    def remote_stat(self) -> Mapping[str, Stat]:
+        return _Stats(self, 0)
+
+    @property
+    def local_stat(self) -> Mapping[str, Stat]:
+        return _Stats(self, 1)
 
     @classmethod
     def load(cls, file: Path) -> Base:
@@ -67,23 +181,31 @@ class Base:
         return base.copy(stamp)
 
     def copy(self, stamp: tuple[int, int, int, int] | None = None) -> Base:
-        """A clean base with the same contents (entries are immutable, so shared)."""
-        return Base(
-            self.file,
-            dict(self.entries),
-            dict(self.remote_stat),
-            dict(self.local_stat),
-            pending=dict(self.pending),
-            stamp=stamp,
-        )
+        """A clean base with the same contents: its dictionaries are shared until either
+        base changes (copy on write; entries are immutable)."""
+        other = Base(self.file, pending=dict(self.pending), stamp=stamp)
+        other.entries = self.entries
+        other._stats = self._stats
+        other._shared = self._shared = True
+        other._origin = self._origin
+        other._touched = None if self._touched is None else set(self._touched)
+        other._since = self._since
+        return other
+
+    def _own(self) -> None:
+        """Make entries and stats this base's own before changing them."""
+        if self._shared:
+            self.entries = dict(self.entries)
+            self._stats = dict(self._stats)
+            self._shared = False
 
     def _load_rows(self, data: dict[str, Any]) -> None:
         """Version 2: [path, kind, size, mtime_ns, mode, digest, target, remote, local] per
         path, each stat [size, mtime_ns], 0 when the entry's own, null when unknown."""
         self.pending = {str(k): str(v) for k, v in data.get("pending", {}).items()}
         entries = self.entries
-        remote_stat = self.remote_stat
-        local_stat = self.local_stat
+        stats = self._stats
+        pairs = _PAIRS
         rows: list[list[Any]] = data["rows"]
         intern = sys.intern  # paths and digests: one object each across manifests
         for path, kind, size, mtime_ns, mode, digest, target, remote, local in rows:
@@ -91,38 +213,79 @@ class Base:
             if digest is not None:
                 digest = intern(digest)
             entries[path] = Entry(kind, size, mtime_ns, mode, digest, target)
-            own = (size, mtime_ns)
-            if remote is not None:
-                remote_stat[path] = own if remote == 0 else (remote[0], remote[1])
-            if local is not None:
-                local_stat[path] = own if local == 0 else (local[0], local[1])
+            if remote == 0 or remote is None:
+                if local == 0 or local is None:
+                    pair = pairs[(remote, local)]
+                    if pair is not _UNKNOWN:
+                        stats[path] = pair
+                    continue
+            else:
+                remote = (remote[0], remote[1])
+            if local != 0 and local is not None:
+                local = (local[0], local[1])
+            stats[path] = (remote, local)
 
     def _load_v1(self, data: dict[str, Any]) -> None:
         """Version 1: {path: entry-json plus "r" and "l"} (read, never written any more)."""
         self.pending = {str(k): str(v) for k, v in data.get("pending", {}).items()}
         for path, raw in data.get("entries", {}).items():
-            self.entries[path] = Entry.from_json(raw)
-            if "r" in raw:
-                self.remote_stat[path] = (raw["r"][0], raw["r"][1])
-            if "l" in raw:
-                self.local_stat[path] = (raw["l"][0], raw["l"][1])
+            entry = self.entries[path] = Entry.from_json(raw)
+            remote = (raw["r"][0], raw["r"][1]) if "r" in raw else None
+            local = (raw["l"][0], raw["l"][1]) if "l" in raw else None
+            pair = _pair(_side(remote, entry), _side(local, entry))
+            if pair is not _UNKNOWN:
+                self._stats[path] = pair
 
-    def record(self, path: str, entry: Entry, remote: Entry | None, local: Entry | None) -> None:
-        """Remember that path now holds entry on both sides (with each side's stat)."""
+    def _set(self, path: str, entry: Entry, remote: Entry | None, local: Entry | None) -> None:
+        """entries[path] = entry, each side's stat from remote and local where given (the
+        other kept); dirty when anything changed. The base is its own already."""
         known = self.entries.get(path)
+        old = self._stats.get(path, _UNKNOWN)
+        remote_stat = _absolute(old[0], known) if remote is None else (remote.size, remote.mtime_ns)
+        local_stat = _absolute(old[1], known) if local is None else (local.size, local.mtime_ns)
         if known is not entry and known != entry:
             self.entries[path] = entry
             self.dirty = True
-        if remote is not None:
-            stat = (remote.size, remote.mtime_ns)
-            if self.remote_stat.get(path) != stat:
-                self.remote_stat[path] = stat
-                self.dirty = True
-        if local is not None:
-            stat = (local.size, local.mtime_ns)
-            if self.local_stat.get(path) != stat:
-                self.local_stat[path] = stat
-                self.dirty = True
+            self._touch(path)
+        pair = _pair(_side(remote_stat, entry), _side(local_stat, entry))
+        if pair != old:
+            if pair is _UNKNOWN:
+                self._stats.pop(path, None)
+            else:
+                self._stats[path] = pair
+            self.dirty = True
+            self._touch(path)
+
+    def _touch(self, path: str) -> None:
+        touched = self._touched
+        if touched is not None:
+            touched.add(path)
+            if len(touched) > _TOUCHED_MAX:
+                self._touched = None
+
+    def version(self) -> Version:
+        """What this base holds now, for changed_since (cheap: no copy of the entries)."""
+        touched = self._touched
+        return Version(self._origin, None if touched is None else frozenset(touched))
+
+    def changed_since(self, version: Version) -> set[str] | None:
+        """The paths whose entry or stats may differ from those of the base at version
+        (taken of this base, or of a copy of the file this base was loaded from, before the
+        save it was loaded after); None when that is not known (then: any)."""
+        then = version.touched
+        if then is None or self._touched is None:
+            return None
+        if version.origin is self._origin:
+            return self._touched | then
+        since = self._since
+        if since is None or since[0] is not version.origin or since[1] is None:
+            return None
+        return self._touched | then | since[1]
+
+    def record(self, path: str, entry: Entry, remote: Entry | None, local: Entry | None) -> None:
+        """Remember that path now holds entry on both sides (with each side's stat)."""
+        self._own()
+        self._set(path, entry, remote, local)
 
     def expect_uploads(self, digests: dict[str, str]) -> None:
         """Remember uploads about to be sent (saved at once, in the small pending file
@@ -135,25 +298,27 @@ class Base:
     def record_same(self, paths: Iterable[str], local: Manifest, remote: Manifest) -> None:
         """record(path, local, remote, local) for each path the plan found the same on both
         sides (one pass: a push's every unchanged file comes through here)."""
-        entries, remote_stat, local_stat = self.entries, self.remote_stat, self.local_stat
-        dirty = False
         for path in paths:
             entry = local[path]
-            known = entries.get(path)
-            if known is not entry and known != entry:
-                entries[path] = entry
-                dirty = True
-            stat = (entry.size, entry.mtime_ns)
-            if local_stat.get(path) != stat:
-                local_stat[path] = stat
-                dirty = True
             there = remote.get(path)
-            if there is not None:
-                stat = (there.size, there.mtime_ns)
-                if remote_stat.get(path) != stat:
-                    remote_stat[path] = stat
-                    dirty = True
-        self.dirty = self.dirty or dirty
+            if self.entries.get(path) is entry:
+                # The common case (a no-op push): nothing to change when the stats hold.
+                pair = self._stats.get(path, _UNKNOWN)
+                if pair[1] == OWN and isinstance(pair[1], int):
+                    if there is None:
+                        continue
+                    side = pair[0]
+                    if side is not None and (
+                        (
+                            isinstance(side, int)
+                            and there.size == entry.size
+                            and there.mtime_ns == entry.mtime_ns
+                        )
+                        or side == (there.size, there.mtime_ns)
+                    ):
+                        continue
+            self._own()
+            self._set(path, entry, there, entry)
 
     def settle_upload(self, path: str) -> None:
         """An upload's answer arrived (written or refused): it is no longer pending."""
@@ -172,54 +337,43 @@ class Base:
 
     def forget(self, path: str) -> None:
         """Drop a path (deleted on both sides)."""
-        self.dirty = self.dirty or path in self.entries
-        self.entries.pop(path, None)
-        self.remote_stat.pop(path, None)
-        self.local_stat.pop(path, None)
+        if path in self.entries or path in self._stats:
+            self._own()
+            self.dirty = self.dirty or path in self.entries
+            self.entries.pop(path, None)
+            self._stats.pop(path, None)
+            self._touch(path)
 
     def save(self) -> None:
         """Write atomically (temp + rename), only when something changed since load.
 
-        Rows unchanged since this process last wrote them reuse their JSON text, so saving
-        a base of thousands of entries after a small push costs a join, not an encoding.
+        The rows are encoded in blocks (by the hash of their path); a base saved by this
+        process, changed since, encodes again only the blocks it changed: saving a base of
+        100,000 entries after a small push costs a pass and a join, not an encoding.
         """
         if not self.dirty:
             return
-        remote_stat = self.remote_stat
-        local_stat = self.local_stat
-        encoded = _ENCODED.setdefault(str(self.file), {})
-        parts: list[str] = []
-        for path, entry in self.entries.items():
-            remote = remote_stat.get(path)
-            local = local_stat.get(path)
-            held = encoded.get(path)
-            if held is not None and held[0] is entry and held[1] == remote and held[2] == local:
-                parts.append(held[3])
-                continue
-            own = (entry.size, entry.mtime_ns)
-            row = [
-                path,
-                entry.kind,
-                entry.size,
-                entry.mtime_ns,
-                entry.mode,
-                entry.digest,
-                entry.target,
-                0 if remote == own else remote,
-                0 if local == own else local,
-            ]
-            text = json.dumps(row)
-            encoded[path] = (entry, remote, local, text)
-            parts.append(text)
-        if len(encoded) > 2 * len(self.entries) + 1000:  # paths long gone
-            for path in [path for path in encoded if path not in self.entries]:
-                del encoded[path]
+        held = _BLOCKS.get(str(self.file))
+        touched = self._touched
+        if held is not None and held[0] is self._origin and touched is not None:
+            texts = list(held[1])
+            by_block: dict[int, list[str]] = {}
+            for path in touched:
+                by_block.setdefault(hash(path) & _BLOCK_MASK, []).append(path)
+            if len(by_block) <= _PATCHED_BLOCKS:
+                self._patch_blocks(texts, by_block)
+            else:
+                self._encode_blocks(texts, set(by_block))
+        else:
+            texts = [""] * (_BLOCK_MASK + 1)
+            self._encode_blocks(texts, set(range(_BLOCK_MASK + 1)))
         self.file.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_temps(self.file)
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        document = f'{{"version": {VERSION}, "rows": [{", ".join(parts)}]}}'
         with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(document)
+            handle.write(f'{{"version": {VERSION}, "rows": [')
+            handle.write(", ".join(text for text in texts if text))
+            handle.write("]}")
             handle.flush()
             os.replace(tmp, self.file)
             # The stamp of the file just written (rename changes its ctime, not its inode).
@@ -227,9 +381,50 @@ class Base:
         self._save_pending()
         self.dirty = False
         self.stamp = stamp
+        self._since = (self._origin, None if touched is None else frozenset(touched))
+        origin = self._origin = object()
+        self._touched = set()
+        _BLOCKS[str(self.file)] = (origin, texts)
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
         _remember(stamp, written)
+
+    def _row(self, path: str, entry: Entry) -> list[Any]:
+        """The saved row of path (see _load_rows)."""
+        return [
+            path,
+            entry.kind,
+            entry.size,
+            entry.mtime_ns,
+            entry.mode,
+            entry.digest,
+            entry.target,
+            *self._stats.get(path, _UNKNOWN),
+        ]
+
+    def _encode_blocks(self, texts: list[str], redo: set[int]) -> None:
+        """Encode the rows of the blocks in redo into texts (one pass over the entries)."""
+        blocks: dict[int, list[list[Any]]] = {block: [] for block in redo}
+        mask = _BLOCK_MASK
+        row = self._row
+        for path, entry in self.entries.items():
+            rows = blocks.get(hash(path) & mask)
+            if rows is not None:
+                rows.append(row(path, entry))
+        for block, rows in blocks.items():
+            texts[block] = json.dumps(rows)[1:-1]
+
+    def _patch_blocks(self, texts: list[str], by_block: dict[int, list[str]]) -> None:
+        """Encode again the blocks of a few touched paths from their saved texts: the
+        touched paths' rows replaced (or dropped: forgotten), the others' kept."""
+        for block, paths in by_block.items():
+            touched = set(paths)
+            rows = [row for row in json.loads(f"[{texts[block]}]") if row[0] not in touched]
+            for path in sorted(touched):
+                entry = self.entries.get(path)
+                if entry is not None:
+                    rows.append(self._row(path, entry))
+            texts[block] = json.dumps(rows)[1:-1]
 
     def _save_pending(self) -> None:
         """The pending uploads in their own small file (removed when there are none)."""
@@ -243,44 +438,49 @@ class Base:
         tmp.write_text(json.dumps(self.pending), encoding="utf-8")
         os.replace(tmp, path)
 
-    def manifest_of_rows(
-        self, rows: Iterable[Sequence[Any]], built: dict[str, Any] | None = None
+    def remote_entries(
+        self, scanned: dict[str, Entry], filled: set[str], paths: Iterable[str] | None = None
     ) -> Manifest:
-        """The agent's compact rows ([path, kind, size, mtime_ns, mode, digest, target]) as
-        a manifest of the remote, each file without a digest taking the base's when its stat
-        is still the one the base recorded there (one pass, one Entry per row).
+        """The remote's entries as scanned, each file without a digest taking the base's
+        when its stat is still the one the base recorded there; a copy is returned.
 
-        `built`, kept by the caller between calls, remembers each path's Entry with the row,
-        base entry and stat it was made from: the same objects again give the same Entry.
+        `scanned` and `filled` are the caller's, kept between scans: scanned's entries are
+        updated in place (a digest taken from the base, or given back when the base no
+        longer has it), and `filled` holds the paths whose digest came from the base. The
+        same base again changes nothing (no Entry made). `paths`: only these are looked at
+        (None: all), the others being as a scan with this base left them (changed_since).
         """
         known = self.entries
-        stats = self.remote_stat
-        memo: dict[str, Any] = {} if built is None else built
-        result: Manifest = {}
-        for row in rows:
-            path = row[0]
-            base = known.get(path)
-            stat = stats.get(path)
-            held = memo.get(path)
-            if held is not None and held[0] is row and held[1] is base and held[2] is stat:
-                result[path] = held[3]
+        stats = self._stats
+        unknown = _UNKNOWN
+        for path in scanned if paths is None else [p for p in paths if p in scanned]:
+            entry = scanned[path]
+            digest = entry.digest
+            if digest is None:
+                if entry.kind != FILE:
+                    continue
+            elif path not in filled:
                 continue
-            _, kind, size, mtime_ns, mode, digest, target = row
-            if (
-                digest is None
-                and kind == FILE
-                and base is not None
-                and base.kind == FILE
-                and stat == (size, mtime_ns)
-            ):
-                digest = base.digest
-            entry = result[path] = Entry(kind, size, mtime_ns, mode, digest, target)
-            if built is not None:
-                built[path] = (row, base, stat, entry)
-        if built is not None and len(built) > len(result) + 1000:  # paths long gone
-            for path in [path for path in built if path not in result]:
-                del built[path]
-        return result
+            base = known.get(path)
+            take = None
+            if base is not None and base.kind == FILE and entry.kind == FILE:
+                side = stats.get(path, unknown)[0]
+                if side is not None and (
+                    (base.size == entry.size and base.mtime_ns == entry.mtime_ns)
+                    if isinstance(side, int)
+                    else (side[0] == entry.size and side[1] == entry.mtime_ns)
+                ):
+                    take = base.digest
+            if take == digest:
+                continue
+            scanned[path] = Entry(
+                entry.kind, entry.size, entry.mtime_ns, entry.mode, take, entry.target
+            )
+            if take is None:
+                filled.discard(path)
+            else:
+                filled.add(path)
+        return dict(scanned)
 
 
 def _remove_dead_temps(file: Path) -> None:
@@ -319,11 +519,24 @@ def _read_pending(path: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in data.items()}
 
 
-# Encoded rows of the base files this process wrote: path -> (entry, remote, local, JSON).
-_ENCODED: dict[str, dict[str, tuple[Entry, Any, Any, str]]] = {}
+@dataclass(frozen=True)
+class Version:
+    """A base's contents at one moment (Base.version): its origin and the paths touched."""
+
+    origin: object
+    touched: frozenset[str] | None
+
+
+# More paths than this touched since a base's origin: not listed (as good as all of them).
+_TOUCHED_MAX = 20_000
 # Base files this process read or wrote, by path: (stamp of the file then, its contents).
 _LOADED: dict[str, tuple[tuple[int, int, int, int], Base]] = {}
 _KEEP = 16
+# The rows of the base files this process wrote, encoded in blocks: file -> (token, texts).
+_BLOCK_MASK = 1023
+# Up to this many blocks touched, a save patches their texts instead of a pass over the rows.
+_PATCHED_BLOCKS = 32
+_BLOCKS: dict[str, tuple[object, list[str]]] = {}
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -336,6 +549,8 @@ def _remember(stamp: tuple[int, int, int, int], base: Base) -> None:
     _LOADED[key] = (stamp, base)
     while len(_LOADED) > _KEEP:
         del _LOADED[next(iter(_LOADED))]
+    for gone in [file for file in _BLOCKS if file not in _LOADED]:
+        del _BLOCKS[gone]
 
 
 def base_file(project_root: Path, target: str, remote_dir: str, kind: str = "push") -> Path:

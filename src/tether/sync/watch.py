@@ -1,11 +1,11 @@
 """`tether watch`: every save pushed to every target over one long-lived agent channel each.
 
-Events from watchfiles (Rust notify) are coalesced (a burst such as a `git checkout` ends
-as one batch), filtered by push's own rules (git's ignore rules or the .gitignore files,
-`[sync] exclude/include`, results) and pushed with `push_pair(..., only=batch)`: deleted
-paths included, so a file deleted here is deleted there if tether pushed it and it is
-unchanged there. A full push runs at start and after every reconnect; conflicts are
-reported, never overwritten (no force, ever).
+Events (inotify read on the event loop, else watchfiles: sync/filewatch.py) are coalesced (a
+burst such as a `git checkout` ends as one batch), filtered by push's own rules (git's
+ignore rules or the .gitignore files, `[sync] exclude/include`, results) and pushed with
+`push_pair(..., only=batch)`: deleted paths included, so a file deleted here is deleted
+there if tether pushed it and it is unchanged there. A full push runs at start and after
+every reconnect; conflicts are reported, never overwritten (no force, ever).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 from tether import invocation
@@ -24,6 +22,7 @@ from tether.agent.wire import Hello
 from tether.config import Config, Target
 from tether.errors import ConnectionLost, HostError, TetherError, is_transient
 from tether.sync.events import EventFilter, route
+from tether.sync.filewatch import watch_paths
 from tether.sync.pull import pull_pair
 from tether.sync.session import Report, pairs_for, push_pair
 from tether.sync.targets import open_channel
@@ -123,21 +122,26 @@ class Pending:
     paths: dict[int, set[str]] = field(default_factory=dict)
     since: float | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    everything: bool = False  # events were lost: the next batch is a full push
 
-    def add(self, routed: dict[int, set[str]], at: float) -> None:
-        if not routed:
+    def add(self, routed: dict[int, set[str]], at: float, everything: bool = False) -> None:
+        if not routed and not everything:
             return
         for index, rels in routed.items():
             self.paths.setdefault(index, set()).update(rels)
+        self.everything = self.everything or everything
         if self.since is None:
             self.since = at
         self.wake.set()
 
     def take(self) -> tuple[dict[int, set[str]], float | None]:
         taken, since = self.paths, self.since
-        self.paths, self.since = {}, None
+        self.paths, self.since, self.everything = {}, None, False
         self.wake.clear()
         return taken, since
+
+    def waiting(self) -> bool:
+        return bool(self.paths) or self.everything
 
     def __len__(self) -> int:
         return sum(len(rels) for rels in self.paths.values())
@@ -214,13 +218,17 @@ class TargetWatcher:
         last_pull = 0.0
         last_io = time.monotonic()
         while not self.stop.is_set():
-            if self.pending.paths:
+            if self.pending.everything:
+                self.pending.take()  # the full push covers every path named until now
+                await self._full_push(channel)
+                last_io = time.monotonic()
+            elif self.pending.paths:
                 await self._push_batch(channel)
                 last_io = time.monotonic()
             if self.pull and time.monotonic() - last_pull >= PULL_EVERY_S:
                 await self._pull(channel)
                 last_pull = last_io = time.monotonic()
-            if self.pending.paths or self.stop.is_set():
+            if self.pending.waiting() or self.stop.is_set():
                 continue
             if not channel.alive:
                 raise channel.lost()
@@ -348,21 +356,6 @@ async def _ping(channel: AgentChannel) -> None:
         raise ConnectionLost(channel.host, "no answer for 10 s") from None
 
 
-async def _watch_files(
-    roots: list[Path], pairs: Callable[[list[str]], None], stop: asyncio.Event
-) -> None:
-    import watchfiles
-
-    async for changes in watchfiles.awatch(
-        *roots,
-        watch_filter=None,
-        debounce=DEBOUNCE_MS,
-        step=STEP_MS,
-        stop_event=stop,
-    ):
-        pairs([path for _, path in changes])
-
-
 async def watch(config: Config, targets: list[Target], pull: bool = False) -> int:
     """Watch until SIGINT/SIGTERM; 0 after a clean stop."""
     stop = asyncio.Event()
@@ -385,13 +378,13 @@ async def watch(config: Config, targets: list[Target], pull: bool = False) -> in
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupt)
 
-    def dispatch(paths: list[str]) -> None:
+    def dispatch(paths: list[str], everything: bool) -> None:
         now = time.monotonic()
         for watcher in watchers:
-            watcher.pending.add(route(paths, watcher.pairs), now)
+            watcher.pending.add(route(paths, watcher.pairs), now, everything)
             watcher.say()
 
-    files = asyncio.create_task(_watch_files(roots, dispatch, stop))
+    files = asyncio.create_task(watch_paths(roots, dispatch, stop))
     await asyncio.sleep(0)
     tasks = [asyncio.create_task(w.run()) for w in watchers]
     try:

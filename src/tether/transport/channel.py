@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from tether.agent.bundle import BOOTSTRAP, agent_zip
-from tether.agent.protocol import decode_header, encode, grow_pipe
+from tether.agent.protocol import decode_header_text, encode, grow_pipe, header_text
 from tether.agent.wire import TABLE, ErrorKind, Hello, Op, Request, explain
 from tether.errors import ConnectionLost, HostError, RemoteError
 from tether.safety import python_argv
@@ -174,7 +174,9 @@ class AgentChannel:
         try:
             while True:
                 (length,) = struct.unpack(">I", await stream.readexactly(4))
-                header = decode_header(await stream.readexactly(length))
+                # The frame's bytes go before its JSON is decoded (a whole-tree scan
+                # answer is megabytes).
+                header = decode_header_text(header_text(await stream.readexactly(length)))
                 size = int(header.get("n", 0))
                 payload = await stream.readexactly(size) if size else b""
                 self._deliver(header, payload)
