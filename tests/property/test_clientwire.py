@@ -1,4 +1,4 @@
-"""The sync daemon's client wire (cli/clientwire.py): the hand-written JSON of a request
+"""The sync daemon's client wire (tether/clientwire.py): the hand-written JSON of a request
 reads back with json as the same value, whatever the text (control characters, quotes,
 backslashes, non-ASCII, lone surrogates from undecodable environment bytes), and frames
 split anywhere come out whole, in order, once."""
@@ -10,7 +10,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tether.cli import clientwire
+from tether import clientwire
 
 text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF))  # surrogates too
 scalars = st.none() | st.booleans() | st.integers(-(1 << 40), 1 << 40) | text

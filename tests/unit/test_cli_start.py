@@ -107,7 +107,8 @@ def test_the_sync_daemon_client_imports_neither_json_nor_socket(tmp_path: Path) 
     code = (
         "import sys\n"
         "from tether.cli.app import main\n"
-        "from tether.cli import clientwire, fastpath\n"
+        "from tether import clientwire\n"
+        "from tether.cli import fastpath\n"
         "fastpath.socket_path()\n"
         "fastpath.connect(sys.argv[1])\n"
         "clientwire.request_line(fastpath._request(['push'], False))\n"

@@ -63,3 +63,25 @@ def test_the_key_covers_colour_and_terminal(runtime: Path, monkeypatch: pytest.M
     assert helpcache.key() != plain
     monkeypatch.delenv("NO_COLOR")
     assert helpcache.key() == plain
+
+
+def test_a_command_help_is_kept_per_command_and_other_arguments_are_not(
+    runtime: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tether status --help` imported the CLI framework on every call (~75 ms)."""
+    assert app.main(["status", "--help"]) == 0
+    status = capsys.readouterr().out
+    assert "Usage: tether status" in status
+    (kept,) = _kept(runtime)
+    kept.write_text(status + "MARK\n")
+    assert app.main(["status", "-h"]) == 0
+    assert capsys.readouterr().out == status + "MARK\n"
+    assert app.main(["kernel", "ls", "--help"]) == 0
+    assert "Usage: tether kernel ls" in capsys.readouterr().out
+    assert len(_kept(runtime)) == 2
+    # A path (or anything but command words) before --help is rendered, never kept.
+    assert app.main(["push", "src/a.py", "--help"]) == 0
+    assert "Usage: tether push" in capsys.readouterr().out
+    assert len(_kept(runtime)) == 2
+    assert helpcache.words(["push", "--to", "--help"]) is None
+    assert helpcache.words(["push", "--help"]) == ["push"]

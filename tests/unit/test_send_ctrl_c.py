@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.cli import clientwire
+from tether import clientwire
 from tether.kernel import send
 
 

@@ -42,8 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         invocation.stdout().write(f"tether {__version__}\n")
         return 0
-    if args in (["--help"], ["-h"]) and not debug:
-        return _top_help(args)
+    if args and args[-1] in ("--help", "-h") and not debug:
+        from tether.cli import helpcache
+
+        names = helpcache.words(args)
+        if names is not None:
+            return _kept_help(args, names)
     if (
         args[:1]
         and args[0] in DAEMON_COMMANDS
@@ -62,15 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_mapped(args, debug)
 
 
-def _top_help(args: list[str]) -> int:
-    """`tether --help`: the text kept from the last time (tether.cli.helpcache), else
-    rendered by the CLI framework and kept."""
+def _kept_help(args: list[str], names: list[str]) -> int:
+    """`tether [COMMAND...] --help`: the text kept from the last time (tether.cli.helpcache),
+    else rendered by the CLI framework and kept."""
     import contextlib
 
     from tether.cli import helpcache
 
     out = invocation.stdout()
-    cache_key = helpcache.key()
+    cache_key = helpcache.key(names)
     text = helpcache.get(cache_key)
     if text is None:
         capture = helpcache.Capture(tty=out.isatty())

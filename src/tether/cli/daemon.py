@@ -13,7 +13,7 @@ one push or pull among them (they share the kept scans; a client that finds it b
 its command in its own process, as without a daemon), each
 with the client's working directory, environment, umask and terminal (isatty, size) in
 place of its own (a tether.invocation.Invocation: the daemon's own process state is
-never changed), and its stdout/stderr sent back in frames (cli/clientwire.py: its text,
+never changed), and its stdout/stderr sent back in frames (tether/clientwire.py: its text,
 then the exit code; "busy" alone when busy). A client that goes away (Ctrl-C,
 killed) cancels its command: the push stops as if its link had been cut (atomic writes,
 pending uploads recorded), and the channels it used are closed. A channel is reused only
@@ -39,7 +39,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
-from tether.cli import clientwire
+from tether import clientwire
 from tether.cli.fastpath import PREFIX, fingerprint
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import os
 import sys
 import zlib
 
-from tether.cli import clientwire
+from tether import clientwire
 from tether.ipc import lock_within
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms here

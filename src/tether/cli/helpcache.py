@@ -1,11 +1,15 @@
-"""`tether --help` without importing the CLI framework: its text, kept from the last time.
+"""`tether --help` and `tether COMMAND --help` without importing the CLI framework: the
+text, kept from the last time.
 
-The top-level help lists every command, so printing it means building the whole command
-tree (typer, click, rich: ~60 ms of a ~75 ms start). Its text depends only on tether's
-source and the terminal it is printed to, so the first `tether --help` keeps what it
-printed in the runtime dir (0700), keyed by the sync daemon's source fingerprint and the
-terminal's shape (width, colour, whether a terminal); later ones print that text.
-A changed tether or terminal misses and renders afresh. Standard library only.
+Printing a help means importing the CLI framework (typer, click, rich: ~60-75 ms of a
+~90 ms start) and, for the top-level one, building the whole command tree. Its text
+depends only on tether's source, the command words and the terminal it is printed to, so
+the first `tether [COMMAND [SUBCOMMAND]] --help` keeps what it printed in the runtime dir
+(0700), keyed by the sync daemon's source fingerprint, the words and the terminal's shape
+(width, colour, whether a terminal); later ones print that text. A changed tether or
+terminal misses and renders afresh. Only plain command words are kept (at most two,
+lowercase names): any other argument before --help renders as the framework says.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -16,7 +20,21 @@ import zlib
 
 from tether import invocation
 
-HELP_ARGS = (["--help"], ["-h"])
+HELP_FLAGS = ("--help", "-h")
+_NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def words(args: list[str]) -> list[str] | None:
+    """The command words of a help request whose text may be kept (`[*words, --help]`,
+    at most two lowercase command names), else None."""
+    if not args or args[-1] not in HELP_FLAGS or len(args) > 3:
+        return None
+    names = args[:-1]
+    if all(name[:1].isalpha() and set(name) <= _NAME for name in names):
+        return names
+    return None
+
+
 # What rich reads to decide width and colour (besides isatty and the terminal's size).
 _ENV = ("COLUMNS", "LINES", "TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE")
 
@@ -32,8 +50,8 @@ class Capture(io.StringIO):
         return self.tty
 
 
-def key() -> str:
-    """The cache key: tether's source and the shape of the terminal printed to."""
+def key(names: list[str] | None = None) -> str:
+    """The cache key: tether's source, the command words and the shape of the terminal."""
     from tether.cli.fastpath import fingerprint
 
     stdout = invocation.stdout()
@@ -46,7 +64,9 @@ def key() -> str:
         except OSError:
             continue
     env = invocation.environ()
-    shape = "\0".join([str(tty), size, *(f"{name}={env.get(name, '')}" for name in _ENV)])
+    shape = "\0".join(
+        [" ".join(names or []), str(tty), size, *(f"{name}={env.get(name, '')}" for name in _ENV)]
+    )
     return f"{fingerprint()}-{zlib.crc32(shape.encode()):08x}"
 
 

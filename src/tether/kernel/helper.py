@@ -4,7 +4,7 @@ the kernel connection and keeps its forwards.
     python -m tether.kernel.helper SPEC_JSON
 
 `tether send` (stdlib only) connects to its 0600 unix socket, writes one JSON line
-{"code", "root", "colour"} and reads frames back (cli/clientwire.py, so send imports
+{"code", "root", "colour"} and reads frames back (tether/clientwire.py, so send imports
 neither json nor socket): the execution's outputs rendered here (kernel/output.py) as
 stdout and stderr text, notices on stderr, then the exit code (1 if it raised); a
 "stale" frame means the kernel changed (restart) and the helper is leaving, so send
@@ -41,8 +41,7 @@ import sys
 import time
 from typing import Any
 
-from tether import invocation
-from tether.cli import clientwire
+from tether import clientwire, invocation
 from tether.config import Target
 from tether.ipc import peer_is_me
 from tether.kernel.background import IDLE_EXIT_S

@@ -267,7 +267,7 @@ def via_helper(
     import _socket  # the C module: `socket` imports enum, selectors, ...
     import select
 
-    from tether.cli import clientwire
+    from tether import clientwire
 
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     request = {"code": code, "root": str(root), "colour": coloured(invocation.stderr())}

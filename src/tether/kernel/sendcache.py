@@ -13,7 +13,7 @@ the trust check again. ctime changes on every write (utime cannot set it), and a
 whose files changed within RACY_NS is not kept: a second change within the file system's
 timestamp granularity (2 s on FAT and some network file systems) could look the same.
 Standard library only, and not even `json` (with the `re` it imports, ~10 ms of a
-keypress): the file is a list of frames (cli/clientwire.py).
+keypress): the file is a list of frames (tether/clientwire.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 
-from tether.cli import clientwire
+from tether import clientwire
 from tether.configfile import find_config_file
 from tether.errors import TetherError
 from tether.paths import runtime_dir_str, trust_store
