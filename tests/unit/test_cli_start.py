@@ -115,17 +115,7 @@ def test_the_sync_daemon_client_imports_neither_json_nor_socket(tmp_path: Path) 
         "clientwire.frames(bytearray(clientwire.frame('x', '0')))\n"
         "print(sorted(sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "no.sock")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    import ast
-
-    found = set(ast.literal_eval(done.stdout.splitlines()[-1]))
+    found = modules_after(code, tmp_path)
     assert not {"json", "socket", "re", "enum", "typing", *HEAVY} & found
 
 
@@ -147,15 +137,22 @@ def test_a_send_through_its_helper_imports_neither_json_nor_re(tmp_path: Path) -
         "    pass\n"
         "print(sorted(sys.modules))\n"
     )
+    found = modules_after(code, tmp_path)
+    assert not {"json", "socket", "re", "enum", "signal", "typing", *HEAVY} & found
+
+
+def modules_after(code: str, cwd: Path) -> set[str]:
+    """The modules a fresh interpreter holds after code, run in cwd with one argument (a
+    socket path nothing listens on); code ends by printing sorted(sys.modules), with no
+    json import of its own."""
+    import ast
+
     done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "no.sock")],
-        cwd=tmp_path,
+        [sys.executable, "-c", code, str(cwd / "no.sock")],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    import ast
-
-    found = set(ast.literal_eval(done.stdout.splitlines()[-1]))
-    assert not {"json", "socket", "re", "enum", "signal", "typing", *HEAVY} & found
+    return set(ast.literal_eval(done.stdout.splitlines()[-1]))

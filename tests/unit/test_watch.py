@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.fsevents import overflow_event_queue
 from tether.sync import events, filewatch, watch
 from tether.sync.local import Scope, scan_local
 from tether.sync.session import Pair
@@ -194,7 +195,6 @@ def test_a_burst_of_writes_is_a_few_batches(
 
 def test_lost_events_push_everything_and_watching_goes_on(tmp_path: Path) -> None:
     """An overflowed inotify queue: dispatch(everything) once, then watchfiles takes over."""
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     calls: list[tuple[list[str], bool]] = []
 
     async def go() -> None:
@@ -204,15 +204,7 @@ def test_lost_events_push_everything_and_watching_goes_on(tmp_path: Path) -> Non
         )
         await asyncio.sleep(0.3)
         # The loop reads nothing while this runs (no await): the kernel's queue overflows.
-        one = os.open(tmp_path / "a", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        two = os.open(tmp_path / "b", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            for _ in range(limit // 2 + 100):
-                os.write(one, b"#")
-                os.write(two, b"#")
-        finally:
-            os.close(one)
-            os.close(two)
+        overflow_event_queue(tmp_path / "a", tmp_path / "b")
         await asyncio.sleep(0.8)
         (tmp_path / "later").write_text("seen after the overflow")
         deadline = time.monotonic() + 5

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness.fsevents import overflow_event_queue
 from tether.agent import inotify
 from tether.agent.fsops import DigestCache
 from tether.agent.scan import ScanMemo, scan_tree
@@ -73,6 +74,31 @@ def watched_client(tmp_path: Path) -> tuple[Path, Client]:
     return root, client
 
 
+def assert_watched_as_a_walk(client: Client, root: Path, why: str) -> None:
+    """The kept watcher of root holds the watches a fresh watcher's own walk sets up."""
+    kept = client.watching.kept["k"]
+    assert kept is not None
+    apart = inotify.Watcher(str(root), set(SKIP))
+    apart.start()
+    try:
+        assert set(kept.watcher.wds) == set(apart.wds), why
+    finally:
+        apart.close()
+
+
+def count_walks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The roots of the whole-tree walks the agent's watching makes from now on."""
+    walks: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if len(args) < 5 and kwargs.get("only") is None:  # a whole-tree walk
+            walks.append(args[0])
+        return scan_tree(*args, **kwargs)
+
+    monkeypatch.setattr("tether.agent.watching.scan_tree", counted)
+    return walks
+
+
 def test_watched_answers_follow_every_race(tmp_path: Path) -> None:
     root, client = watched_client(tmp_path)
     # A directory made and filled at once (before any watch on it), nested.
@@ -100,18 +126,8 @@ def test_watched_answers_follow_every_race(tmp_path: Path) -> None:
 
 def test_an_overflowed_event_queue_gives_a_full_answer(tmp_path: Path) -> None:
     root, client = watched_client(tmp_path)
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    # Writes to two files in turn: one event each (the kernel merges only repeats), few
-    # paths changed, and the queue overflows: the file made after it has no event.
-    one = os.open(root / "d0" / "e0" / "f0.py", os.O_WRONLY | os.O_APPEND)
-    two = os.open(root / "d1" / "e1" / "f1.py", os.O_WRONLY | os.O_APPEND)
-    try:
-        for _ in range(limit // 2 + 100):
-            os.write(one, b"#")
-            os.write(two, b"#")
-    finally:
-        os.close(one)
-        os.close(two)
+    # The queue overflows: the file made after it has no event.
+    overflow_event_queue(root / "d0" / "e0" / "f0.py", root / "d1" / "e1" / "f1.py")
     (root / "d0" / "last").write_text("after the overflow")
     assert client.scan() == client.full()
     assert "d0/last" in client.rows
@@ -132,22 +148,8 @@ def test_the_first_scan_sets_up_the_watches_in_its_own_walk(
     client.watching.eager = True  # a kept channel's agent (wire.Hello.watch)
     client.scan()
     assert client.watched(), "watched from the first scan on"
-    kept = client.watching.kept["k"]
-    assert kept is not None
-    apart = inotify.Watcher(str(root), set(SKIP))
-    apart.start()
-    try:
-        assert set(kept.watcher.wds) == set(apart.wds), "the same watches as a walk of its own"
-    finally:
-        apart.close()
-    walks: list[str] = []
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        if len(args) < 5 and kwargs.get("only") is None:  # a whole-tree walk
-            walks.append(args[0])
-        return scan_tree(*args, **kwargs)
-
-    monkeypatch.setattr("tether.agent.watching.scan_tree", counted)
+    assert_watched_as_a_walk(client, root, "the same watches as a walk of its own")
+    walks = count_walks(monkeypatch)
     (root / "d0" / "e0" / "f0.py").write_text("seen by a watch of the first walk\n")
     assert client.scan() == client.full()
     assert client.answers[-1].get("since") and client.answers[-1]["rows"]
@@ -192,22 +194,8 @@ def test_a_root_missing_at_the_first_scan_is_watched_from_the_first_write(
     for directory in sorted(p for p in root.rglob("*") if p.is_dir()):
         (directory / "w.py").write_text("written into it\n")
         client.watching.wrote(str(root))
-    kept = client.watching.kept["k"]
-    assert kept is not None
-    apart = inotify.Watcher(str(root), set(SKIP))
-    apart.start()
-    try:
-        assert set(kept.watcher.wds) == set(apart.wds), "every directory watched after the push"
-    finally:
-        apart.close()
-    walks: list[str] = []
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        if len(args) < 5 and kwargs.get("only") is None:  # a whole-tree walk
-            walks.append(args[0])
-        return scan_tree(*args, **kwargs)
-
-    monkeypatch.setattr("tether.agent.watching.scan_tree", counted)
+    assert_watched_as_a_walk(client, root, "every directory watched after the push")
+    walks = count_walks(monkeypatch)
     assert client.scan() == client.full(), "the answer after the writes holds all of them"
     assert client.answers[-1].get("since"), "a difference from the first (empty) answer"
     assert walks == [], "the scan after the push re-stats what changed, no walk"
