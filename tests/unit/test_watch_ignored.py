@@ -79,9 +79,10 @@ def test_a_save_no_ignore_pattern_reaches_asks_git_nothing(
     (root / ".gitignore").write_text("*.log\nbuild/\n")
     write(root, "pkg/model.py", "pkg/run.log")
     watched = events.EventFilter(pair(root))
+    git_calls.unlink()  # where the sources are was learnt with the filter: the first save
+    assert watched.select(["pkg/model.py"]) == ["pkg/model.py"]  # runs no git at all
     assert watched.select(["pkg/model.py"]) == ["pkg/model.py"]
-    assert watched.select(["pkg/model.py"]) == ["pkg/model.py"]
-    assert check_ignore_calls(git_calls) == []
+    assert not git_calls.exists()
     # A path a pattern reaches is still git's to decide.
     assert watched.select(["pkg/run.log", "pkg/model.py"]) == ["pkg/model.py"]
     assert len(check_ignore_calls(git_calls)) == 1

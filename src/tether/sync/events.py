@@ -110,6 +110,8 @@ class EventFilter:
         self.pair = pair
         self.git = git_root(pair.local_root)
         self.ignores = GitIgnored(pair.local_root, git_ignored)
+        if self.git:
+            self.ignores.learn()
 
     def _unignored(self, rels: list[str], dirs: bool = False) -> list[str]:
         scope = self.pair.scope

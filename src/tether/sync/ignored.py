@@ -148,6 +148,10 @@ class GitIgnored:
         self.sources: _Sources | None = None
         self.learnt = False
 
+    def learn(self) -> None:
+        """Learn where the sources are now (a watch's first save then runs no git)."""
+        self._current()
+
     def _current(self) -> _Sources | None:
         if self.sources is not None and _config_stats(self.sources.common) != self.sources.config:
             self.learnt = False
