@@ -99,8 +99,10 @@ def test_the_check_fails_when_a_source_is_left_out(monkeypatch: pytest.MonkeyPat
     case: Case = ([], ["*.log"], [], ["a/x.log", "a/b"], [])
     check(case)
     read = ignored._patterns
-    monkeypatch.setattr(
-        ignored, "_patterns", lambda path, base: PatternSet(()) if base == "a" else read(path, base)
-    )
+
+    def without_a(path: str, base: str, follow: bool = True) -> PatternSet | None:
+        return PatternSet(()) if base == "a" else read(path, base, follow)
+
+    monkeypatch.setattr(ignored, "_patterns", without_a)
     with pytest.raises(AssertionError):
         check(case)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
-from tether.sync import events
+from tether.sync import events, ignored
 from tether.sync.local import Scope
 from tether.sync.session import Pair
 
@@ -182,3 +183,35 @@ def test_ignore_case_leaves_the_verdict_to_git(
         root, ["readme", "a.py"]
     )
     assert len(check_ignore_calls(git_calls)) == 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_gitignore_that_is_no_plain_file_is_never_opened_and_left_to_git(
+    tmp_path: Path, git_config: Path, kind: str
+) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    git(root, "init", "-q")
+    write(root, "sub/a.py", "sub/b.log", "elsewhere.log")
+    (tmp_path / "outside").write_text("*.log\n")
+    if kind == "fifo":
+        os.mkfifo(root / "sub" / ".gitignore")  # opening it to read would wait for a writer
+    else:
+        os.symlink(tmp_path / "outside", root / "sub" / ".gitignore")  # git does not follow
+    asked: list[str] = []
+
+    def ask(where: Path, rels: list[str]) -> set[str]:
+        asked.extend(rels)
+        return set()
+
+    answers: list[set[str]] = []
+    verdicts = ignored.GitIgnored(root, ask)
+    worker = threading.Thread(target=lambda: answers.append(verdicts.ignored(["sub/a.py"])))
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock the reader, then fail
+        with open(root / "sub" / ".gitignore", "w"):
+            pass
+        worker.join(10)
+        pytest.fail("the filter waited on sub/.gitignore")
+    assert answers == [set()] and asked == ["sub/a.py"]

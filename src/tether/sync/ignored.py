@@ -17,6 +17,7 @@ followed: restart the watch after changing it).
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tether.core.ignore import PatternSet
 _ODD = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\ufeff")
 
 GitAsk = Callable[[Path, list[str]], set[str]]
+MAX_BYTES = 4 << 20  # a bigger ignore file is git's to read
 
 
 @dataclass(frozen=True)
@@ -98,14 +100,32 @@ def _learn(root: Path) -> _Sources | None:
     return _Sources(prefix, Path(top), common, excludes_file, config)
 
 
-def _patterns(path: str, base: str) -> PatternSet | None:
-    """The patterns of one ignore file (none if it is missing); None: not read as git would."""
+def _read(path: str, follow: bool) -> bytes | None:
+    """A plain file's bytes (b"" if missing); None for anything else (a FIFO is never
+    waited on; a symlink in the work tree is git's to judge: it does not follow them)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        fd = os.open(path, flags)
     except (FileNotFoundError, NotADirectoryError):
-        return PatternSet(())
+        return b""
     except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(MAX_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _patterns(path: str, base: str, follow: bool = True) -> PatternSet | None:
+    """The patterns of one ignore file (none if it is missing); None: not read as git would."""
+    data = _read(path, follow)
+    if data is None or len(data) > MAX_BYTES:
         return None
     try:
         text = data.decode("utf-8")
@@ -129,7 +149,8 @@ class _Reach:
 
     def _dir(self, rel_dir: str) -> PatternSet | None:
         if rel_dir not in self.dirs:
-            self.dirs[rel_dir] = _patterns(str(self.top / rel_dir / ".gitignore"), rel_dir)
+            gitignore = str(self.top / rel_dir / ".gitignore")
+            self.dirs[rel_dir] = _patterns(gitignore, rel_dir, follow=False)
         return self.dirs[rel_dir]
 
     def reaches(self, path: str, is_dir: bool) -> bool:
