@@ -8,10 +8,12 @@ and `core.excludesFile`. Those sources are read here on every call, and a path t
 pattern of any of them can reach (negations included) is not ignored, as git would say;
 every other path is still asked of git, which alone knows what is tracked. A source
 that cannot be read as git reads it (not UTF-8, a carriage return, a byte order mark,
-unreadable), `core.ignoreCase`, or a failure to learn where the sources are sends the
-whole batch to git. Where the sources are is learnt from git once, and again when one of
-git's usual config files changes (a file only reached through `[include]` is not
-followed: restart the watch after changing it).
+unreadable, no plain file, a symlinked .gitignore, over 4 MB) makes every path it could
+hold patterns for git's to judge; `core.ignoreCase`, or a failure to learn where the
+sources are, sends every batch to git. Where the sources are is learnt from git once,
+and again when one of git's usual config files changes (a file only reached through
+`[include]`, or a worktree's own config, is not followed: restart the watch after
+changing it).
 """
 
 from __future__ import annotations
