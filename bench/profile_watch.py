@@ -240,17 +240,22 @@ def sample_steps(
 
 
 def table(samples: list[dict[str, int]], rtt_ms: int, load: str) -> str:
+    """One row per step, in the order of their medians (a version may reorder steps)."""
     lines = [
         f"### {rtt_ms} ms added RTT: median of {len(samples)} saves (load {load})",
         "",
-        "| step | median ms after the write | median ms since the step before | min-max ms |",
+        "| step | median ms after the write | median ms since the row before | min-max ms |",
         "|---|---|---|---|",
     ]
+    medians = {
+        step: statistics.median(s[step] / 1e6 for s in samples if step in s)
+        for step, _ in STEPS
+        if any(step in s for s in samples)
+    }
+    shown = dict(STEPS)
     previous: str | None = None
-    for step, shown in STEPS:
+    for step in sorted(medians, key=lambda name: (medians[name], list(shown).index(name))):
         values = [s[step] / 1e6 for s in samples if step in s]
-        if not values:
-            continue
         gaps = [
             (s[step] - s[previous]) / 1e6
             for s in samples
@@ -258,8 +263,7 @@ def table(samples: list[dict[str, int]], rtt_ms: int, load: str) -> str:
         ]
         gap = f"{statistics.median(gaps):.1f}" if gaps else ""
         lines.append(
-            f"| {shown} | {statistics.median(values):.1f} | {gap} | "
-            f"{min(values):.1f}-{max(values):.1f} |"
+            f"| {shown[step]} | {medians[step]:.1f} | {gap} | {min(values):.1f}-{max(values):.1f} |"
         )
         previous = step
     return "\n".join(lines)
