@@ -118,6 +118,31 @@ def test_save_delete_and_gitignore(synced: SyncProject, watching: Callable[..., 
     assert watch.stop() in (0, 130), watch.text
 
 
+def test_ignore_rules_changed_while_watching_count_from_the_next_save(
+    synced: SyncProject, watching: Callable[..., Watch]
+) -> None:
+    """Saves are judged by the .gitignore and info/exclude as they are at each save."""
+    watch = watching(synced.root)
+    secret, notes = synced.root / "pkg" / "secret.env", synced.root / "notes.md"
+    with (synced.root / ".gitignore").open("a") as gitignore:
+        gitignore.write("secret.env\n")
+    (synced.root / ".git" / "info" / "exclude").write_text("notes.md\n")
+    until(lambda: b"secret.env" in (content(synced.remote / ".gitignore") or b""), "the .gitignore")
+    secret.write_text("TOKEN=1\n")
+    notes.write_text("mine\n")
+    (synced.root / "pkg" / "seen.py").write_text("S = 1\n")
+    until(lambda: content(synced.remote / "pkg" / "seen.py") == b"S = 1\n", "a plain save")
+    time.sleep(0.3)
+    assert not (synced.remote / "pkg" / "secret.env").exists()
+    assert not (synced.remote / "notes.md").exists()
+    # The pattern dropped: the next save of the file goes.
+    (synced.root / ".git" / "info" / "exclude").write_text("")
+    notes.write_text("shared\n")
+    until(lambda: content(synced.remote / "notes.md") == b"shared\n", "a file no longer ignored")
+    assert not (synced.remote / "pkg" / "secret.env").exists()
+    assert watch.stop() in (0, 130), watch.text
+
+
 def test_editor_save_dance_is_one_update(
     synced: SyncProject, watching: Callable[..., Watch]
 ) -> None:

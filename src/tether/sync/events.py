@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tether import invocation
 from tether.errors import TetherError
+from tether.sync.ignored import GitIgnored
 from tether.sync.local import ALWAYS_SKIP, GitignoreRules, Scope, git_root
 from tether.sync.session import Pair
 
@@ -108,11 +109,14 @@ class EventFilter:
     def __init__(self, pair: Pair) -> None:
         self.pair = pair
         self.git = git_root(pair.local_root)
+        self.ignores = GitIgnored(pair.local_root, git_ignored)
+        if self.git:
+            self.ignores.learn()
 
     def _unignored(self, rels: list[str], dirs: bool = False) -> list[str]:
         scope = self.pair.scope
         if self.git:
-            hidden = git_ignored(self.pair.local_root, rels)
+            hidden = self.ignores.ignored(rels, dirs)
             return [
                 r for r in rels if r not in hidden or (scope.include and scope.include.match(r))
             ]

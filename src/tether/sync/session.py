@@ -247,16 +247,28 @@ async def _execute_push(
     report: Report,
     progress: Progress | None,
 ) -> None:
-    base.expect_uploads(
-        {u.path: local[u.path].digest or "" for u in plan.uploads if u.entry.kind == FILE}
-    )
+    digests = {u.path: local[u.path].digest or "" for u in plan.uploads if u.entry.kind == FILE}
+    base.expect_uploads(digests, save=False)
 
     def on_answer(
         header: dict[str, Any], action: str, path: str, entry: Entry, lane: Endpoint
     ) -> None:
         _settle_one(header, action, path, entry, local, base, report, lane)
 
-    await lanes.run(source, dest, plan.deletes, plan.uploads, on_answer, progress)
+    running = asyncio.ensure_future(
+        lanes.run(source, dest, plan.deletes, plan.uploads, on_answer, progress)
+    )
+    try:
+        # One step of the lanes hands the first writes to ssh (all of a small push's);
+        # the pending record is on disk before any answer can be read.
+        await asyncio.sleep(0)
+        if digests:
+            base.save_pending()
+        await running
+    except BaseException:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        raise
 
 
 def _settle_one(

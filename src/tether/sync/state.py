@@ -287,13 +287,21 @@ class Base:
         self._own()
         self._set(path, entry, remote, local)
 
-    def expect_uploads(self, digests: dict[str, str]) -> None:
-        """Remember uploads about to be sent (saved at once, in the small pending file
-        beside the base), until their answers arrive."""
+    def expect_uploads(self, digests: dict[str, str], save: bool = True) -> None:
+        """Remember uploads about to be sent, until their answers arrive (in the small
+        pending file beside the base: saved at once, or with save=False by the caller's
+        `save_pending()` once the requests are handed to ssh, before any answer is read;
+        a push killed between the two finds the remote's copy the same as the local one,
+        or a conflict, never a loss)."""
         if digests:
             self.pending.update(digests)
             self.dirty = True
-            self._save_pending()
+            if save:
+                self._save_pending()
+
+    def save_pending(self) -> None:
+        """Write the pending uploads beside the base now (see expect_uploads)."""
+        self._save_pending()
 
     def record_same(self, paths: Iterable[str], local: Manifest, remote: Manifest) -> None:
         """record(path, local, remote, local) for each path the plan found the same on both
