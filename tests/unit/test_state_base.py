@@ -54,6 +54,20 @@ def test_a_version_1_base_is_still_read(tmp_path: Path) -> None:
     assert contents(Base.load(file)) == contents(base)
 
 
+def test_a_version_2_base_is_still_read_and_saved_whole_on_change(tmp_path: Path) -> None:
+    file = tmp_path / "push.json"
+    base = sample(file)
+    rows = [base._row(path, entry) for path, entry in base.entries.items()]
+    file.write_text(json.dumps({"version": 2, "rows": rows, "pending": base.pending}))
+    loaded = Base.load(file)
+    assert contents(loaded) == contents(base)
+    loaded.forget("c")
+    loaded.save()
+    assert json.loads(file.read_text())["version"] == state.VERSION
+    state._LOADED.clear()
+    assert "c" not in Base.load(file).entries and "b" in Base.load(file).entries
+
+
 def test_an_unreadable_base_is_empty(tmp_path: Path) -> None:
     file = tmp_path / "push.json"
     for text in ("not json", "[]", '{"version": 2, "rows": [[1, 2]]}', '{"version": 9}'):
@@ -113,32 +127,36 @@ def test_pending_uploads_live_in_a_small_file_beside_the_base(tmp_path: Path) ->
         assert Base.load(file).pending == {}
 
 
-def test_a_changed_base_saves_what_a_fresh_encoding_would(tmp_path: Path) -> None:
+def test_a_changed_base_appends_its_change_and_reads_back_as_written_whole(
+    tmp_path: Path,
+) -> None:
     file = tmp_path / "state" / "push.json"
     base = sample(file)
     base.save()
+    document = file.stat()
     base.record("a.py", Entry(FILE, 4, 11, 0o644, "9" * 64), Entry(FILE, 4, 12), None)
     base.forget("c")
     base.record("n", Entry(FILE, 2, 60, 0o600, "8" * 64), Entry(FILE, 2, 60), Entry(FILE, 2, 61))
     base.forget("b")
     base.record("b", Entry(FILE, 5, 21, 0o755, "e" * 64), None, Entry(FILE, 5, 21))
     base.save()
+    # The change went to the journal: the document is the very file written first.
+    assert (file.stat().st_ino, file.stat().st_mtime_ns) == (document.st_ino, document.st_mtime_ns)
+    assert file.with_name("push.journal").stat().st_size > 0
     state._LOADED.clear()
     again = Base.load(file)
+    assert contents(again) == contents(base)
     fresh = tmp_path / "fresh" / "push.json"
     copy = again.copy()
     copy.file = fresh
     copy.dirty = True
-    copy.save()
-
-    def rows(path: Path) -> dict[str, list[object]]:
-        document = json.loads(path.read_text())
-        assert document["version"] == state.VERSION
-        found = {row[0]: row for row in document["rows"]}  # rows in any order
-        assert len(found) == len(document["rows"])
-        return found
-
-    assert rows(fresh) == rows(file)
+    copy.save()  # no stamp of its own files: written whole
+    document_rows = json.loads(fresh.read_text())
+    assert document_rows["version"] == state.VERSION
+    found = {row[0]: row for row in document_rows["rows"]}  # rows in any order
+    assert len(found) == len(document_rows["rows"]) == len(again.entries)
+    state._LOADED.clear()
+    assert contents(Base.load(fresh)) == contents(again)
     assert again.remote_stat.get("b") is None and again.local_stat["b"] == (5, 21)
     assert again.entries["a.py"].size == 4 and again.remote_stat["a.py"] == (4, 12)
     assert "c" not in again.entries and again.local_stat["n"] == (2, 61)
