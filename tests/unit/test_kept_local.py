@@ -140,6 +140,7 @@ def test_the_kept_manifest_is_a_fresh_scan_after_every_edit(tmp_path: Path) -> N
     try:
         assert scans.manifest(root, SCOPE, counted, lambda: cache) == fresh()
         for step in range(steps):
+            scans.release()  # as the daemon does after each push: the last one is patched
             what = [mutate(root, rng, step) for _ in range(rng.randrange(0, 4))]
             assert scans.manifest(root, SCOPE, counted, lambda: cache) == fresh(), (step, what)
     finally:
@@ -268,5 +269,30 @@ def test_an_edit_of_listed_files_asks_git_nothing_a_changed_gitignore_asks_again
         (victim / "inside.py").write_text("now a directory")
         manifest, asked = kept()
         assert manifest == fresh() and "d0/e0/f0.py/inside.py" in manifest and asked
+    finally:
+        scans.close()
+
+
+def test_a_manifest_the_command_under_way_holds_never_changes(tmp_path: Path) -> None:
+    """After release() the next manifest is the last one patched; before it, a copy."""
+    root, cache, fresh = project(tmp_path)
+    scans = KeptScans()
+
+    def kept() -> Manifest:
+        return scans.manifest(root, SCOPE, fresh, lambda: cache)
+
+    try:
+        kept()
+        scans.release()
+        held = kept()  # a push's first target
+        before = dict(held)
+        (root / "d0" / "e0" / "f0.py").write_text("changed while held")
+        (root / "d1" / "e1" / "f1.py").unlink()
+        other = kept()  # the same push's second target
+        assert held == before and other is not held and other == fresh()
+        scans.release()
+        (root / "d2" / "e2" / "f2.py").write_text("changed after")
+        again = kept()
+        assert again is other and again == fresh()  # patched: no copy of the tree
     finally:
         scans.close()

@@ -55,6 +55,7 @@ class _Kept:
         self.outside: list[Path] = []  # files outside the tree that steer git's listing
         self.seen: list[StatKey] = []  # their stat at the last full scan
         self.git = False  # the tree is in a git work tree (its listing comes from git)
+        self.handed: Manifest | None = None  # the manifest handed out last (see _hand)
         self.watching = False
         self.valid = False
         self.serial = 0  # manifests handed out
@@ -68,6 +69,8 @@ class KeptScans:
         # The last manifest's tree, its serial there, and the paths changed since the
         # serial before (None after a full scan): sync/incremental.py's local changes.
         self.last: tuple[object, int, set[str] | None] | None = None
+        # A manifest was handed out since release(): the command under way may hold it.
+        self.lent = False
         self.marks: dict[str, Mark] = {}  # by base file: what the last push left in sync
 
     def manifest(
@@ -105,7 +108,7 @@ class KeptScans:
             if changed is not None:
                 kept.valid = True
                 self.last = (kept, kept.serial, changed)
-                return dict(tree.entries)
+                return self._hand(kept, changed)
         if not kept.watching or (tree.why is not None and not tree.aged):
             kept.watcher.close()
             try:
@@ -119,7 +122,32 @@ class KeptScans:
         tree.reset(manifest if kept.watching else {}, time.monotonic())
         kept.outside, kept.seen, kept.valid, kept.git = outside, seen, kept.watching, git
         self.last = (kept, kept.serial, None)
-        return dict(manifest)
+        kept.handed = None
+        return self._hand(kept, None)
+
+    def _hand(self, kept: _Kept, changed: set[str] | None) -> Manifest:
+        """The kept entries for a caller, as a dictionary of its own: the one handed out
+        last patched where it changed (a push after one edit copies no 100,000 entries),
+        unless a caller may still hold that one (lent) or what changed is not listed."""
+        entries = kept.tree.entries
+        handed = kept.handed
+        if handed is None or changed is None or self.lent:
+            handed = dict(entries)
+        else:
+            for path in changed:
+                entry = entries.get(path)
+                if entry is None:
+                    handed.pop(path, None)
+                else:
+                    handed[path] = entry
+        kept.handed = handed
+        self.lent = True
+        return handed
+
+    def release(self) -> None:
+        """The command that took manifests is over: none is held any more (the daemon's
+        call after each push or pull; callers never change a manifest handed out)."""
+        self.lent = False
 
     def fds(self) -> list[int]:
         """The watchers' event fds worth draining (each readable when events wait)."""
