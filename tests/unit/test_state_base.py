@@ -217,3 +217,24 @@ def test_two_bases_of_one_file_saved_in_turn_each_write_their_own_rows(tmp_path:
     again.save()
     state._LOADED.clear()
     assert contents(Base.load(file)) == contents(again)
+
+
+def test_a_load_after_a_save_changes_the_saved_rows_in_place_and_a_read_base_is_shared(
+    tmp_path: Path,
+) -> None:
+    """No copy of every row for the push after a push; never a change seen by another."""
+    file = tmp_path / "push.json"
+    saved = sample(file)
+    saved.save()
+    taken = Base.load(file)
+    taken.record("n", Entry(FILE, 1, 1, 0o644, "1" * 64), None, None)
+    assert taken.entries is saved.entries, "the rows saved were copied for the next push"
+    assert "n" not in Base.load(file).entries  # read again from the file: as saved
+    # A base read from the file is shared with the copy kept: a second load copies it.
+    state._LOADED.clear()
+    first, second = Base.load(file), Base.load(file)
+    second.forget("a.py")
+    assert "a.py" in first.entries and "a.py" in Base.load(file).entries
+    taken.save()
+    state._LOADED.clear()
+    assert contents(Base.load(file)) == contents(taken)

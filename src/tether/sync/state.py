@@ -185,6 +185,11 @@ class Base:
             stamp = document + journal.stat_stamp(journal.journal_file(file))
             held = _LOADED.get(str(file))
             if held is not None and held[0] == stamp:
+                if held[2]:  # the saved contents, taken whole: no copy of 100,000 rows
+                    del _LOADED[str(file)]
+                    held[1].stamp = stamp
+                    held[1]._shared = False
+                    return held[1]
                 return held[1].copy(stamp)
             data = json.loads(handle.read())
         base = cls(file)
@@ -208,7 +213,7 @@ class Base:
             base._load_v1(data)
         else:
             return base
-        _remember(stamp, base)
+        _remember(stamp, base, False)
         return base.copy(stamp)
 
     def copy(self, stamp: Stamp | None = None) -> Base:
@@ -405,7 +410,7 @@ class Base:
         self._touched = set()
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
-        _remember(stamp, written)
+        _remember(stamp, written, True)
 
     def _append(self, stamp: Stamp, touched: set[str]) -> Stamp | None:
         """Append the touched paths' rows (or their drop) to the journal: the stamp after,
@@ -557,8 +562,12 @@ class Version:
 
 # More paths than this touched since a base's origin: not listed (as good as all of them).
 _TOUCHED_MAX = 20_000
-# Base files this process read or wrote, by path: (their stamp then, the contents).
-_LOADED: dict[str, tuple[Stamp, Base]] = {}
+# Base files this process read or wrote, by path: (their stamp then, the contents, whether
+# the next load may take those whole). A saved base's dictionaries are the saver's too:
+# the next load takes them and changes them in place, so the saver reads them until then
+# only (a push or pull reads its base after the save, never after a load of its file).
+# Those of a file read are shared with the base that load returned: never taken.
+_LOADED: dict[str, tuple[Stamp, Base, bool]] = {}
 _KEEP = 16
 # A document replaced while read this many times in a row: the base is read as unknown.
 _LOAD_TRIES = 3
@@ -569,10 +578,10 @@ _JOURNAL_MIN = 64 * 1024
 _CHUNK = 1000  # rows encoded at a time when the document is written whole
 
 
-def _remember(stamp: Stamp, base: Base) -> None:
+def _remember(stamp: Stamp, base: Base, takeable: bool) -> None:
     key = str(base.file)
     _LOADED.pop(key, None)
-    _LOADED[key] = (stamp, base)
+    _LOADED[key] = (stamp, base, takeable)
     while len(_LOADED) > _KEEP:
         del _LOADED[next(iter(_LOADED))]
 
