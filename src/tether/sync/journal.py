@@ -114,7 +114,10 @@ def append(document: Path, expect: Stamp, record: Any | None, limit: int) -> Sta
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            return None  # no locks here (some network file systems): written whole
         st = os.fstat(fd)
         now = stat_stamp(document) + file_stamp(st)
         if now != expect or stat_stamp(journal_file(document))[0] != st.st_ino:
@@ -126,7 +129,7 @@ def append(document: Path, expect: Stamp, record: Any | None, limit: int) -> Sta
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]
-        os.fdatasync(fd)
+        _datasync(fd)
         return now[:4] + file_stamp(os.fstat(fd))
     finally:
         os.close(fd)  # the flock goes with it
@@ -170,15 +173,21 @@ def _locked(journal: Path) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # no locks here: appends fail over to this
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
 
 
+# macOS has no fdatasync: fsync there.
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
 def _sync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        with contextlib.suppress(OSError):  # a file system that cannot: renamed all the same
+            os.fsync(fd)
     finally:
         os.close(fd)
