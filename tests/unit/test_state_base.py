@@ -170,7 +170,11 @@ def test_a_save_removes_the_temp_files_of_a_process_killed_while_saving(tmp_path
     gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
     dead = int(gone.stdout)  # a pid that has ended (reaped)
     live = os.getppid()  # a running process: its save may be under way
-    left = [file.parent / f".push.json.{dead}.tmp", file.parent / f".push.pending.json.{dead}.tmp"]
+    left = [
+        file.parent / f".push.json.{dead}.tmp",
+        file.parent / f".push.pending.json.{dead}.tmp",
+        file.parent / f".push.journal.{dead}.tmp",
+    ]
     kept = [
         file.parent / f".push.json.{live}.tmp",
         file.parent / ".push.json.x1.tmp",

@@ -160,6 +160,25 @@ def compact(document: Path, document_id: str, write: Callable[[IO[str]], None]) 
     return written + started
 
 
+def remove_dead_temps(directory: Path, files: list[Path]) -> None:
+    """Remove the temp files of these files and of the first one's journal left by a
+    process that died while saving (`.NAME.PID.tmp`, PID no longer running)."""
+    from tether.hosts.processes import alive
+
+    try:
+        present = os.listdir(directory)
+    except OSError:
+        return
+    for name in [path.name for path in files] + [journal_file(files[0]).name]:
+        prefix = f".{name}."
+        for found in present:
+            pid = found[len(prefix) : -len(".tmp")]
+            ours = found.startswith(prefix) and found.endswith(".tmp") and pid.isdigit()
+            if ours and int(pid) != os.getpid() and not alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(directory / found)
+
+
 def _temp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 

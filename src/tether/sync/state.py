@@ -394,7 +394,7 @@ class Base:
             return
         touched = self._touched
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_temps(self.file)
+        journal.remove_dead_temps(self.file.parent, [self.file, _pending_file(self.file)])
         stamp = None
         if touched is not None and self.stamp is not None and self._file_id is not None:
             stamp = self._append(self.stamp, touched)
@@ -514,25 +514,6 @@ class Base:
             else:
                 filled.add(path)
         return dict(scanned)
-
-
-def _remove_dead_temps(file: Path) -> None:
-    """Remove the temp files of file and its pending file left by a process that died
-    while saving (`.NAME.PID.tmp`, PID no longer running): a killed push leaves nothing."""
-    from tether.hosts.processes import alive
-
-    try:
-        present = os.listdir(file.parent)
-    except OSError:
-        return
-    for name in (file.name, _pending_file(file).name, journal.journal_file(file).name):
-        prefix = f".{name}."
-        for found in present:
-            pid = found[len(prefix) : -len(".tmp")]
-            ours = found.startswith(prefix) and found.endswith(".tmp") and pid.isdigit()
-            if ours and int(pid) != os.getpid() and not alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    os.unlink(file.parent / found)
 
 
 def _pending_file(file: Path) -> Path:
