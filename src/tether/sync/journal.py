@@ -9,10 +9,10 @@ another id (left beside a document that replaced its own) is ignored whole.
 
 append() adds a line, under an flock of the journal, only while both files are exactly
 what the caller read or wrote (its stamp) and the journal stays under a size limit, then
-fdatasyncs. Otherwise the caller compacts: compact() writes the whole document (temp file,
-fsync, rename, directory fsync) and then a fresh journal the same way, both under the old
-journal's flock. A cut anywhere leaves the old document with its own journal, or the new
-document with none that matches it: never a mix.
+fdatasyncs it from a thread. Otherwise the caller compacts: compact() writes the whole
+document (temp file, fsync, rename, directory fsync) and then a fresh journal the same
+way, both under the old journal's flock. A cut anywhere leaves the old document with its
+own journal, or the new document with none that matches it: never a mix.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -129,8 +130,9 @@ def append(document: Path, expect: Stamp, record: Any | None, limit: int) -> Sta
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]
-        _datasync(fd)
-        return now[:4] + file_stamp(os.fstat(fd))
+        stamp = now[:4] + file_stamp(os.fstat(fd))
+        _datasync_soon(fd)
+        return stamp
     finally:
         os.close(fd)  # the flock goes with it
 
@@ -201,6 +203,23 @@ def _locked(journal: Path) -> Iterator[None]:
 
 # macOS has no fdatasync: fsync there.
 _datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+def _datasync_soon(fd: int) -> None:
+    """fdatasync the line just written from a thread (~4-14 ms of a push on this kind of
+    disk): the save returns at once, the line is on disk moments later. A crash of the
+    process loses nothing either way (the kernel holds the written line); the thread's
+    copy of fd holds the flock until then, so the next append waits for it."""
+    later = os.dup(fd)
+
+    def sync() -> None:
+        try:
+            with contextlib.suppress(OSError):
+                _datasync(later)
+        finally:
+            os.close(later)
+
+    threading.Thread(target=sync, name="tether-journal-sync").start()
 
 
 def _sync_directory(directory: Path) -> None:
