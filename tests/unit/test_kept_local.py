@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +140,7 @@ def test_the_kept_manifest_is_a_fresh_scan_after_every_edit(tmp_path: Path) -> N
     try:
         assert scans.manifest(root, SCOPE, counted, lambda: cache) == fresh()
         for step in range(steps):
+            scans.release()  # as the daemon does after each push: the last one is patched
             what = [mutate(root, rng, step) for _ in range(rng.randrange(0, 4))]
             assert scans.manifest(root, SCOPE, counted, lambda: cache) == fresh(), (step, what)
     finally:
@@ -214,3 +217,82 @@ def test_the_idle_daemon_drains_a_burst_so_the_next_push_scans_nothing(tmp_path:
     finally:
         scans.close()
     assert full == [1], "the burst overflowed the queue: a full scan"
+
+
+def git_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a `git` first on PATH that notes each call's arguments in a file, then runs git."""
+    real = shutil.which("git")
+    assert real is not None
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    log = tmp_path / "git.log"
+    (shim / "git").write_text(
+        f'#!/bin/sh\necho "$*" >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} "$@"\n'
+    )
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_an_edit_of_listed_files_asks_git_nothing_a_changed_gitignore_asks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, cache, fresh = project(tmp_path)
+    log = git_log(tmp_path, monkeypatch)
+    scans = KeptScans()
+
+    def kept() -> tuple[Manifest, list[str]]:
+        before = log.read_text().splitlines() if log.exists() else []
+        manifest = scans.manifest(root, SCOPE, fresh, lambda: cache)
+        after = log.read_text().splitlines()
+        return manifest, [line for line in after[len(before) :] if "ls-files" in line]
+
+    try:
+        (root / "d1" / "u.py").write_text("untracked")
+        assert kept()[0] == fresh()
+        # A tracked and an untracked file edited: git's verdict on them cannot have changed.
+        for path in ("d0/e0/f0.py", "d1/u.py"):
+            with (root / path).open("a") as handle:
+                handle.write("# edited\n")
+        manifest, asked = kept()
+        assert manifest == fresh()
+        assert asked == [], "git listed again files the kept manifest holds"
+        # The same edit beside a .gitignore that now hides the file: git decides again.
+        (root / "d1" / ".gitignore").write_text("u.py\n")
+        (root / "d1" / "u.py").write_text("edited again")
+        manifest, asked = kept()
+        assert manifest == fresh() and "d1/u.py" not in manifest and asked
+        # A listed file that became a directory: git lists what it holds.
+        victim = root / "d0" / "e0" / "f0.py"
+        victim.unlink()
+        victim.mkdir()
+        (victim / "inside.py").write_text("now a directory")
+        manifest, asked = kept()
+        assert manifest == fresh() and "d0/e0/f0.py/inside.py" in manifest and asked
+    finally:
+        scans.close()
+
+
+def test_a_manifest_the_command_under_way_holds_never_changes(tmp_path: Path) -> None:
+    """After release() the next manifest is the last one patched; before it, a copy."""
+    root, cache, fresh = project(tmp_path)
+    scans = KeptScans()
+
+    def kept() -> Manifest:
+        return scans.manifest(root, SCOPE, fresh, lambda: cache)
+
+    try:
+        kept()
+        scans.release()
+        held = kept()  # a push's first target
+        before = dict(held)
+        (root / "d0" / "e0" / "f0.py").write_text("changed while held")
+        (root / "d1" / "e1" / "f1.py").unlink()
+        other = kept()  # the same push's second target
+        assert held == before and other is not held and other == fresh()
+        scans.release()
+        (root / "d2" / "e2" / "f2.py").write_text("changed after")
+        again = kept()
+        assert again is other and again == fresh()  # patched: no copy of the tree
+    finally:
+        scans.close()

@@ -54,6 +54,20 @@ def test_a_version_1_base_is_still_read(tmp_path: Path) -> None:
     assert contents(Base.load(file)) == contents(base)
 
 
+def test_a_version_2_base_is_still_read_and_saved_whole_on_change(tmp_path: Path) -> None:
+    file = tmp_path / "push.json"
+    base = sample(file)
+    rows = [base._row(path, entry) for path, entry in base.entries.items()]
+    file.write_text(json.dumps({"version": 2, "rows": rows, "pending": base.pending}))
+    loaded = Base.load(file)
+    assert contents(loaded) == contents(base)
+    loaded.forget("c")
+    loaded.save()
+    assert json.loads(file.read_text())["version"] == state.VERSION
+    state._LOADED.clear()
+    assert "c" not in Base.load(file).entries and "b" in Base.load(file).entries
+
+
 def test_an_unreadable_base_is_empty(tmp_path: Path) -> None:
     file = tmp_path / "push.json"
     for text in ("not json", "[]", '{"version": 2, "rows": [[1, 2]]}', '{"version": 9}'):
@@ -113,32 +127,36 @@ def test_pending_uploads_live_in_a_small_file_beside_the_base(tmp_path: Path) ->
         assert Base.load(file).pending == {}
 
 
-def test_a_changed_base_saves_what_a_fresh_encoding_would(tmp_path: Path) -> None:
+def test_a_changed_base_appends_its_change_and_reads_back_as_written_whole(
+    tmp_path: Path,
+) -> None:
     file = tmp_path / "state" / "push.json"
     base = sample(file)
     base.save()
+    document = file.stat()
     base.record("a.py", Entry(FILE, 4, 11, 0o644, "9" * 64), Entry(FILE, 4, 12), None)
     base.forget("c")
     base.record("n", Entry(FILE, 2, 60, 0o600, "8" * 64), Entry(FILE, 2, 60), Entry(FILE, 2, 61))
     base.forget("b")
     base.record("b", Entry(FILE, 5, 21, 0o755, "e" * 64), None, Entry(FILE, 5, 21))
     base.save()
+    # The change went to the journal: the document is the very file written first.
+    assert (file.stat().st_ino, file.stat().st_mtime_ns) == (document.st_ino, document.st_mtime_ns)
+    assert file.with_name("push.journal").stat().st_size > 0
     state._LOADED.clear()
     again = Base.load(file)
+    assert contents(again) == contents(base)
     fresh = tmp_path / "fresh" / "push.json"
     copy = again.copy()
     copy.file = fresh
     copy.dirty = True
-    copy.save()
-
-    def rows(path: Path) -> dict[str, list[object]]:
-        document = json.loads(path.read_text())
-        assert document["version"] == state.VERSION
-        found = {row[0]: row for row in document["rows"]}  # rows in any order
-        assert len(found) == len(document["rows"])
-        return found
-
-    assert rows(fresh) == rows(file)
+    copy.save()  # no stamp of its own files: written whole
+    document_rows = json.loads(fresh.read_text())
+    assert document_rows["version"] == state.VERSION
+    found = {row[0]: row for row in document_rows["rows"]}  # rows in any order
+    assert len(found) == len(document_rows["rows"]) == len(again.entries)
+    state._LOADED.clear()
+    assert contents(Base.load(fresh)) == contents(again)
     assert again.remote_stat.get("b") is None and again.local_stat["b"] == (5, 21)
     assert again.entries["a.py"].size == 4 and again.remote_stat["a.py"] == (4, 12)
     assert "c" not in again.entries and again.local_stat["n"] == (2, 61)
@@ -152,7 +170,11 @@ def test_a_save_removes_the_temp_files_of_a_process_killed_while_saving(tmp_path
     gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
     dead = int(gone.stdout)  # a pid that has ended (reaped)
     live = os.getppid()  # a running process: its save may be under way
-    left = [file.parent / f".push.json.{dead}.tmp", file.parent / f".push.pending.json.{dead}.tmp"]
+    left = [
+        file.parent / f".push.json.{dead}.tmp",
+        file.parent / f".push.pending.json.{dead}.tmp",
+        file.parent / f".push.journal.{dead}.tmp",
+    ]
     kept = [
         file.parent / f".push.json.{live}.tmp",
         file.parent / ".push.json.x1.tmp",
@@ -199,3 +221,24 @@ def test_two_bases_of_one_file_saved_in_turn_each_write_their_own_rows(tmp_path:
     again.save()
     state._LOADED.clear()
     assert contents(Base.load(file)) == contents(again)
+
+
+def test_a_load_after_a_save_changes_the_saved_rows_in_place_and_a_read_base_is_shared(
+    tmp_path: Path,
+) -> None:
+    """No copy of every row for the push after a push; never a change seen by another."""
+    file = tmp_path / "push.json"
+    saved = sample(file)
+    saved.save()
+    taken = Base.load(file)
+    taken.record("n", Entry(FILE, 1, 1, 0o644, "1" * 64), None, None)
+    assert taken.entries is saved.entries, "the rows saved were copied for the next push"
+    assert "n" not in Base.load(file).entries  # read again from the file: as saved
+    # A base read from the file is shared with the copy kept: a second load copies it.
+    state._LOADED.clear()
+    first, second = Base.load(file), Base.load(file)
+    second.forget("a.py")
+    assert "a.py" in first.entries and "a.py" in Base.load(file).entries
+    taken.save()
+    state._LOADED.clear()
+    assert contents(Base.load(file)) == contents(taken)

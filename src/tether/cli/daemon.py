@@ -318,6 +318,8 @@ class Daemon:
         finally:
             self.busy -= 1
             self.syncing -= syncs
+            if syncs and self.scans is not None:
+                self.scans.release()  # its manifests are no longer held (sync/kept.py)
             self.serving.remove(name)
             self.last = time.monotonic()
             if not self.busy:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from tether.core.manifest import Manifest
 from tether.core.plan import Plan
+from tether.sync.journal import Stamp
 from tether.sync.state import Base
 
 
@@ -39,7 +40,7 @@ from tether.sync.state import Base
 class Mark:
     """What one push left: see the module's docstring."""
 
-    stamp: tuple[int, int, int, int] | None  # the base file as saved (state.Base.stamp)
+    stamp: Stamp | None  # the base file and its journal as saved (state.Base.stamp)
     local: object  # the kept tree (held: never the id of another)
     serial: int  # the kept tree's serial of that push's manifest
     token: str  # the agent's token of that push's remote scan
@@ -48,7 +49,7 @@ class Mark:
 
 def local_paths(
     mark: Mark | None,
-    stamp: tuple[int, int, int, int] | None,
+    stamp: Stamp | None,
     local: tuple[object, int, set[str] | None] | None,
     pending: Collection[str],
 ) -> set[str] | None:

@@ -18,6 +18,7 @@ is None).
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import time
 from collections import OrderedDict
@@ -29,7 +30,7 @@ from tether import invocation
 from tether.agent.fsops import DigestCache
 from tether.agent.inotify import Unwatchable, Watcher
 from tether.agent.watched import WatchedTree, ancestors, outermost, under
-from tether.core.manifest import Manifest
+from tether.core.manifest import DIR, Entry, Manifest
 from tether.sync.incremental import Mark
 from tether.sync.local import (
     ALWAYS_SKIP,
@@ -53,6 +54,8 @@ class _Kept:
         self.tree = WatchedTree(BOUND_S)  # its entries: the kept manifest
         self.outside: list[Path] = []  # files outside the tree that steer git's listing
         self.seen: list[StatKey] = []  # their stat at the last full scan
+        self.git = False  # the tree is in a git work tree (its listing comes from git)
+        self.handed: Manifest | None = None  # the manifest handed out last (see _hand)
         self.watching = False
         self.valid = False
         self.serial = 0  # manifests handed out
@@ -66,6 +69,8 @@ class KeptScans:
         # The last manifest's tree, its serial there, and the paths changed since the
         # serial before (None after a full scan): sync/incremental.py's local changes.
         self.last: tuple[object, int, set[str] | None] | None = None
+        # A manifest was handed out since release(): the command under way may hold it.
+        self.lent = False
         self.marks: dict[str, Mark] = {}  # by base file: what the last push left in sync
 
     def manifest(
@@ -99,11 +104,11 @@ class KeptScans:
             if [_stat_key(path) for path in kept.outside] != kept.seen:
                 tree.unsure("git's ignore rules or index changed")
             kept.valid = False  # until the refresh is through
-            changed = _refresh(tree, root, scope, cache)
+            changed = _refresh(tree, root, scope, cache, kept.git)
             if changed is not None:
                 kept.valid = True
                 self.last = (kept, kept.serial, changed)
-                return dict(tree.entries)
+                return self._hand(kept, changed)
         if not kept.watching or (tree.why is not None and not tree.aged):
             kept.watcher.close()
             try:
@@ -111,13 +116,38 @@ class KeptScans:
                 kept.watching = True
             except (Unwatchable, OSError):
                 kept.watching = False
-        outside = _outside_files(root)
+        outside, git = _outside_files(root)
         seen = [_stat_key(path) for path in outside]
         manifest = scan()
         tree.reset(manifest if kept.watching else {}, time.monotonic())
-        kept.outside, kept.seen, kept.valid = outside, seen, kept.watching
+        kept.outside, kept.seen, kept.valid, kept.git = outside, seen, kept.watching, git
         self.last = (kept, kept.serial, None)
-        return dict(manifest)
+        kept.handed = None
+        return self._hand(kept, None)
+
+    def _hand(self, kept: _Kept, changed: set[str] | None) -> Manifest:
+        """The kept entries for a caller, as a dictionary of its own: the one handed out
+        last patched where it changed (a push after one edit copies no 100,000 entries),
+        unless a caller may still hold that one (lent) or what changed is not listed."""
+        entries = kept.tree.entries
+        handed = kept.handed
+        if handed is None or changed is None or self.lent:
+            handed = dict(entries)
+        else:
+            for path in changed:
+                entry = entries.get(path)
+                if entry is None:
+                    handed.pop(path, None)
+                else:
+                    handed[path] = entry
+        kept.handed = handed
+        self.lent = True
+        return handed
+
+    def release(self) -> None:
+        """The command that took manifests is over: none is held any more (the daemon's
+        call after each push or pull; callers never change a manifest handed out)."""
+        self.lent = False
 
     def fds(self) -> list[int]:
         """The watchers' event fds worth draining (each readable when events wait)."""
@@ -144,10 +174,16 @@ class KeptScans:
 
 
 def _refresh(
-    tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], DigestCache]
+    tree: WatchedTree, root: Path, scope: Scope, cache: Callable[[], DigestCache], git: bool
 ) -> set[str] | None:
     """Re-scan what the events name (git's listing limited to those paths): the paths
-    whose entries may have changed; None: unsure."""
+    whose entries may have changed; None: unsure.
+
+    A file the kept manifest holds is taken as listed without asking git (`git`: the tree
+    is a git work tree): git listed it under the same index and excludes (any change to
+    those: a full scan, checked before) and the same .gitignore files above it (a changed
+    one makes its directory re-listed whole, covering the file); the rest is git's to say.
+    """
     for path in list(tree.deep):
         parent, _, name = path.rpartition("/")
         if name == ".gitignore":  # git's verdict changes beside and under it
@@ -161,10 +197,17 @@ def _refresh(
     for path in tree.shallow:
         affected |= ancestors(path)
     part: Manifest = {}
+    prefix = os.path.join(root, "")
     if deep:
-        listed = git_paths(root, scope, deep)
-        if listed is None:
-            return None  # not a git work tree: full scans
+        known = [p for p in deep if git and _still_listed(tree.entries.get(p), prefix + p)]
+        unasked = set(known)
+        asked = [path for path in deep if path not in unasked]
+        listed: list[str] | None = known
+        if asked:
+            listed = git_paths(root, scope, asked)
+            if listed is None:
+                return None  # not a git work tree: full scans
+            listed += known
         found = scan_local(root, scope, listed=listed)
         part = fill_local_digests(root, found, cache(), whole=False)
 
@@ -177,7 +220,6 @@ def _refresh(
     if delta is None:
         return None
     changed = set(delta[0]) | set(delta[1]) | (affected - {""})
-    prefix = os.path.join(root, "")
     for path in sorted(affected - {""}, key=lambda p: -p.count("/")):
         # A directory is in a manifest as the parent of what it holds, with its own stat.
         if tree.has_under(path):
@@ -190,8 +232,22 @@ def _refresh(
     return changed
 
 
-def _outside_files(root: Path) -> list[Path]:
-    """The files outside the tree that steer git's listing of it."""
+def _still_listed(entry: Entry | None, full: str) -> bool:
+    """Whether a path git listed (its entry in the kept manifest: a file or link) is
+    listed still, ignore rules unchanged: unless it is a directory now (or an error)."""
+    if entry is None or entry.kind == DIR:
+        return False
+    try:
+        return not stat.S_ISDIR(os.lstat(full).st_mode)
+    except FileNotFoundError:
+        return True  # gone: the re-scan drops it, as after git's listing
+    except OSError:
+        return False
+
+
+def _outside_files(root: Path) -> tuple[list[Path], bool]:
+    """The files outside the tree that steer git's listing of it, and whether root is in
+    a git work tree."""
     home = Path(invocation.home())
     paths = [Path("/etc/gitconfig"), home / ".gitconfig"]
     config = Path(invocation.getenv("XDG_CONFIG_HOME") or home / ".config") / "git"
@@ -212,9 +268,10 @@ def _outside_files(root: Path) -> list[Path]:
             env=invocation.spawn_env(),
         )
     except (OSError, subprocess.SubprocessError):
-        return paths
+        return paths, False
     lines = done.stdout.splitlines()
-    if done.returncode == 0 and len(lines) == 2:
+    git = done.returncode == 0 and len(lines) == 2
+    if git:
         git_dir, top = Path(lines[0]), Path(lines[1])
         paths += [git_dir / "index", git_dir / "config", git_dir / "info" / "exclude"]
         above = root
@@ -223,7 +280,7 @@ def _outside_files(root: Path) -> list[Path]:
             paths.append(above / ".gitignore")
     if excludes.stdout.strip():
         paths.append(Path(excludes.stdout.strip()))
-    return paths
+    return paths, git
 
 
 def _stat_key(path: Path) -> StatKey:

@@ -10,11 +10,15 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tether.core.manifest import FILE, Entry, Manifest
+from tether.sync import journal
+from tether.sync.journal import Stamp
 
-VERSION = 2
+# 3: the document carries an id, its journal beside it (sync/journal.py); a version 2
+# reader would take the document without its journal, so it must not read this one.
+VERSION = 3
 
 
 # A path's recorded stats on each side: None when unknown, OWN when the entry's own
@@ -110,7 +114,7 @@ class Base:
         local_stat: dict[str, Stat] | None = None,
         dirty: bool = False,
         pending: dict[str, str] | None = None,
-        stamp: tuple[int, int, int, int] | None = None,
+        stamp: Stamp | None = None,
     ) -> None:
         self.file = file
         self.entries: Manifest = {} if entries is None else entries
@@ -118,9 +122,8 @@ class Base:
         self._shared = False  # entries and _stats are also the in-process copy's
         # The contents this base started from (a load, a save: never changed once made) and
         # the paths whose entry or stats changed since (None: too many to list); the origin
-        # before the last save with the paths that save wrote. The encoded blocks of the
-        # rows saved last (_BLOCKS) are this base's but for the paths touched, when they
-        # were encoded from its origin.
+        # before the last save with the paths that save wrote. The paths touched are what a
+        # save appends to the journal of the files the origin was read from or saved to.
         self._origin = object()
         self._touched: set[str] | None = set()
         self._since: tuple[object, frozenset[str] | None] | None = None
@@ -129,8 +132,11 @@ class Base:
         # cut, a remote file holding exactly those bytes is tether's own write, not a
         # remote edit.
         self.pending: dict[str, str] = {} if pending is None else pending
-        # The base file as this process read or wrote it last (inode, size, mtime, ctime).
+        # The base file and its journal as this process read or wrote them last (inode,
+        # size, mtime, ctime of each), and the document's id when a save may append to
+        # that journal (None: a save writes the document again).
         self.stamp = stamp
+        self._file_id: str | None = None
         for path, entry in self.entries.items():
             remote = None if remote_stat is None else remote_stat.get(path)
             local = None if local_stat is None else local_stat.get(path)
@@ -150,8 +156,8 @@ class Base:
     def load(cls, file: Path) -> Base:
         """Read a base file; a missing or unreadable one is an empty base (safe: all conflicts).
 
-        A file this process read or wrote before, unchanged since (same inode, size, mtime
-        and ctime: every save replaces the file), is not parsed again.
+        A file this process read or wrote before, unchanged since (the same inode, size,
+        mtime and ctime of the document and of its journal), is not parsed again.
         """
         base = cls._load_main(file)
         pending = _read_pending(_pending_file(file))
@@ -161,26 +167,56 @@ class Base:
 
     @classmethod
     def _load_main(cls, file: Path) -> Base:
-        try:
-            with open(file, "rb") as handle:
-                stamp = _stamp(os.fstat(handle.fileno()))
-                held = _LOADED.get(str(file))
-                if held is not None and held[0] == stamp:
-                    return held[1].copy(stamp)
-                data = json.loads(handle.read())
-            base = cls(file)
-            if data.get("version") == VERSION:
-                base._load_rows(data)
-            elif data.get("version") == 1:
-                base._load_v1(data)
-            else:
+        for _ in range(_LOAD_TRIES):
+            try:
+                base = cls._load_once(file)
+            except (OSError, ValueError, TypeError, AttributeError, KeyError, IndexError):
+                return cls(file)
+            if base is not None:
                 return base
-        except (OSError, ValueError, TypeError, AttributeError, KeyError, IndexError):
-            return cls(file)
-        _remember(stamp, base)
+        return cls(file)  # replaced again and again while read: as unknown (safe)
+
+    @classmethod
+    def _load_once(cls, file: Path) -> Base | None:
+        """The base of the document and its journal; None when the document was replaced
+        while they were read."""
+        with open(file, "rb") as handle:
+            document = journal.file_stamp(os.fstat(handle.fileno()))
+            stamp = document + journal.stat_stamp(journal.journal_file(file))
+            held = _LOADED.get(str(file))
+            if held is not None and held[0] == stamp:
+                if held[2]:  # the saved contents, taken whole: no copy of 100,000 rows
+                    del _LOADED[str(file)]
+                    held[1].stamp = stamp
+                    held[1]._shared = False
+                    return held[1]
+                return held[1].copy(stamp)
+            data = json.loads(handle.read())
+        base = cls(file)
+        version = data.get("version")
+        if version == VERSION:
+            base._load_rows(data["rows"])
+            found = journal.read(file, document[0], str(data["id"]))
+            if found is None:
+                return None
+            for record in found.records:
+                base._load_rows(record["rows"])
+                for path in record["gone"]:
+                    base.entries.pop(path, None)
+                    base._stats.pop(path, None)
+            stamp = document + found.stamp
+            base._file_id = str(data["id"]) if found.whole else None
+        elif version == 2:
+            base.pending = {str(k): str(v) for k, v in data.get("pending", {}).items()}
+            base._load_rows(data["rows"])
+        elif version == 1:
+            base._load_v1(data)
+        else:
+            return base
+        _remember(stamp, base, False)
         return base.copy(stamp)
 
-    def copy(self, stamp: tuple[int, int, int, int] | None = None) -> Base:
+    def copy(self, stamp: Stamp | None = None) -> Base:
         """A clean base with the same contents: its dictionaries are shared until either
         base changes (copy on write; entries are immutable)."""
         other = Base(self.file, pending=dict(self.pending), stamp=stamp)
@@ -190,6 +226,7 @@ class Base:
         other._origin = self._origin
         other._touched = None if self._touched is None else set(self._touched)
         other._since = self._since
+        other._file_id = self._file_id
         return other
 
     def _own(self) -> None:
@@ -199,14 +236,13 @@ class Base:
             self._stats = dict(self._stats)
             self._shared = False
 
-    def _load_rows(self, data: dict[str, Any]) -> None:
-        """Version 2: [path, kind, size, mtime_ns, mode, digest, target, remote, local] per
-        path, each stat [size, mtime_ns], 0 when the entry's own, null when unknown."""
-        self.pending = {str(k): str(v) for k, v in data.get("pending", {}).items()}
+    def _load_rows(self, rows: list[list[Any]]) -> None:
+        """Set the rows (versions 2 and 3, and the journal's): [path, kind, size, mtime_ns,
+        mode, digest, target, remote, local] per path, each stat [size, mtime_ns], 0 when
+        the entry's own, null when unknown."""
         entries = self.entries
         stats = self._stats
         pairs = _PAIRS
-        rows: list[list[Any]] = data["rows"]
         intern = sys.intern  # paths and digests: one object each across manifests
         for path, kind, size, mtime_ns, mode, digest, target, remote, local in rows:
             path = intern(path)
@@ -218,6 +254,8 @@ class Base:
                     pair = pairs[(remote, local)]
                     if pair is not _UNKNOWN:
                         stats[path] = pair
+                    else:
+                        stats.pop(path, None)  # a journal's row replacing known stats
                     continue
             else:
                 remote = (remote[0], remote[1])
@@ -353,49 +391,68 @@ class Base:
             self._touch(path)
 
     def save(self) -> None:
-        """Write atomically (temp + rename), only when something changed since load.
+        """Save what changed since load, only when something did.
 
-        The rows are encoded in blocks (by the hash of their path); a base saved by this
-        process, changed since, encodes again only the blocks it changed: saving a base of
-        100,000 entries after a small push costs a pass and a join, not an encoding.
+        When the files are still those this base was loaded from or saved to, the rows it
+        changed are appended to the journal (sync/journal.py: a push of one file writes a
+        line, not the 100,000 rows); otherwise, and when the journal grew past a fraction of
+        the document, the document is written whole and the journal started afresh.
         """
         if not self.dirty:
             return
-        held = _BLOCKS.get(str(self.file))
         touched = self._touched
-        if held is not None and held[0] is self._origin and touched is not None:
-            texts = list(held[1])
-            by_block: dict[int, list[str]] = {}
-            for path in touched:
-                by_block.setdefault(hash(path) & _BLOCK_MASK, []).append(path)
-            if len(by_block) <= _PATCHED_BLOCKS:
-                self._patch_blocks(texts, by_block)
-            else:
-                self._encode_blocks(texts, set(by_block))
-        else:
-            texts = [""] * (_BLOCK_MASK + 1)
-            self._encode_blocks(texts, set(range(_BLOCK_MASK + 1)))
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_temps(self.file)
-        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(f'{{"version": {VERSION}, "rows": [')
-            handle.write(", ".join(text for text in texts if text))
-            handle.write("]}")
-            handle.flush()
-            os.replace(tmp, self.file)
-            # The stamp of the file just written (rename changes its ctime, not its inode).
-            stamp = _stamp(os.fstat(handle.fileno()))
+        journal.remove_dead_temps(self.file.parent, [self.file, _pending_file(self.file)])
+        stamp = None
+        if touched is not None and self.stamp is not None and self._file_id is not None:
+            stamp = self._append(self.stamp, touched)
+        if stamp is None:
+            file_id = os.urandom(8).hex()
+            stamp = journal.compact(self.file, file_id, self._write_document(file_id))
+            self._file_id = file_id
         self._save_pending()
         self.dirty = False
         self.stamp = stamp
         self._since = (self._origin, None if touched is None else frozenset(touched))
-        origin = self._origin = object()
+        self._origin = object()
         self._touched = set()
-        _BLOCKS[str(self.file)] = (origin, texts)
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
-        _remember(stamp, written)
+        _remember(stamp, written, True)
+
+    def _append(self, stamp: Stamp, touched: set[str]) -> Stamp | None:
+        """Append the touched paths' rows (or their drop) to the journal: the stamp after,
+        or None when the files changed since stamp or the journal would grow too large."""
+        rows = []
+        gone = []
+        for path in sorted(touched):
+            entry = self.entries.get(path)
+            if entry is None:
+                gone.append(path)
+            else:
+                rows.append(self._row(path, entry))
+        record = {"rows": rows, "gone": gone} if touched else None
+        limit = max(_JOURNAL_MIN, stamp[1] // _JOURNAL_FRACTION)  # of the document's size
+        return journal.append(self.file, stamp, record, limit)
+
+    def _write_document(self, file_id: str) -> Callable[[IO[str]], None]:
+        """What writes the whole document: every row, encoded a chunk at a time."""
+
+        def write(handle: IO[str]) -> None:
+            handle.write(f'{{"version": {VERSION}, "id": "{file_id}", "rows": [')
+            rows: list[list[Any]] = []
+            first = True
+            row = self._row
+            for path, entry in self.entries.items():
+                rows.append(row(path, entry))
+                if len(rows) == _CHUNK:
+                    handle.write(("" if first else ", ") + json.dumps(rows)[1:-1])
+                    rows, first = [], False
+            if rows:
+                handle.write(("" if first else ", ") + json.dumps(rows)[1:-1])
+            handle.write("]}")
+
+        return write
 
     def _row(self, path: str, entry: Entry) -> list[Any]:
         """The saved row of path (see _load_rows)."""
@@ -409,30 +466,6 @@ class Base:
             entry.target,
             *self._stats.get(path, _UNKNOWN),
         ]
-
-    def _encode_blocks(self, texts: list[str], redo: set[int]) -> None:
-        """Encode the rows of the blocks in redo into texts (one pass over the entries)."""
-        blocks: dict[int, list[list[Any]]] = {block: [] for block in redo}
-        mask = _BLOCK_MASK
-        row = self._row
-        for path, entry in self.entries.items():
-            rows = blocks.get(hash(path) & mask)
-            if rows is not None:
-                rows.append(row(path, entry))
-        for block, rows in blocks.items():
-            texts[block] = json.dumps(rows)[1:-1]
-
-    def _patch_blocks(self, texts: list[str], by_block: dict[int, list[str]]) -> None:
-        """Encode again the blocks of a few touched paths from their saved texts: the
-        touched paths' rows replaced (or dropped: forgotten), the others' kept."""
-        for block, paths in by_block.items():
-            touched = set(paths)
-            rows = [row for row in json.loads(f"[{texts[block]}]") if row[0] not in touched]
-            for path in sorted(touched):
-                entry = self.entries.get(path)
-                if entry is not None:
-                    rows.append(self._row(path, entry))
-            texts[block] = json.dumps(rows)[1:-1]
 
     def _save_pending(self) -> None:
         """The pending uploads in their own small file (removed when there are none)."""
@@ -491,25 +524,6 @@ class Base:
         return dict(scanned)
 
 
-def _remove_dead_temps(file: Path) -> None:
-    """Remove the temp files of file and its pending file left by a process that died
-    while saving (`.NAME.PID.tmp`, PID no longer running): a killed push leaves nothing."""
-    from tether.hosts.processes import alive
-
-    try:
-        present = os.listdir(file.parent)
-    except OSError:
-        return
-    for name in (file.name, _pending_file(file).name):
-        prefix = f".{name}."
-        for found in present:
-            pid = found[len(prefix) : -len(".tmp")]
-            ours = found.startswith(prefix) and found.endswith(".tmp") and pid.isdigit()
-            if ours and int(pid) != os.getpid() and not alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    os.unlink(file.parent / found)
-
-
 def _pending_file(file: Path) -> Path:
     return file.with_name(file.name[: -len(".json")] + ".pending.json")
 
@@ -537,28 +551,28 @@ class Version:
 
 # More paths than this touched since a base's origin: not listed (as good as all of them).
 _TOUCHED_MAX = 20_000
-# Base files this process read or wrote, by path: (stamp of the file then, its contents).
-_LOADED: dict[str, tuple[tuple[int, int, int, int], Base]] = {}
+# Base files this process read or wrote, by path: (their stamp then, the contents, whether
+# the next load may take those whole). A saved base's dictionaries are the saver's too:
+# the next load takes them and changes them in place, so the saver reads them until then
+# only (a push or pull reads its base after the save, never after a load of its file).
+# Those of a file read are shared with the base that load returned: never taken.
+_LOADED: dict[str, tuple[Stamp, Base, bool]] = {}
 _KEEP = 16
-# The rows of the base files this process wrote, encoded in blocks: file -> (token, texts).
-_BLOCK_MASK = 1023
-# Up to this many blocks touched, a save patches their texts instead of a pass over the rows.
-_PATCHED_BLOCKS = 32
-_BLOCKS: dict[str, tuple[object, list[str]]] = {}
+# A document replaced while read this many times in a row: the base is read as unknown.
+_LOAD_TRIES = 3
+# A journal grows to this fraction of its document (at least _JOURNAL_MIN bytes), then the
+# next save writes the document whole: a load replays at most that much.
+_JOURNAL_FRACTION = 8
+_JOURNAL_MIN = 64 * 1024
+_CHUNK = 1000  # rows encoded at a time when the document is written whole
 
 
-def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _remember(stamp: tuple[int, int, int, int], base: Base) -> None:
+def _remember(stamp: Stamp, base: Base, takeable: bool) -> None:
     key = str(base.file)
     _LOADED.pop(key, None)
-    _LOADED[key] = (stamp, base)
+    _LOADED[key] = (stamp, base, takeable)
     while len(_LOADED) > _KEEP:
         del _LOADED[next(iter(_LOADED))]
-    for gone in [file for file in _BLOCKS if file not in _LOADED]:
-        del _BLOCKS[gone]
 
 
 def base_file(project_root: Path, target: str, remote_dir: str, kind: str = "push") -> Path:
