@@ -102,7 +102,7 @@ def the_tree(where: Path | None, home: Path, files: int) -> common.Tree:
 
 def show_traces(where: Path, top: int) -> None:
     """The top allocation sites of each peak snapshot (by line; the largest tracebacks)."""
-    for file in sorted(where.glob("*-peak.snap"), key=lambda f: f.stat().st_mtime):
+    for file in sorted(where.glob("*.snap"), key=lambda f: f.stat().st_mtime):
         snapshot = tracemalloc.Snapshot.load(str(file)).filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)]
         )

@@ -18,8 +18,8 @@ import tracemalloc
 from typing import Optional
 
 FRAMES = 25
-EVERY_S = 0.2
-GROWTH = 1.05  # a new snapshot when the traced memory is this much above the last one's
+EVERY_S = 0.5
+GROWTH = 1.15  # a new snapshot when the traced memory is this much above the last one's
 
 
 class Tracer:
