@@ -34,12 +34,74 @@ def mb(pid: int, field: str) -> str:
     return "-" if value is None else f"{value:6.1f}"
 
 
+def stages() -> None:
+    """Trace this process (1 frame) and wrap the stages of push_pair: each prints the traced
+    memory when it starts, what it leaves held, and its own peak above its start."""
+    import functools
+    import inspect
+
+    from tether.core import plan
+    from tether.sync import endpoint, incremental, lanes, session, state
+
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(1)
+
+    def wrap(owner: object, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+
+        def report(start: int) -> None:
+            now, peak = tracemalloc.get_traced_memory()
+            print(
+                f"    {label:<22} at {start / 1e6:6.1f} MB  held +{(now - start) / 1e6:6.1f}"
+                f"  peak +{(peak - start) / 1e6:6.1f}",
+                flush=True,
+            )
+
+        if inspect.iscoroutinefunction(inner):
+
+            @functools.wraps(inner)
+            async def awrapped(*a: object, **k: object) -> object:
+                start = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                try:
+                    return await inner(*a, **k)
+                finally:
+                    report(start)
+
+            setattr(owner, name, awrapped)
+        else:
+
+            @functools.wraps(inner)
+            def wrapped(*a: object, **k: object) -> object:
+                start = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                try:
+                    return inner(*a, **k)
+                finally:
+                    report(start)
+
+            setattr(owner, name, wrapped)
+
+    wrap(endpoint.RemoteEndpoint, "scan", "remote scan")
+    wrap(endpoint.LocalEndpoint, "scan", "local scan")
+    wrap(endpoint.RemoteEndpoint, "digests", "remote digests")
+    wrap(session, "plan_push", "plan")
+    wrap(session, "_execute_push", "execute (lanes)")
+    wrap(incremental, "record_plan", "record plan")
+    wrap(state.Base, "save", "base save")
+    wrap(state.Base, "load", "base load")
+    del plan, lanes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tree", type=Path, required=True)
     parser.add_argument("--remote", type=Path, required=True)
     parser.add_argument("--trace", type=Path, default=None)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument(
+        "--stages", action="store_true", help="per stage of each push: traced MB held and peak"
+    )
     args = parser.parse_args(argv)
     trace: Path | None = args.trace.resolve() if args.trace else None
     if trace is not None:
@@ -56,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     from tether.transport.local import LocalTransport
 
     tracer = memtrace.start("local", str(trace) if trace else None)
+    if args.stages:
+        stages()
     pair = Pair("t", args.tree, str(args.remote), Scope.of((), (), ()))
     sources = sorted(str(p) for p in args.tree.rglob("*.py") if ".git" not in p.parts)
 
