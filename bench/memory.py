@@ -63,9 +63,7 @@ def show_step(isolation: common.Isolation, step: str, seconds: float) -> None:
 
     daemon = of(common.daemon_pids())
     agent = of(scale.agent_pids(isolation))
-    print(
-        f"{step:<14} {seconds:6.2f} s  daemon {daemon}  agent {agent}  load {load()}", flush=True
-    )
+    print(f"{step:<14} {seconds:6.2f} s  daemon {daemon}  agent {agent}  load {load()}", flush=True)
 
 
 def set_session_env(box: Sandbox, name: str, value: str) -> None:

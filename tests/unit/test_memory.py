@@ -67,6 +67,25 @@ def test_after_a_push_the_base_holds_the_local_manifests_entries(tmp_path: Path)
     assert (shared, uploaded) == (300, 300)
 
 
+def test_the_remote_manifest_kept_between_pushes_holds_the_bases_entries(
+    tmp_path: Path,
+) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    _tree(local, 300)
+    pair = Pair("t", local, str(remote), Scope.of((), (), ()))
+
+    async def body(channel: AgentChannel) -> tuple[int, int]:
+        for _ in range(2):  # a first push, then one that scans what it wrote
+            report = await push_pair(channel, pair, local)
+            assert not report.errors and not report.conflicts
+        base = pair.base("push", local)
+        (scanned,) = [held[1] for held in channel.scan_memo.values()]
+        files = [path for path, entry in scanned.items() if entry.kind == FILE]
+        return sum(1 for path in files if scanned[path] is base.entries.get(path)), len(files)
+
+    assert with_agent(body) == (300, 300)
+
+
 def test_the_agent_starts_without_ssl_and_urllib_request() -> None:
     probe = (
         "import importlib, sys\n"
