@@ -195,7 +195,7 @@ class _Stat:
     bytes of objects: a full scan of 100,000 files held 60 MB of them until its digests
     were filled); size and mtime are the Entry's own objects."""
 
-    __slots__ = ("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
+    __slots__ = ("st_ctime_ns", "st_ino", "st_mode", "st_mtime_ns", "st_size")
 
     def __init__(self, st: os.stat_result) -> None:
         self.st_ino = st.st_ino
