@@ -8,9 +8,14 @@ by `request_line` for the few types a request holds; the daemon reads it with `j
 The daemon answers with frames: one byte of kind, four bytes of length (big-endian), then
 the UTF-8 text (surrogates passed through, so any str arrives as it was sent):
 
+    a  accepted: the command starts here (first; before it, the command has not begun)
     o  text for the client's stdout      e  text for its stderr
     x  the exit code, in digits (last)   b  busy: run the command in your own process
     s  stale (the send helper: its kernel changed, take the direct path)
+
+A connection that ends before `a` (the server was killed with the request still in its
+socket's backlog, say) ran nothing: the client runs the command another way. One that
+ends after `a` and before `x` may have done part of the work: the client says so.
 
 Only the client's own daemon (same user, same tether: the socket's name carries the
 source's fingerprint) ever talks to it. No import at all.
@@ -22,7 +27,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-OUT, ERR, EXIT, BUSY, STALE = "o", "e", "x", "b", "s"
+ACCEPTED, OUT, ERR, EXIT, BUSY, STALE = "a", "o", "e", "x", "b", "s"
 HEAD = 5
 
 # JSON's escapes for what may not appear raw in a string (control characters, quote,

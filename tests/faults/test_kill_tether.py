@@ -67,7 +67,7 @@ def test_sigkill_mid_push(make_synced: Callable[..., SyncProject], seed_rng: ran
         where = f"kill round {rounds}"
         check_old_or_new(files_now(synced.remote), old, new, where)
         clean = synced.push()
-        assert clean.returncode == 0, f"{where}: {describe(clean)}"
+        assert clean.returncode == 0, f"{where}: {describe(clean)}\n{_daemon_log()}"
         assert files_now(synced.remote) == files_now(synced.root), where
         assert tmp_files(synced.remote) == [], f"{where}: temp files on the remote"
         assert _stray_local(synced.root) == [], f"{where}: temp files left locally"
@@ -77,6 +77,16 @@ def test_sigkill_mid_push(make_synced: Callable[..., SyncProject], seed_rng: ran
     )
     assert kills >= KILLS, f"only {kills} kills hit a running push"
     assert daemon_kills >= KILLS // 4, f"only {daemon_kills} kills of the daemon"
+
+
+def _daemon_log() -> str:
+    """The end of the sync daemons' log (what a failed push's message points at)."""
+    from tether.paths import runtime_dir
+
+    try:
+        return "sync-daemon.log:\n" + (runtime_dir() / "sync-daemon.log").read_text()[-4000:]
+    except OSError as error:
+        return f"no sync-daemon.log: {error}"
 
 
 def _daemon_pid() -> int | None:

@@ -185,6 +185,30 @@ def test_a_killed_daemon_is_replaced_by_the_next_push(synced: SyncProject) -> No
     assert new_pid != pid
 
 
+def test_a_daemon_killed_before_it_took_the_command_leaves_it_to_the_client(
+    synced: SyncProject,
+) -> None:
+    """A push that connected to a daemon in the moment it was killed (its socket still
+    listened: the connection sat in the backlog) never started there, so the client runs
+    it itself instead of failing with "the sync daemon stopped in the middle"."""
+    synced.push_ok()
+    pid, _ = _daemon()
+    write(synced.root / "train.py", "print('pushed past a dying daemon')\n")
+    os.kill(pid, signal.SIGSTOP)  # it accepts nothing: the client's connection waits in the backlog
+    process = start_cli(synced.root, "push")
+    try:
+        reached = _wait(lambda: _blocked_on_a_socket(process.pid), process)
+        assert reached, f"the client never waited on the daemon's socket: {process.poll()}"
+        os.kill(pid, signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, f"{process.returncode} {out} {err}"
+    assert (synced.remote / "train.py").read_text() == "print('pushed past a dying daemon')\n"
+
+
 # Where Ctrl-C lands, each made certain by what the test waits for before sending it:
 # the daemon stopped (SIGSTOP) while the client waits on its socket, the push's Scan
 # request seen by the proxy (its answer is 2 s away), 4 MB of uploads through the proxy.

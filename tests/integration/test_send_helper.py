@@ -196,3 +196,57 @@ def test_the_helper_is_gone_when_kernel_stop_returns(
         lines = [line for line in err.splitlines() if line.strip()]
         assert send.returncode == 1 and len(lines) == 1, err
         assert lines[0].startswith("tether: error: "), err
+
+
+def _connected_and_asleep(pid: int) -> bool:
+    """pid sleeps and holds a connected unix socket (the send, once it connected to the
+    helper and sent its code, waits in select() for the answer)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        mine = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                mine.add(link[len("socket:[") : -1])
+        rows = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except (OSError, ValueError):
+        return False
+    connected = [row for row in rows if row.split()[6] in mine and row.split()[5] == "03"]
+    return state == "S" and bool(connected)
+
+
+def test_a_helper_killed_before_it_took_the_send_leaves_it_to_the_direct_path(
+    hproject: Path, tether_cli: Cli, tmp_path: Path
+) -> None:
+    """The send connected while the helper was being killed (its request still in the
+    socket's backlog): the cell never reached the kernel there, so the send runs it the
+    direct way instead of failing with "the send helper went away during the run"."""
+    from tests.integration.test_daemon import _wait
+    from tether import config
+    from tether.kernel import names
+
+    first = tether_cli("send", input="print('up')")
+    assert first.returncode == 0 and "up" in first.stdout, first.stderr
+    target = config.load().one(None)
+    (helper,) = helper_processes(target.host, names.kernel_name(target, None))
+    code = tmp_path / "cell.py"
+    code.write_text("print(6 * 7)")
+    os.kill(helper, signal.SIGSTOP)  # it accepts nothing: the send's connection waits
+    with code.open() as stdin:
+        process = subprocess.Popen(
+            harness.tether_argv("send"), cwd=hproject, stdin=stdin,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    try:
+        reached = _wait(lambda: _connected_and_asleep(process.pid), process)
+        assert reached, f"the send never waited on the helper's socket: {process.poll()}"
+        os.kill(helper, signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(helper, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, f"{process.returncode} {out} {err}"
+    assert out.splitlines().count("42") == 1, out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,19 @@ def _ends(local: Path, channel: AgentChannel, remote: Path) -> tuple[LocalEndpoi
 
 def test_big_plan_spreads_over_helpers_and_lands_exactly(tmp_path: Path) -> None:
     local, remote = tmp_path / "local", tmp_path / "remote"
-    # Enough work that helpers (started on demand, ~0.1 s) join before the main lane ends.
     uploads = _files(local, 4 * lanes.BIG_FILES, random.Random(1))
     answers: list[tuple[str, str, dict[str, Any]]] = []
     seen: dict[str, Any] = {"answered by": set()}
+    # Over local pipes the main lane could write everything before a helper agent has
+    # started (~0.1 s); over ssh it never does. Its answers are taken slowly until a helper
+    # has answered (10 s at most), as a real link's round trips would.
+    until = time.monotonic() + 10
 
     def on_answer(header: dict[str, Any], action: str, path: str, entry: Entry, by: Any) -> None:
         answers.append((action, path, header))
         seen["answered by"].add(by.channel.process.pid)
+        if len(seen["answered by"]) < 2 and time.monotonic() < until:
+            time.sleep(0.005)
 
     async def body(channel: AgentChannel) -> None:
         await lanes.run(*_ends(local, channel, remote), [], uploads, on_answer, None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -19,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import fsops, writer
 from .protocol import PROTOCOL, FrameReader, encode_parts, grow_pipe
@@ -28,7 +27,9 @@ from .watching import Watching
 from .wire import ErrorKind, Op, error_frame, scan_key
 
 VERSION = "dev"
-# Agent modules that add request handlers (each has register(agent)).
+# Agent modules that add request handlers (each has register(agent)), imported at the
+# first request that is none of the agent's own ops (~60 ms that a sync-only agent, the
+# push's helper lanes and `watch` among them, never pays).
 EXTENSIONS = ("jobs", "kernels", "slurm", "housekeeping", "envs", "envwheels")
 Handler = Callable[[Dict[str, Any], bytes], Tuple[Dict[str, Any], bytes]]
 
@@ -57,8 +58,25 @@ class Agent:
             Op.READ.value: self.read,
             Op.PROBE.value: self.probe,
         }
-        for extension in EXTENSIONS:
-            importlib.import_module("." + extension, __package__).register(self)
+        self.extended = False
+        self.extending = threading.Lock()
+
+    def handler(self, op: str) -> Optional[Handler]:
+        """The handler of op, with the extensions' handlers added at the first op that
+        needs them."""
+        found = self.handlers.get(op)
+        if found is None and not self.extended:
+            self.extend()
+            found = self.handlers.get(op)
+        return found
+
+    def extend(self) -> None:
+        """Add every extension's handlers (once; requests may come from several threads)."""
+        with self.extending:
+            if not self.extended:
+                for extension in EXTENSIONS:
+                    importlib.import_module("." + extension, __package__).register(self)
+                self.extended = True
 
     def add(self, *handlers: Handler) -> None:
         """Register handlers under the op each is named after (`def job_rm` serves
@@ -99,7 +117,6 @@ class Agent:
             "pid": os.getpid(),
             "home": os.path.expanduser("~"),
             "hostname": socket.gethostname(),
-            "platform": platform.platform(),
         }, b""
 
     def scan(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
@@ -181,6 +198,8 @@ class Agent:
 
     def probe(self, header: Dict[str, Any], payload: bytes) -> Tuple[Dict[str, Any], bytes]:
         """Everything `host check` wants, in one answer."""
+        import platform
+
         path = fsops.root_path(header.get("path") or "~")
         while not os.path.isdir(path) and path != "/":
             path = os.path.dirname(path)
@@ -188,6 +207,7 @@ class Agent:
         answer: Dict[str, Any] = {
             "python": "%d.%d.%d" % sys.version_info[:3],
             "python_path": sys.executable,
+            "platform": platform.platform(),  # (~20 ms: here, not in every hello)
             "tmux": _version(["tmux", "-V"]),
             "sbatch": _version(["sbatch", "--version"]),
             "disk_free": usage.free,
@@ -220,7 +240,7 @@ class Agent:
 
     def dispatch(self, header: Dict[str, Any], payload: bytes) -> None:
         request_id = header.get("id")
-        handler = self.handlers.get(str(header.get("op")))
+        handler = self.handler(str(header.get("op")))
         if handler is None:
             answer = error_frame(ErrorKind.UNKNOWN_OP, "unknown op %r" % (header.get("op"),))
             answer["id"] = request_id

@@ -262,6 +262,7 @@ class Daemon:
                 # The client runs it in its own process.
                 writer.write(clientwire.frame(clientwire.BUSY, ""))
             elif op == "run":
+                writer.write(clientwire.frame(clientwire.ACCEPTED, ""))
                 code = await self.run_request(request, reader, writer)
                 writer.write(clientwire.frame(clientwire.EXIT, str(code)))
             elif op == "ping":
@@ -307,6 +308,8 @@ class Daemon:
             gone = asyncio.ensure_future(reader.read())
             waiting: set[asyncio.Future[Any]] = {work, gone}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done() and not gone.cancelled():
+                gone.exception()  # a broken pipe says gone too (retrieved: nothing to log)
             if not work.done():
                 command.abandoned = True
                 if command.task is not None:

@@ -107,8 +107,10 @@ def _request(args: list[str], debug: bool) -> dict[str, Any]:
 
 
 def relay(conn: _socket.socket, path: str) -> int | None:
-    """Copy the daemon's output here until it sends the exit code (None: it is busy)."""
+    """Copy the daemon's output here until it sends the exit code (None: it is busy, or
+    it went away before it took the command, which then never began there)."""
     buffer = bytearray()
+    accepted = False
     try:
         while True:
             chunk = conn.recv(1 << 16)
@@ -118,15 +120,19 @@ def relay(conn: _socket.socket, path: str) -> int | None:
             for kind, text in clientwire.frames(buffer):
                 if clientwire.shown(kind, text, sys.stdout, sys.stderr):
                     continue
-                if kind == clientwire.BUSY:
+                if kind == clientwire.ACCEPTED:
+                    accepted = True
+                elif kind == clientwire.BUSY:
                     return None
-                if kind == clientwire.EXIT:
+                elif kind == clientwire.EXIT:
                     return int(text)
     except KeyboardInterrupt:
         sys.stderr.write("tether: interrupted\n")
         return 130
     except (OSError, ValueError):
         pass
+    if not accepted:
+        return None
     log = os.path.join(os.path.dirname(path), "sync-daemon.log")
     sys.stderr.write(
         "tether: error: the sync daemon stopped in the middle of the command, "

@@ -211,6 +211,7 @@ class Helper:
         if self.stale():
             send_frame(conn, clientwire.STALE, "")
             return False
+        send_frame(conn, clientwire.ACCEPTED, "")  # from here on the cell may run
         self.conn = conn
         try:
             status = self.execute(conn, str(request.get("code", "")), request)

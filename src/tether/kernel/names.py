@@ -57,7 +57,7 @@ def socket_prefix(target: Target, name: str, key: str) -> Path:
     return kernels_dir() / f"k-{digest}"
 
 
-PROTOCOL = "frames-1"  # what `tether send` and the helper say (kernel/helper.py)
+PROTOCOL = "frames-2"  # what `tether send` and the helper say (kernel/helper.py)
 
 
 def helper_paths(target: Target, name: str) -> tuple[Path, Path]:

@@ -277,7 +277,7 @@ def via_helper(
     except OSError:
         conn.close()
         return None
-    interrupted = False
+    interrupted = accepted = False
     buffer = bytearray()
     try:
         with CtrlC() as ctrl_c:
@@ -293,14 +293,19 @@ def via_helper(
                     ctrl_c.drain()
                 if conn not in ready:
                     continue
-                chunk = conn.recv(1 << 16)
+                try:
+                    chunk = conn.recv(1 << 16)
+                except OSError:  # reset: the helper died
+                    chunk = b""
                 if not chunk:
                     break
                 buffer += chunk
                 for kind, text in clientwire.frames(buffer):
                     if clientwire.shown(kind, text, invocation.stdout(), invocation.stderr()):
                         continue
-                    if kind == clientwire.STALE:
+                    if kind == clientwire.ACCEPTED:
+                        accepted = True
+                    elif kind == clientwire.STALE:
                         return None
                     elif kind == clientwire.EXIT:
                         if interrupted or ctrl_c.count:  # (a Ctrl-C now: the cell ended anyway)
@@ -308,6 +313,8 @@ def via_helper(
                         return 1 if text != "0" else 0
     finally:
         conn.close()
+    if not accepted and not interrupted:  # it died before it took the cell: nothing ran
+        return None
     from tether.errors import TetherError
 
     raise TetherError("the send helper went away during the run", "", "run it again")
