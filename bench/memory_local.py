@@ -110,14 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.remote, ignore_errors=True)
     shutil.rmtree(args.tree / ".tether", ignore_errors=True)
 
-    from tether.agent import memtrace
     from tether.sync.kept import KeptScans
     from tether.sync.local import Scope
     from tether.sync.session import Pair, push_pair
     from tether.transport.channel import AgentChannel
     from tether.transport.local import LocalTransport
 
-    tracer = memtrace.start("local", str(trace) if trace else None)
+    tracer = None
+    if trace is not None:  # (main before the memtrace hook: --stages only)
+        from tether.agent import memtrace
+
+        tracer = memtrace.start("local", str(trace))
     if args.stages:
         stages()
     pair = Pair("t", args.tree, str(args.remote), Scope.of((), (), ()))

@@ -1,8 +1,9 @@
 """Memory per file of what the sync daemon and the agent hold (issue #26: 100,000 files).
 
 A full local scan (scan_local + digests) peaks at a bound per file; after a push the base
-holds the local manifest's own entries (no copy per file); the agent starts without the
-modules only an env build needs (ssl, urllib.request). Measured with tracemalloc on real
+holds the local manifest's own entries (no copy per file), and so does the remote manifest
+kept for the next push; the agent's extensions (an env op loads them) leave out what only a
+fetch of uv needs (ssl, urllib.request). Measured with tracemalloc on real
 trees and a real local agent (bench/memory.py measures the RSS at 100,000 files).
 """
 
@@ -86,7 +87,7 @@ def test_the_remote_manifest_kept_between_pushes_holds_the_bases_entries(
     assert with_agent(body) == (300, 300)
 
 
-def test_the_agent_starts_without_ssl_and_urllib_request() -> None:
+def test_the_agents_extensions_load_without_ssl_and_urllib_request() -> None:
     probe = (
         "import importlib, sys\n"
         "from tether.agent import server\n"
