@@ -206,6 +206,7 @@ SHARED_AGENT_MODULES = {
     "writer": "the one stat-check, temp-file and rename writer pull uses too",
     "watched": "the watched-state model: a tree's last scan kept current by events",
     "inotify": "the inotify watcher (ctypes) that feeds it, on both sides",
+    "memtrace": "TETHER_TRACEMALLOC's tracer (dev): the daemon's and the agent's memory",
 }
 # (client file, agent module) pairs still to move to a shared module.
 AGENT_IMPORTS_TO_MOVE = {("envs/offline.py", "envbuild")}

@@ -26,14 +26,15 @@ SKIP = [".git", ".tether", "outputs"]
 
 
 def spy_scans(channel: AgentChannel) -> list[dict[str, Any]]:
-    """Record the header of every scan answer the channel gets."""
+    """Record the header of every scan answer the channel gets (its rows as they came: the
+    endpoint takes them out of the answer as it reads them)."""
     answers: list[dict[str, Any]] = []
     request = channel.request
 
     async def recording(op: Any) -> Any:
         answer = await request(op)
         if op_name(op) == "scan":
-            answers.append(answer[0])
+            answers.append({**answer[0], "rows": list(answer[0].get("rows", []))})
         return answer
 
     channel.request = recording  # type: ignore[method-assign]

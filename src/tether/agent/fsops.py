@@ -18,7 +18,7 @@ import stat
 import struct
 import sys
 import time
-from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, List, Optional, Protocol, Tuple, Union
 
 from . import roots
 from .modes import safe_mode
@@ -76,6 +76,20 @@ def entry_of(st: os.stat_result, full: str) -> Dict[str, Any]:
     return entry_of_row(row_of("", st, full))
 
 
+class FileStat(Protocol):
+    """What the digest cache reads of a file's lstat: an os.stat_result, or a smaller
+    object holding only these (sync/local.py keeps one per file between scan and digest)."""
+
+    @property
+    def st_ino(self) -> int: ...
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+    @property
+    def st_ctime_ns(self) -> int: ...
+
+
 class DigestCache:
     """sha256 of files keyed by (inode, size, mtime_ns, ctime_ns), kept on disk between runs.
 
@@ -128,20 +142,20 @@ class DigestCache:
         """How many digests are held (one per inode)."""
         return len(self.data)
 
-    def known(self, st: os.stat_result) -> Optional[str]:
+    def known(self, st: FileStat) -> Optional[str]:
         """The cached digest for a stat, if any (no I/O)."""
         if not self.data:
             return None
         return self._lookup(st)
 
-    def _lookup(self, st: os.stat_result) -> Optional[str]:
+    def _lookup(self, st: FileStat) -> Optional[str]:
         held = self.data.get(st.st_ino)
         if held is None or held[:_STAT_SIZE] != _stat_bytes(st):
             return None
         # Interned: one object per digest in every manifest and row.
         return sys.intern(held[_STAT_SIZE:].hex())
 
-    def get(self, full: str, st: os.stat_result, compute: bool) -> Optional[str]:
+    def get(self, full: str, st: FileStat, compute: bool) -> Optional[str]:
         if not self.data and not compute:
             return None
         digest = self._lookup(st)
@@ -183,7 +197,7 @@ _STAT_SIZE = _STAT.size
 _RECORD_SIZE = _INODE.size + _STAT_SIZE + 32
 
 
-def _stat_bytes(st: os.stat_result) -> bytes:
+def _stat_bytes(st: FileStat) -> bytes:
     try:
         return _STAT.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     except struct.error:  # out of range: never cached (no record holds such a stat)
@@ -244,7 +258,7 @@ def _read_json_cache(path: str) -> Dict[int, bytes]:
     return data
 
 
-def stat_key(st: os.stat_result) -> str:
+def stat_key(st: FileStat) -> str:
     """What a cached digest is valid for: inode, size, mtime and ctime (any write changes
     ctime, and nothing can set it back)."""
     return "%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -255,7 +269,7 @@ def stat_key(st: os.stat_result) -> str:
 RACY_NS = 2 * 10**9
 
 
-def checked_digest(full: str, st: os.stat_result) -> Tuple[str, bool]:
+def checked_digest(full: str, st: FileStat) -> Tuple[str, bool]:
     """sha256 hex of a file's bytes (never through a symlink), and whether it may be cached
     under st: the file is still st after the read, and st's ctime is settled."""
     started = time.time_ns()

@@ -45,6 +45,7 @@ class Agent:
         self.caches: Dict[str, fsops.DigestCache] = {}
         self.roots: Dict[str, str] = {}  # sync_root's answers (a pure function of the text)
         self.scans = ScanMemo()
+        self.tracer: Any = None  # TETHER_TRACEMALLOC (dev: memtrace.py)
         self.watching = Watching(self.scans)
         self.cache_dir = os.path.expanduser("~/.cache/tether")
         self.handlers: Dict[str, Handler] = {
@@ -128,6 +129,8 @@ class Agent:
         only = header.get("only")
         key = scan_key(root, skip, only, digests)
         if header.get("rows") and only is None:
+            if self.tracer is not None:
+                self.tracer.next_phase()
             answer, exists = self.watching.scan(
                 key, root, skip, cache, digests, header.get("since")
             )
@@ -335,8 +338,14 @@ def main(argv: Any = None) -> int:
     # normal path, so half-written temp files are removed before we go.
     for number in (signal.SIGHUP, signal.SIGTERM):
         signal.signal(number, _leave)
+    agent = Agent(out)
+    where = os.environ.get("TETHER_TRACEMALLOC")
+    if where:
+        from . import memtrace
+
+        agent.tracer = memtrace.start("agent", where)
     with contextlib.suppress(BrokenPipeError, SystemExit), _profiled():
-        Agent(out).serve(sys.stdin.fileno())
+        agent.serve(sys.stdin.fileno())
     return 0
 
 

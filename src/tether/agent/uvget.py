@@ -12,12 +12,13 @@ import json
 import os
 import platform
 import re
-import ssl
 import sys
 import zipfile
-from typing import Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
-from urllib.request import Request, urlopen
+
+if TYPE_CHECKING:
+    import ssl
 
 Say = Callable[[str], None]
 
@@ -80,10 +81,14 @@ def _glibc_of(tag: str) -> Optional[Tuple[int, ...]]:
 
 def _context(cafile: Optional[str]) -> ssl.SSLContext:
     """The system trust store (or pip's `cert`), as pip there would use."""
+    import ssl  # here: ssl and urllib.request cost every agent ~3 MB, most never fetch
+
     return ssl.create_default_context(cafile=cafile if cafile and os.path.isfile(cafile) else None)
 
 
 def _open(url: str, cafile: Optional[str], accept: str = "") -> Any:
+    from urllib.request import Request, urlopen
+
     if url.startswith("file:") and os.path.isdir(urlsplit(url).path):
         url = url.rstrip("/") + "/index.html"
     headers = {"Accept": accept} if accept else {}

@@ -296,7 +296,10 @@ class Scan(Request[ScanAnswer]):
     rows: bool = True
 
     def answer(self, header: Dict[str, Any], payload: bytes) -> ScanAnswer:
-        rows = list(header["rows"])
+        rows = header["rows"]
+        if not isinstance(rows, list):
+            rows = list(rows)
+        # Not a copy: the reader (sync/endpoint._take_rows) lets each row go as it takes it.
         intern = sys.intern  # paths and digests: the objects of the local side's manifests
         for row in rows:
             if isinstance(row, list) and len(row) > 5 and isinstance(row[0], str):

@@ -43,6 +43,7 @@ from tether import clientwire
 from tether.cli.fastpath import PREFIX, fingerprint
 
 if TYPE_CHECKING:
+    from tether.agent.memtrace import Tracer
     from tether.config import Target
     from tether.sync.kept import KeptScans
     from tether.transport.channel import AgentChannel
@@ -194,6 +195,7 @@ class Daemon:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.armed: list[int] = []  # kept scans' watcher fds the loop waits on while idle
         self.draining: asyncio.TimerHandle | None = None
+        self.tracer: Tracer | None = None  # TETHER_TRACEMALLOC (dev: agent/memtrace.py)
 
     async def serve(self, lock_fd: int) -> None:
         self.loop = asyncio.get_running_loop()
@@ -407,6 +409,8 @@ class Daemon:
 
                 self.scans = KeptScans()
             runtime = Runtime(pool=self.pool, submit=command.run_coroutine, scans=self.scans)
+            if self.tracer is not None:
+                self.tracer.next_phase()
             profile = invocation.getenv("TETHER_PROFILE")  # a file for cProfile's stats (dev)
             if not profile:
                 return run_mapped(args, debug, runtime)
@@ -541,7 +545,15 @@ def main(argv: list[str]) -> int:
         raise
     sys.stderr.write(f"tether sync daemon {os.getpid()} serving {path}\n")
     sys.stderr.flush()
-    asyncio.run(Daemon(path, key).serve(lock_fd))
+    from tether import invocation
+
+    daemon = Daemon(path, key)
+    where = invocation.getenv("TETHER_TRACEMALLOC")  # the first client's, as started
+    if where:
+        from tether.agent import memtrace
+
+        daemon.tracer = memtrace.start("daemon", where)
+    asyncio.run(daemon.serve(lock_fd))
     return 0
 
 

@@ -514,9 +514,10 @@ class Base:
                     take = base.digest
             if take == digest:
                 continue
-            scanned[path] = Entry(
-                entry.kind, entry.size, entry.mtime_ns, entry.mode, take, entry.target
-            )
+            filling = Entry(entry.kind, entry.size, entry.mtime_ns, entry.mode, take, entry.target)
+            # The base's own object when equal (a push sets the remote mtime to the local
+            # one): one Entry per file for the base, the local and the remote manifest.
+            scanned[path] = base if take is not None and base == filling else filling
             if take is None:
                 filled.discard(path)
             else:

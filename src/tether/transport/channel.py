@@ -180,6 +180,9 @@ class AgentChannel:
                 size = int(header.get("n", 0))
                 payload = await stream.readexactly(size) if size else b""
                 self._deliver(header, payload)
+                # Not held while the next frame is awaited: a whole-tree scan answer's
+                # decoded rows would stay alive until then (between pushes).
+                del header, payload
         except (asyncio.IncompleteReadError, ConnectionError, ValueError) as error:
             self._closed_reason = str(error) or "the agent's stream ended"
         finally:

@@ -1,0 +1,130 @@
+"""Memory per file of what the sync daemon and the agent hold (issue #26: 100,000 files).
+
+A full local scan (scan_local + digests) peaks at a bound per file; after a push the base
+holds the local manifest's own entries (no copy per file), and so does the remote manifest
+kept for the next push; the agent's extensions (an env op loads them) leave out what only a
+fetch of uv needs (ssl, urllib.request). Measured with tracemalloc on real
+trees and a real local agent (bench/memory.py measures the RSS at 100,000 files).
+"""
+
+from __future__ import annotations
+
+import json.decoder
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+from tests.harness.local_agent import with_agent
+from tether.agent.fsops import DigestCache
+from tether.core.manifest import FILE
+from tether.sync.endpoint import RemoteEndpoint
+from tether.sync.local import Scope, fill_local_digests, scan_local
+from tether.sync.session import Pair, push_pair
+from tether.transport.channel import AgentChannel
+
+FILES = 3000
+# A file's share of a full scan's peak: its Entry (with and without digest), path, digest
+# and its stat until the digest is filled (an os.stat_result alone held ~600 bytes).
+SCAN_PEAK_PER_FILE = 1250
+
+
+def _tree(root: Path, files: int = FILES) -> None:
+    for index in range(files):
+        path = root / f"d{index % 20}" / f"s{index % 7}" / f"f{index:05d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"value = {index}\n")
+
+
+def test_a_full_local_scan_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    _tree(root)
+    scope = Scope.of((), (), ())
+    cache = DigestCache(str(tmp_path / "cache"), str(root))
+    fill_local_digests(root, scan_local(root, scope), cache)  # the digests, cached
+    paths = sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # walk's own objects
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        manifest = fill_local_digests(root, scan_local(root, scope), cache)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert len(manifest) == len(paths)
+    assert peak / FILES < SCAN_PEAK_PER_FILE, f"{peak / FILES:.0f} bytes per file"
+
+
+def test_after_a_push_the_base_holds_the_local_manifests_entries(tmp_path: Path) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    _tree(local, 300)
+    pair = Pair("t", local, str(remote), Scope.of((), (), ()))
+
+    async def body(channel: AgentChannel) -> tuple[int, int]:
+        report = await push_pair(channel, pair, local)
+        assert report.created and not report.errors and not report.conflicts
+        base = pair.base("push", local)  # this process wrote it: its in-process copy
+        uploads = [u for u in report.plan.uploads if u.entry.kind == FILE]
+        return sum(1 for u in uploads if base.entries.get(u.path) is u.entry), len(uploads)
+
+    shared, uploaded = with_agent(body)
+    assert (shared, uploaded) == (300, 300)
+
+
+def test_the_remote_manifest_kept_between_pushes_holds_the_bases_entries(
+    tmp_path: Path,
+) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    _tree(local, 300)
+    pair = Pair("t", local, str(remote), Scope.of((), (), ()))
+
+    async def body(channel: AgentChannel) -> tuple[int, int]:
+        for _ in range(2):  # a first push, then one that scans what it wrote
+            report = await push_pair(channel, pair, local)
+            assert not report.errors and not report.conflicts
+        base = pair.base("push", local)
+        (scanned,) = [held[1] for held in channel.scan_memo.values()]
+        files = [path for path, entry in scanned.items() if entry.kind == FILE]
+        return sum(1 for path in files if scanned[path] is base.entries.get(path)), len(files)
+
+    assert with_agent(body) == (300, 300)
+
+
+def test_a_whole_tree_scan_answer_is_let_go_once_taken(tmp_path: Path) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    _tree(local, FILES)
+    pair = Pair("t", local, str(remote), Scope.of((), (), ()))
+
+    async def body(channel: AgentChannel) -> int:
+        await push_pair(channel, pair, local)
+        channel.scan_memo.clear()  # the next scan is answered in full
+        tracemalloc.start()
+        try:
+            manifest = await RemoteEndpoint(channel, str(remote)).scan(
+                pair.base("push", local), None
+            )
+            decoded = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(True, json.decoder.__file__)]
+            )
+        finally:
+            tracemalloc.stop()
+        assert len(manifest) > FILES
+        return sum(stat.size for stat in decoded.statistics("filename"))
+
+    # What the manifest keeps of the answer (its entries' sizes and mtimes where they are not
+    # the base's), not its rows (a list and its objects: ~250 bytes more per file).
+    held = with_agent(body)
+    assert held / FILES < 120, f"{held / FILES:.0f} bytes per file of the decoded answer held"
+
+
+def test_the_agents_extensions_load_without_ssl_and_urllib_request() -> None:
+    probe = (
+        "import importlib, sys\n"
+        "from tether.agent import server\n"
+        "for name in server.EXTENSIONS:\n"
+        "    importlib.import_module('tether.agent.' + name)\n"
+        "print(sorted({'ssl', 'urllib.request'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
