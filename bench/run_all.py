@@ -31,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import readme_table
 
-NOT_BENCHES = {"common.py", "measured.py", "run_all.py", "readme_table.py"}
+# Helpers, and the memory profilers (flags of their own; scale.py measures the peak RSS).
+NOT_BENCHES = {
+    "common.py", "measured.py", "run_all.py", "readme_table.py", "memory.py", "memory_local.py",
+}  # fmt: skip
 # Every bench script (each takes --results FILE, --small and --quick), cheapest first;
 # the others in bench/ run after these.
 SCRIPTS = (

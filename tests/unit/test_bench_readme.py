@@ -163,3 +163,19 @@ def test_run_all_runs_every_bench_script_but_not_the_helpers_or_profilers() -> N
     assert run_all.bench_scripts(names) == [*run_all.SCRIPTS, "env.py", "send.py", "zz_new.py"]
     on_disk = run_all.bench_scripts(path.name for path in BENCH.glob("*"))
     assert set(on_disk) >= {"push.py", "scale.py", "watch.py", "send.py", "jobs.py", "startup.py"}
+
+
+def test_every_script_run_all_picks_takes_its_flags() -> None:
+    """A script in bench/ that run_all would run takes --results, --small and --quick (a
+    profiler with flags of its own belongs in NOT_BENCHES or under profile_*)."""
+    import subprocess
+    import sys
+
+    for name in run_all.bench_scripts(path.name for path in BENCH.glob("*.py")):
+        done = subprocess.run(
+            [sys.executable, str(BENCH / name), "--help"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+        for flag in ("--results", "--small", "--quick"):
+            assert flag in done.stdout, f"{name} has no {flag}"
