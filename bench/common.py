@@ -16,6 +16,7 @@ import platform
 import random
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -502,3 +503,21 @@ def write_config(path: Path, text: str) -> None:
     from tether import config, trust
 
     trust.record(config.load(path.parent, trusted=False))
+
+
+def set_session_env(box: Any, name: str, value: str) -> None:
+    """Add NAME=VALUE to the sandbox sshd's SetEnv and have it reread its config."""
+    lines = box.sshd_config.read_text().splitlines()
+    lines = [f"{line} {name}={value}" if line.startswith("SetEnv ") else line for line in lines]
+    box.sshd_config.write_text("\n".join(lines) + "\n")
+    os.kill(box.pid, signal.SIGHUP)  # sshd re-executes itself with the new config
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            done = run(["ssh", box.name, "printenv", name], timeout=10)
+        except (RuntimeError, OSError):
+            continue
+        if done.stdout.strip() == value:
+            return
+    raise RuntimeError(f"the sandbox's sessions do not see {name}")

@@ -16,8 +16,6 @@ Numbers under --trace are tracemalloc's (traced Python memory), not RSS.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +30,7 @@ import push
 import scale
 
 if TYPE_CHECKING:
-    from tether.hosts.sandbox import Sandbox
+    pass
 
 SANDBOX = "bench-memory"
 
@@ -64,24 +62,6 @@ def show_step(isolation: common.Isolation, step: str, seconds: float) -> None:
     daemon = of(common.daemon_pids())
     agent = of(scale.agent_pids(isolation))
     print(f"{step:<14} {seconds:6.2f} s  daemon {daemon}  agent {agent}  load {load()}", flush=True)
-
-
-def set_session_env(box: Sandbox, name: str, value: str) -> None:
-    """Add NAME=VALUE to the sandbox sshd's SetEnv and have it reread its config."""
-    lines = box.sshd_config.read_text().splitlines()
-    lines = [f"{line} {name}={value}" if line.startswith("SetEnv ") else line for line in lines]
-    box.sshd_config.write_text("\n".join(lines) + "\n")
-    os.kill(box.pid, signal.SIGHUP)  # sshd re-executes itself with the new config
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            done = common.run(["ssh", box.name, "printenv", name], timeout=10)
-        except (RuntimeError, OSError):
-            continue
-        if done.stdout.strip() == value:
-            return
-    raise RuntimeError(f"the sandbox's sessions do not see {name}")
 
 
 def the_tree(where: Path | None, home: Path, files: int) -> common.Tree:
@@ -137,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         common.remove(tree.root / ".tether")
         with common.sandbox(SANDBOX) as box:
             if trace is not None:
-                set_session_env(box, "TETHER_TRACEMALLOC", str(trace))
+                common.set_session_env(box, "TETHER_TRACEMALLOC", str(trace))
             pusher = push.Pusher(tree, box.home, box.name, 0)
             pusher.init()
             common.stop_daemons()

@@ -14,9 +14,7 @@ functions of each side by own time. Profiles are left in --out.
 from __future__ import annotations
 
 import argparse
-import os
 import pstats
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,30 +26,9 @@ import common
 import push
 
 if TYPE_CHECKING:
-    from tether.hosts.sandbox import Sandbox
+    pass
 
 SANDBOX = "bench-profile"
-
-
-def enable_agent_profiles(box: Sandbox, where: Path) -> None:
-    """Add TETHER_AGENT_PROFILE to the sandbox sshd's SetEnv and have it reread its config."""
-    lines = box.sshd_config.read_text().splitlines()
-    lines = [
-        f"{line} TETHER_AGENT_PROFILE={where}" if line.startswith("SetEnv ") else line
-        for line in lines
-    ]
-    box.sshd_config.write_text("\n".join(lines) + "\n")
-    os.kill(box.pid, signal.SIGHUP)  # sshd re-executes itself with the new config
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            done = common.run(["ssh", box.name, "printenv", "TETHER_AGENT_PROFILE"], timeout=10)
-        except (RuntimeError, OSError):
-            continue
-        if done.stdout.strip() == str(where):
-            return
-    raise RuntimeError("the sandbox's sessions do not see TETHER_AGENT_PROFILE")
 
 
 def cpu_split(stats: pstats.Stats) -> float:
@@ -93,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                     pusher.fresh(name, index)
                     action = pusher.rsync if name == "rsync" else lambda: pusher.tether(alone)
                     print(f"{name}: {common.timed(action):.2f} s  load {load()}", flush=True)
-            enable_agent_profiles(box, out)
+            common.set_session_env(box, "TETHER_AGENT_PROFILE", str(out))
             # The master's connection has the old session environment: a new one.
             common.stop_master(box.name)
             common.start_master(box.name)
