@@ -7,6 +7,7 @@ code, is cancelled by its client going away, and is replaced when it dies or is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -185,6 +186,25 @@ def test_a_killed_daemon_is_replaced_by_the_next_push(synced: SyncProject) -> No
     assert new_pid != pid
 
 
+def kill_while_it_waits(
+    server: int, process: subprocess.Popen[str], waiting: Callable[[int], bool]
+) -> tuple[int, str, str]:
+    """SIGKILL the (stopped) server once process waits on it (waiting(pid)); process's
+    exit code and output. Both are gone afterwards, whatever happened."""
+    try:
+        reached = _wait(lambda: waiting(process.pid), process)
+        assert reached, f"the client never waited on the server's socket: {process.poll()}"
+        os.kill(server, signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, out, err
+
+
 def test_a_daemon_killed_before_it_took_the_command_leaves_it_to_the_client(
     synced: SyncProject,
 ) -> None:
@@ -196,16 +216,8 @@ def test_a_daemon_killed_before_it_took_the_command_leaves_it_to_the_client(
     write(synced.root / "train.py", "print('pushed past a dying daemon')\n")
     os.kill(pid, signal.SIGSTOP)  # it accepts nothing: the client's connection waits in the backlog
     process = start_cli(synced.root, "push")
-    try:
-        reached = _wait(lambda: _blocked_on_a_socket(process.pid), process)
-        assert reached, f"the client never waited on the daemon's socket: {process.poll()}"
-        os.kill(pid, signal.SIGKILL)
-        out, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, f"{process.returncode} {out} {err}"
+    code, out, err = kill_while_it_waits(pid, process, _blocked_on_a_socket)
+    assert code == 0, f"{code} {out} {err}"
     assert (synced.remote / "train.py").read_text() == "print('pushed past a dying daemon')\n"
 
 

@@ -221,7 +221,7 @@ def test_a_helper_killed_before_it_took_the_send_leaves_it_to_the_direct_path(
     """The send connected while the helper was being killed (its request still in the
     socket's backlog): the cell never reached the kernel there, so the send runs it the
     direct way instead of failing with "the send helper went away during the run"."""
-    from tests.integration.test_daemon import _wait
+    from tests.integration.test_daemon import kill_while_it_waits
     from tether import config
     from tether.kernel import names
 
@@ -237,16 +237,6 @@ def test_a_helper_killed_before_it_took_the_send_leaves_it_to_the_direct_path(
             harness.tether_argv("send"), cwd=hproject, stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-    try:
-        reached = _wait(lambda: _connected_and_asleep(process.pid), process)
-        assert reached, f"the send never waited on the helper's socket: {process.poll()}"
-        os.kill(helper, signal.SIGKILL)
-        out, err = process.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(helper, signal.SIGKILL)
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, f"{process.returncode} {out} {err}"
+    code, out, err = kill_while_it_waits(helper, process, _connected_and_asleep)
+    assert code == 0, f"{code} {out} {err}"
     assert out.splitlines().count("42") == 1, out
