@@ -210,3 +210,83 @@ def test_a_remote_without_tmux_is_told_how_to_install_it(
         assert "apt-get install tmux" in str(caught.value)
 
     with_agent(body)
+
+
+def logging_tmux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `tmux` first on PATH that logs its argv and runs the real one; the log's path."""
+    real = shutil.which("tmux")
+    assert real is not None
+    log = tmp_path / "tmux.log"
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "tmux").write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec "{real}" "$@"\n')
+    (shim / "tmux").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    return log
+
+
+def test_listing_started_jobs_runs_no_tmux(
+    tmp_path: Path, tmux_socket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each `tmux list-sessions` is a process start on the remote (4 hosts at once in
+    `tether jobs`): a job whose wrapper is known is told running or ended without one."""
+    log = logging_tmux(tmp_path, monkeypatch)
+    root = make_root(tmp_path)
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    async def listed(channel: AgentChannel, name: str) -> dict[str, Any]:
+        answer, _ = await channel.request(JobList())
+        (job,) = [j for j in answer["jobs"] if j["name"] == name]
+        return dict(job)
+
+    async def body(channel: AgentChannel) -> None:
+        await start(channel, root, "j9", argv, tmux_socket)
+        await start(channel, root, "j10", [sys.executable, "-c", "pass"], tmux_socket)
+        deadline = time.monotonic() + 10
+        while not (await listed(channel, "j9"))["pid"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await wait_end(channel, "j10")
+        log.write_text("")
+        for _ in range(3):
+            running, ended = await listed(channel, "j9"), await listed(channel, "j10")
+            assert (running["state"], running["alive"]) == ("running", True)
+            assert ended["state"] == "exited" and ended["exit_code"] == 0
+        assert "list-sessions" not in log.read_text()
+        # The wrapper killed outright (as by a reboot): lost, still without tmux.
+        os.kill(running["wrapper_pid"], 9)
+        os.killpg(running["pid"], 9)
+        deadline = time.monotonic() + 10
+        while (await listed(channel, "j9"))["state"] == "running":
+            assert time.monotonic() < deadline, "a killed wrapper still counts as running"
+            await asyncio.sleep(0.05)
+        assert (await listed(channel, "j9"))["state"] == "lost"
+        assert "list-sessions" not in log.read_text()
+
+    with_agent(body)
+
+
+def test_a_wrapper_stamp_names_one_process_while_it_runs(tmp_path: Path) -> None:
+    """A reused pid, a zombie or a stamp from another boot never count as the wrapper."""
+    from tether.agent.jobstore import process_stamp, wrapper_alive
+
+    me = {"wrapper_pid": os.getpid(), "wrapper_stamp": process_stamp(os.getpid())}
+    assert me["wrapper_stamp"] is not None and wrapper_alive(me) is True
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        theirs = process_stamp(child.pid)
+        assert theirs is not None and theirs != me["wrapper_stamp"]
+        assert wrapper_alive({"wrapper_pid": os.getpid(), "wrapper_stamp": theirs}) is False
+        boot, started = str(me["wrapper_stamp"]).rsplit(":", 1)
+        other_boot = {"wrapper_pid": os.getpid(), "wrapper_stamp": f"x{boot}:{started}"}
+        assert wrapper_alive(other_boot) is False
+        child.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert wrapper_alive({"wrapper_pid": child.pid, "wrapper_stamp": theirs}) is False
+    finally:
+        child.kill()
+        child.wait()
+    assert wrapper_alive({"wrapper_pid": 1}) is None  # no stamp kept: ask tmux
+    assert wrapper_alive({"wrapper_pid": True, "wrapper_stamp": theirs}) is None

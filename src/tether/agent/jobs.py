@@ -39,6 +39,7 @@ from .jobstore import (
     session_name,
     shown,
     tmux_major,
+    wrapper_alive,
     wrapper_command,
     write_json,
 )
@@ -237,10 +238,7 @@ def job_list(header: Dict[str, Any], payload: bytes) -> Answer:
     cache: Dict[str, Optional[Set[str]]] = {}
     now = time.time()
     for index, record in enumerate(records):
-        sock = str(record.get("socket") or DEFAULT_SOCKET)
-        if sock not in cache:
-            cache[sock] = _sessions(sock)
-        alive = session_name(key_of(record)) in (cache[sock] or set())
+        alive = _alive(record, cache)
         if not alive and record.get("ended") is None:
             # Read before the sessions were listed: it may have ended in between (its
             # session then goes), which is not "lost".
@@ -402,11 +400,21 @@ def _cancel_queued(name: str) -> Optional[Dict[str, Any]]:
 def state_now(record: Dict[str, Any], header: Dict[str, Any], cache: Dict[str, Any]) -> str:
     """The job's state from its record and its tmux session (sessions asked once per
     socket, kept in cache)."""
+    return derive_state(record, _alive(record, cache), time.time())
+
+
+def _alive(record: Dict[str, Any], cache: Dict[str, Optional[Set[str]]]) -> bool:
+    """Whether the job's tmux session is up: from its wrapper's stamp where the record keeps
+    one (the wrapper is the session's only process), else by asking tmux (once per socket,
+    kept in cache)."""
+    if record.get("scheduler", SCHEDULER) == SCHEDULER:
+        known = wrapper_alive(record)
+        if known is not None:
+            return known
     sock = str(record.get("socket") or DEFAULT_SOCKET)
     if sock not in cache:
         cache[sock] = _sessions(sock)
-    alive = session_name(key_of(record)) in (cache[sock] or set())
-    return derive_state(record, alive, time.time())
+    return session_name(key_of(record)) in (cache[sock] or set())
 
 
 def stop(named: Dict[str, Any], header: Dict[str, Any], grace: float) -> Dict[str, Any]:

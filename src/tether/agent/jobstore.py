@@ -134,6 +134,35 @@ def wrapper_command(python: str, agent_path: str, spec_path: str) -> List[str]:
     return [python, "-c", WRAP_CODE, agent_path, spec_path]
 
 
+def process_stamp(pid: int) -> Optional[str]:
+    """Who process pid is, for as long as it runs: this boot's id and the pid's start time
+    (Linux /proc). None when it is not running (a zombie included) or /proc cannot say.
+
+    A job's wrapper is its tmux pane's process: its stamp, kept in its record, tells
+    whether the job's session is up without asking tmux (a process start per listing). A
+    reused pid starts later; another boot (or another host sharing this home) has another
+    boot id."""
+    try:
+        with open("/proc/%d/stat" % int(pid), "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
+            boot = handle.read().strip()
+    except (OSError, IndexError, ValueError, OverflowError):
+        return None
+    if len(fields) < 20 or fields[0] in (b"Z", b"X", b"x"):  # (fields from the 3rd: state)
+        return None
+    return "%s:%s" % (boot.decode("ascii", "replace"), fields[19].decode("ascii", "replace"))
+
+
+def wrapper_alive(record: Dict[str, Any]) -> Optional[bool]:
+    """Whether the job's wrapper (so its tmux session) still runs, from the stamp its record
+    keeps; None when the record keeps none (an older tether, no /proc, not started yet)."""
+    stamp, pid = record.get("wrapper_stamp"), record.get("wrapper_pid")
+    if not isinstance(stamp, str) or not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    return process_stamp(pid) == stamp
+
+
 def tmux_major(version: str) -> int:
     """3 from 'tmux 3.3a', 2 from 'tmux 2.9'; 3 when unknown."""
     match = re.search(r"(\d+)\.", version or "")

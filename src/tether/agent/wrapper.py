@@ -26,6 +26,7 @@ from .jobstore import (
     all_records,
     exit_status,
     kill_marker,
+    process_stamp,
     read_record,
     scoped_reader,
     write_json,
@@ -95,7 +96,7 @@ def wrap_main(spec_path: str) -> int:
         write_json(spec_path, record)
         return _ended(spec_path, 127)
     state["child"] = child
-    record.update(started=time.time(), pid=child.pid, wrapper_pid=os.getpid(), state="running")
+    record.update(started=time.time(), pid=child.pid, state="running", **_wrapper_fields())
     write_json(spec_path, record)
     pane = getattr(sys.stdout, "buffer", None)
     assert child.stdout is not None
@@ -129,6 +130,12 @@ def wrap_main(spec_path: str) -> int:
     write_json(spec_path, record)
     log.close()
     return _ended(spec_path, exit_code)
+
+
+def _wrapper_fields() -> Dict[str, Any]:
+    """This wrapper's pid and stamp, for its record: `tether jobs` tells from them whether
+    the job's tmux session is up (jobstore.wrapper_alive)."""
+    return {"wrapper_pid": os.getpid(), "wrapper_stamp": process_stamp(os.getpid())}
 
 
 def _ended(spec_path: str, code: int) -> int:
@@ -215,7 +222,7 @@ def _wait(
     start; tether kill (its marker) or a signal cancels it: recorded as cancelled within
     `leaving()`, None."""
     name = key_of(record)
-    record.update(wrapper_pid=os.getpid())
+    record.update(_wrapper_fields())
     write_json(spec_path, record)
 
     def stop(signum: int, frame: Any) -> None:
