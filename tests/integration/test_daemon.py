@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -164,6 +165,37 @@ def test_the_command_runs_in_the_clients_cwd_with_its_exit_codes(synced: SyncPro
     outside = harness_run(synced.root.parent, "push")
     assert outside.returncode == 1
     assert "no tether.toml" in one_error_line(outside)
+
+
+def test_a_served_command_ends_its_process_at_once_with_its_output_whole(
+    synced: SyncProject,
+) -> None:
+    """The client of a served command has nothing left to tidy: it ends without the
+    interpreter's shutdown (~3 ms: no atexit hook runs), after writing all it was sent."""
+    synced.push_ok()
+    names = [f"{index:03d}{'x' * 200}.txt" for index in range(60)]  # a long report
+    for name in names:
+        write(synced.root / "many" / name, name)
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write('interpreter shutdown ran\\n'))\n"
+        "sys.argv = ['tether', 'push', '--json']\n"
+        "from tether.cli.app import main\n"
+        "raise SystemExit(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=synced.root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, describe(done)
+    (report,) = json.loads(done.stdout)
+    assert sorted(report["planned"]["uploads"]) == ["many", *(f"many/{name}" for name in names)]
+    assert "interpreter shutdown ran" not in done.stderr
+    _daemon()  # (it was served: the daemon runs)
+    conflict_free = subprocess.run(
+        [sys.executable, "-c", code.replace("'push', '--json'", "'push', '--no-such-flag'")],
+        cwd=synced.root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert conflict_free.returncode == 2 and "No such option" in conflict_free.stderr
 
 
 def harness_run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
