@@ -113,3 +113,31 @@ def test_a_send_after_the_trust_is_withdrawn_is_refused(hproject: Path) -> None:
     refused, parsed = probe_send(hproject)
     assert refused.returncode == 1 and parsed, describe(refused)
     assert "is not trusted yet" in one_error_line(refused)
+
+
+def test_a_send_its_helper_served_ends_its_process_at_once_with_its_output_whole(
+    hproject: Path,
+) -> None:
+    """As `tether send` from an editor's key: served by the helper, it ends without the
+    interpreter's shutdown (no atexit hook runs), after writing everything it was sent."""
+    warm(hproject)
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write('interpreter shutdown ran\\n'))\n"
+        "sys.argv = ['tether', 'send']\n"
+        "from tether.cli.app import main\n"
+        "raise SystemExit(main())\n"
+    )
+    cell = "print('x' * 300_000)\nprint('end')\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=hproject, input=cell,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, describe(done)
+    assert done.stdout == "x" * 300_000 + "\nend\n"
+    assert "interpreter shutdown ran" not in done.stderr
+    failed = subprocess.run(
+        [sys.executable, "-c", code], cwd=hproject, input="raise ValueError('no')\n",
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 1 and "ValueError" in failed.stderr, describe(failed)

@@ -65,7 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if argv is None:  # this process is the command line's own: nothing to tidy
                 _leave(code)
             return code
-    return run_mapped(args, debug)
+    code = run_mapped(args, debug)
+    if argv is None and args[:1] == ["send"] and _served_send():
+        _leave(code)
+    return code
+
+
+def _served_send() -> bool:
+    send = sys.modules.get("tether.kernel.send")
+    return bool(getattr(send, "HELPER_SERVED", False))
 
 
 def _leave(code: int) -> None:

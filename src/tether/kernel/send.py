@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 MARK_PREFIX = "# tether: "  # tether.agent.kernel_shim.MARK_PREFIX (not imported: fast path)
 
+# Whether this process's send was served by a send helper from start to end: it then
+# holds nothing the interpreter's shutdown need tidy (tether.cli.app ends it at once).
+HELPER_SERVED = False
 USAGE = """usage: tether send [FILE[:START[-END]]] [--on TARGET] [--name KERNEL]
 
 Run lines of FILE (1-based, inclusive; FILE:LINE for one line; no FILE: stdin) in the
@@ -310,6 +313,8 @@ def via_helper(
                     elif kind == clientwire.EXIT:
                         if interrupted or ctrl_c.count:  # (a Ctrl-C now: the cell ended anyway)
                             return 130
+                        global HELPER_SERVED
+                        HELPER_SERVED = True
                         return 1 if text != "0" else 0
     finally:
         conn.close()
