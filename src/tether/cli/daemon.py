@@ -136,6 +136,10 @@ class Pool:
             await channel.close()
         return result
 
+    def ready(self, target: Target) -> bool:
+        """Whether a kept channel to the target is alive (ChannelPool.ready)."""
+        return any(channel.alive for channel in self.idle.get(self.key(target), ()))
+
     async def _get(self, target: Target, fresh: bool = False) -> tuple[AgentChannel, bool]:
         """A kept channel that is alive (and whether it was kept), else a new one."""
         from tether.sync.targets import open_channel

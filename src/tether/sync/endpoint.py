@@ -11,8 +11,10 @@ from either side (transport.channel.refusal), and push and pull settle it alike.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from collections.abc import Callable, Collection
+from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -96,6 +98,8 @@ class LocalEndpoint:
         self.scans = scans
         # The kept scan's (tree, serial, paths changed or None) of the last scan, if kept.
         self.changes: tuple[object, int, set[str] | None] | None = None
+        # A scan begun early (start_scan): its `only` and its result.
+        self.early: tuple[list[str] | None, asyncio.Future[tuple[Manifest, Any]]] | None = None
         self.writer = writer.Writer(umask=umask, durable=durable, parents=0o777 & ~umask)
 
     def digest_cache(self) -> fsops.DigestCache:
@@ -104,16 +108,32 @@ class LocalEndpoint:
         return self.cache
 
     async def scan(self, base: Base, only: list[str] | None) -> Manifest:
+        early, self.early = self.early, None
+        if early is not None and early[0] == only:
+            found, self.changes = await early[1]
+        else:
+            found, self.changes = self._scan(only)
+        return found
+
+    def start_scan(self, only: list[str] | None, worker: Executor) -> None:
+        """Begin the scan on `worker` now (a thread: the loop goes on opening the channel,
+        which a cold push spends as long on as on the scan); scan() takes its result.
+        One worker thread for all of a command's scans: they never run at once."""
+        run = contextvars.copy_context().run  # the command's invocation (cwd, env)
+        loop = asyncio.get_running_loop()
+        self.early = (only, loop.run_in_executor(worker, run, self._scan, only))
+
+    def _scan(self, only: list[str] | None) -> tuple[Manifest, Any]:
+        """(the manifest, the kept scan's changes or None)."""
+
         def fresh() -> Manifest:
             found = scan_local(self.path, self.scope, only)
             return fill_local_digests(self.path, found, self.digest_cache())
 
-        self.changes = None
         if self.scans is not None and only is None:
             found = self.scans.manifest(self.path, self.scope, fresh, self.digest_cache)
-            self.changes = self.scans.last
-            return found
-        return fresh()
+            return found, self.scans.last
+        return fresh(), None
 
     async def stat(self, paths: Collection[str]) -> Manifest:
         """The entries at exactly these paths, files with digests, no rule applied."""

@@ -105,6 +105,7 @@ async def push_pair(
     progress: Progress | None = None,
     trust_base: bool = False,
     scans: KeptScans | None = None,
+    source: LocalEndpoint | None = None,
 ) -> Report:
     """Make the remote mirror the local pair on the paths sync owns (see core.plan).
 
@@ -127,9 +128,7 @@ async def push_pair(
         covering = None if only is None else _covering(only)
         scanning = asyncio.ensure_future(dest.scan(base, covering))
         await asyncio.sleep(0)  # the request leaves now: the remote scans while we do
-    source = LocalEndpoint(
-        pair.local_root, pair.scope, lambda: digest_cache(project_root, pair), scans=scans
-    )
+    source = source or local_source(pair, project_root, scans)
     try:
         local = await source.scan(base, only)
     except BaseException:
@@ -311,6 +310,13 @@ def _settle_one(
         report.updated += 1
     else:
         report.created += 1
+
+
+def local_source(pair: Pair, project_root: Path, scans: KeptScans | None) -> LocalEndpoint:
+    """The local side of a push of pair (its tree, digest cache and the daemon's scans)."""
+    return LocalEndpoint(
+        pair.local_root, pair.scope, lambda: digest_cache(project_root, pair), scans=scans
+    )
 
 
 def digest_cache(project_root: Path, pair: Pair) -> fsops.DigestCache:

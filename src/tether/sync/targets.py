@@ -20,6 +20,10 @@ class ChannelPool(Protocol):
         self, target: Target, work: Callable[[Target, AgentChannel], Awaitable[T]]
     ) -> T: ...
 
+    def ready(self, target: Target) -> bool:
+        """Whether a channel to the target is open and alive now (no ssh session to start)."""
+        ...
+
 
 async def open_channel(target: Target, kept: bool = False) -> AgentChannel:
     """An agent channel to the target's host (master started on first use); `kept`: one
