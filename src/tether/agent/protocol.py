@@ -28,7 +28,7 @@ class ProtocolError(Exception):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
-ROWS_CHUNK = 4096  # a header's "rows" list is encoded this many rows at a time
+ROWS_CHUNK = 1024  # a header's "rows" list is encoded this many rows at a time
 
 
 def encode(header: Dict[str, Any], payload: bytes = b"") -> bytes:
