@@ -4,55 +4,74 @@ The agent keeps a full scan's answer for the next scan (agent/scan.ScanMemo, the
 tree of agent/watching.py). As {path: [path, kind, size, mtime_ns, mode, digest, target]}
 that is ~300 bytes a file (the list, its path and ints, the dict's slot); PackedRows holds
 the same rows as one (names, records, extras) triple per directory: the names joined by
-NUL (no name holds one), one fixed record per name (kind and flags, mode, size, mtime_ns)
-and the digests and link targets there are, joined by NUL: ~50 bytes a file. A row is a
-list again only while it is read or changed (those directories are held open, then packed)
-and while an answer is encoded, a chunk at a time (`rows`, `changed_rows`: iterators).
-Standard library only, Python >= 3.8.
+NUL (no name holds one), a 19-byte record per row (kind and flags, mode, size, mtime_ns)
+and the digests and link targets there are, joined by NUL: ~40 bytes a file. A row is a
+list again only while it is read or changed (those directories are held open, then
+packed) and while an answer is encoded, a chunk at a time (`rows`, `changed_rows`:
+iterators). Standard library only, Python >= 3.8.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import struct
 from typing import Any, Dict, Iterator, List, MutableMapping, Optional, Set, Tuple
 
 from .fsops import Row
 from .watched import Restat, WatchedTree
 
-_RECORD = struct.Struct("<BHqq")  # kind code | flags, mode, size, mtime_ns
 KINDS = ("file", "dir", "link")
 _CODE = {kind: code for code, kind in enumerate(KINDS)}
 _KIND_BITS = 3
 _DIGEST = 4  # the row has a digest (in extras)
 _TARGET = 8  # the row has a link target (in extras, after its digest)
+_RECORD = struct.Struct("<BHqq")  # a row's code (kind | flags), mode, size, mtime_ns
 Packed = Tuple[str, bytes, str]  # (names, records, extras) of one directory's rows
 
 
 def pack(rows: List[Row], cut: int) -> Packed:
-    """One directory's rows (their paths' names start at `cut`) as a packed triple."""
-    records = []
-    extras = []
+    """One directory's rows (their paths' names start at `cut`) as a packed triple. A size
+    or mtime beyond 64 bits (a hostile timestamp) leaves the directory's rows, less their
+    paths, as JSON in extras (records empty)."""
+    names = "\0".join([row[0][cut:] for row in rows])
     record = _RECORD.pack
-    for row in rows:
-        code = _CODE[row[1]]
-        if row[5] is not None:
-            code |= _DIGEST
-            extras.append(row[5])
-        if row[6] is not None:
-            code |= _TARGET
-            extras.append(row[6])
-        records.append(record(code, row[4], row[2], row[3]))
-    return "\0".join([row[0][cut:] for row in rows]), b"".join(records), "\0".join(extras)
+    code = _CODE
+    try:
+        records = b"".join(
+            [
+                record(
+                    code[row[1]]
+                    | (row[5] is not None and _DIGEST)
+                    | (row[6] is not None and _TARGET),
+                    row[4],
+                    row[2],
+                    row[3],
+                )
+                for row in rows
+            ]
+        )
+    except struct.error:
+        return names, b"", json.dumps([row[1:] for row in rows])
+    extras = [extra for row in rows for extra in (row[5], row[6]) if extra is not None]
+    return names, records, "\0".join(extras)
 
 
 def unpack(head: str, packed: Packed) -> List[Row]:
     """The rows of a packed triple, their paths `head` + name."""
     names, records, extras = packed
-    more = iter(extras.split("\0") if extras else ())
-    rows = []
+    if not records:
+        return [[head + name, *rest] for name, rest in zip(names.split("\0"), json.loads(extras))]
     fields = _RECORD.iter_unpack(records)
-    for name, (code, mode, size, mtime) in zip(names.split("\0"), fields):  # noqa: B905 (3.8)
+    if not extras:  # no digest, no link target: one list per row, nothing to look up
+        kinds = KINDS
+        return [
+            [head + name, kinds[code], size, mtime, mode, None, None]
+            for name, (code, mode, size, mtime) in zip(names.split("\0"), fields)
+        ]
+    more = iter(extras.split("\0"))
+    rows = []
+    for name, (code, mode, size, mtime) in zip(names.split("\0"), fields):
         digest = next(more) if code & _DIGEST else None
         target = next(more) if code & _TARGET else None
         rows.append([head + name, KINDS[code & _KIND_BITS], size, mtime, mode, digest, target])
