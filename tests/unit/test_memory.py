@@ -17,6 +17,9 @@ from pathlib import Path
 
 from tests.harness.local_agent import with_agent
 from tether.agent.fsops import DigestCache
+from tether.agent.protocol import encode_parts
+from tether.agent.scan import ScanMemo
+from tether.agent.watching import Watching
 from tether.core.manifest import FILE
 from tether.sync.endpoint import RemoteEndpoint
 from tether.sync.local import Scope, fill_local_digests, scan_local
@@ -128,3 +131,36 @@ def test_the_agents_extensions_load_without_ssl_and_urllib_request() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+# What the agent keeps of a whole tree's scan for the next one (its answer's rows, the
+# watched tree's entries), per file: a list of 7 objects per file held ~330 bytes; packed
+# per directory (agent/packed.py) ~40.
+AGENT_HELD_PER_FILE = 100
+# The peak of that scan and of its encoded answer (~65 bytes a file here) over what was
+# held before (rows as lists held whole: ~450).
+AGENT_PEAK_PER_FILE = 250
+AGENT_FILES = 8000  # several chunks of an answer's rows (protocol.ROWS_CHUNK)
+
+
+def test_the_agents_kept_scan_of_a_tree_holds_under_a_bound_per_file(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    _tree(root, AGENT_FILES)
+    watching = Watching(ScanMemo())
+    watching.eager = True  # a kept channel's agent: watched from the first scan
+    cache = DigestCache(str(tmp_path / "cache"), str(root))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        answer, exists = watching.scan("k", str(root), [], cache, False, None)
+        sent = sum(len(part) for part in encode_parts(answer))
+        del answer
+        held, peak = (size - before for size in tracemalloc.get_traced_memory())
+    finally:
+        tracemalloc.stop()
+        for kept in watching.kept.values():
+            if kept is not None:
+                kept.watcher.close()
+    assert exists and sent > AGENT_FILES * 20
+    assert held / AGENT_FILES < AGENT_HELD_PER_FILE, f"{held / AGENT_FILES:.0f} bytes/file held"
+    assert peak / AGENT_FILES < AGENT_PEAK_PER_FILE, f"{peak / AGENT_FILES:.0f} bytes/file peak"

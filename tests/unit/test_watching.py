@@ -14,7 +14,7 @@ import pytest
 from tests.harness.fsevents import overflow_event_queue
 from tether.agent import inotify
 from tether.agent.fsops import DigestCache
-from tether.agent.scan import ScanMemo, scan_tree
+from tether.agent.scan import ScanMemo, scan_rows, scan_tree
 from tether.agent.watched import WatchedTree
 from tether.agent.watching import Watching
 
@@ -90,12 +90,16 @@ def count_walks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The roots of the whole-tree walks the agent's watching makes from now on."""
     walks: list[str] = []
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        if len(args) < 5 and kwargs.get("only") is None:  # a whole-tree walk
-            walks.append(args[0])
-        return scan_tree(*args, **kwargs)
+    def counting(scan: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if len(args) < 5 and kwargs.get("only") is None:  # a whole-tree walk
+                walks.append(args[0])
+            return scan(*args, **kwargs)
 
-    monkeypatch.setattr("tether.agent.watching.scan_tree", counted)
+        return counted
+
+    monkeypatch.setattr("tether.agent.watching.scan_tree", counting(scan_tree))
+    monkeypatch.setattr("tether.agent.watching.scan_rows", counting(scan_rows))
     return walks
 
 

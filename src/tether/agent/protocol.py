@@ -7,12 +7,13 @@ agent and the client; standard library only, Python >= 3.8.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import select
 import struct
 import sys
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 PROTOCOL = 1
 MAX_HEADER = 64 * 1024 * 1024
@@ -27,7 +28,7 @@ class ProtocolError(Exception):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
-ROWS_CHUNK = 4096  # a header's "rows" list is encoded this many rows at a time
+ROWS_CHUNK = 1024  # a header's "rows" list is encoded this many rows at a time
 
 
 def encode(header: Dict[str, Any], payload: bytes = b"") -> bytes:
@@ -38,20 +39,27 @@ def encode(header: Dict[str, Any], payload: bytes = b"") -> bytes:
 def encode_parts(header: Dict[str, Any], payload: bytes = b"") -> List[bytes]:
     """One frame as pieces to write in turn (no copy of the whole): a long "rows" list (a
     whole tree's scan) is encoded a chunk at a time, so a frame of 100,000 rows never
-    exists as one JSON string beside its bytes."""
+    exists as one JSON string beside its bytes. "rows" may also be an iterator (the
+    agent's packed rows, agent/packed.py): its rows exist a chunk at a time."""
     if payload:
         header = dict(header, n=len(payload))
     rows = header.get("rows")
-    if not isinstance(rows, list) or len(rows) <= ROWS_CHUNK:
+    many = isinstance(rows, Iterator) or (isinstance(rows, list) and len(rows) > ROWS_CHUNK)
+    if not many:
         raw = _ENCODER.encode(header).encode("ascii")
         return [_LENGTH.pack(len(raw)), raw, payload]
     rest = dict(header)
     del rest["rows"]
     head = _ENCODER.encode(rest)[:-1]  # without its closing brace
     parts = [(head + ("," if rest else "") + '"rows":[').encode("ascii")]
-    for start in range(0, len(rows), ROWS_CHUNK):
-        chunk = _ENCODER.encode(rows[start : start + ROWS_CHUNK])[1:-1]
-        parts.append((("," if start else "") + chunk).encode("ascii"))
+    each = iter(rows or ())  # a list or an iterator (above)
+    comma = ""
+    while True:
+        chunk = list(itertools.islice(each, ROWS_CHUNK))
+        if not chunk:
+            break
+        parts.append((comma + _ENCODER.encode(chunk)[1:-1]).encode("ascii"))
+        comma = ","
     parts.append(b"]}")
     return [_LENGTH.pack(sum(len(part) for part in parts)), *parts, payload]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, MutableMapping, Optional, Set, Tuple
 
 # restat(path, deep): the entries a full scan would give at path (and, with deep, under
 # it); a missing path gives none.
@@ -51,7 +51,7 @@ class WatchedTree:
     def __init__(self, bound_s: float, verify: Optional[float] = None) -> None:
         self.bound_s = bound_s
         self.verify_s = verify_s() if verify is None else verify
-        self.entries: Dict[str, Any] = {}
+        self.entries: MutableMapping[str, Any] = {}
         self.why: Optional[str] = "never scanned"  # None: sure
         self.aged = False  # unsure only because the last full scan is older than verify_s
         self.heartbeat_at = float("-inf")
@@ -60,7 +60,7 @@ class WatchedTree:
         self.shallow: Set[str] = set()  # these paths' own entries (a directory's mtime)
         self._order: Optional[List[str]] = None  # entries' paths, sorted (built on need)
 
-    def reset(self, entries: Dict[str, Any], now: float) -> None:
+    def reset(self, entries: MutableMapping[str, Any], now: float) -> None:
         """A full scan, begun after the watcher was in place and read at `now`: the new truth.
 
         What changed during the scan also comes as events (re-stat'ed at the next refresh:

@@ -27,8 +27,8 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from .dirfd import lstat_at, parent_of
 from .fsops import TMP_MARK, DigestCache, OpError, Row, check_rel, row_of, unlink_quietly
 from .inotify import Unwatchable, Watcher
-from .scan import ScanMemo, scan_tree, stale_tmp
-from .watched import WatchedTree
+from .packed import PackedRows, PackedTree
+from .scan import ScanMemo, every_row, scan_rows, scan_tree, stale_tmp
 from .wire import ErrorKind
 
 KEEP = 4  # watched roots at most
@@ -39,7 +39,7 @@ class _Kept:
     def __init__(self, key: str, root: str, skip: List[str]) -> None:
         self.key = key
         self.watcher = Watcher(root, set(skip))
-        self.tree = WatchedTree(BOUND_S)
+        self.tree = PackedTree(BOUND_S)
         # The root was missing at the last scan: (skip, cache, digests) of that scan, for
         # the walk that starts the watches at the first write under the root.
         self.missing: Optional[Tuple[List[str], DigestCache, bool]] = None
@@ -84,7 +84,7 @@ class Watching:
                 kept.missing = (list(skip), cache, digests)
                 kept = None
         try:
-            rows, exists = scan_tree(root, skip, cache, digests, watch=watch)
+            rows, exists = scan_rows(root, skip, cache, digests, watch=watch)
         except BaseException:
             if kept is not None:
                 kept.watcher.close()
@@ -122,9 +122,9 @@ class Watching:
             kept.missing = (skip, cache, digests)  # still missing
             return
         try:
-            rows, exists = scan_tree(root, skip, cache, digests, watch=kept.watcher.add_dir)
+            rows, exists = scan_rows(root, skip, cache, digests, watch=kept.watcher.add_dir)
         except (OSError, OpError):
-            rows, exists = {}, False
+            rows, exists = PackedRows(), False
         if kept.watcher.broken:
             kept.watcher.close()
             self.kept[kept.key] = None
@@ -183,10 +183,10 @@ class Watching:
             return None
         if kept.fresh:  # reset since the last answer (`wrote`): the difference from it
             kept.fresh = False
-            return self.memo.answer(kept.key, since, dict(tree.entries))
+            return self.memo.answer(kept.key, since, tree.entries.copy())
         token, previous = self.memo.remember(kept.key, tree.entries)
         if since is None or previous is None or previous[0] != since:
-            return {"token": token, "rows": list(tree.entries.values())}
+            return {"token": token, "rows": every_row(tree.entries)}
         changed, gone = delta
         return {"token": token, "since": since, "rows": list(changed.values()), "gone": gone}
 
