@@ -117,6 +117,7 @@ def test_the_sync_daemon_client_imports_neither_json_nor_socket(tmp_path: Path) 
     )
     found = modules_after(code, tmp_path)
     assert not {"json", "socket", "re", "enum", "typing", *HEAVY} & found
+    assert "fcntl" not in found  # only a client that starts the daemon takes its lock
 
 
 def test_a_send_through_its_helper_imports_neither_json_nor_re(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ import sys
 import zlib
 
 from tether import clientwire
-from tether.ipc import lock_within
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~10 ms here
 if TYPE_CHECKING:
@@ -148,6 +147,8 @@ def start(path: str) -> _socket.socket | None:
     (or dies), so racing first pushes start one daemon and all connect to it.
     """
     import subprocess
+
+    from tether.ipc import lock_within  # (fcntl: only a start takes the lock)
 
     lock_path = path[: -len(".sock")] + ".lock"
     lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
