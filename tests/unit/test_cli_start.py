@@ -157,3 +157,21 @@ def modules_after(code: str, cwd: Path) -> set[str]:
         check=True,
     )
     return set(ast.literal_eval(done.stdout.splitlines()[-1]))
+
+
+def test_the_sync_daemon_preloads_only_the_commands_it_serves(tmp_path: Path) -> None:
+    """A cold daemon's start is part of the first push after it left: it builds the parts
+    of the command tree of push, pull, jobs and status, not every command's."""
+    from tether.cli.app import DAEMON_COMMANDS
+    from tether.cli.commands import COMMAND_MODULES
+
+    code = (
+        "import sys\n"
+        "from tether.cli import daemon\n"
+        "daemon._preload()\n"
+        "print(sorted(sys.modules))\n"
+    )
+    found = modules_after(code, tmp_path)
+    served = {COMMAND_MODULES[name] for name in DAEMON_COMMANDS}
+    for module in set(COMMAND_MODULES.values()):
+        assert (f"tether.cli.commands.{module}" in found) == (module in served), module

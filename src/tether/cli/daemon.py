@@ -493,14 +493,15 @@ class Command:
 
 
 def _preload() -> None:
-    """Import what every command needs, before the first client waits for it."""
-    from tether.cli.app import _command
-    from tether.cli.commands import jobs, sync  # noqa: F401
-    from tether.cli.commands import status as status_command  # noqa: F401
+    """Import what every command needs, before the first client waits for it: the parts of
+    the command tree of the commands served here (the whole tree, ~20 command modules
+    and each command's parameters converted, is for help and typos, never served)."""
+    from tether.cli.app import DAEMON_COMMANDS, _command
     from tether.jobs import status  # noqa: F401
     from tether.sync import runner, session  # noqa: F401
 
-    _command()
+    for name in DAEMON_COMMANDS:
+        _command(name)
 
 
 def ping(path: str, timeout: float = 5.0) -> dict[str, Any] | None:
