@@ -166,10 +166,7 @@ def test_the_sync_daemon_preloads_only_the_commands_it_serves(tmp_path: Path) ->
     from tether.cli.commands import COMMAND_MODULES
 
     code = (
-        "import sys\n"
-        "from tether.cli import daemon\n"
-        "daemon._preload()\n"
-        "print(sorted(sys.modules))\n"
+        "import sys\nfrom tether.cli import daemon\ndaemon._preload()\nprint(sorted(sys.modules))\n"
     )
     found = modules_after(code, tmp_path)
     served = {COMMAND_MODULES[name] for name in DAEMON_COMMANDS}
