@@ -137,6 +137,8 @@ class Base:
         # that journal (None: a save writes the document again).
         self.stamp = stamp
         self._file_id: str | None = None
+        # Taken whole from the in-process copy (see _LOADED): handed back by a save.
+        self._taken = False
         for path, entry in self.entries.items():
             remote = None if remote_stat is None else remote_stat.get(path)
             local = None if local_stat is None else local_stat.get(path)
@@ -189,6 +191,7 @@ class Base:
                     del _LOADED[str(file)]
                     held[1].stamp = stamp
                     held[1]._shared = False
+                    held[1]._taken = True
                     return held[1]
                 return held[1].copy(stamp)
             data = json.loads(handle.read())
@@ -399,6 +402,8 @@ class Base:
         the document, the document is written whole and the journal started afresh.
         """
         if not self.dirty:
+            if self._taken and self.stamp is not None:
+                self._remember_written(self.stamp)  # as taken: the next load takes it again
             return
         touched = self._touched
         self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -416,6 +421,11 @@ class Base:
         self._since = (self._origin, None if touched is None else frozenset(touched))
         self._origin = object()
         self._touched = set()
+        self._remember_written(stamp)
+
+    def _remember_written(self, stamp: Stamp) -> None:
+        """Keep this base's contents as those of the files at stamp, for the next load."""
+        self._taken = False
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
         _remember(stamp, written, True)
