@@ -9,6 +9,7 @@ trees and a real local agent (bench/memory.py measures the RSS at 100,000 files)
 
 from __future__ import annotations
 
+import asyncio
 import json.decoder
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from tether.sync.session import Pair, push_pair
 from tether.transport.channel import AgentChannel
 
 FILES = 3000
+# A push's files: more than a scan answer's rows encoded at once (agent/protocol.ROWS_CHUNK),
+# as in a tree of 100,000 files.
+PUSH_FILES = 5000
 # A file's share of a full scan's peak: its Entry (with and without digest), path, digest
 # and its stat until the digest is filled (an os.stat_result alone held ~600 bytes).
 SCAN_PEAK_PER_FILE = 1250
@@ -146,3 +150,47 @@ def test_the_agents_extensions_load_without_ssl_and_urllib_request() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def _push_peak(tmp_path: Path, pushes: int) -> tuple[float, float]:
+    """Bytes per file: (what the last of `pushes` daemon pushes left held, its peak above
+    what was held before it), traced, the daemon's kept scans and a kept channel."""
+    from tether.sync.kept import KeptScans
+    from tether.transport.local import LocalTransport
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    _tree(local, PUSH_FILES)
+    pair = Pair("t", local, str(remote), Scope.of((), (), ()))
+
+    async def main() -> tuple[int, int]:
+        channel = await AgentChannel.open(LocalTransport(), "python3", kept=True)
+        scans = KeptScans()
+        try:
+            for _ in range(pushes - 1):
+                assert not (await push_pair(channel, pair, local, scans=scans)).errors
+                scans.release()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            report = await push_pair(channel, pair, local, scans=scans)
+            del report
+            now, peak = tracemalloc.get_traced_memory()
+            return now - before, peak - before
+        finally:
+            tracemalloc.stop()
+            scans.close()
+            await channel.close()
+
+    held, peak = asyncio.run(main())
+    return held / PUSH_FILES, peak / PUSH_FILES
+
+
+def test_a_first_push_in_the_daemon_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
+    held, peak = _push_peak(tmp_path, 1)
+    print("first", held, peak)
+    assert peak < 9999, f"{peak:.0f} bytes per file at the peak"
+
+
+def test_a_no_op_push_after_a_first_push_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
+    held, peak = _push_peak(tmp_path, 2)
+    print("noop", held, peak)
+    assert peak < 9999, f"{peak:.0f} bytes per file at the peak"
