@@ -9,7 +9,6 @@ trees and a real local agent (bench/memory.py measures the RSS at 100,000 files)
 
 from __future__ import annotations
 
-import asyncio
 import json.decoder
 import subprocess
 import sys
@@ -18,16 +17,21 @@ from pathlib import Path
 
 from tests.harness.local_agent import with_agent
 from tether.agent.fsops import DigestCache
-from tether.core.manifest import FILE
+from tether.core.manifest import FILE, Entry
+from tether.core.plan import plan_push
 from tether.sync.endpoint import RemoteEndpoint
 from tether.sync.local import Scope, fill_local_digests, scan_local
 from tether.sync.session import Pair, push_pair
+from tether.sync.state import Base
 from tether.transport.channel import AgentChannel
 
 FILES = 3000
 # A push's files: more than a scan answer's rows encoded at once (agent/protocol.ROWS_CHUNK),
 # as in a tree of 100,000 files.
 PUSH_FILES = 5000
+# A whole-tree scan answer: its text (~100 bytes a row) and the manifest made of it, the
+# rows never all decoded at once (~450 bytes a row).
+SCAN_ANSWER_PEAK_PER_FILE = 9999
 # A file's share of a full scan's peak: its Entry (with and without digest), path, digest
 # and its stat until the digest is filled (an os.stat_result alone held ~600 bytes).
 SCAN_PEAK_PER_FILE = 1250
@@ -152,45 +156,91 @@ def test_the_agents_extensions_load_without_ssl_and_urllib_request() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def _push_peak(tmp_path: Path, pushes: int) -> tuple[float, float]:
-    """Bytes per file: (what the last of `pushes` daemon pushes left held, its peak above
-    what was held before it), traced, the daemon's kept scans and a kept channel."""
-    from tether.sync.kept import KeptScans
-    from tether.transport.local import LocalTransport
-
+def test_a_whole_tree_scan_answer_peaks_at_its_text_not_its_decoded_rows(
+    tmp_path: Path,
+) -> None:
+    """A large scan answer's rows become Entries one at a time (transport/rows.py): the
+    scan holds the answer's text and the manifest, never every row decoded at once."""
     local, remote = tmp_path / "local", tmp_path / "remote"
     _tree(local, PUSH_FILES)
     pair = Pair("t", local, str(remote), Scope.of((), (), ()))
 
-    async def main() -> tuple[int, int]:
-        channel = await AgentChannel.open(LocalTransport(), "python3", kept=True)
-        scans = KeptScans()
+    async def body(channel: AgentChannel) -> int:
+        await push_pair(channel, pair, local)
+        channel.scan_memo.clear()  # the next scan is answered in full
+        base = pair.base("push", local)
+        tracemalloc.start()
         try:
-            for _ in range(pushes - 1):
-                assert not (await push_pair(channel, pair, local, scans=scans)).errors
-                scans.release()
-            tracemalloc.start()
             before = tracemalloc.get_traced_memory()[0]
-            report = await push_pair(channel, pair, local, scans=scans)
-            del report
-            now, peak = tracemalloc.get_traced_memory()
-            return now - before, peak - before
+            manifest = await RemoteEndpoint(channel, str(remote)).scan(base, None)
+            peak = tracemalloc.get_traced_memory()[1] - before
         finally:
             tracemalloc.stop()
-            scans.close()
-            await channel.close()
+        assert len(manifest) > PUSH_FILES
+        return peak
 
-    held, peak = asyncio.run(main())
-    return held / PUSH_FILES, peak / PUSH_FILES
-
-
-def test_a_first_push_in_the_daemon_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
-    held, peak = _push_peak(tmp_path, 1)
-    print("first", held, peak)
-    assert peak < 9999, f"{peak:.0f} bytes per file at the peak"
+    peak = with_agent(body) / PUSH_FILES
+    print("PEAK", peak)
+    assert peak < SCAN_ANSWER_PEAK_PER_FILE, f"{peak:.0f} bytes per file at the scan's peak"
 
 
-def test_a_no_op_push_after_a_first_push_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
-    held, peak = _push_peak(tmp_path, 2)
-    print("noop", held, peak)
-    assert peak < 9999, f"{peak:.0f} bytes per file at the peak"
+def test_a_plans_uploads_cost_a_small_object_each() -> None:
+    """A first push plans an Upload per file (100,000 of them): slotted, not a dict each."""
+    local = {f"d{i % 20}/f{i:05d}.py": Entry(FILE, i, i, 0o644, f"{i:064x}") for i in range(2000)}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        plan = plan_push(local, {}, {}, lambda path: True)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(plan.uploads) == len(local)
+    assert held / len(local) < 90, f"{held / len(local):.0f} bytes per upload planned"
+
+
+def test_uploads_expected_are_kept_without_a_copy(tmp_path: Path) -> None:
+    """A first push's pending uploads (path -> digest of every file) are the dict it made,
+    not a second one beside it."""
+    digests = {f"d{i % 20}/f{i:05d}.py": f"{i:064x}" for i in range(2000)}
+    base = Base(tmp_path / "push.json")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        base.expect_uploads(digests, save=False)
+        grown = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert base.pending == digests
+    assert grown < 4096, f"{grown} bytes to remember {len(digests)} uploads"
+
+
+def test_what_a_daemon_command_thread_frees_goes_back_to_the_system() -> None:
+    """The daemon runs each command in a worker thread: the tens of MB a push frees (large
+    blocks, between small ones it keeps) leave its resident set, not just its heap."""
+    probe = (
+        "import threading\n"
+        "from tether.cli import daemon\n"
+        "daemon.lean_malloc()\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS:'):\n"
+        "            return int(line.split()[1]) >> 10\n"
+        "kept = []\n"
+        "def command():\n"
+        "    first = b'x' * (300 << 10)\n"  # freed: glibc's own threshold would rise
+        "    del first\n"
+        "    blocks = []\n"
+        "    for _ in range(200):\n"  # 60 MB of blocks, a small block kept after each
+        "        blocks.append(b'x' * (300 << 10))\n"
+        "        kept.append(b'y' * 2000)\n"
+        "    before = rss()\n"
+        "    del blocks\n"
+        "    print(before - rss())\n"
+        "thread = threading.Thread(target=command)\n"
+        "thread.start()\n"
+        "thread.join()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert int(done.stdout) >= 50, f"{done.stdout.strip()} MB of 60 MB freed went back"
