@@ -248,7 +248,9 @@ async def _execute_push(
     progress: Progress | None,
 ) -> None:
     digests = {u.path: local[u.path].digest or "" for u in plan.uploads if u.entry.kind == FILE}
+    expecting = bool(digests)
     base.expect_uploads(digests, save=False)
+    del digests  # the base's pending now
 
     def on_answer(
         header: dict[str, Any], action: str, path: str, entry: Entry, lane: Endpoint
@@ -262,7 +264,7 @@ async def _execute_push(
         # One step of the lanes hands the first writes to ssh (all of a small push's);
         # the pending record is on disk before any answer can be read.
         await asyncio.sleep(0)
-        if digests:
+        if expecting:
             base.save_pending()
         await running
     except BaseException:

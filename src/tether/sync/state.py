@@ -333,9 +333,12 @@ class Base:
         pending file beside the base: saved at once, or with save=False by the caller's
         `save_pending()` once the requests are handed to ssh, before any answer is read;
         a push killed between the two finds the remote's copy the same as the local one,
-        or a conflict, never a loss)."""
+        or a conflict, never a loss). `digests` becomes the base's: the caller lets it go."""
         if digests:
-            self.pending.update(digests)
+            if self.pending:
+                self.pending.update(digests)
+            else:
+                self.pending = digests  # (taken, not copied: a first push's is 100,000 long)
             self.dirty = True
             if save:
                 self._save_pending()
