@@ -211,6 +211,25 @@ def test_uploads_expected_are_kept_without_a_copy(tmp_path: Path) -> None:
     assert grown < 4096, f"{grown} bytes to remember {len(digests)} uploads"
 
 
+def test_saving_a_first_pushs_pending_uploads_peaks_under_a_bound_per_upload(
+    tmp_path: Path,
+) -> None:
+    """The pending file of a first push names every file: it is written a piece at a time,
+    never encoded whole beside its own pieces (~350 bytes a file: a first push's peak)."""
+    uploads = 20_000
+    digests = {f"d{i % 20}/s{i % 7}/f{i:05d}.py": f"{i:064x}" for i in range(uploads)}
+    base = Base(tmp_path / "push.json")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        base.expect_uploads(digests)  # saved at once
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert Base.load(tmp_path / "push.json").pending == digests
+    assert peak / uploads < 60, f"{peak / uploads:.0f} bytes per upload at the peak"
+
+
 def test_what_a_daemon_command_thread_frees_goes_back_to_the_system() -> None:
     """The daemon runs each command in a worker thread: the tens of MB a push frees (large
     blocks, between small ones it keeps) leave its resident set, not just its heap."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -489,7 +490,16 @@ class Base:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.pending), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            # A chunk at a time: a first push's names every file (its JSON, encoded whole,
+            # held ~350 bytes a file beside its pieces: that push's peak).
+            handle.write("{")
+            items = iter(self.pending.items())
+            first = True
+            while chunk := dict(itertools.islice(items, _CHUNK)):
+                handle.write(("" if first else ", ") + json.dumps(chunk)[1:-1])
+                first = False
+            handle.write("}")
         os.replace(tmp, path)
 
     def remote_entries(
