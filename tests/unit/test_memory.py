@@ -20,6 +20,7 @@ from tether.agent.fsops import DigestCache
 from tether.agent.wire import Scan
 from tether.core.manifest import FILE, Entry
 from tether.core.plan import plan_push
+from tether.sync import incremental
 from tether.sync.endpoint import RemoteEndpoint
 from tether.sync.local import Scope, fill_local_digests, scan_local
 from tether.sync.session import Pair, push_pair
@@ -228,6 +229,24 @@ def test_saving_a_first_pushs_pending_uploads_peaks_under_a_bound_per_upload(
         tracemalloc.stop()
     assert Base.load(tmp_path / "push.json").pending == digests
     assert peak / uploads < 60, f"{peak / uploads:.0f} bytes per upload at the peak"
+
+
+def test_what_a_first_push_leaves_unsettled_is_found_without_copies_of_the_tree() -> None:
+    """After a first push every file is unsettled (sync/incremental.py): listed once, not
+    beside a set of the local paths, one of the base's and their union."""
+    files = 20_000
+    local = {f"d{i % 20}/f{i:05d}.py": Entry(FILE, i, i, 0o644, f"{i:064x}") for i in range(files)}
+    base_entries = dict(local)
+    plan = plan_push(local, {}, {}, lambda path: True)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        unsettled = incremental.unsettled_after(plan, local, base_entries, None)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert unsettled == set(local)
+    assert peak / files < 110, f"{peak / files:.0f} bytes per path at the peak"
 
 
 def test_what_a_daemon_command_thread_frees_goes_back_to_the_system() -> None:

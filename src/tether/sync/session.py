@@ -138,6 +138,8 @@ async def push_pair(
             await asyncio.gather(scanning, return_exceptions=True)
         raise
     here = incremental.local_paths(mark, base.stamp, source.changes, pending)
+    if mark is not None:
+        mark = replace(mark, unsettled=frozenset())  # in `here` now (100,000 after a first push)
     speculation = None
     if scanning is not None and not dry_run and not force:
         # Small edits leave now, behind the scan request (see speculate.py).
@@ -194,9 +196,11 @@ async def push_pair(
         report.seconds = time.monotonic() - started
     if scans is not None and only is None and source.changes is not None and dest.token:
         unsettled = incremental.unsettled_after(plan, local, base.entries, changed)
-        unsettled |= base.pending.keys() | (speculation.sent.keys() if speculation else set())
+        unsettled.update(base.pending)
+        if speculation is not None:
+            unsettled.update(speculation.sent)
         scans.marks[str(base.file)] = incremental.Mark(
-            base.stamp, source.changes[0], source.changes[1], dest.token, frozenset(unsettled)
+            base.stamp, source.changes[0], source.changes[1], dest.token, unsettled
         )
     raced = [c.path for c in report.conflicts if c.reason == RACED]
     if guessed is not None and raced:
