@@ -138,8 +138,7 @@ class Base:
         # that journal (None: a save writes the document again).
         self.stamp = stamp
         self._file_id: str | None = None
-        # Taken whole from the in-process copy (see _LOADED): handed back by a save.
-        self._taken = False
+        self._taken = False  # taken whole from _LOADED by a load: a save gives it back
         for path, entry in self.entries.items():
             remote = None if remote_stat is None else remote_stat.get(path)
             local = None if local_stat is None else local_stat.get(path)
@@ -336,10 +335,8 @@ class Base:
         a push killed between the two finds the remote's copy the same as the local one,
         or a conflict, never a loss). `digests` becomes the base's: the caller lets it go."""
         if digests:
-            if self.pending:
-                self.pending.update(digests)
-            else:
-                self.pending = digests  # (taken, not copied: a first push's is 100,000 long)
+            # Taken, not copied, when it is all (a first push's names every file).
+            self.pending = {**self.pending, **digests} if self.pending else digests
             self.dirty = True
             if save:
                 self._save_pending()
@@ -406,8 +403,8 @@ class Base:
         the document, the document is written whole and the journal started afresh.
         """
         if not self.dirty:
-            if self._taken and self.stamp is not None:
-                self._remember_written(self.stamp)  # as taken: the next load takes it again
+            if self._taken and self.stamp is not None:  # the next load takes it again
+                self._remember_written(self.stamp)
             return
         touched = self._touched
         self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -491,14 +488,11 @@ class Base:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
-            # A chunk at a time: a first push's names every file (its JSON, encoded whole,
-            # held ~350 bytes a file beside its pieces: that push's peak).
-            handle.write("{")
-            items = iter(self.pending.items())
-            first = True
+            # A chunk at a time: a first push's names every file (encoded whole: its peak).
+            items, separator = iter(self.pending.items()), "{"
             while chunk := dict(itertools.islice(items, _CHUNK)):
-                handle.write(("" if first else ", ") + json.dumps(chunk)[1:-1])
-                first = False
+                handle.write(separator + json.dumps(chunk)[1:-1])
+                separator = ", "
             handle.write("}")
         os.replace(tmp, path)
 
