@@ -29,15 +29,20 @@ def spy_scans(channel: AgentChannel) -> list[dict[str, Any]]:
     """Record the header of every scan answer the channel gets (its rows as they came: the
     endpoint takes them out of the answer as it reads them)."""
     answers: list[dict[str, Any]] = []
-    request = channel.request
 
-    async def recording(op: Any) -> Any:
-        answer = await request(op)
-        if op_name(op) == "scan":
-            answers.append({**answer[0], "rows": list(answer[0].get("rows", []))})
-        return answer
+    def spy(call: Any) -> Any:
+        async def recording(op: Any) -> Any:
+            header, payload = await call(op)
+            if op_name(op) == "scan":
+                rows = list(header.get("rows", []))  # (a large answer's: an iterator)
+                answers.append({**header, "rows": list(rows)})
+                header = {**header, "rows": rows}
+            return header, payload
 
-    channel.request = recording  # type: ignore[method-assign]
+        return recording
+
+    channel.request = spy(channel.request)  # type: ignore[method-assign]
+    channel.request_rows = spy(channel.request_rows)  # type: ignore[method-assign]
     return answers
 
 

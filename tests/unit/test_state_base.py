@@ -242,3 +242,21 @@ def test_a_load_after_a_save_changes_the_saved_rows_in_place_and_a_read_base_is_
     taken.save()
     state._LOADED.clear()
     assert contents(Base.load(file)) == contents(taken)
+
+
+def test_a_base_taken_and_saved_unchanged_is_not_read_from_the_file_again(
+    tmp_path: Path,
+) -> None:
+    """A no-op push (its base taken, saved with nothing changed) leaves the next push the
+    same rows in memory: not a second copy of every row parsed from the file."""
+    file = tmp_path / "push.json"
+    saved = sample(file)
+    saved.save()
+    taken = Base.load(file)
+    assert taken.entries is saved.entries
+    taken.save()  # nothing changed: nothing written
+    again = Base.load(file)
+    assert again.entries["a.py"] is saved.entries["a.py"], "the file was parsed again"
+    assert contents(again) == contents(sample(file))
+    again.forget("a.py")
+    assert "a.py" in Base.load(file).entries

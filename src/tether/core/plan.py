@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from tether.core.manifest import DIR, Entry, Manifest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Upload:
     """Write `entry` (local content) at path; `expect` is what the remote held when scanned."""
 
@@ -31,7 +31,7 @@ class Upload:
         return "update" if self.expect is not None else "create"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delete:
     """Remove path on the remote only if it is still `expect`."""
 
@@ -40,7 +40,7 @@ class Delete:
     backup: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Conflict:
     """A path changed on both sides (or never pushed and different); left alone."""
 

@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
-from collections.abc import Callable, Collection
+import sys
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from tether.agent import fsops, wire, writer
+from tether.agent.protocol import ProtocolError
 from tether.agent.wire import Digest, Scan, error_frame, scan_key, scans_to_forget
 from tether.core.manifest import DIR, FILE, LINK, Entry, Manifest
+from tether.errors import RemoteError
 from tether.sync.local import Scope, entry_for, fill_local_digests, scan_local
 from tether.sync.state import Base, Version
 from tether.transport.channel import AgentChannel
@@ -236,23 +239,39 @@ class RemoteEndpoint:
         held: tuple[str, dict[str, Entry], set[str], Version] | None = memo.pop(key, None)
         if held is not None:
             request = replace(request, since=held[0])
-        answer = await self.channel.call(request)
+        # The rows apart: a whole tree's answer is decoded a row at a time as it is taken.
+        header, payload = await self.channel.request_rows(request)
+        rows: Iterable[Any] = header["rows"]
+        answer = request.answer({**header, "rows": []}, payload)
+        del header
         self.token, self.delta = answer.token, (None, None)
+        since: tuple[str, Version] | None = None
         if held is not None and answer.since == held[0]:
             scanned, filled = held[1], held[2]
+            since = (held[0], held[3])
             for path in answer.gone:
                 scanned.pop(path, None)
                 filled.discard(path)
-            changed = {row[0] for row in answer.rows} | set(answer.gone)
-            self.delta = (held[0], changed)
-            # Digests come from the base: its paths changed since count as changed here.
-            moved = base.changed_since(held[3])
-            recheck: set[str] | None = None if moved is None else moved | changed
         else:
             scanned, filled = {}, set()
-            recheck = None
         del held
-        _take_rows(answer.rows, scanned, filled)
+        taken: list[str] = []
+        try:
+            _take_rows(rows, scanned, filled, taken if since is not None else None)
+        except (ProtocolError, TypeError, ValueError) as error:
+            # (the memo of this scan is gone: the next scan is answered whole)
+            what = f"the agent's answer is malformed: {error}"
+            raise RemoteError(self.host, "scan", what) from None
+        del rows
+        recheck: set[str] | None = None
+        if since is not None:
+            # (A union is sized once for what it holds; a set grown by adds is up to 4x that.)
+            changed = set(taken) | set(answer.gone)
+            del taken
+            self.delta = (since[0], changed)
+            # Digests come from the base: its paths changed since count as changed here.
+            moved = base.changed_since(since[1])
+            recheck = None if moved is None else (moved | changed if moved else changed)
         manifest = base.remote_entries(scanned, filled, recheck)
         memo[key] = (answer.token, scanned, filled, base.version())
         del answer
@@ -302,22 +321,35 @@ def _refused(error: Exception) -> dict[str, Any]:
 _KINDS = {FILE: FILE, DIR: DIR, LINK: LINK}
 
 
-def _take_rows(rows: list[Any], scanned: dict[str, Entry], filled: set[str]) -> None:
+def _take_rows(
+    rows: Iterable[Any], scanned: dict[str, Entry], filled: set[str], taken: list[str] | None
+) -> None:
     """The agent's rows ([path, kind, size, mtime_ns, mode, digest, target]) into scanned as
-    Entries, each row let go as soon as it is one (no decoded answer beside the manifest);
-    kinds and modes are shared objects."""
+    Entries (their paths into `taken` when given), each row let go as soon as it is one
+    (no decoded answer beside the manifest: a list is emptied as it is read); paths and
+    digests are interned (the local side's objects), kinds and modes are shared objects."""
     kinds = _KINDS
     modes = _MODES
+    intern = sys.intern
+    listed = rows if isinstance(rows, list) else None
     for index, row in enumerate(rows):
+        if listed is not None:
+            listed[index] = None
         path, kind, size, mtime_ns, mode, digest, target = row
-        rows[index] = None
+        if type(path) is str:
+            path = intern(path)
+        if type(digest) is str:
+            digest = intern(digest)
         if type(kind) is str:
             kind = kinds.get(kind, kind)
         if type(mode) is int:
             mode = modes.get(mode, mode)
         scanned[path] = Entry(kind, size, mtime_ns, mode, digest, target)
         filled.discard(path)
-    rows.clear()
+        if taken is not None:
+            taken.append(path)
+    if listed is not None:
+        listed.clear()
 
 
 _MODES: dict[int, int] = {mode: mode for mode in range(0o10000)}

@@ -28,6 +28,7 @@ one saved (another process pushed, or it was edited).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from tether.core.manifest import Manifest
@@ -44,7 +45,7 @@ class Mark:
     local: object  # the kept tree (held: never the id of another)
     serial: int  # the kept tree's serial of that push's manifest
     token: str  # the agent's token of that push's remote scan
-    unsettled: frozenset[str]
+    unsettled: AbstractSet[str]  # (never changed once in a Mark)
 
 
 def local_paths(
@@ -67,7 +68,7 @@ def local_paths(
 def changed_paths(
     mark: Mark | None, here: set[str] | None, remote: tuple[str | None, set[str] | None]
 ) -> set[str] | None:
-    """The paths a push must plan (`here`: local_paths'), or None: plan them all.
+    """The paths a push must plan (`here`: local_paths', taken), or None: plan them all.
 
     `remote`: the token the scan's delta answer is against and the paths it names."""
     since, remote_changed = remote
@@ -75,7 +76,8 @@ def changed_paths(
         return None
     if since is None or since != mark.token:
         return None
-    return here | remote_changed
+    here.update(remote_changed)  # (here's own set: not a copy of 100,000 paths beside it)
+    return here
 
 
 def in_sync(path: str, local: Manifest, remote: Manifest, base: Base) -> bool:
@@ -109,10 +111,11 @@ def unsettled_after(
     """Of the planned paths (None: all), those not in sync once the plan's `same` are
     recorded and the paths gone from both sides are forgotten (`base_entries` then)."""
     same = set(plan.same)
-    considered = set(local) | set(base_entries) if paths is None else paths
-    return {
-        path for path in considered if path not in same and (path in local or path in base_entries)
-    }
+    if paths is None:  # one set of the tree's paths (sized once from the dict), no union
+        found = set(local)
+        found.update(path for path in base_entries if path not in local)
+        return {path for path in found if path not in same} if same else found
+    return {path for path in paths if path not in same and (path in local or path in base_entries)}
 
 
 def _everywhere(path: str) -> bool:

@@ -314,20 +314,24 @@ def _check_name(rel: str) -> None:
 def fill_local_digests(
     root: Path, manifest: Manifest, cache: DigestCache, whole: bool = True
 ) -> Manifest:
-    """Return manifest with a digest on every file (cached by inode, size, mtime and ctime).
+    """Fill in a digest on every file of manifest, in place, and return it (cached by
+    inode, size, mtime and ctime); a file gone before it was hashed drops out.
 
     A manifest from scan_local brings its lstat results: the digest then describes exactly
-    the stat the entry holds, and costs no second lstat. `whole`: manifest is the whole
-    tree (not a part re-scanned), so digests kept for files not in it may be forgotten.
+    the stat the entry holds, and costs no second lstat; each is let go once used, as is
+    the Entry without digest (a full scan holds one Entry per file, not two). `whole`:
+    manifest is the whole tree (not a part re-scanned), so digests kept for files not in it
+    may be forgotten.
     """
     stats: dict[str, _Stat] = getattr(manifest, "stats", {})
+    pop_stat = stats.pop
     prefix = os.path.join(root, "")
     digested = _DIGESTED.setdefault(prefix, {})
     known = cache.known
-    filled: Manifest = {}
+    gone: list[str] = []
     for rel, entry in manifest.items():
         if entry.digest is None and entry.kind == FILE:
-            st = stats.get(rel)
+            st = pop_stat(rel, None)
             digest = None if st is None else known(st)
             if digest is not None and st is not None:
                 entry = entry.with_digest(digest)
@@ -337,14 +341,18 @@ def fill_local_digests(
                 try:
                     digest = cache.get(full, st or os.lstat(full), True)
                 except (FileNotFoundError, NotADirectoryError):
+                    gone.append(rel)
                     continue
                 entry = entry.with_digest(digest)
-        filled[rel] = entry
-    if whole and len(digested) > 2 * len(filled) + 1000:  # forget files long gone
-        for rel in [rel for rel in digested if rel not in filled]:
+            manifest[rel] = entry  # (a value replaced: the iteration goes on)
+    for rel in gone:
+        del manifest[rel]
+    stats.clear()
+    if whole and len(digested) > 2 * len(manifest) + 1000:  # forget files long gone
+        for rel in [rel for rel in digested if rel not in manifest]:
             del digested[rel]
     cache.save()
-    return filled
+    return manifest
 
 
 def check_inside(root: Path, paths: Iterable[str], cwd: Path | None = None) -> list[str]:

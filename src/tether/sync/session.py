@@ -137,6 +137,8 @@ async def push_pair(
             await asyncio.gather(scanning, return_exceptions=True)
         raise
     here = incremental.local_paths(mark, base.stamp, source.changes, pending)
+    if mark is not None:
+        mark = replace(mark, unsettled=frozenset())  # in `here` now (100,000 after a first push)
     speculation = None
     if scanning is not None and not dry_run and not force:
         # Small edits leave now, behind the scan request (see speculate.py).
@@ -193,9 +195,11 @@ async def push_pair(
         report.seconds = time.monotonic() - started
     if scans is not None and only is None and source.changes is not None and dest.token:
         unsettled = incremental.unsettled_after(plan, local, base.entries, changed)
-        unsettled |= base.pending.keys() | (speculation.sent.keys() if speculation else set())
+        unsettled.update(base.pending)
+        if speculation is not None:
+            unsettled.update(speculation.sent)
         scans.marks[str(base.file)] = incremental.Mark(
-            base.stamp, source.changes[0], source.changes[1], dest.token, frozenset(unsettled)
+            base.stamp, source.changes[0], source.changes[1], dest.token, unsettled
         )
     raced = [c.path for c in report.conflicts if c.reason == RACED]
     if guessed is not None and raced:
@@ -247,7 +251,9 @@ async def _execute_push(
     progress: Progress | None,
 ) -> None:
     digests = {u.path: local[u.path].digest or "" for u in plan.uploads if u.entry.kind == FILE}
+    expecting = bool(digests)
     base.expect_uploads(digests, save=False)
+    del digests  # the base's pending now
 
     def on_answer(
         header: dict[str, Any], action: str, path: str, entry: Entry, lane: Endpoint
@@ -261,7 +267,7 @@ async def _execute_push(
         # One step of the lanes hands the first writes to ssh (all of a small push's);
         # the pending record is on disk before any answer can be read.
         await asyncio.sleep(0)
-        if digests:
+        if expecting:
             base.save_pending()
         await running
     except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -137,6 +138,7 @@ class Base:
         # that journal (None: a save writes the document again).
         self.stamp = stamp
         self._file_id: str | None = None
+        self._taken = False  # taken whole from _LOADED by a load: a save gives it back
         for path, entry in self.entries.items():
             remote = None if remote_stat is None else remote_stat.get(path)
             local = None if local_stat is None else local_stat.get(path)
@@ -189,6 +191,7 @@ class Base:
                     del _LOADED[str(file)]
                     held[1].stamp = stamp
                     held[1]._shared = False
+                    held[1]._taken = True
                     return held[1]
                 return held[1].copy(stamp)
             data = json.loads(handle.read())
@@ -330,9 +333,10 @@ class Base:
         pending file beside the base: saved at once, or with save=False by the caller's
         `save_pending()` once the requests are handed to ssh, before any answer is read;
         a push killed between the two finds the remote's copy the same as the local one,
-        or a conflict, never a loss)."""
+        or a conflict, never a loss). `digests` becomes the base's: the caller lets it go."""
         if digests:
-            self.pending.update(digests)
+            # Taken, not copied, when it is all (a first push's names every file).
+            self.pending = {**self.pending, **digests} if self.pending else digests
             self.dirty = True
             if save:
                 self._save_pending()
@@ -399,6 +403,8 @@ class Base:
         the document, the document is written whole and the journal started afresh.
         """
         if not self.dirty:
+            if self._taken and self.stamp is not None:  # the next load takes it again
+                self._remember_written(self.stamp)
             return
         touched = self._touched
         self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -416,6 +422,11 @@ class Base:
         self._since = (self._origin, None if touched is None else frozenset(touched))
         self._origin = object()
         self._touched = set()
+        self._remember_written(stamp)
+
+    def _remember_written(self, stamp: Stamp) -> None:
+        """Keep this base's contents as those of the files at stamp, for the next load."""
+        self._taken = False
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
         _remember(stamp, written, True)
@@ -476,7 +487,13 @@ class Base:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.pending), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            # A chunk at a time: a first push's names every file (encoded whole: its peak).
+            items, separator = iter(self.pending.items()), "{"
+            while chunk := dict(itertools.islice(items, _CHUNK)):
+                handle.write(separator + json.dumps(chunk)[1:-1])
+                separator = ", "
+            handle.write("}")
         os.replace(tmp, path)
 
     def remote_entries(

@@ -17,6 +17,7 @@ from tether.agent.wire import TABLE, ErrorKind, Hello, Op, Request, explain
 from tether.errors import ConnectionLost, HostError, RemoteError
 from tether.safety import python_argv
 from tether.transport.base import Transport
+from tether.transport.rows import LAZY_MIN, decode_rows_later
 
 Answer = tuple[dict[str, Any], bytes]
 A = TypeVar("A")
@@ -55,6 +56,7 @@ class AgentChannel:
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Answer]] = {}
         self._streams: dict[int, asyncio.Queue[Any]] = {}
+        self._lazy: set[int] = set()  # requests whose large answer's rows come one at a time
         self._reader: asyncio.Task[None] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._hello: asyncio.Future[Answer] | None = None
@@ -176,7 +178,9 @@ class AgentChannel:
                 (length,) = struct.unpack(">I", await stream.readexactly(4))
                 # The frame's bytes go before its JSON is decoded (a whole-tree scan
                 # answer is megabytes).
-                header = decode_header_text(header_text(await stream.readexactly(length)))
+                text = header_text(await stream.readexactly(length))
+                header = self._decode(text)
+                del text
                 size = int(header.get("n", 0))
                 payload = await stream.readexactly(size) if size else b""
                 self._deliver(header, payload)
@@ -187,6 +191,17 @@ class AgentChannel:
             self._closed_reason = str(error) or "the agent's stream ended"
         finally:
             self._fail_all()
+
+    def _decode(self, text: str) -> dict[str, Any]:
+        """A frame's header; a large answer to a request_rows() with its rows left to decode
+        as they are taken (transport/rows.py)."""
+        if self._lazy and len(text) >= LAZY_MIN:
+            header = decode_rows_later(text)
+            # (The agent moves "rows" after the id in a large answer: one with "rows" first
+            # is not of that kind.)
+            if header is not None and header.get("id") in self._lazy:
+                return header
+        return decode_header_text(text)
 
     def _deliver(self, header: dict[str, Any], payload: bytes) -> None:
         self.received += 1
@@ -199,6 +214,7 @@ class AgentChannel:
             if not header.get("more"):
                 self._streams.pop(request_id, None)
             return
+        self._lazy.discard(request_id)
         future = self._pending.pop(request_id, None)
         if future is not None and not future.done():
             future.set_result((header, payload))
@@ -208,6 +224,7 @@ class AgentChannel:
         for future in self._pending.values():
             _fail(future, error)
         self._pending.clear()
+        self._lazy.clear()
         for queue in self._streams.values():
             queue.put_nowait(error)
         self._streams.clear()
@@ -273,6 +290,16 @@ class AgentChannel:
     async def request(self, request: Request[Any]) -> Answer:
         """`call`, the answer left raw: (header, payload)."""
         future = self.submit(request)
+        await self.flush()
+        await self.ready()
+        return check(self.host, op_name(request), await future)
+
+    async def request_rows(self, request: Request[Any]) -> Answer:
+        """`request`, its answer's "rows" (when the answer is large) an iterator that decodes
+        each row as it is taken (a list otherwise); the answer's text is held until the
+        iterator is let go."""
+        future = self.submit(request)
+        self._lazy.add(self._next_id)
         await self.flush()
         await self.ready()
         return check(self.host, op_name(request), await future)
