@@ -82,7 +82,7 @@ def _leave(code: int) -> None:
     would need to tidy."""
     import os
 
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (invocation.stdout(), invocation.stderr()):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe (`| head`): the output is gone anyway
