@@ -25,7 +25,7 @@ from tether.core.manifest import FILE, Entry
 from tether.core.plan import plan_push
 from tether.sync import incremental
 from tether.sync.endpoint import RemoteEndpoint
-from tether.sync.local import Scope, fill_local_digests, scan_local
+from tether.sync.local import Scope
 from tether.sync.session import Pair, push_pair
 from tether.sync.state import Base
 from tether.transport.channel import AgentChannel
@@ -51,32 +51,38 @@ def _tree(root: Path, files: int = FILES) -> None:
         path.write_text(f"value = {index}\n")
 
 
-def test_a_full_local_scan_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
-    """Measured in a fresh interpreter: what earlier tests of this session left (caches,
-    interned strings, a grown heap) moved the figure by ~10% (1377 after the property
-    tests of sync.incremental)."""
-    root = tmp_path / "proj"
-    _tree(root)
+def _scan_peak(root: Path, cache_dir: Path, cached: bool) -> tuple[int, int, int]:
+    """(entries, entries with a digest, traced peak in bytes) of a full scan of root, in a
+    fresh interpreter (`cached`: after a first one filled the digest cache). In the test
+    process, what earlier tests left (caches, interned strings, a grown heap) moved the
+    figure by 10-60% (1377 and 1430 bytes a file after other test files)."""
     probe = (
         "import sys, tracemalloc\n"
         "from pathlib import Path\n"
         "from tether.agent.fsops import DigestCache\n"
         "from tether.sync.local import Scope, fill_local_digests, scan_local\n"
-        "root, cache_dir = Path(sys.argv[1]), sys.argv[2]\n"
+        "root, cache_dir, cached = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == '1'\n"
         "scope = Scope.of((), (), ())\n"
         "cache = DigestCache(cache_dir, str(root))\n"
-        "fill_local_digests(root, scan_local(root, scope), cache)  # the digests, cached\n"
+        "if cached:\n"
+        "    fill_local_digests(root, scan_local(root, scope), cache)\n"
         "tracemalloc.start()\n"
         "before = tracemalloc.get_traced_memory()[0]\n"
         "manifest = fill_local_digests(root, scan_local(root, scope), cache)\n"
         "peak = tracemalloc.get_traced_memory()[1] - before\n"
-        "print(len(manifest), peak)\n"
+        "digested = sum(1 for entry in manifest.values() if entry.digest is not None)\n"
+        "print(len(manifest), digested, peak)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, str(root), str(tmp_path / "cache")],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    count, peak = map(int, done.stdout.split())
+    argv = [sys.executable, "-c", probe, str(root), str(cache_dir), "1" if cached else "0"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+    count, digested, peak = map(int, done.stdout.split())
+    return count, digested, peak
+
+
+def test_a_full_local_scan_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    _tree(root)
+    count, _, peak = _scan_peak(root, tmp_path / "cache", cached=True)
     assert count == sum(1 for _ in root.rglob("*"))
     assert peak / FILES < SCAN_PEAK_PER_FILE, f"{peak / FILES:.0f} bytes per file"
 
@@ -84,15 +90,8 @@ def test_a_full_local_scan_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
 def test_a_first_full_scan_peaks_under_a_bound_per_file(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     _tree(root)
-    cache = DigestCache(str(tmp_path / "cache"), str(root))
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        manifest = fill_local_digests(root, scan_local(root, Scope.of((), (), ())), cache)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
-    assert sum(1 for entry in manifest.values() if entry.digest is not None) == FILES
+    _, digested, peak = _scan_peak(root, tmp_path / "cache", cached=False)
+    assert digested == FILES
     assert peak / FILES < FIRST_SCAN_PEAK_PER_FILE, f"{peak / FILES:.0f} bytes per file"
 
 
