@@ -137,6 +137,8 @@ class Base:
         # that journal (None: a save writes the document again).
         self.stamp = stamp
         self._file_id: str | None = None
+        # A save took rows another process saved meanwhile (_merge_saved).
+        self.merged = False
         for path, entry in self.entries.items():
             remote = None if remote_stat is None else remote_stat.get(path)
             local = None if local_stat is None else local_stat.get(path)
@@ -403,9 +405,7 @@ class Base:
         touched = self._touched
         self.file.parent.mkdir(parents=True, exist_ok=True)
         journal.remove_dead_temps(self.file.parent, [self.file, _pending_file(self.file)])
-        stamp = None
-        if touched is not None and self.stamp is not None and self._file_id is not None:
-            stamp = self._append(self.stamp, touched)
+        stamp = None if touched is None else self._save_touched(touched)
         if stamp is None:
             file_id = os.urandom(8).hex()
             stamp = journal.compact(self.file, file_id, self._write_document(file_id))
@@ -419,6 +419,53 @@ class Base:
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
         _remember(stamp, written, True)
+
+    def _save_touched(self, touched: set[str]) -> Stamp | None:
+        """Append the touched rows to the journal, over another process's save made since
+        this base was loaded when there is one: the stamp after; None when the document
+        is to be written whole (it then holds the other process's rows too)."""
+        for _ in range(_SAVE_TRIES):
+            if self.stamp is None or self._file_id is None:
+                break
+            stamp = self._append(self.stamp, touched)
+            if stamp is not None:
+                return stamp
+            if not self._merge_saved(touched):
+                return None  # nobody else saved: the journal is full
+        if self.stamp is not None:
+            self._merge_saved(touched)
+        return None
+
+    def _merge_saved(self, touched: set[str]) -> bool:
+        """Take the base as another process saved it since this one was loaded (`tether
+        watch` and a push save one file), with this base's touched paths on top: a save
+        writes what it changed, never its stale copy of the rest. False: nobody did."""
+        now = journal.stat_stamp(self.file) + journal.stat_stamp(journal.journal_file(self.file))
+        if now == self.stamp or now[:4] == journal.NO_FILE:
+            return False
+        current = Base._load_main(self.file)
+        if current.stamp is None or current.stamp == self.stamp:
+            return False
+        mine = {path: (self.entries.get(path), self._stats.get(path)) for path in touched}
+        self.entries, self._stats = current.entries, current._stats
+        self._shared = current._shared = True  # (the in-process copy's too: copy on write)
+        self._own()
+        for path, (entry, stats) in mine.items():
+            if entry is None:
+                self.entries.pop(path, None)
+                self._stats.pop(path, None)
+                continue
+            self.entries[path] = entry
+            if stats is None:
+                self._stats.pop(path, None)
+            else:
+                self._stats[path] = stats
+        self.stamp, self._file_id = current.stamp, current._file_id
+        # The contents are no longer the origin's plus the paths touched: a version of
+        # this base taken before is unknown from now on (changed_since: None).
+        self._since, self._origin = (self._origin, None), object()
+        self.merged = True
+        return True
 
     def _append(self, stamp: Stamp, touched: set[str]) -> Stamp | None:
         """Append the touched paths' rows (or their drop) to the journal: the stamp after,
@@ -561,6 +608,9 @@ _LOADED: dict[str, tuple[Stamp, Base, bool]] = {}
 _KEEP = 16
 # A document replaced while read this many times in a row: the base is read as unknown.
 _LOAD_TRIES = 3
+# A save appends after taking another process's save this many times at most, then writes
+# the document whole (with both processes' rows).
+_SAVE_TRIES = 3
 # A journal grows to this fraction of its document (at least _JOURNAL_MIN bytes), then the
 # next save writes the document whole: a load replays at most that much.
 _JOURNAL_FRACTION = 8
