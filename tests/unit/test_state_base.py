@@ -263,8 +263,18 @@ def test_a_base_saved_after_another_process_saved_keeps_that_process_rows(
     new = Entry(FILE, 2, 20, 0o644, "1" * 64)
     daemon.record("drop.txt", new, new, new)
     daemon.save()
+    # What watch's save was seen doing: only its pending upload settled, no row changed.
+    watcher.expect_uploads({"drop.txt": "1" * 64})
+    watcher.settle_upload("drop.txt")
+    watcher.save()
+    assert Base.load(file).entries["drop.txt"] == new, "a save lost another process's record"
+    watcher = Base.load(file)
     watcher.record("other", Entry(FILE, 1, 6, 0o644, "6" * 64), None, None)
     watcher.forget("gone-here")
+    daemon = Base.load(file)
+    daemon.record("drop.txt", new, new, new)  # (the same row again: a change of stats)
+    daemon.record("third", Entry(FILE, 3, 3, 0o644, "3" * 64), None, None)
+    daemon.save()
     watcher.save()
     for cached in (True, False):
         if not cached:
@@ -272,7 +282,7 @@ def test_a_base_saved_after_another_process_saved_keeps_that_process_rows(
         merged = Base.load(file)
         assert merged.entries["drop.txt"] == new, "a save lost another process's record"
         assert merged.remote_stat["drop.txt"] == (2, 20)
-        assert merged.entries["other"].digest == "6" * 64
+        assert merged.entries["other"].digest == "6" * 64 and "third" in merged.entries
     # Both files replaced by a compaction of the other process: the same.
     daemon = Base.load(file)
     watcher = Base.load(file)
