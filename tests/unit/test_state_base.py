@@ -295,3 +295,22 @@ def test_a_base_saved_after_another_process_saved_keeps_that_process_rows(
     merged = Base.load(file)
     assert "n" in merged.entries and "other" not in merged.entries
     assert merged.entries["drop.txt"] == new
+
+
+def test_pending_uploads_of_two_processes_saving_one_base_are_both_kept(tmp_path: Path) -> None:
+    """An upload in flight is pending until answered; another process's save of the same
+    base (watch beside a push) keeps it: else a write that landed unanswered in a cut
+    reads as a remote edit, a conflict once the file is edited here again."""
+    file = tmp_path / "push.json"
+    sample(file).save()
+    watcher, daemon = Base.load(file), Base.load(file)
+    daemon.expect_uploads({"d.txt": "d" * 64})
+    watcher.expect_uploads({"w.txt": "e" * 64})
+    assert Base.load(file).pending == {"up": "0" * 64, "d.txt": "d" * 64, "w.txt": "e" * 64}
+    watcher.settle_upload("w.txt")
+    watcher.settle_upload("up")
+    watcher.save()
+    assert Base.load(file).pending == {"d.txt": "d" * 64}
+    daemon.settle_upload("d.txt")
+    daemon.save()  # (its copy still lists "up", settled by the other: not brought back)
+    assert Base.load(file).pending == {}

@@ -139,6 +139,9 @@ class Base:
         self._file_id: str | None = None
         # A save took rows another process saved meanwhile (_merge_saved).
         self.merged = False
+        # The pending uploads as last read or written (a loaded base's): a save of the
+        # pending file changes only those this base added or settled since.
+        self._pending_seen: dict[str, str] | None = None
         for path, entry in self.entries.items():
             remote = None if remote_stat is None else remote_stat.get(path)
             local = None if local_stat is None else local_stat.get(path)
@@ -165,6 +168,7 @@ class Base:
         pending = _read_pending(_pending_file(file))
         if pending is not None:
             base.pending = pending
+        base._pending_seen = dict(base.pending)
         return base
 
     @classmethod
@@ -517,6 +521,17 @@ class Base:
     def _save_pending(self) -> None:
         """The pending uploads in their own small file (removed when there are none)."""
         path = _pending_file(self.file)
+        seen = self._pending_seen
+        if seen is not None:
+            # Another process's uploads in flight (watch beside a push) stay pending.
+            merged = _read_pending(path) or {}
+            for name, digest in seen.items():
+                if name not in self.pending and merged.get(name) == digest:
+                    del merged[name]  # settled here
+            for name, digest in self.pending.items():
+                if seen.get(name) != digest:
+                    merged[name] = digest  # sent from here
+            self.pending, self._pending_seen = merged, dict(merged)
         if not self.pending:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
