@@ -216,7 +216,8 @@ def test_two_bases_of_one_file_saved_in_turn_each_write_their_own_rows(tmp_path:
     state._LOADED.clear()
     again = Base.load(file)
     assert contents(again) == contents(second)
-    assert again.entries["a.py"].digest == "d" * 64 and "b" not in again.entries
+    # Each save wrote its own rows over the other's: first's a.py, second's b and n.
+    assert again.entries["a.py"].digest == "9" * 64 and "b" not in again.entries
     again.record("c", Entry(FILE, 7, 70, 0o644, "7" * 64), None, Entry(FILE, 7, 71))
     again.save()
     state._LOADED.clear()
@@ -260,3 +261,74 @@ def test_a_base_taken_and_saved_unchanged_is_not_read_from_the_file_again(
     assert contents(again) == contents(sample(file))
     again.forget("a.py")
     assert "a.py" in Base.load(file).entries
+
+
+def test_a_base_saved_after_another_process_saved_keeps_that_process_rows(
+    tmp_path: Path,
+) -> None:
+    """`tether watch` and a push (the sync daemon) save the same base: each save writes the
+    rows it changed over the file as it is then, never its stale copy of the others.
+    (One process recorded drop.txt's new upload; the other, loaded before and saving a
+    change of its own, used to write the whole base back with drop.txt's old row: the
+    next local edit of drop.txt was then a conflict that never cleared.)"""
+    file = tmp_path / "push.json"
+    old = Entry(FILE, 2, 10, 0o644, "0" * 64)
+    base = Base(file)
+    base.record("drop.txt", old, old, old)
+    base.record("other", Entry(FILE, 1, 5, 0o644, "5" * 64), None, None)
+    base.save()
+    watcher, daemon = Base.load(file), Base.load(file)
+    new = Entry(FILE, 2, 20, 0o644, "1" * 64)
+    daemon.record("drop.txt", new, new, new)
+    daemon.save()
+    # What watch's save was seen doing: only its pending upload settled, no row changed.
+    watcher.expect_uploads({"drop.txt": "1" * 64})
+    watcher.settle_upload("drop.txt")
+    watcher.save()
+    assert Base.load(file).entries["drop.txt"] == new, "a save lost another process's record"
+    watcher = Base.load(file)
+    watcher.record("other", Entry(FILE, 1, 6, 0o644, "6" * 64), None, None)
+    watcher.forget("gone-here")
+    daemon = Base.load(file)
+    daemon.record("drop.txt", new, new, new)  # (the same row again: a change of stats)
+    daemon.record("third", Entry(FILE, 3, 3, 0o644, "3" * 64), None, None)
+    daemon.save()
+    watcher.save()
+    for cached in (True, False):
+        if not cached:
+            state._LOADED.clear()
+        merged = Base.load(file)
+        assert merged.entries["drop.txt"] == new, "a save lost another process's record"
+        assert merged.remote_stat["drop.txt"] == (2, 20)
+        assert merged.entries["other"].digest == "6" * 64 and "third" in merged.entries
+    # Both files replaced by a compaction of the other process: the same.
+    daemon = Base.load(file)
+    watcher = Base.load(file)
+    daemon.record("n", Entry(FILE, 1, 1, 0o644, "1" * 64), None, None)
+    daemon.stamp = None  # (its next save writes the document whole)
+    daemon.save()
+    watcher.forget("other")
+    watcher.save()
+    state._LOADED.clear()
+    merged = Base.load(file)
+    assert "n" in merged.entries and "other" not in merged.entries
+    assert merged.entries["drop.txt"] == new
+
+
+def test_pending_uploads_of_two_processes_saving_one_base_are_both_kept(tmp_path: Path) -> None:
+    """An upload in flight is pending until answered; another process's save of the same
+    base (watch beside a push) keeps it: else a write that landed unanswered in a cut
+    reads as a remote edit, a conflict once the file is edited here again."""
+    file = tmp_path / "push.json"
+    sample(file).save()
+    watcher, daemon = Base.load(file), Base.load(file)
+    daemon.expect_uploads({"d.txt": "d" * 64})
+    watcher.expect_uploads({"w.txt": "e" * 64})
+    assert Base.load(file).pending == {"up": "0" * 64, "d.txt": "d" * 64, "w.txt": "e" * 64}
+    watcher.settle_upload("w.txt")
+    watcher.settle_upload("up")
+    watcher.save()
+    assert Base.load(file).pending == {"d.txt": "d" * 64}
+    daemon.settle_upload("d.txt")
+    daemon.save()  # (its copy still lists "up", settled by the other: not brought back)
+    assert Base.load(file).pending == {}

@@ -193,7 +193,15 @@ async def push_pair(
         incremental.record_plan(base, plan, local, remote, synced, changed, scanned)
         base.save()
         report.seconds = time.monotonic() - started
-    if scans is not None and only is None and source.changes is not None and dest.token:
+    # A save that took another process's rows (state.Base.save) leaves no mark: the next
+    # push plans the whole tree.
+    if (
+        scans is not None
+        and only is None
+        and source.changes is not None
+        and dest.token
+        and not base.merged
+    ):
         unsettled = incremental.unsettled_after(plan, local, base.entries, changed)
         unsettled.update(base.pending)
         if speculation is not None:

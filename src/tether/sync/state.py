@@ -8,95 +8,19 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from tether.core.manifest import FILE, Entry, Manifest
 from tether.sync import journal
+from tether.sync.basestats import OWN, PAIRS, UNKNOWN, Pair, Stat, Stats, absolute, pair_of, side_of
 from tether.sync.journal import Stamp
 
 # 3: the document carries an id, its journal beside it (sync/journal.py); a version 2
 # reader would take the document without its journal, so it must not read this one.
 VERSION = 3
-
-
-# A path's recorded stats on each side: None when unknown, OWN when the entry's own
-# (size, mtime_ns), else (size, mtime_ns). Kept as one (remote, local) pair per path, the
-# common pairs shared (no tuple per path for them).
-OWN = 0
-Stat = tuple[int, int]
-Side = Stat | int | None
-Pair = tuple[Side, Side]
-_PAIRS: dict[Pair, Pair] = {
-    pair: pair for pair in ((OWN, OWN), (OWN, None), (None, OWN), (None, None))
-}
-_UNKNOWN: Pair = (None, None)
-
-
-class _Stats(Mapping[str, Stat]):
-    """One side's recorded stats (read-only), made from the base's compact pairs."""
-
-    def __init__(self, base: Base, side: int) -> None:
-        self._base = base
-        self._side = side
-
-    def __getitem__(self, path: str) -> Stat:
-        stat: Stat | None = self.get(path)
-        if stat is None:
-            raise KeyError(path)
-        return stat
-
-    def get(self, path: str, default: Any = None) -> Any:
-        base = self._base
-        pair = base._stats.get(path)
-        if pair is None:
-            return default
-        side = pair[self._side]
-        if side is None:
-            return default
-        if side == OWN:
-            entry = base.entries[path]
-            return (entry.size, entry.mtime_ns)
-        return side
-
-    def __contains__(self, path: object) -> bool:
-        pair = self._base._stats.get(path)  # type: ignore[call-overload]
-        return pair is not None and pair[self._side] is not None
-
-    def __iter__(self) -> Iterator[str]:
-        side = self._side
-        return (path for path, pair in self._base._stats.items() if pair[side] is not None)
-
-    def __len__(self) -> int:
-        side = self._side
-        return sum(1 for pair in self._base._stats.values() if pair[side] is not None)
-
-
-def _side(stat: Stat | None, entry: Entry) -> Side:
-    if stat is None:
-        return None
-    if stat[0] == entry.size and stat[1] == entry.mtime_ns:
-        return OWN
-    return stat
-
-
-def _absolute(side: Side, entry: Entry | None) -> Stat | None:
-    if side is None or entry is None:
-        return None
-    if isinstance(side, tuple):
-        return side
-    return (entry.size, entry.mtime_ns)
-
-
-def _pair(remote: Side, local: Side) -> Pair:
-    pair = (remote, local)
-    return (
-        _PAIRS.get(pair, pair)
-        if not isinstance(remote, tuple) and not isinstance(local, tuple)
-        else pair
-    )
 
 
 class Base:
@@ -139,20 +63,25 @@ class Base:
         self.stamp = stamp
         self._file_id: str | None = None
         self._taken = False  # taken whole from _LOADED by a load: a save gives it back
+        # A save took rows another process saved meanwhile (_merge_saved).
+        self.merged = False
+        # The pending uploads as last read or written (a loaded base's): a save of the
+        # pending file changes only those this base added or settled since.
+        self._pending_seen: dict[str, str] | None = None
         for path, entry in self.entries.items():
             remote = None if remote_stat is None else remote_stat.get(path)
             local = None if local_stat is None else local_stat.get(path)
-            pair = _pair(_side(remote, entry), _side(local, entry))
-            if pair is not _UNKNOWN:
+            pair = pair_of(side_of(remote, entry), side_of(local, entry))
+            if pair is not UNKNOWN:
                 self._stats[path] = pair
 
     @property
     def remote_stat(self) -> Mapping[str, Stat]:
-        return _Stats(self, 0)
+        return Stats(self, 0)
 
     @property
     def local_stat(self) -> Mapping[str, Stat]:
-        return _Stats(self, 1)
+        return Stats(self, 1)
 
     @classmethod
     def load(cls, file: Path) -> Base:
@@ -165,6 +94,7 @@ class Base:
         pending = _read_pending(_pending_file(file))
         if pending is not None:
             base.pending = pending
+        base._pending_seen = dict(base.pending)
         return base
 
     @classmethod
@@ -245,7 +175,7 @@ class Base:
         the entry's own, null when unknown."""
         entries = self.entries
         stats = self._stats
-        pairs = _PAIRS
+        pairs = PAIRS
         intern = sys.intern  # paths and digests: one object each across manifests
         for path, kind, size, mtime_ns, mode, digest, target, remote, local in rows:
             path = intern(path)
@@ -255,7 +185,7 @@ class Base:
             if remote == 0 or remote is None:
                 if local == 0 or local is None:
                     pair = pairs[(remote, local)]
-                    if pair is not _UNKNOWN:
+                    if pair is not UNKNOWN:
                         stats[path] = pair
                     else:
                         stats.pop(path, None)  # a journal's row replacing known stats
@@ -273,24 +203,24 @@ class Base:
             entry = self.entries[path] = Entry.from_json(raw)
             remote = (raw["r"][0], raw["r"][1]) if "r" in raw else None
             local = (raw["l"][0], raw["l"][1]) if "l" in raw else None
-            pair = _pair(_side(remote, entry), _side(local, entry))
-            if pair is not _UNKNOWN:
+            pair = pair_of(side_of(remote, entry), side_of(local, entry))
+            if pair is not UNKNOWN:
                 self._stats[path] = pair
 
     def _set(self, path: str, entry: Entry, remote: Entry | None, local: Entry | None) -> None:
         """entries[path] = entry, each side's stat from remote and local where given (the
         other kept); dirty when anything changed. The base is its own already."""
         known = self.entries.get(path)
-        old = self._stats.get(path, _UNKNOWN)
-        remote_stat = _absolute(old[0], known) if remote is None else (remote.size, remote.mtime_ns)
-        local_stat = _absolute(old[1], known) if local is None else (local.size, local.mtime_ns)
+        old = self._stats.get(path, UNKNOWN)
+        remote_stat = absolute(old[0], known) if remote is None else (remote.size, remote.mtime_ns)
+        local_stat = absolute(old[1], known) if local is None else (local.size, local.mtime_ns)
         if known is not entry and known != entry:
             self.entries[path] = entry
             self.dirty = True
             self._touch(path)
-        pair = _pair(_side(remote_stat, entry), _side(local_stat, entry))
+        pair = pair_of(side_of(remote_stat, entry), side_of(local_stat, entry))
         if pair != old:
-            if pair is _UNKNOWN:
+            if pair is UNKNOWN:
                 self._stats.pop(path, None)
             else:
                 self._stats[path] = pair
@@ -353,7 +283,7 @@ class Base:
             there = remote.get(path)
             if self.entries.get(path) is entry:
                 # The common case (a no-op push): nothing to change when the stats hold.
-                pair = self._stats.get(path, _UNKNOWN)
+                pair = self._stats.get(path, UNKNOWN)
                 if pair[1] == OWN and isinstance(pair[1], int):
                     if there is None:
                         continue
@@ -409,9 +339,7 @@ class Base:
         touched = self._touched
         self.file.parent.mkdir(parents=True, exist_ok=True)
         journal.remove_dead_temps(self.file.parent, [self.file, _pending_file(self.file)])
-        stamp = None
-        if touched is not None and self.stamp is not None and self._file_id is not None:
-            stamp = self._append(self.stamp, touched)
+        stamp = None if touched is None else self._save_touched(touched)
         if stamp is None:
             file_id = os.urandom(8).hex()
             stamp = journal.compact(self.file, file_id, self._write_document(file_id))
@@ -430,6 +358,53 @@ class Base:
         written = self.copy()
         written.pending = {}  # not in the file written: load reads the pending file
         _remember(stamp, written, True)
+
+    def _save_touched(self, touched: set[str]) -> Stamp | None:
+        """Append the touched rows to the journal, over another process's save made since
+        this base was loaded when there is one: the stamp after; None when the document
+        is to be written whole (it then holds the other process's rows too)."""
+        for _ in range(_SAVE_TRIES):
+            if self.stamp is None or self._file_id is None:
+                break
+            stamp = self._append(self.stamp, touched)
+            if stamp is not None:
+                return stamp
+            if not self._merge_saved(touched):
+                return None  # nobody else saved: the journal is full
+        if self.stamp is not None:
+            self._merge_saved(touched)
+        return None
+
+    def _merge_saved(self, touched: set[str]) -> bool:
+        """Take the base as another process saved it since this one was loaded (`tether
+        watch` and a push save one file), with this base's touched paths on top: a save
+        writes what it changed, never its stale copy of the rest. False: nobody did."""
+        now = journal.stat_stamp(self.file) + journal.stat_stamp(journal.journal_file(self.file))
+        if now == self.stamp or now[:4] == journal.NO_FILE:
+            return False
+        current = Base._load_main(self.file)
+        if current.stamp is None or current.stamp == self.stamp:
+            return False
+        mine = {path: (self.entries.get(path), self._stats.get(path)) for path in touched}
+        self.entries, self._stats = current.entries, current._stats
+        self._shared = current._shared = True  # (the in-process copy's too: copy on write)
+        self._own()
+        for path, (entry, stats) in mine.items():
+            if entry is None:
+                self.entries.pop(path, None)
+                self._stats.pop(path, None)
+                continue
+            self.entries[path] = entry
+            if stats is None:
+                self._stats.pop(path, None)
+            else:
+                self._stats[path] = stats
+        self.stamp, self._file_id = current.stamp, current._file_id
+        # The contents are no longer the origin's plus the paths touched: a version of
+        # this base taken before is unknown from now on (changed_since: None).
+        self._since, self._origin = (self._origin, None), object()
+        self.merged = True
+        return True
 
     def _append(self, stamp: Stamp, touched: set[str]) -> Stamp | None:
         """Append the touched paths' rows (or their drop) to the journal: the stamp after,
@@ -475,12 +450,23 @@ class Base:
             entry.mode,
             entry.digest,
             entry.target,
-            *self._stats.get(path, _UNKNOWN),
+            *self._stats.get(path, UNKNOWN),
         ]
 
     def _save_pending(self) -> None:
         """The pending uploads in their own small file (removed when there are none)."""
         path = _pending_file(self.file)
+        seen = self._pending_seen
+        if seen is not None:
+            # Another process's uploads in flight (watch beside a push) stay pending.
+            merged = _read_pending(path) or {}
+            for name, digest in seen.items():
+                if name not in self.pending and merged.get(name) == digest:
+                    del merged[name]  # settled here
+            for name, digest in self.pending.items():
+                if seen.get(name) != digest:
+                    merged[name] = digest  # sent from here
+            self.pending, self._pending_seen = merged, dict(merged)
         if not self.pending:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -510,7 +496,7 @@ class Base:
         """
         known = self.entries
         stats = self._stats
-        unknown = _UNKNOWN
+        unknown = UNKNOWN
         for path in scanned if paths is None else [p for p in paths if p in scanned]:
             entry = scanned[path]
             digest = entry.digest
@@ -578,6 +564,9 @@ _LOADED: dict[str, tuple[Stamp, Base, bool]] = {}
 _KEEP = 16
 # A document replaced while read this many times in a row: the base is read as unknown.
 _LOAD_TRIES = 3
+# A save appends after taking another process's save this many times at most, then writes
+# the document whole (with both processes' rows).
+_SAVE_TRIES = 3
 # A journal grows to this fraction of its document (at least _JOURNAL_MIN bytes), then the
 # next save writes the document whole: a load replays at most that much.
 _JOURNAL_FRACTION = 8
