@@ -261,7 +261,8 @@ class RemoteEndpoint:
         except (ProtocolError, TypeError, ValueError) as error:
             # (the memo of this scan is gone: the next scan is answered whole)
             what = f"the agent's answer is malformed: {error}"
-            raise RemoteError(self.host, "scan", what) from None
+            again = "run the command again (the next scan is answered whole)"
+            raise RemoteError(self.host, "the remote scan", what, again) from None
         del rows
         recheck: set[str] | None = None
         if since is not None:
