@@ -51,6 +51,13 @@ def _tree(root: Path, files: int = FILES) -> None:
         path.write_text(f"value = {index}\n")
 
 
+def _in_fresh_python(probe: str, *args: str) -> str:
+    """What probe (Python source run with args) prints, in a fresh interpreter: none of the
+    earlier tests' caches, interned strings or heap in its figures."""
+    argv = [sys.executable, "-c", probe, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
 def _scan_peak(root: Path, cache_dir: Path, cached: bool) -> tuple[int, int, int]:
     """(entries, entries with a digest, traced peak in bytes) of a full scan of root, in a
     fresh interpreter (`cached`: after a first one filled the digest cache). In the test
@@ -73,9 +80,8 @@ def _scan_peak(root: Path, cache_dir: Path, cached: bool) -> tuple[int, int, int
         "digested = sum(1 for entry in manifest.values() if entry.digest is not None)\n"
         "print(len(manifest), digested, peak)\n"
     )
-    argv = [sys.executable, "-c", probe, str(root), str(cache_dir), "1" if cached else "0"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
-    count, digested, peak = map(int, done.stdout.split())
+    printed = _in_fresh_python(probe, str(root), str(cache_dir), "1" if cached else "0")
+    count, digested, peak = map(int, printed.split())
     return count, digested, peak
 
 
@@ -165,10 +171,7 @@ def test_the_agents_extensions_load_without_ssl_and_urllib_request() -> None:
         "    importlib.import_module('tether.agent.' + name)\n"
         "print(sorted({'ssl', 'urllib.request'} & set(sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.strip() == "[]"
+    assert _in_fresh_python(probe).strip() == "[]"
 
 
 # What the agent keeps of a whole tree's scan for the next one (its answer's rows, the
@@ -322,7 +325,5 @@ def test_what_a_daemon_command_thread_frees_goes_back_to_the_system() -> None:
         "thread.start()\n"
         "thread.join()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert int(done.stdout) >= 50, f"{done.stdout.strip()} MB of 60 MB freed went back"
+    freed = _in_fresh_python(probe)
+    assert int(freed) >= 50, f"{freed.strip()} MB of 60 MB freed went back"
